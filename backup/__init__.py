@@ -1,0 +1,1 @@
+"""Scheduled restic backups of every tenant, replicated offsite, with retention and restore verification. (Not built yet.)"""

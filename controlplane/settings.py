@@ -1,0 +1,37 @@
+"""Settings of the control plane, read from COUNTYCLOUD_* environment variables (or a .env file).
+
+Lower packages never read settings themselves: the control plane passes the values they need
+(paths, URLs, port ranges) down as plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COUNTYCLOUD_", env_file=".env", extra="ignore")
+
+    # Site daemons, disks, templates and the control-plane database live here. Tests use their own.
+    state_dir: Path = Path("/var/lib/countycloud")
+    # Golden images and prebooted templates are cached here, outside any clone, keyed by their recipe.
+    cache_dir: Path = Path("/var/cache/countycloud")
+    database_url: str = ""
+    # Host ports on 127.0.0.1 handed out to guests' forwards and to tenant addresses.
+    guest_port_first: int = 42000
+    guest_port_last: int = 42999
+    gateway_port_first: int = 41000
+    gateway_port_last: int = 41999
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.state_dir / 'countycloud.db'}"
+        return self
+
+
+def load() -> Settings:
+    return Settings()

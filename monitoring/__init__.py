@@ -1,0 +1,1 @@
+"""Probes that split each transaction into network and server time, host and VM metrics, resource advice. (Not built yet.)"""

@@ -1,0 +1,75 @@
+"""A PostgreSQL server for the test suite, started on demand and shared by every test run.
+
+The cluster lives outside the clone and listens only on 127.0.0.1 (network rule). It is left
+running after the session so that concurrent or later pytest runs reuse it; a stale one (dead pid)
+is restarted. Each caller gets a fresh, uniquely named database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("COUNTYCLOUD_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_DIR = Path(os.environ.get("COUNTYCLOUD_TEST_PG_DIR", "/var/tmp/countycloud-test-pg"))
+PG_PORT = int(os.environ.get("COUNTYCLOUD_TEST_PG_PORT", "55432"))
+PG_USER = "postgres"
+
+
+def _as_postgres(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["runuser", "-u", PG_USER, "--", *argv], check=True, capture_output=True, text=True
+    )
+
+
+def _ready() -> bool:
+    probe = subprocess.run(
+        [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-q"], check=False
+    )
+    return probe.returncode == 0
+
+
+def ensure_server() -> str:
+    """Start the test cluster if it is not answering; return the admin URL (libpq form, no driver)."""
+    if not _ready():
+        data = PG_DIR / "data"
+        if not (data / "PG_VERSION").exists():
+            if PG_DIR.exists():
+                shutil.rmtree(PG_DIR)
+            PG_DIR.mkdir(parents=True)
+            shutil.chown(PG_DIR, PG_USER, PG_USER)
+            _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", PG_USER, "-E", "UTF8")
+        (data / "postmaster.pid").unlink(missing_ok=True) if not _ready() else None
+        _as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(PG_DIR / "server.log"), "-w", "-t", "60",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {PG_PORT} -c unix_socket_directories={PG_DIR} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "start",
+        )
+        deadline = time.monotonic() + 30
+        while not _ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"test PostgreSQL did not start; see {PG_DIR / 'server.log'}")
+            time.sleep(0.2)
+    return f"postgresql://{PG_USER}@127.0.0.1:{PG_PORT}"
+
+
+def fresh_database(prefix: str = "t") -> str:
+    """Create an empty database and return its SQLAlchemy URL (psycopg 3 driver)."""
+    ensure_server()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(PG_PORT), name)
+    return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{PG_PORT}/{name}"
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[-1]
+    subprocess.run(
+        ["runuser", "-u", PG_USER, "--", str(PG_BIN / "dropdb"), "-h", "127.0.0.1", "-p", str(PG_PORT),
+         "--if-exists", "--force", name],
+        check=False, capture_output=True,
+    )

@@ -9,7 +9,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils debootstrap e2fsprogs
   haproxy restic rclone
   postgresql python3-venv python3-dev
-  chromium chromium-driver wrk openssh-client sshpass
+  chromium chromium-driver fonts-noto-cjk wrk openssh-client sshpass
 )
 
 missing=()

@@ -1,0 +1,193 @@
+"""Site daemons: each site is its own libvirtd + virtlogd in a private mount namespace.
+
+On one machine two data centres are simulated by giving each site private copies of libvirt's
+state folders (bind-mounted over /run/libvirt, /var/lib/libvirt, ... inside `unshare --mount`).
+Killing every process in a site's namespace (daemons and QEMU) is a real site outage that leaves
+the other site serving. This module is the edge for those processes; it never touches libvirt's
+API (that is hypervisor.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+# Host folders libvirt uses, and the name of each one's private copy inside a site folder.
+_BIND_MOUNTS = {
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "etc": "/etc/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+}
+
+
+class SiteState(StrEnum):
+    up = "up"
+    down = "down"
+
+
+class SiteError(RuntimeError):
+    """A site daemon could not be started or reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class SitePaths:
+    name: str
+    root: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "libvirt-sock"
+
+    @property
+    def uri(self) -> str:
+        return f"qemu:///system?socket={self.socket}"
+
+    @property
+    def libvirtd_pidfile(self) -> Path:
+        return self.root / "run" / "libvirtd.pid"
+
+    @property
+    def virtlogd_pidfile(self) -> Path:
+        return self.root / "run" / "virtlogd.pid"
+
+    @property
+    def namespace_file(self) -> Path:
+        return self.root / "mntns"
+
+    @property
+    def disks(self) -> Path:
+        """Where this site's VM disks, seed images and state files live (visible in every namespace)."""
+        return self.root / "disks"
+
+
+def site_paths(state_dir: Path, name: str) -> SitePaths:
+    return SitePaths(name=name, root=state_dir / "sites" / name)
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _prepare_config(site: SitePaths) -> None:
+    """Private copy of /etc/libvirt for the site: QEMU as root, no NAT network ever (network rule)."""
+    etc = site.root / "etc"
+    if not (etc / "qemu.conf").exists():
+        if etc.exists():
+            shutil.rmtree(etc)
+        shutil.copytree("/etc/libvirt", etc, symlinks=True)
+    qemu_conf = etc / "qemu.conf"
+    text = qemu_conf.read_text()
+    marker = "# countycloud site settings"
+    if marker not in text:
+        qemu_conf.write_text(
+            text + f'\n{marker}\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+        )
+    # libvirt's package defines a `default` NAT network; a site must never have it.
+    for leftover in (etc / "qemu" / "networks" / "default.xml", etc / "qemu" / "networks" / "autostart"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _namespace_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def state(site: SitePaths) -> SiteState:
+    if _pid_alive(site.libvirtd_pidfile) and site.socket.exists():
+        return SiteState.up
+    return SiteState.down
+
+
+def start(site: SitePaths, timeout_s: float = 60.0) -> None:
+    """Start the site's daemons if they are not running (idempotent)."""
+    if state(site) is SiteState.up:
+        return
+    stop(site)  # clear half-started leftovers (a daemon without the other, stale sockets)
+    for sub in _BIND_MOUNTS:
+        (site.root / sub).mkdir(parents=True, exist_ok=True)
+    site.disks.mkdir(parents=True, exist_ok=True)
+    _prepare_config(site)
+    for stale in ("libvirt-sock", "libvirt-sock-ro", "libvirt-admin-sock", "virtlogd-sock",
+                  "virtlogd-admin-sock"):
+        (site.root / "run" / stale).unlink(missing_ok=True)
+    mounts = " && ".join(
+        f"mkdir -p {target} && mount --bind {site.root / sub} {target}"
+        for sub, target in _BIND_MOUNTS.items()
+    )
+    script = (
+        f"set -e; {mounts}; "
+        "virtlogd -d -p /run/libvirt/virtlogd.pid; "
+        "libvirtd -d -p /run/libvirt/libvirtd.pid"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise SiteError(f"site {site.name}: daemons did not start: {result.stderr.strip()}")
+    deadline = time.monotonic() + timeout_s
+    while state(site) is not SiteState.up:
+        if time.monotonic() > deadline:
+            raise SiteError(
+                f"site {site.name}: libvirtd did not answer on {site.socket} within {timeout_s:.0f} s; "
+                f"see {site.root / 'log'}"
+            )
+        time.sleep(0.1)
+    pid = _pid_alive(site.libvirtd_pidfile)
+    namespace = _namespace_of(pid) if pid else None
+    if namespace:
+        site.namespace_file.write_text(namespace)
+
+
+def _processes_in_namespace(namespace: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _namespace_of(int(entry.name)) == namespace:
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop(site: SitePaths) -> list[int]:
+    """Site outage: kill -9 the site's daemons and every QEMU in its namespace. Returns the pids killed."""
+    killed: list[int] = []
+    pids: set[int] = set()
+    if site.namespace_file.exists():
+        namespace = site.namespace_file.read_text().strip()
+        # Never kill our own namespace (a stale file could name the host's).
+        if namespace and namespace != _namespace_of(os.getpid()):
+            pids.update(_processes_in_namespace(namespace))
+    for pidfile in (site.libvirtd_pidfile, site.virtlogd_pidfile):
+        pid = _pid_alive(pidfile)
+        if pid:
+            pids.add(pid)
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pidfile in (site.libvirtd_pidfile, site.virtlogd_pidfile):
+        pidfile.unlink(missing_ok=True)
+    site.socket.unlink(missing_ok=True)
+    return killed

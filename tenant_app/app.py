@@ -1,0 +1,85 @@
+"""The FastAPI application factory: create_app(settings) wires the database, routers and middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tenant_app import timing
+from tenant_app.db import make_engine, session_factory
+from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
+from tenant_app.migrations import is_current
+from tenant_app.settings import Settings
+
+
+@dataclass
+class AppState:
+    """Everything a request handler needs, built once per app (reachable as request.app.state.tenant)."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    metrics: AppMetrics
+
+
+def _route_label(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    timing.instrument(engine)
+    state = AppState(settings=settings, engine=engine, sessions=session_factory(engine), metrics=AppMetrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title=f"{settings.county_name} 預算會計系統", lifespan=lifespan)
+    app.state.tenant = state
+
+    @app.middleware("http")
+    async def server_timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        timer = timing.start_request()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        response.headers["Server-Timing"] = timing.header_value(elapsed, timer.db_seconds)
+        route = _route_label(request)
+        state.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        state.metrics.latency.labels(request.method, route).observe(elapsed)
+        return response
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> JSONResponse:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            current = is_current(engine)
+        except Exception as error:  # any failure to reach the database is "unhealthy", with its reason
+            return JSONResponse({"status": "error", "database": str(error)}, status_code=503)
+        if not current:
+            return JSONResponse({"status": "error", "migrations": "not current"}, status_code=503)
+        return JSONResponse({"status": "ok", "county": settings.county_id})
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> Response:
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- Routers -------------------------------------------------------------------------------
+    # One line per router. Engineer B (reports, treasury) and engineer C (web UI, auth) add theirs
+    # below, e.g. `app.include_router(reports_router)`; keep each an include, no logic here.
+    # ---------------------------------------------------------------------------------------------
+
+    return app

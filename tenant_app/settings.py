@@ -1,0 +1,39 @@
+"""Settings of one county's application, from TENANT_APP_* environment variables or a KEY=VALUE file.
+
+The VM writes the file on first boot from its seed disk and points TENANT_APP_SETTINGS_FILE at it.
+Environment variables win over the file, so an operator can override one value by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SETTINGS_FILE_VARIABLE = "TENANT_APP_SETTINGS_FILE"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANT_APP_", extra="ignore")
+
+    database_url: str = "sqlite:///tenant_app.db"
+    county_id: str = "demo"
+    county_name: str = "示範縣"
+    # Signs sessions and CSRF tokens; the VM's seed disk provides a per-county value.
+    secret: str = Field(default="change-me-in-production", min_length=8)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Bench-only: exposes the naive read-then-write certification endpoint used as a reference.
+    enable_naive_certify: bool = False
+    # Largest group of queued certifications committed in one transaction by the writer.
+    certify_batch_max: int = 512
+
+
+def load_settings(env_file: str | Path | None = None) -> Settings:
+    """Read settings from the environment, and from the KEY=VALUE file if one is named."""
+    path = env_file or os.environ.get(SETTINGS_FILE_VARIABLE)
+    if path:
+        return Settings(_env_file=str(path), _env_file_encoding="utf-8")
+    return Settings()

@@ -85,9 +85,6 @@ class Agency(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(100))
-    # Ed25519 key that signs the agency's treasury payment batches (engineer B's treasury.py).
-    signing_public_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    signing_private_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
 
 class User(Base):
@@ -99,11 +96,25 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    # Ed25519 public key that verifies this user's approval signatures (engineer B's signing.py).
-    signing_public_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    signing_private_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     grants: Mapped[list[UserAgency]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class SigningKey(Base):
+    """An Ed25519 key of a user (approvals) or an agency (treasury batches); see signing_keys.py.
+
+    The private key is stored wrapped with the app secret; retired keys stay to verify old signatures.
+    """
+
+    __tablename__ = "signing_key"
+    __table_args__ = (CheckConstraint("(user_id IS NULL) <> (agency_id IS NULL)", name="one_owner"),)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"), default=None, index=True)
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("agency.id"), default=None, index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class UserAgency(Base):
@@ -362,6 +373,7 @@ class Signature(Base):
     # Set when the signer acted as delegate (代理) for this principal.
     on_behalf_of_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"), default=None)
     delegation_id: Mapped[int | None] = mapped_column(ForeignKey("delegation.id"), default=None)
+    key_id: Mapped[str] = mapped_column(ForeignKey("signing_key.key_id"))
     content_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the canonical content
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     signed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -385,6 +397,7 @@ class TreasuryBatch(Base):
     total: Mapped[int] = mapped_column(Money, default=0)
     file_hash: Mapped[str] = mapped_column(String(64), default="")
     signature: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("signing_key.key_id"), default=None)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -24,6 +24,18 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def regenerate_initial() -> Path:
+    """Rewrite the single initial revision from the current models (development only)."""
+    import tempfile
+
+    for old in (HERE / "versions").glob("0001_*.py"):
+        old.unlink()
+    with tempfile.TemporaryDirectory() as scratch:
+        command.revision(alembic_config(f"sqlite:///{scratch}/empty.db"), message="initial schema",
+                         autogenerate=True, rev_id="0001")
+    return next((HERE / "versions").glob("0001_*.py"))
+
+
 def upgrade(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 

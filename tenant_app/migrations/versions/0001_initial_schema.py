@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 01:10:58.324413
+Create Date: 2026-11-28 01:11:34.059409
 """
 from alembic import op
 import sqlalchemy as sa
@@ -27,8 +27,6 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('signing_public_key', sa.LargeBinary(), nullable=True),
-    sa.Column('signing_private_key', sa.LargeBinary(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agency')),
     sa.UniqueConstraint('code', name=op.f('uq_agency_code'))
     )
@@ -40,8 +38,6 @@ def upgrade() -> None:
     sa.Column('role', sa.Enum('clerk', 'accountant', 'chief_accountant', 'agency_head', 'county_admin', 'auditor', name='role', native_enum=False, create_constraint=True, length=32), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('signing_public_key', sa.LargeBinary(), nullable=True),
-    sa.Column('signing_private_key', sa.LargeBinary(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_app_user')),
     sa.UniqueConstraint('username', name=op.f('uq_app_user_username'))
     )
@@ -195,24 +191,23 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['debit_account'], ['account.code'], name=op.f('fk_posting_rule_debit_account_account')),
     sa.PrimaryKeyConstraint('event_kind', name=op.f('pk_posting_rule'))
     )
-    op.create_table('treasury_batch',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('agency_id', sa.Integer(), nullable=False),
-    sa.Column('fiscal_year_id', sa.Integer(), nullable=False),
-    sa.Column('number', sa.Integer(), nullable=False),
-    sa.Column('status', sa.Enum('sent', 'confirmed', name='treasury_batch_status', native_enum=False, create_constraint=True, length=32), nullable=False),
-    sa.Column('total', sa.BigInteger(), nullable=False),
-    sa.Column('file_hash', sa.String(length=64), nullable=False),
-    sa.Column('signature', sa.LargeBinary(), nullable=True),
-    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    op.create_table('signing_key',
+    sa.Column('key_id', sa.String(length=32), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('agency_id', sa.Integer(), nullable=True),
+    sa.Column('public_key', sa.LargeBinary(), nullable=False),
+    sa.Column('wrapped_private_key', sa.LargeBinary(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['agency_id'], ['agency.id'], name=op.f('fk_treasury_batch_agency_id_agency')),
-    sa.ForeignKeyConstraint(['created_by_id'], ['app_user.id'], name=op.f('fk_treasury_batch_created_by_id_app_user')),
-    sa.ForeignKeyConstraint(['fiscal_year_id'], ['fiscal_year.id'], name=op.f('fk_treasury_batch_fiscal_year_id_fiscal_year')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_treasury_batch')),
-    sa.UniqueConstraint('agency_id', 'fiscal_year_id', 'number', name='uq_treasury_batch_number')
+    sa.CheckConstraint('(user_id IS NULL) <> (agency_id IS NULL)', name=op.f('ck_signing_key_one_owner')),
+    sa.ForeignKeyConstraint(['agency_id'], ['agency.id'], name=op.f('fk_signing_key_agency_id_agency')),
+    sa.ForeignKeyConstraint(['user_id'], ['app_user.id'], name=op.f('fk_signing_key_user_id_app_user')),
+    sa.PrimaryKeyConstraint('key_id', name=op.f('pk_signing_key'))
     )
+    with op.batch_alter_table('signing_key', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_signing_key_agency_id'), ['agency_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_signing_key_user_id'), ['user_id'], unique=False)
+
     op.create_table('user_agency',
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('agency_id', sa.Integer(), nullable=False),
@@ -345,6 +340,26 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_transfer_from_line_id'), ['from_line_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_transfer_to_line_id'), ['to_line_id'], unique=False)
 
+    op.create_table('treasury_batch',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('agency_id', sa.Integer(), nullable=False),
+    sa.Column('fiscal_year_id', sa.Integer(), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('status', sa.Enum('sent', 'confirmed', name='treasury_batch_status', native_enum=False, create_constraint=True, length=32), nullable=False),
+    sa.Column('total', sa.BigInteger(), nullable=False),
+    sa.Column('file_hash', sa.String(length=64), nullable=False),
+    sa.Column('signature', sa.LargeBinary(), nullable=True),
+    sa.Column('key_id', sa.String(length=32), nullable=True),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['agency_id'], ['agency.id'], name=op.f('fk_treasury_batch_agency_id_agency')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['app_user.id'], name=op.f('fk_treasury_batch_created_by_id_app_user')),
+    sa.ForeignKeyConstraint(['fiscal_year_id'], ['fiscal_year.id'], name=op.f('fk_treasury_batch_fiscal_year_id_fiscal_year')),
+    sa.ForeignKeyConstraint(['key_id'], ['signing_key.key_id'], name=op.f('fk_treasury_batch_key_id_signing_key')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_treasury_batch')),
+    sa.UniqueConstraint('agency_id', 'fiscal_year_id', 'number', name='uq_treasury_batch_number')
+    )
     op.create_table('payment_voucher',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('agency_id', sa.Integer(), nullable=False),
@@ -397,10 +412,12 @@ def upgrade() -> None:
     sa.Column('signer_id', sa.Integer(), nullable=False),
     sa.Column('on_behalf_of_id', sa.Integer(), nullable=True),
     sa.Column('delegation_id', sa.Integer(), nullable=True),
+    sa.Column('key_id', sa.String(length=32), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('signature', sa.LargeBinary(), nullable=False),
     sa.Column('signed_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['delegation_id'], ['delegation.id'], name=op.f('fk_signature_delegation_id_delegation')),
+    sa.ForeignKeyConstraint(['key_id'], ['signing_key.key_id'], name=op.f('fk_signature_key_id_signing_key')),
     sa.ForeignKeyConstraint(['on_behalf_of_id'], ['app_user.id'], name=op.f('fk_signature_on_behalf_of_id_app_user')),
     sa.ForeignKeyConstraint(['signer_id'], ['app_user.id'], name=op.f('fk_signature_signer_id_app_user')),
     sa.ForeignKeyConstraint(['voucher_id'], ['payment_voucher.id'], name=op.f('fk_signature_voucher_id_payment_voucher'), ondelete='CASCADE'),
@@ -448,6 +465,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_payment_voucher_agency_year')
 
     op.drop_table('payment_voucher')
+    op.drop_table('treasury_batch')
     with op.batch_alter_table('transfer', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_transfer_to_line_id'))
         batch_op.drop_index(batch_op.f('ix_transfer_from_line_id'))
@@ -476,7 +494,11 @@ def downgrade() -> None:
 
     op.drop_table('user_session')
     op.drop_table('user_agency')
-    op.drop_table('treasury_batch')
+    with op.batch_alter_table('signing_key', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_signing_key_user_id'))
+        batch_op.drop_index(batch_op.f('ix_signing_key_agency_id'))
+
+    op.drop_table('signing_key')
     op.drop_table('posting_rule')
     op.drop_table('period_close')
     op.drop_table('number_counter')

@@ -38,27 +38,27 @@ def test_empty_password_is_refused() -> None:
         passwords.hash_password("")
 
 
-def test_session_round_trip_keeps_fields() -> None:
+def test_cookie_round_trip_keeps_fields() -> None:
     codec = sessions.SessionCodec("s" * 32)
-    data = sessions.SessionData(user_id=7, agency_id=3)
-    data.set_flash("已簽證", "ok")
-    back = codec.loads(codec.dumps(data))
-    assert (back.user_id, back.agency_id, back.csrf_token) == (7, 3, data.csrf_token)
-    assert back.pop_flash() == ("已簽證", "ok")
+    state = sessions.CookieState(session_id="abc")
+    state.set_flash("已簽證", sessions.FlashKind.OK)
+    back = codec.loads(codec.dumps(state))
+    assert (back.session_id, back.anon_csrf) == ("abc", state.anon_csrf)
+    assert back.pop_flash() == ("已簽證", sessions.FlashKind.OK)
     assert back.flash is None
 
 
-def test_tampered_or_foreign_cookie_gives_anonymous_session() -> None:
+def test_tampered_or_foreign_cookie_gives_anonymous_state() -> None:
     codec = sessions.SessionCodec("s" * 32)
-    cookie = codec.dumps(sessions.SessionData(user_id=7))
-    assert codec.loads(cookie[:-2] + "xx").user_id is None
-    assert sessions.SessionCodec("t" * 32).loads(cookie).user_id is None
-    assert codec.loads(None).user_id is None
+    cookie = codec.dumps(sessions.CookieState(session_id="abc"))
+    assert codec.loads(cookie[:-2] + "xx").session_id is None
+    assert sessions.SessionCodec("t" * 32).loads(cookie).session_id is None
+    assert codec.loads(None).session_id is None
 
 
 def test_expired_cookie_is_anonymous() -> None:
     codec = sessions.SessionCodec("s" * 32, max_age_s=-1)
-    assert codec.loads(codec.dumps(sessions.SessionData(user_id=7))).user_id is None
+    assert codec.loads(codec.dumps(sessions.CookieState(session_id="abc"))).session_id is None
 
 
 def test_short_secret_is_refused() -> None:
@@ -66,11 +66,11 @@ def test_short_secret_is_refused() -> None:
         sessions.SessionCodec("short")
 
 
-def test_rotate_changes_csrf_and_clears_agency() -> None:
-    data = sessions.SessionData(user_id=None, agency_id=4)
-    before = data.csrf_token
-    data.rotate(user_id=9)
-    assert data.user_id == 9 and data.agency_id is None and data.csrf_token != before
+def test_session_id_digest_hides_the_id() -> None:
+    raw = sessions.new_secret_token()
+    digest = sessions.session_id_digest(raw)
+    assert len(digest) == 64 and raw not in digest
+    assert digest == sessions.session_id_digest(raw)
 
 
 def test_csrf_compare() -> None:

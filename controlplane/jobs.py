@@ -1,0 +1,600 @@
+"""The durable job runner: each job is a DBOS workflow, each of its named steps a DBOS step.
+
+DBOS checkpoints every finished step in its system tables, so after a crash the workflow replays:
+finished steps return their recorded output without running, the interrupted step runs again
+(steps are idempotent), and the job goes on. The workflow id is the job id, so rerunning the same
+command continues the same job. Progress is mirrored into our own Job/JobStep rows, which is what
+`job show` and the console read.
+
+Choices that keep several CLI processes safe on one database:
+- every process gets its own DBOS executor id, so `DBOS.launch()` in one CLI never "recovers" a job
+  that another live CLI is running; a crashed job is resumed explicitly (`resume`, or the same
+  command again), and `resume` refuses while the job's recorded runner process is still alive;
+- the application version is fixed, so a job started by older code can still be resumed;
+- on SQLite, DBOS keeps its tables in a sibling file (`<db>.dbos.sqlite`) so its frequent writes do
+  not contend with ours for the one SQLite write lock; on PostgreSQL it uses the same database, in its
+  own `dbos` schema.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from inventory.db import session_scope
+from inventory.jobs import (
+    FINISHED,
+    Job,
+    JobKind,
+    JobStatus,
+    JobStep,
+    Step,
+    StepContext,
+    StepsBuilder,
+    StepStatus,
+)
+
+DBOS_APP_NAME = "countycloud"
+# Fixed on purpose: DBOS only recovers workflows of the running application version, and a job must
+# stay resumable across upgrades of the code (its steps are idempotent and rebuilt from its args).
+DBOS_APP_VERSION = "countycloud-jobs-1"
+POLL_S = 0.2
+# Output is flushed to the database at most this often while a step runs (and always at its end).
+LOG_FLUSH_S = 0.5
+OUTPUT_KEEP_CHARS = 200_000
+
+
+class JobError(Exception):
+    """A job request the runner cannot honour; the message is meant for an operator."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class JobConflict(JobError):
+    pass
+
+
+class JobFailed(JobError):
+    def __init__(self, job_id: str, error: str) -> None:
+        super().__init__(f"job {job_id} failed: {error}")
+        self.job_id = job_id
+        self.error = error
+
+
+class StepFailed(Exception):
+    """Raised out of a DBOS step so DBOS records it; carries only strings, so it always serialises."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(step, message)
+        self.step = step
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"step {self.step!r}: {self.message}"
+
+
+# ---------------------------------------------------------------- views (what callers read)
+
+
+@dataclass(frozen=True)
+class StepView:
+    index: int
+    name: str
+    description: str
+    status: StepStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    output: str
+    error: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    kind: JobKind
+    target: str
+    args: dict[str, Any]
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    runner: str | None
+    artifacts_dir: str
+    steps: tuple[StepView, ...] = ()
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(UTC)
+        return (_aware(end) - _aware(self.started_at)).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return _aware(value).isoformat() if value else None
+
+        return {
+            "id": self.id, "kind": self.kind.value, "target": self.target, "args": self.args,
+            "status": self.status.value, "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "duration_s": self.duration_s, "error": self.error, "runner": self.runner,
+            "artifacts_dir": self.artifacts_dir,
+            "steps": [
+                {
+                    "index": s.index, "name": s.name, "description": s.description,
+                    "status": s.status.value, "started_at": iso(s.started_at),
+                    "finished_at": iso(s.finished_at), "duration_s": s.duration_s,
+                    "output": s.output, "error": s.error, "attempts": s.attempts,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+ProgressCallback = Callable[[JobView], None]
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone=True columns; we always store UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _view(job: Job, with_steps: bool = True) -> JobView:
+    steps = tuple(
+        StepView(s.index, s.name, s.description, s.status, s.started_at, s.finished_at, s.duration_s,
+                 s.output, s.error, s.attempts)
+        for s in job.steps
+    ) if with_steps else ()
+    return JobView(job.id, job.kind, job.target, dict(job.args or {}), job.status, job.created_at,
+                   job.started_at, job.finished_at, job.error, job.runner, job.artifacts_dir, steps)
+
+
+# ---------------------------------------------------------------- builders
+
+
+_builders: dict[JobKind, StepsBuilder] = {}
+
+
+def register_builder(kind: JobKind, builder: StepsBuilder) -> None:
+    """Declare how a kind of job is built from its args, so any process can resume it."""
+    _builders[kind] = builder
+
+
+# ---------------------------------------------------------------- process state
+
+
+@dataclass
+class _Live:
+    """A job being executed by this process: its rebuilt steps and the outputs replayed so far."""
+
+    steps: list[Step]
+    context: Any
+    previous: dict[str, str | None] = field(default_factory=dict)
+
+
+class _Process:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.engine: Engine | None = None
+        self.dbos_url: str | None = None
+        self.launch_s: float | None = None
+        self.executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Per-job builder/context given to start() in this process (tests, or a one-off job).
+        self.overrides: dict[str, tuple[StepsBuilder | None, Any]] = {}
+        self.default_context: Any = None
+        self.live: dict[str, _Live] = {}
+
+
+_proc = _Process()
+
+
+def set_default_context(context: Any) -> None:
+    """The context handed to builders of jobs this process picks up without being told (resumes)."""
+    _proc.default_context = context
+
+
+def _runner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _runner_alive(runner: str | None) -> bool:
+    if not runner:
+        return False
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        # Another machine's runner: we cannot see it. Treat as gone (operators resume deliberately).
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dbos_url_for(engine: Engine) -> str:
+    """Where DBOS keeps its checkpoints for this platform database (see the module docstring)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if not database or database == ":memory:":
+            raise JobError("durable jobs need a file or server database, not an in-memory SQLite")
+        return f"sqlite:///{Path(database).with_suffix('.dbos.sqlite')}"
+    return url.render_as_string(hide_password=False)
+
+
+def _ensure_dbos(engine: Engine) -> None:
+    """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
+    target = dbos_url_for(engine)
+    with _proc.lock:
+        if _proc.dbos_url == target:
+            _proc.engine = engine
+            return
+        if _proc.dbos_url is not None:
+            DBOS.destroy(destroy_registry=False)
+        config: DBOSConfig = {
+            "name": DBOS_APP_NAME,
+            "system_database_url": target,
+            "application_version": DBOS_APP_VERSION,
+            "executor_id": _proc.executor_id,
+            "log_level": "WARNING",
+            "sys_db_pool_size": 4,
+        }
+        began = time.perf_counter()
+        DBOS(config=config)
+        DBOS.launch()
+        _proc.launch_s = time.perf_counter() - began
+        _proc.dbos_url = target
+        _proc.engine = engine
+
+
+def shutdown() -> None:
+    """Stop DBOS's threads (the CLI calls this before exiting)."""
+    with _proc.lock:
+        if _proc.dbos_url is not None:
+            DBOS.destroy(destroy_registry=False)
+            _proc.dbos_url = None
+
+
+def dbos_launch_seconds() -> float | None:
+    """How long DBOS.launch() took in this process (reported by the benchmark and `job` CLI debug)."""
+    return _proc.launch_s
+
+
+# ---------------------------------------------------------------- mirror writes
+
+
+def _engine() -> Engine:
+    if _proc.engine is None:
+        raise JobError("the job runner is not bound to a database")
+    return _proc.engine
+
+
+def _mirror_begin(engine: Engine, job_id: str, steps: list[Step]) -> None:
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        recorded = {s.index: s for s in job.steps}
+        if recorded and [recorded[i].name for i in sorted(recorded)] != [s.name for s in steps]:
+            # The builder changed shape since the job was recorded: replaying would misalign steps.
+            raise JobError(
+                f"job {job_id}: its steps are now {[s.name for s in steps]}, but it was recorded with "
+                f"{[recorded[i].name for i in sorted(recorded)]}; cancel it and start a new job"
+            )
+        for index, step in enumerate(steps):
+            if index not in recorded:
+                session.add(JobStep(job_id=job_id, index=index, name=step.name,
+                                    description=step.description, status=StepStatus.PENDING,
+                                    output="", attempts=0))
+        job.status = JobStatus.RUNNING
+        job.error = None
+        job.finished_at = None
+        job.started_at = job.started_at or _now()
+        job.runner = _runner_name()
+
+
+def _mirror_job_end(engine: Engine, job_id: str, status: JobStatus, error: str | None) -> None:
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        job.status = status
+        job.error = error
+        job.finished_at = _now()
+        job.runner = None
+
+
+class _StepLog:
+    """Collects a step's output lines and writes them to its row now and then, not per line."""
+
+    def __init__(self, engine: Engine, job_id: str, index: int) -> None:
+        self.engine, self.job_id, self.index = engine, job_id, index
+        self.lines: list[str] = []
+        self.flushed_at = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        self.lines.append(text if text.endswith("\n") else text + "\n")
+        if time.monotonic() - self.flushed_at >= LOG_FLUSH_S:
+            self.flush()
+
+    def text(self) -> str:
+        return "".join(self.lines)[-OUTPUT_KEEP_CHARS:]
+
+    def flush(self) -> None:
+        with session_scope(self.engine) as session:
+            row = session.get(JobStep, (self.job_id, self.index))
+            if row is not None:
+                row.output = self.text()
+        self.flushed_at = time.monotonic()
+
+
+def _execute_step(job_id: str, index: int) -> str | None:
+    """Body of one DBOS step: run the job's step `index`, mirroring its state into JobStep."""
+    engine = _engine()
+    live = _proc.live[job_id]
+    step = live.steps[index]
+    began = time.monotonic()
+    with session_scope(engine) as session:
+        row = session.get(JobStep, (job_id, index))
+        assert row is not None
+        row.status = StepStatus.RUNNING
+        row.started_at = _now()
+        row.finished_at = None
+        row.duration_s = None
+        row.error = None
+        row.output = ""
+        row.attempts = (row.attempts or 0) + 1
+        artifacts = session.get(Job, job_id).artifacts_dir  # type: ignore[union-attr]
+    folder = Path(artifacts)
+    folder.mkdir(parents=True, exist_ok=True)
+    with session_scope(engine) as session:
+        args = dict(session.get(Job, job_id).args or {})  # type: ignore[union-attr]
+    log = _StepLog(engine, job_id, index)
+    context = StepContext(job_id=job_id, args=args, artifacts=folder, previous=dict(live.previous), _log=log)
+    try:
+        result = step.run(context)
+    except Exception as error:  # any failure of a step is recorded, then fails the job
+        message = f"{type(error).__name__}: {error}"
+        _finish_step(engine, job_id, index, StepStatus.FAILED, began, log.text(), message)
+        raise StepFailed(step.name, message) from error
+    output = log.text()
+    if result:
+        output += result if result.endswith("\n") else result + "\n"
+    _finish_step(engine, job_id, index, StepStatus.SUCCEEDED, began, output[-OUTPUT_KEEP_CHARS:], None)
+    return result
+
+
+def _finish_step(engine: Engine, job_id: str, index: int, status: StepStatus, began: float,
+                 output: str, error: str | None) -> None:
+    with session_scope(engine) as session:
+        row = session.get(JobStep, (job_id, index))
+        assert row is not None
+        row.status = status
+        row.finished_at = _now()
+        row.duration_s = round(time.monotonic() - began, 3)
+        row.output = output
+        row.error = error
+
+
+# ---------------------------------------------------------------- the workflow
+
+
+@DBOS.workflow(name="countycloud.job")
+def _job_workflow(job_id: str) -> str:
+    engine = _engine()
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        kind, args = job.kind, dict(job.args or {})
+    try:
+        builder, context = _proc.overrides.get(job_id, (None, _proc.default_context))
+        builder = builder or _builders.get(kind)
+        if builder is None:
+            raise JobError(f"no step builder registered for job kind {kind.value!r}")
+        steps = builder(args, context)
+        _mirror_begin(engine, job_id, steps)
+        live = _Live(steps=steps, context=context)
+        _proc.live[job_id] = live
+        for index, step in enumerate(steps):
+            # Retries are off: a failed step fails the job, and an operator resumes it after a fix.
+            output = DBOS.run_step(
+                {"name": f"{index}:{step.name}", "retries_allowed": False}, _execute_step, job_id, index
+            )
+            live.previous[step.name] = output
+    except Exception as error:
+        _mirror_job_end(engine, job_id, JobStatus.FAILED, str(error))
+        raise StepFailed(getattr(error, "step", "(job)"), getattr(error, "message", str(error))) from None
+    finally:
+        _proc.live.pop(job_id, None)
+    _mirror_job_end(engine, job_id, JobStatus.SUCCEEDED, None)
+    return job_id
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _new_job_id(kind: JobKind, target: str) -> str:
+    return f"{kind.value}-{target}-{uuid.uuid4().hex[:6]}"
+
+
+def _unfinished(engine: Engine, kind: JobKind, target: str) -> Job | None:
+    with session_scope(engine) as session:
+        return session.scalars(
+            select(Job).where(Job.kind == kind, Job.target == target, Job.status.not_in(list(FINISHED)))
+        ).first()
+
+
+def start(
+    engine: Engine,
+    kind: JobKind,
+    target: str,
+    args: Mapping[str, Any],
+    steps_builder: StepsBuilder | None = None,
+    *,
+    context: Any = None,
+    artifacts_root: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> str:
+    """Run a job to its end and return its id; raise JobFailed if a step fails.
+
+    If a job of this kind for this target is not finished (crashed, or failed and since fixed), that
+    job is resumed instead of a new one being created: rerunning a command continues its job.
+    """
+    args = dict(args)
+    if steps_builder is None and kind not in _builders:
+        raise JobError(f"no step builder registered for job kind {kind.value!r}")
+    for _attempt in range(3):
+        existing = _unfinished(engine, kind, target)
+        if existing is not None:
+            if existing.args != args:
+                raise JobConflict(
+                    f"job {existing.id} ({kind.value} {target}) is unfinished with other arguments "
+                    f"{existing.args}; resume it (`countycloud job resume {existing.id}`) or cancel it "
+                    f"(`countycloud job cancel {existing.id}`)"
+                )
+            _proc.overrides[existing.id] = (steps_builder, context)
+            return resume(engine, existing.id, context=context, on_progress=on_progress)
+        job_id = _new_job_id(kind, target)
+        root = artifacts_root or _default_artifacts_root()
+        try:
+            with session_scope(engine) as session:
+                session.add(Job(id=job_id, kind=kind, target=target, args=args, status=JobStatus.PENDING,
+                                created_at=_now(), artifacts_dir=str(root / job_id)))
+        except IntegrityError:
+            continue  # another process created the job for this target just now: resume that one
+        _proc.overrides[job_id] = (steps_builder, context)
+        _ensure_dbos(engine)
+        with SetWorkflowID(job_id):
+            DBOS.start_workflow(_job_workflow, job_id)
+        return _wait(engine, job_id, on_progress)
+    raise JobConflict(f"could not create or find the {kind.value} job for {target}")
+
+
+def resume(engine: Engine, job_id: str, *, context: Any = None,
+           on_progress: ProgressCallback | None = None) -> str:
+    """Continue a crashed or failed job where it stopped; a finished job is left as it is."""
+    view = get_job(engine, job_id, with_steps=False)
+    if view.status == JobStatus.SUCCEEDED:
+        return job_id
+    if view.status == JobStatus.CANCELLED:
+        raise JobConflict(f"job {job_id} was cancelled; start a new one")
+    if _runner_alive(view.runner):
+        raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
+    if job_id not in _proc.overrides:
+        _proc.overrides[job_id] = (None, context if context is not None else _proc.default_context)
+    _ensure_dbos(engine)
+    status = DBOS.get_workflow_status(job_id)
+    if status is None:
+        # The job row was written but the process died before the workflow was recorded.
+        with SetWorkflowID(job_id):
+            DBOS.start_workflow(_job_workflow, job_id)
+    elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
+        # Left PENDING by a dead process: re-enqueue it; a launched runner (this one) picks it up.
+        DBOS.resume_workflow(job_id)
+    elif status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id))
+    # SUCCESS: DBOS finished but we died before mirroring it; _wait repairs the mirror.
+    return _wait(engine, job_id, on_progress)
+
+
+def _first_unfinished_step(job_id: str) -> int:
+    """The DBOS function id to rewind to: just after the last step that succeeded in order."""
+    done = 0
+    for info in sorted(DBOS.list_workflow_steps(job_id), key=lambda i: i["function_id"]):
+        if info["error"] is not None:
+            break
+        done = info["function_id"]
+    return done + 1
+
+
+def _wait(engine: Engine, job_id: str, on_progress: ProgressCallback | None) -> str:
+    """Wait for the workflow to end, reporting progress from the mirror rows as it changes."""
+    last: JobView | None = None
+    while True:
+        dbos_status = DBOS.get_workflow_status(job_id)
+        state = dbos_status.status if dbos_status else "PENDING"
+        view = get_job(engine, job_id)
+        if on_progress is not None and view != last:
+            on_progress(view)
+        last = view
+        if state in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+            break
+        time.sleep(POLL_S)
+    if state == "SUCCESS" and view.status != JobStatus.SUCCEEDED:
+        _mirror_job_end(engine, job_id, JobStatus.SUCCEEDED, None)
+    elif state != "SUCCESS" and view.status != JobStatus.FAILED:
+        error = view.error or f"workflow ended {state}"
+        _mirror_job_end(engine, job_id, JobStatus.FAILED, error)
+    final = get_job(engine, job_id)
+    if on_progress is not None and final != last:
+        on_progress(final)
+    if final.status != JobStatus.SUCCEEDED:
+        raise JobFailed(job_id, final.error or "unknown error")
+    return job_id
+
+
+def cancel(engine: Engine, job_id: str) -> None:
+    """Abandon an unfinished job (it keeps its record); a new job for its target may then start."""
+    view = get_job(engine, job_id, with_steps=False)
+    if view.status == JobStatus.SUCCEEDED:
+        raise JobConflict(f"job {job_id} already succeeded")
+    if _runner_alive(view.runner):
+        raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
+    _ensure_dbos(engine)
+    if DBOS.get_workflow_status(job_id) is not None:
+        DBOS.cancel_workflow(job_id)
+    _mirror_job_end(engine, job_id, JobStatus.CANCELLED, view.error)
+
+
+def get_job(engine: Engine, job_id: str, *, with_steps: bool = True) -> JobView:
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return _view(job, with_steps)
+
+
+def list_jobs(engine: Engine, *, limit: int = 50, target: str | None = None,
+              status: JobStatus | None = None) -> list[JobView]:
+    """Newest first, with their steps (a job has a handful, so this stays one small query each)."""
+    with session_scope(engine) as session:
+        query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+        if target is not None:
+            query = query.where(Job.target == target)
+        if status is not None:
+            query = query.where(Job.status == status)
+        return [_view(job) for job in session.scalars(query)]
+
+
+def _default_artifacts_root() -> Path:
+    from controlplane.settings import load
+
+    return load().state_dir / "jobs"

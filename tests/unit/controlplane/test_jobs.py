@@ -1,0 +1,157 @@
+"""The durable job runner: crash in a step, resume in a new process, failure then fixed resume.
+
+Runs on SQLite and PostgreSQL (db_url). The crash tests run the job in a subprocess whose step
+SIGKILLs its own process, so the checkpoint/replay path is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from controlplane import jobs
+from inventory.db import Base, make_engine, session_scope
+from inventory.jobs import Job, JobKind, JobStatus, JobStep, Step, StepContext, StepStatus
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    Base.metadata.create_all(engine, tables=[Job.__table__, JobStep.__table__])  # type: ignore[list-item]
+    yield engine
+    jobs.shutdown()
+    engine.dispose()
+
+
+def run_fake(url: str, workdir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.unit.controlplane.fake_job", url, str(workdir), *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def ran(workdir: Path) -> list[str]:
+    return (workdir / "ran.log").read_text().split()
+
+
+def job_count(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return session.scalar(select(func.count()).select_from(Job)) or 0
+
+
+@pytest.mark.parametrize("how", ["resume", "rerun"])
+def test_kill9_inside_a_step_then_a_new_process_completes_the_job(
+    engine: Engine, db_url: str, tmp_path: Path, how: str
+) -> None:
+    crashed = run_fake(db_url, tmp_path, "start")
+    assert crashed.returncode == -9, crashed.stderr
+    [job] = jobs.list_jobs(engine)
+    assert job.status == JobStatus.RUNNING
+    assert [s.status for s in job.steps] == [StepStatus.SUCCEEDED, StepStatus.RUNNING, StepStatus.PENDING]
+    assert ran(tmp_path) == ["one", "two"]
+
+    again = ("resume", job.id) if how == "resume" else ("start",)
+    finished = run_fake(db_url, tmp_path, *again)
+    assert finished.returncode == 0, finished.stderr
+
+    # The finished step was not rerun, the interrupted one was, and the rest ran once.
+    assert ran(tmp_path) == ["one", "two", "two", "three"]
+    done = jobs.get_job(engine, job.id)
+    assert done.status == JobStatus.SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.SUCCEEDED] * 3
+    assert [s.attempts for s in done.steps] == [1, 2, 1]
+    # Step two saw step one's output, replayed from the checkpoint in the new process.
+    assert "domain defined on made disk" in done.steps[1].output
+    assert done.runner is None and done.finished_at is not None
+    assert job_count(engine) == 1
+    assert (Path(done.artifacts_dir)).is_dir()
+
+
+def _failing_builder(workdir: Path) -> jobs.StepsBuilder:
+    def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        def one(ctx: StepContext) -> str:
+            (workdir / "one.count").write_text(str(int((workdir / "one.count").read_text() or 0) + 1)
+                                               if (workdir / "one.count").exists() else "1")
+            return "ok"
+
+        def two(ctx: StepContext) -> str:
+            ctx.log("attaching data disk")
+            if (workdir / "broken").exists():
+                raise RuntimeError("storage pool full")
+            return "attached"
+
+        return [Step("one", one), Step("two", two), Step("three", lambda ctx: None)]
+
+    return build
+
+
+def test_a_failing_step_fails_the_job_and_a_resume_after_the_fix_completes_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    (tmp_path / "broken").touch()
+    builder = _failing_builder(tmp_path)
+    seen: list[JobStatus] = []
+    with pytest.raises(jobs.JobFailed) as failure:
+        jobs.start(engine, JobKind.RESIZE, "penghu", {"vcpus": 2}, builder,
+                   artifacts_root=tmp_path / "art", on_progress=lambda view: seen.append(view.status))
+    job_id = failure.value.job_id
+    failed = jobs.get_job(engine, job_id)
+    assert failed.status == JobStatus.FAILED
+    assert "storage pool full" in (failed.error or "") and "two" in (failed.error or "")
+    assert [s.status for s in failed.steps] == [StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.PENDING]
+    assert failed.steps[1].error == "RuntimeError: storage pool full"
+    assert "attaching data disk" in failed.steps[1].output
+    assert seen[-1] == JobStatus.FAILED
+
+    # The same command again while the cause persists: the same job, failed again, no new row.
+    with pytest.raises(jobs.JobFailed):
+        jobs.start(engine, JobKind.RESIZE, "penghu", {"vcpus": 2}, builder, artifacts_root=tmp_path / "art")
+    assert job_count(engine) == 1
+
+    (tmp_path / "broken").unlink()
+    assert jobs.resume(engine, job_id) == job_id
+    done = jobs.get_job(engine, job_id)
+    assert done.status == JobStatus.SUCCEEDED and done.error is None
+    assert [s.status for s in done.steps] == [StepStatus.SUCCEEDED] * 3
+    assert [s.attempts for s in done.steps] == [1, 3, 1]
+    assert (tmp_path / "one.count").read_text() == "1"
+    assert job_count(engine) == 1
+
+
+def test_other_args_for_an_unfinished_target_conflict_until_it_is_cancelled(
+    engine: Engine, tmp_path: Path
+) -> None:
+    (tmp_path / "broken").touch()
+    builder = _failing_builder(tmp_path)
+    with pytest.raises(jobs.JobFailed) as failure:
+        jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 2}, builder, artifacts_root=tmp_path)
+    with pytest.raises(jobs.JobConflict, match=failure.value.job_id):
+        jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 4}, builder, artifacts_root=tmp_path)
+    jobs.cancel(engine, failure.value.job_id)
+    assert jobs.get_job(engine, failure.value.job_id).status == JobStatus.CANCELLED
+    (tmp_path / "broken").unlink()
+    second = jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 4}, builder, artifacts_root=tmp_path)
+    assert second != failure.value.job_id
+    assert jobs.get_job(engine, second).status == JobStatus.SUCCEEDED
+
+
+def test_unknown_job_and_live_runner_are_refused(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(jobs.JobNotFound):
+        jobs.resume(engine, "provision-nowhere-000000")
+    with session_scope(engine) as session:
+        session.add(Job(id="retire-x-1", kind=JobKind.RETIRE, target="x", args={},
+                        status=JobStatus.RUNNING, created_at=jobs._now(), artifacts_dir=str(tmp_path),
+                        runner=f"{os.uname().nodename}:{os.getppid()}"))
+    # The parent of this test process is alive: resuming would race it.
+    with pytest.raises(jobs.JobConflict, match="being run right now"):
+        jobs.resume(engine, "retire-x-1")
+

@@ -296,3 +296,20 @@ def test_rewrite_then_clone_end_to_end(tmp_path: Path) -> None:
     root = ET.fromstring(h.domain_xml)
     assert (root.findtext("name"), root.findtext("uuid")) == (CLONE_ARGS["name"], CLONE_ARGS["uuid"])
     assert sha(stream_of(tmp_path / "keelung.save")) == sha(STREAM)
+
+
+def test_rewrite_changes_only_the_top_disk_source_not_its_backing_store() -> None:
+    # A live domain's XML (what libvirt saves) lists the overlay's backing chain under the disk.
+    backing = (
+        "<backingStore type='file' index='1'><format type='qcow2'/>"
+        "<source file='/var/lib/countycloud/templates/g1/frozen.qcow2'/><backingStore/></backingStore>"
+    )
+    target = "<target dev='vda' bus='virtio'/>"
+    saved = SAVED_XML.replace(target, backing + target)
+    root = ET.fromstring(rewrite_domain_xml(saved, **CLONE_ARGS))  # type: ignore[arg-type]
+    disk = root.find("devices/disk")
+    assert disk is not None
+    assert disk.find("source").get("file") == str(CLONE_ARGS["disk_paths"]["vda"])  # type: ignore[index,union-attr]
+    backing_source = disk.find("backingStore/source")
+    assert backing_source is not None
+    assert backing_source.get("file") == "/var/lib/countycloud/templates/g1/frozen.qcow2"

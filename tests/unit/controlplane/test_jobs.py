@@ -17,16 +17,16 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from controlplane import jobs
-from inventory.db import Base, make_engine, session_scope
-from inventory.jobs import Job, JobKind, JobStatus, JobStep, Step, StepContext, StepStatus
+from inventory.db import make_engine, migrate, session_scope
+from inventory.jobs import Job, JobKind, JobStatus, Step, StepContext, StepStatus
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
+    migrate(db_url)  # the real migrations, so revision 0002_jobs is exercised on both databases
     engine = make_engine(db_url)
-    Base.metadata.create_all(engine, tables=[Job.__table__, JobStep.__table__])  # type: ignore[list-item]
     yield engine
     jobs.shutdown()
     engine.dispose()
@@ -155,3 +155,15 @@ def test_unknown_job_and_live_runner_are_refused(engine: Engine, tmp_path: Path)
     with pytest.raises(jobs.JobConflict, match="being run right now"):
         jobs.resume(engine, "retire-x-1")
 
+
+
+def test_migration_matches_the_job_models(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from inventory.db import Base
+
+    with engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    ours = [d for d in diffs if "job" in repr(d)]
+    assert ours == []

@@ -1,0 +1,122 @@
+"""The three renderings of a Sheet read back to the same numbers, typed as numbers, with the header."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import zipfile
+
+import openpyxl
+from odf.opendocument import load as load_ods
+from odf.table import TableCell, TableRow
+
+from tenant_app.reports import html, ods, xlsx
+from tenant_app.reports.sheet import Column, ColumnKind, ReportHeader, Sheet
+
+PRINTED = dt.datetime(2026, 3, 31, 17, 5, tzinfo=dt.UTC)  # 2026-04-01 01:05 in Taipei
+COLUMNS = (
+    Column("name", "名稱", "Name"),
+    Column("amount", "金額", "Amount", ColumnKind.MONEY),
+    Column("rate", "執行率", "Rate", ColumnKind.RATE),
+    Column("day", "日期", "Date", ColumnKind.DATE),
+)
+ROWS = [
+    ("辦公費 <A&B>", 1_234_567, 0.5, dt.date(2026, 3, 1)),
+    ("郵電費", 89_000_000_123, None, dt.date(2026, 3, 2)),
+    ("退款", -4_500, 0.0125, None),
+]
+TOTAL = sum(r[1] for r in ROWS)
+
+
+def _sheet() -> Sheet:
+    header = ReportHeader("基隆市", "歲出預算執行表", "Budget execution", 2026, 3, PRINTED, "基隆市政府")
+    return Sheet(header, COLUMNS, list(ROWS), ("合計", TOTAL, None, None), ["附註"])
+
+
+def test_header_has_county_roc_and_gregorian_year_period_and_local_print_time() -> None:
+    lines = _sheet().header.lines()
+    assert lines[0] == "基隆市 歲出預算執行表　基隆市政府"
+    assert "民國115年度（2026）" in lines[1] and "第3期" in lines[1]
+    # The print time is Taipei's: already 1 April there.
+    assert lines[2] == "列印時間：115/04/01 01:05（2026-04-01 01:05 臺北時間）"
+
+
+def test_year_end_period_is_named() -> None:
+    header = ReportHeader("基隆市", "t", "t", 2026, 13, PRINTED)
+    assert "年度調整期" in header.period_text()
+
+
+def test_xlsx_reads_back_as_numbers_with_formats() -> None:
+    buf = io.BytesIO()
+    xlsx.write(_sheet(), buf)
+    buf.seek(0)
+    ws = openpyxl.load_workbook(buf).active
+    assert ws is not None
+    values = list(ws.iter_rows(values_only=True))
+    assert values[0][0] == "基隆市 歲出預算執行表　基隆市政府"
+    assert values[3] == ("名稱", "金額", "執行率", "日期")
+    body = values[4:7]
+    assert [r[1] for r in body] == [r[1] for r in ROWS]
+    assert [r[2] for r in body] == [r[2] for r in ROWS]
+    assert values[7][:2] == ("合計", TOTAL)
+    money = ws.cell(row=5, column=2)
+    assert money.number_format == "#,##0" and money.alignment.horizontal == "right"
+    assert ws.cell(row=5, column=3).number_format == "0.00%"
+    assert ws.cell(row=5, column=4).value == dt.datetime(2026, 3, 1)
+
+
+def _ods_rows(buf: io.BytesIO) -> list[list[TableCell]]:
+    buf.seek(0)
+    doc = load_ods(buf)
+    return [row.getElementsByType(TableCell) for row in doc.spreadsheet.getElementsByType(TableRow)]
+
+
+def test_ods_is_a_valid_package_that_odfpy_reads_back_as_numbers() -> None:
+    buf = io.BytesIO()
+    ods.write(_sheet(), buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+        first = zf.infolist()[0]
+        assert first.filename == "mimetype" and first.compress_type == zipfile.ZIP_STORED
+        assert zf.read("mimetype") == b"application/vnd.oasis.opendocument.spreadsheet"
+    rows = _ods_rows(buf)
+    assert str(rows[0][0]) == "基隆市 歲出預算執行表　基隆市政府"
+    assert "民國115年度（2026）" in str(rows[1][0])
+    body = rows[4:7]
+    assert [c[0].getAttribute("valuetype") for c in body] == ["string"] * 3
+    assert str(body[0][0]) == "辦公費 <A&B>"
+    assert [int(c[1].getAttribute("value")) for c in body] == [r[1] for r in ROWS]
+    assert [c[1].getAttribute("valuetype") for c in body] == ["float"] * 3
+    assert str(body[1][1]) == "89,000,000,123"  # the shown text has thousands separators
+    assert float(body[0][2].getAttribute("value")) == 0.5
+    assert body[0][2].getAttribute("valuetype") == "percentage"
+    assert body[0][3].getAttribute("datevalue") == "2026-03-01"
+    assert int(rows[7][1].getAttribute("value")) == TOTAL
+
+
+def test_html_shows_separators_right_aligned_and_escapes_text() -> None:
+    page = html.render(_sheet())
+    assert "辦公費 &lt;A&amp;B&gt;" in page
+    cells = re.findall(r'<td class="num" style="text-align:right" data-value="(-?\d+)">([\d,-]+)</td>', page)
+    assert [int(raw) for raw, _ in cells] == [r[1] for r in ROWS]
+    assert [text for _, text in cells] == ["1,234,567", "89,000,000,123", "-4,500"]
+    assert f'data-value="{TOTAL}">{TOTAL:,}</th>' in page
+    assert "50.00%" in page and "1.25%" in page
+    assert "115/03/01" in page  # dates in ROC form on screen
+
+
+def test_rows_may_be_a_one_pass_stream() -> None:
+    """A database cursor can be read once: both writers must consume rows in a single pass."""
+    for write in (xlsx.write, ods.write):
+        sheet = _sheet()
+        sheet.rows = iter(ROWS)
+        buf = io.BytesIO()
+        write(sheet, buf)
+        buf.seek(0)
+        if write is xlsx.write:
+            ws = openpyxl.load_workbook(buf).active
+            assert ws is not None
+            amounts = [r[1] for r in ws.iter_rows(min_row=5, max_row=7, values_only=True)]
+        else:
+            amounts = [int(c[1].getAttribute("value")) for c in _ods_rows(buf)[4:7]]
+        assert amounts == [r[1] for r in ROWS]

@@ -98,3 +98,13 @@ class AccountType(StrEnum):
     REVENUE = "revenue"
     EXPENDITURE = "expenditure"
     BUDGETARY = "budgetary"  # budget control accounts (預算控制)
+
+
+class SourceType(StrEnum):
+    """The kind of document a journal entry records (JournalEntry.source_type)."""
+
+    CERTIFICATION = "certification"
+    VOUCHER = "voucher"
+    OPENING = "opening"
+    MANUAL = "manual"
+    REVERSAL = "reversal"

@@ -297,7 +297,6 @@ class Certification(Base):
                                                         default=CertificationStatus.ACTIVE)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    journal_entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entry.id"), default=None)
 
 
 class PaymentVoucher(Base):
@@ -327,7 +326,6 @@ class PaymentVoucher(Base):
     treasury_batch_id: Mapped[int | None] = mapped_column(ForeignKey("treasury_batch.id"), default=None)
     paid_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    journal_entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entry.id"), default=None)
 
     lines: Mapped[list[VoucherLine]] = relationship(back_populates="voucher", cascade="all, delete-orphan",
                                                     order_by="VoucherLine.id")
@@ -432,6 +430,7 @@ class JournalEntry(Base):
         UniqueConstraint("agency_id", "fiscal_year_id", "kind", "number", name="uq_journal_entry_number"),
         CheckConstraint("period BETWEEN 1 AND 13", name="period_range"),
         Index("ix_journal_entry_agency_year_period", "agency_id", "fiscal_year_id", "period"),
+        Index("ix_journal_entry_source", "source_type", "source_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     agency_id: Mapped[int] = mapped_column(ForeignKey("agency.id"))
@@ -441,7 +440,7 @@ class JournalEntry(Base):
     period: Mapped[int] = mapped_column(Integer)
     entry_date: Mapped[dt.date] = mapped_column(Date)
     event_kind: Mapped[EventKind] = mapped_column(_enum(EventKind, "event_kind"))
-    # What the entry records, e.g. ("certification", 17); plain data so reports need no joins.
+    # What the entry records, e.g. ("certification", 17): the link from a document to its 傳票.
     source_type: Mapped[str] = mapped_column(String(32), default="")
     source_id: Mapped[int | None] = mapped_column(Integer, default=None)
     description: Mapped[str] = mapped_column(String(255), default="")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 01:11:34.059409
+Create Date: 2026-11-28 01:13:50.640332
 """
 from alembic import op
 import sqlalchemy as sa
@@ -159,6 +159,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('journal_entry', schema=None) as batch_op:
         batch_op.create_index('ix_journal_entry_agency_year_period', ['agency_id', 'fiscal_year_id', 'period'], unique=False)
+        batch_op.create_index('ix_journal_entry_source', ['source_type', 'source_id'], unique=False)
 
     op.create_table('number_counter',
     sa.Column('agency_id', sa.Integer(), nullable=False),
@@ -280,7 +281,6 @@ def upgrade() -> None:
     sa.Column('status', sa.Enum('active', 'settled', name='certification_status', native_enum=False, create_constraint=True, length=32), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('journal_entry_id', sa.Integer(), nullable=True),
     sa.CheckConstraint('amount > 0', name=op.f('ck_certification_amount_positive')),
     sa.CheckConstraint('paid_amount >= 0 AND released_amount >= 0 AND paid_amount + released_amount <= amount', name=op.f('ck_certification_settled_within_amount')),
     sa.CheckConstraint('period BETWEEN 1 AND 13', name=op.f('ck_certification_period_range')),
@@ -288,7 +288,6 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['budget_line_id'], ['budget_line.id'], name=op.f('fk_certification_budget_line_id_budget_line')),
     sa.ForeignKeyConstraint(['created_by_id'], ['app_user.id'], name=op.f('fk_certification_created_by_id_app_user')),
     sa.ForeignKeyConstraint(['fiscal_year_id'], ['fiscal_year.id'], name=op.f('fk_certification_fiscal_year_id_fiscal_year')),
-    sa.ForeignKeyConstraint(['journal_entry_id'], ['journal_entry.id'], name=op.f('fk_certification_journal_entry_id_journal_entry')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_certification')),
     sa.UniqueConstraint('agency_id', 'fiscal_year_id', 'number', name='uq_certification_number')
     )
@@ -378,12 +377,10 @@ def upgrade() -> None:
     sa.Column('treasury_batch_id', sa.Integer(), nullable=True),
     sa.Column('paid_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('journal_entry_id', sa.Integer(), nullable=True),
     sa.CheckConstraint('amount > 0', name=op.f('ck_payment_voucher_amount_positive')),
     sa.ForeignKeyConstraint(['agency_id'], ['agency.id'], name=op.f('fk_payment_voucher_agency_id_agency')),
     sa.ForeignKeyConstraint(['certification_id'], ['certification.id'], name=op.f('fk_payment_voucher_certification_id_certification')),
     sa.ForeignKeyConstraint(['fiscal_year_id'], ['fiscal_year.id'], name=op.f('fk_payment_voucher_fiscal_year_id_fiscal_year')),
-    sa.ForeignKeyConstraint(['journal_entry_id'], ['journal_entry.id'], name=op.f('fk_payment_voucher_journal_entry_id_journal_entry')),
     sa.ForeignKeyConstraint(['preparer_id'], ['app_user.id'], name=op.f('fk_payment_voucher_preparer_id_app_user')),
     sa.ForeignKeyConstraint(['treasury_batch_id'], ['treasury_batch.id'], name=op.f('fk_payment_voucher_treasury_batch_id_treasury_batch')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_voucher')),
@@ -503,6 +500,7 @@ def downgrade() -> None:
     op.drop_table('period_close')
     op.drop_table('number_counter')
     with op.batch_alter_table('journal_entry', schema=None) as batch_op:
+        batch_op.drop_index('ix_journal_entry_source')
         batch_op.drop_index('ix_journal_entry_agency_year_period')
 
     op.drop_table('journal_entry')

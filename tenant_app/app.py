@@ -17,6 +17,7 @@ from tenant_app.db import make_engine, session_factory
 from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
 from tenant_app.migrations import is_current
 from tenant_app.settings import Settings
+from tenant_app.web.router import web_router
 
 
 @dataclass
@@ -81,5 +82,6 @@ def create_app(settings: Settings) -> FastAPI:
     # One line per router. Engineer B (reports, treasury) and engineer C (web UI, auth) add theirs
     # below, e.g. `app.include_router(reports_router)`; keep each an include, no logic here.
     # ---------------------------------------------------------------------------------------------
+    app.include_router(web_router)  # engineer C: the zh-TW web UI (log-in, pages, static CSS)
 
     return app

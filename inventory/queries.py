@@ -1,0 +1,239 @@
+"""The inventory's public API for the other packages: look things up, record what happened.
+
+Plain functions over a session. Every write is journaled in the same transaction. Callers own the
+transaction (`inventory.db.session_scope`).
+"""
+
+from __future__ import annotations
+
+from difflib import get_close_matches
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
+
+from inventory import journal
+from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, SiteStatus
+from inventory.models import Host, Site, Tenant, Vm
+from inventory.placement import HostLoad, Need, choose_host
+
+
+class NotFound(LookupError):
+    """An inventory object that does not exist; the message says what exists instead."""
+
+
+class SiteNotFound(NotFound):
+    pass
+
+
+class HostNotFound(NotFound):
+    pass
+
+
+class TenantNotFound(NotFound):
+    pass
+
+
+class VmNotFound(NotFound):
+    pass
+
+
+def _not_found(kind: str, name: str, known: list[str]) -> str:
+    close = get_close_matches(name, known, n=3)
+    if close:
+        return f"no {kind} '{name}'; did you mean {' or '.join(repr(c) for c in close)}?"
+    if known:
+        more = ", ..." if len(known) > 20 else ""
+        return f"no {kind} '{name}' (known: {', '.join(sorted(known)[:20])}{more})"
+    return f"no {kind} '{name}': the inventory has none (apply a declaration first)"
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def list_sites(session: Session) -> list[Site]:
+    return list(session.scalars(select(Site).order_by(Site.name)))
+
+
+def get_site(session: Session, name: str) -> Site:
+    site = session.scalar(select(Site).where(Site.name == name))
+    if site is None:
+        raise SiteNotFound(_not_found("site", name, list(session.scalars(select(Site.name)))))
+    return site
+
+
+def list_hosts(session: Session, site: Site | None = None) -> list[Host]:
+    query = select(Host).order_by(Host.name)
+    if site is not None:
+        query = query.where(Host.site_id == site.id)
+    return list(session.scalars(query))
+
+
+def get_host(session: Session, name: str) -> Host:
+    host = session.scalar(select(Host).where(Host.name == name))
+    if host is None:
+        raise HostNotFound(_not_found("host", name, list(session.scalars(select(Host.name)))))
+    return host
+
+
+def list_tenants(session: Session, status: Lifecycle | None = None) -> list[Tenant]:
+    query = select(Tenant).order_by(Tenant.slug)
+    if status is not None:
+        query = query.where(Tenant.status == status)
+    return list(session.scalars(query))
+
+
+def get_tenant(session: Session, slug: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
+    if tenant is None:
+        raise TenantNotFound(_not_found("tenant", slug, list(session.scalars(select(Tenant.slug)))))
+    return tenant
+
+
+def vms_of(tenant: Tenant) -> list[Vm]:
+    return sorted(tenant.vms, key=lambda vm: vm.name)
+
+
+def list_vms(session: Session, site: Site | None = None, status: Lifecycle | None = None) -> list[Vm]:
+    """All VMs, or those placed at `site`, or those in `status`."""
+    query = select(Vm).order_by(Vm.name)
+    if site is not None:
+        query = query.join(Host, Vm.host_id == Host.id).where(Host.site_id == site.id)
+    if status is not None:
+        query = query.where(Vm.status == status)
+    return list(session.scalars(query))
+
+
+def get_vm(session: Session, name: str) -> Vm:
+    vm = session.scalar(select(Vm).where(Vm.name == name))
+    if vm is None:
+        raise VmNotFound(_not_found("VM", name, list(session.scalars(select(Vm.name)))))
+    return vm
+
+
+def used_ports(session: Session) -> set[int]:
+    """Every host port the inventory has handed out (guests' forwards and tenants' addresses)."""
+    used: set[int] = set()
+    for ssh_port, app_port in session.execute(select(Vm.ssh_port, Vm.app_port)):
+        used.update(port for port in (ssh_port, app_port) if port is not None)
+    used.update(port for port in session.scalars(select(Tenant.gateway_port)) if port is not None)
+    return used
+
+
+def host_loads(session: Session, site: Site) -> list[HostLoad]:
+    """Each host of `site` with the capacity its placed, not yet retired VMs take."""
+    loads = []
+    for host in list_hosts(session, site):
+        holding = [vm for vm in host.vms if vm.status not in RELEASED]
+        loads.append(
+            HostLoad(
+                name=host.name,
+                vcpus=host.vcpus,
+                memory_mb=host.memory_mb,
+                disk_gb=host.disk_gb,
+                cpu_ratio=host.cpu_allocation_ratio,
+                ram_ratio=host.ram_allocation_ratio,
+                used_vcpus=sum(vm.vcpus for vm in holding),
+                used_memory_mb=sum(vm.memory_mb for vm in holding),
+                used_disk_mb=sum(vm.data_disk_mb for vm in holding),
+            )
+        )
+    return loads
+
+
+# --- writes (journaled) --------------------------------------------------------------------------
+
+
+def _session_of(obj: object) -> Session:
+    session = object_session(obj)
+    if session is None:
+        raise RuntimeError(f"{obj!r} is not attached to a session")
+    return session
+
+
+def set_status(
+    obj: Tenant | Vm | Site, status: Lifecycle | SiteStatus, *, actor: str, note: str = ""
+) -> None:
+    """Change a tenant's or VM's lifecycle status, or a site's up/down status, and journal it."""
+    if isinstance(obj, Site) != isinstance(status, SiteStatus):
+        raise TypeError(f"{status!r} is not a status for {obj!r}")
+    session = _session_of(obj)
+    before = obj.status
+    if before == status:
+        return
+    obj.status = status  # the isinstance check above pairs the types
+    kind, name = _identity(obj)
+    journal.record(
+        session, actor=actor, kind=kind, name=name, action=ChangeAction.CHANGE,
+        before={"status": before}, after={"status": status}, note=note,
+    )
+
+
+def _identity(obj: Tenant | Vm | Site | Host) -> tuple[ObjectKind, str]:
+    if isinstance(obj, Tenant):
+        return ObjectKind.TENANT, obj.slug
+    if isinstance(obj, Vm):
+        return ObjectKind.VM, obj.name
+    if isinstance(obj, Host):
+        return ObjectKind.HOST, obj.name
+    return ObjectKind.SITE, obj.name
+
+
+def place_vm(session: Session, vm: Vm, site: Site | None = None, *, actor: str = "placement") -> Host:
+    """Choose a host for `vm` at `site` (default: its tenant's home site), record it, return it.
+
+    A VM already on a host of that site stays there. NoHostFits (from inventory.placement) says per
+    host why nothing fits; nothing is recorded then.
+    """
+    site = site or vm.tenant.home_site
+    if vm.host is not None and vm.host.site_id == site.id:
+        return vm.host
+    loads = host_loads(session, site)
+    chosen = choose_host(vm.name, Need(vm.vcpus, vm.memory_mb, vm.data_disk_mb), loads)
+    host = get_host(session, chosen.name)
+    before = vm.host.name if vm.host is not None else None
+    vm.host = host
+    journal.record(
+        session, actor=actor, kind=ObjectKind.VM, name=vm.name, action=ChangeAction.CHANGE,
+        before={"host": before}, after={"host": host.name}, note=f"placed at site {site.name}",
+    )
+    session.flush()
+    return host
+
+
+def release_host(vm: Vm, *, actor: str, note: str = "") -> None:
+    """Forget where `vm` runs (e.g. after retiring it or failing it over); journaled."""
+    if vm.host is None:
+        return
+    session = _session_of(vm)
+    before = vm.host.name
+    vm.host = None
+    journal.record(
+        session, actor=actor, kind=ObjectKind.VM, name=vm.name, action=ChangeAction.CHANGE,
+        before={"host": before}, after={"host": None}, note=note,
+    )
+
+
+def record_vm_identity(vm: Vm, uuid: str, mac: str, *, actor: str = "provisioning") -> None:
+    """Record the libvirt UUID and MAC address that provisioning gave the VM; journaled."""
+    before = {"uuid": vm.uuid, "mac": vm.mac}
+    if before == {"uuid": uuid, "mac": mac}:
+        return
+    vm.uuid, vm.mac = uuid, mac
+    journal.record(
+        _session_of(vm), actor=actor, kind=ObjectKind.VM, name=vm.name, action=ChangeAction.CHANGE,
+        before=before, after={"uuid": uuid, "mac": mac},
+    )
+
+
+def record_vm_size(
+    vm: Vm, vcpus: int, memory_mb: int, *, actor: str = "provisioning", note: str = ""
+) -> None:
+    """Record the size a VM really has after a (live) resize; journaled."""
+    before = {"vcpus": vm.vcpus, "memory_mb": vm.memory_mb}
+    if before == {"vcpus": vcpus, "memory_mb": memory_mb}:
+        return
+    vm.vcpus, vm.memory_mb = vcpus, memory_mb
+    journal.record(
+        _session_of(vm), actor=actor, kind=ObjectKind.VM, name=vm.name, action=ChangeAction.CHANGE,
+        before=before, after={"vcpus": vcpus, "memory_mb": memory_mb}, note=note,
+    )

@@ -1,0 +1,118 @@
+"""The inventory declaration (the YAML file) as strict pydantic models.
+
+Strict on purpose: an unknown key is a typo, "16" is not a number of vCPUs, and a missing key is an
+error, never a silent default for something that matters. Cross-references between sections
+(a tenant's site, a VM's size...) are checked by `inventory.checks`, so every problem is reported
+with its line, not just the first one pydantic meets.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
+
+from inventory.enums import NetworkKind, SiteRole, VmRole
+
+# Names become hostnames, libvirt domain names and file names: a lowercase DNS label.
+NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(strict=True, pattern=NAME_PATTERN)]
+Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+Count = Annotated[int, Strict(), Field(gt=0)]
+Size = Annotated[int, Strict(), Field(ge=0)]
+Ratio = Annotated[float, Strict(), Field(gt=0, le=64)]
+SettingValue = Annotated[str, Strict()] | Annotated[bool, Strict()] | Annotated[int, Strict()] | Annotated[
+    float, Strict()
+]
+
+
+class Declared(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostDecl(Declared):
+    name: Name
+    vcpus: Count
+    memory_mb: Count
+    disk_gb: Count
+    cpu_allocation_ratio: Ratio = 4.0
+    ram_allocation_ratio: Ratio = 1.5
+
+
+class SiteDecl(Declared):
+    name: Name
+    role: SiteRole
+    hosts: list[HostDecl] = []
+
+
+class SizeDecl(Declared):
+    name: Name
+    vcpus: Count
+    memory_mb: Count
+    data_disk_mb: Size
+
+
+class NetworkDecl(Declared):
+    name: Name
+    kind: NetworkKind
+    # The host bridge (production); at most 15 bytes, the Linux interface name limit.
+    bridge: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_.-]{1,15}$")] | None = None
+    vlan: Annotated[int, Strict(), Field(ge=1, le=4094)] | None = None
+
+    @model_validator(mode="after")
+    def _bridge_matches_kind(self) -> Self:
+        if self.kind is NetworkKind.BRIDGE and self.bridge is None:
+            raise ValueError("a bridge network needs 'bridge: <interface name>'")
+        if self.kind is NetworkKind.USER and (self.bridge is not None or self.vlan is not None):
+            raise ValueError("a user-mode network takes no 'bridge' or 'vlan'; use kind: bridge for those")
+        return self
+
+
+class ImageDecl(Declared):
+    name: Name
+    description: Annotated[str, Strict()] = ""
+
+
+class VmDecl(Declared):
+    """`count` VMs of one role and size; they are named <tenant>-<role>-<n>, numbered per role."""
+
+    role: VmRole
+    size: Name
+    count: Count = 1
+
+
+class TenantDecl(Declared):
+    slug: Name
+    name: Text
+    site: Name
+    network: Name
+    image: Name
+    settings: dict[Annotated[str, Strict()], SettingValue] = {}
+    vms: Annotated[list[VmDecl], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _county_name_setting(self) -> Self:
+        # The app shows the county's name; unless the file says otherwise, it is the tenant's name.
+        if "county_name" not in self.settings:
+            object.__setattr__(self, "settings", {"county_name": self.name, **self.settings})
+        return self
+
+    def vm_names(self) -> list[tuple[str, VmDecl]]:
+        """Each declared VM's name with its declaration, in file order."""
+        numbers: dict[VmRole, int] = {}
+        named = []
+        for vm in self.vms:
+            for _ in range(vm.count):
+                numbers[vm.role] = numbers.get(vm.role, 0) + 1
+                named.append((f"{self.slug}-{vm.role}-{numbers[vm.role]}", vm))
+        return named
+
+
+class Declaration(Declared):
+    """A whole inventory: what is not declared here is removed by `apply`."""
+
+    sites: list[SiteDecl] = []
+    size_templates: list[SizeDecl] = []
+    networks: list[NetworkDecl] = []
+    images: list[ImageDecl] = []
+    tenants: list[TenantDecl] = []

@@ -18,6 +18,7 @@ Choices that keep several CLI processes safe on one database:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -249,6 +250,18 @@ def dbos_url_for(engine: Engine) -> str:
     return url.render_as_string(hide_password=False)
 
 
+class _QuietStepFailures(logging.Filter):
+    """DBOS logs a traceback when a workflow raises; a failed step is already recorded in JobStep and
+    reported to the operator as one line, so that traceback is noise (a user's mistake must not print
+    one). Any other DBOS error still gets through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StepFailed))
+
+
+_quiet = _QuietStepFailures()
+
+
 def _ensure_dbos(engine: Engine) -> None:
     """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
     target = dbos_url_for(engine)
@@ -266,6 +279,7 @@ def _ensure_dbos(engine: Engine) -> None:
             "log_level": "WARNING",
             "sys_db_pool_size": 4,
         }
+        logging.getLogger("dbos").addFilter(_quiet)
         began = time.perf_counter()
         DBOS(config=config)
         DBOS.launch()

@@ -1,0 +1,232 @@
+"""`countycloud job list | show ID | resume ID | cancel ID`, and the Rich progress every job command shows.
+
+Exit codes scripts can trust: 0 the job is fine (or done), 1 the job failed, 2 unknown job id or a
+request the runner refused (e.g. the job is being run by another live process).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from controlplane import jobs
+from inventory.jobs import JobStatus, StepStatus
+
+EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
+OUTPUT_TAIL_LINES = 8
+
+job_app = typer.Typer(no_args_is_help=True, help="Durable jobs: list, show, resume, cancel.")
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # one message per line, greppable by scripts
+
+STATUS_STYLE = {
+    JobStatus.PENDING: "dim", JobStatus.RUNNING: "cyan", JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "bold red", JobStatus.CANCELLED: "yellow",
+    StepStatus.SKIPPED: "dim",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(job_app, name="job")
+
+
+def _engine() -> Engine:
+    from controlplane.settings import load
+    from inventory.db import make_engine
+
+    return make_engine(load().database_url)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}s"
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _StepTimeColumn(ProgressColumn):
+    """Elapsed time of a running step (live), or the recorded duration of a finished one."""
+
+    def render(self, task: Task) -> Text:
+        recorded = task.fields.get("duration")
+        if recorded is not None:
+            return Text(_seconds(recorded), style="progress.elapsed")
+        if task.started and task.elapsed is not None:
+            return Text(_seconds(task.elapsed), style="progress.elapsed")
+        return Text("")
+
+
+@contextmanager
+def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
+    """A progress callback for jobs.start/resume: one line per step with spinner, status, elapsed."""
+    with Progress(
+        SpinnerColumn(finished_text="•"),
+        TextColumn("{task.description}"),
+        TextColumn("{task.fields[status]}"),
+        _StepTimeColumn(),
+        console=out or console,
+        transient=False,
+    ) as progress:
+        tasks: dict[int, TaskID] = {}
+
+        def update(view: jobs.JobView) -> None:
+            for step in view.steps:
+                if step.index not in tasks:
+                    tasks[step.index] = progress.add_task(step.name, total=1, start=False, status="",
+                                                          duration=None)
+                task = tasks[step.index]
+                style = STATUS_STYLE.get(step.status, "")
+                status = f"[{style}]{step.status.value}[/]" if style else step.status.value
+                if step.status == StepStatus.RUNNING:
+                    progress.start_task(task)
+                    progress.update(task, status=status, duration=None)
+                elif step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
+                    progress.update(task, status=status, duration=step.duration_s, completed=1)
+                    progress.stop_task(task)
+                else:
+                    progress.update(task, status=status)
+
+        yield update
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _show_failure(error: jobs.JobError) -> int:
+    if isinstance(error, jobs.JobFailed):
+        errors.print(f"[bold red]job {error.job_id} failed[/]: {error.error}")
+        errors.print(f"see: countycloud job show {error.job_id}")
+        return EXIT_FAILED
+    errors.print(f"[red]{error}[/]")
+    return EXIT_UNKNOWN
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as error:
+        errors.print(f"[red]the platform database is not ready ({error.orig}); run `countycloud demo` or "
+                     "`countycloud inventory apply FILE` first[/]")
+        raise typer.Exit(EXIT_UNKNOWN) from None
+
+
+@job_app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(help="Newest N jobs.")] = 50,
+    target: Annotated[str | None, typer.Option(help="Only jobs for this target (e.g. a county).")] = None,
+) -> None:
+    """List jobs, newest first."""
+    with _database_errors():
+        views = jobs.list_jobs(_engine(), limit=limit, target=target)
+    if as_json:
+        print(json.dumps([v.to_json() for v in views], ensure_ascii=False, indent=2))
+        return
+    table = Table("id", "kind", "target", "status", "steps", "created", "duration")
+    for v in views:
+        done = sum(1 for s in v.steps if s.status == StepStatus.SUCCEEDED)
+        style = STATUS_STYLE.get(v.status, "")
+        table.add_row(v.id, v.kind.value, v.target, f"[{style}]{v.status.value}[/]", f"{done}/{len(v.steps)}",
+                      _when(v.created_at), _seconds(v.duration_s))
+    console.print(table)
+
+
+@job_app.command("show")
+def show_command(
+    job_id: Annotated[str, typer.Argument(help="The job id (from `job list`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """One job: its steps with status, duration, output tail and error."""
+    try:
+        with _database_errors():
+            view = jobs.get_job(_engine(), job_id)
+    except jobs.JobNotFound as error:
+        raise typer.Exit(_show_failure(error)) from None
+    if as_json:
+        print(json.dumps(view.to_json(), ensure_ascii=False, indent=2))
+    else:
+        _print_job(view)
+    raise typer.Exit(EXIT_FAILED if view.status == JobStatus.FAILED else EXIT_OK)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_job(view: jobs.JobView) -> None:
+    style = STATUS_STYLE.get(view.status, "")
+    console.print(f"[bold]{view.id}[/]  {view.kind.value} {view.target}  [{style}]{view.status.value}[/]"
+                  f"  {_seconds(view.duration_s)}")
+    console.print(f"args: {json.dumps(view.args, ensure_ascii=False)}   artifacts: {view.artifacts_dir}")
+    if view.error:
+        console.print(f"[red]error: {view.error}[/]")
+    table = Table("#", "step", "status", "tries", "duration", "output (tail) / error")
+    for step in view.steps:
+        tail = "\n".join(step.output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+        detail = f"{tail}\n[red]{step.error}[/]" if step.error else tail
+        step_style = STATUS_STYLE.get(step.status, "")
+        table.add_row(str(step.index + 1), step.name, f"[{step_style}]{step.status.value}[/]",
+                      str(step.attempts), _seconds(step.duration_s), detail.strip())
+    console.print(table)
+
+
+def _load_builders() -> None:
+    """Make every job kind rebuildable in this process: the wiring module registers the builders.
+
+    The bootstrap (owned by the control plane's wiring) registers them when imported or through
+    `register_job_builders()`; without it only builders registered by imported modules exist.
+    """
+    import importlib
+
+    try:
+        bootstrap = importlib.import_module("controlplane.bootstrap")
+    except ModuleNotFoundError as error:
+        if error.name != "controlplane.bootstrap":
+            raise
+        return
+    hook = getattr(bootstrap, "register_job_builders", None)
+    if callable(hook):
+        hook()
+
+
+@job_app.command("resume")
+def resume_command(job_id: Annotated[str, typer.Argument(help="The job id (from `job list`).")]) -> None:
+    """Continue a crashed or failed job from the step where it stopped."""
+    engine = _engine()
+    _load_builders()
+    try:
+        with _database_errors(), job_progress() as on_progress:
+            jobs.resume(engine, job_id, on_progress=on_progress)
+    except jobs.JobError as error:
+        raise typer.Exit(_show_failure(error)) from None
+    finally:
+        jobs.shutdown()
+    console.print(f"[green]job {job_id} succeeded[/]")
+
+
+@job_app.command("cancel")
+def cancel_command(job_id: Annotated[str, typer.Argument(help="The job id (from `job list`).")]) -> None:
+    """Abandon an unfinished job so that a new one for the same target may start."""
+    try:
+        with _database_errors():
+            jobs.cancel(_engine(), job_id)
+    except jobs.JobError as error:
+        raise typer.Exit(_show_failure(error)) from None
+    finally:
+        jobs.shutdown()
+    console.print(f"job {job_id} cancelled")

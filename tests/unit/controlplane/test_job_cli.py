@@ -1,0 +1,89 @@
+"""`countycloud job ...`: JSON output, exit codes (0 ok, 1 failed, 2 unknown), resume after a fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from controlplane import jobs
+from controlplane.cli import job as job_cli
+from inventory.db import make_engine, migrate
+from inventory.jobs import JobKind
+from tests.unit.controlplane import fake_job  # registers the PROVISION builder used below
+
+
+@pytest.fixture
+def engine(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    migrate(sqlite_url)
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", sqlite_url)
+    engine = make_engine(sqlite_url)
+    yield engine
+    jobs.shutdown()
+    engine.dispose()
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a second command keeps `job` a sub-group, as in the real CLI
+    job_cli.register(app)
+    return app
+
+
+def invoke(cli: typer.Typer, *argv: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(argv))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_failed_job_shows_exit_1_then_resume_after_fix_exits_0(
+    engine: Engine, cli: typer.Typer, tmp_path: Path
+) -> None:
+    (tmp_path / "broken").touch()
+    with pytest.raises(jobs.JobFailed) as failure:
+        jobs.start(engine, JobKind.PROVISION, fake_job.TARGET, {"workdir": str(tmp_path)},
+                   artifacts_root=tmp_path / "art")
+    job_id = failure.value.job_id
+
+    code, out, _ = invoke(cli, "job", "show", job_id, "--json")
+    assert code == 1
+    shown = json.loads(out)
+    assert shown["status"] == "failed"
+    assert [s["status"] for s in shown["steps"]] == ["succeeded", "failed", "pending"]
+    assert shown["steps"][1]["error"] == "RuntimeError: libvirtd unreachable"
+
+    code, out, _ = invoke(cli, "job", "show", job_id)
+    assert code == 1 and "libvirtd unreachable" in out and "define the domain" not in out
+
+    code, _, err = invoke(cli, "job", "resume", job_id)
+    assert code == 1 and "libvirtd unreachable" in err and "Traceback" not in err
+
+    (tmp_path / "broken").unlink()
+    code, out, _ = invoke(cli, "job", "resume", job_id)
+    assert code == 0, out
+    assert "succeeded" in out and "three" in out
+
+    code, out, _ = invoke(cli, "job", "list", "--json")
+    assert code == 0
+    [listed] = json.loads(out)
+    assert listed["id"] == job_id and listed["status"] == "succeeded"
+
+
+def test_unknown_job_id_exits_2_with_a_message(engine: Engine, cli: typer.Typer) -> None:
+    for command in ("show", "resume", "cancel"):
+        code, out, err = invoke(cli, "job", command, "provision-nowhere-123456")
+        assert code == 2, (command, out, err)
+        assert "no job with id 'provision-nowhere-123456'" in err
+        assert "Traceback" not in out + err
+
+
+def test_list_on_an_uninitialised_database_says_so(cli: typer.Typer, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    code, _, err = invoke(cli, "job", "list")
+    assert code == 2 and "not ready" in err

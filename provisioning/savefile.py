@@ -358,3 +358,17 @@ def rewrite_domain_xml(
                 csource.set("path", str(serial_log))
 
     return ET.tostring(root, encoding="unicode")
+
+
+def disk_sources(xml: str) -> dict[str, str]:
+    """{target: source file} of the file-backed disks in a domain XML.
+
+    For checking that a state file belongs to the expected frozen disk (a template saved from another
+    golden image must be refused, not restored over the wrong disk).
+    """
+    sources: dict[str, str] = {}
+    for disk in ET.fromstring(xml).iterfind("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None and "file" in source.attrib:
+            sources[target.get("dev", "")] = source.attrib["file"]
+    return sources

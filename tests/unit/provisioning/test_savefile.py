@@ -313,3 +313,10 @@ def test_rewrite_changes_only_the_top_disk_source_not_its_backing_store() -> Non
     backing_source = disk.find("backingStore/source")
     assert backing_source is not None
     assert backing_source.get("file") == "/var/lib/countycloud/templates/g1/frozen.qcow2"
+
+
+def test_disk_sources_names_the_frozen_disk_of_a_state_file(tmp_path: Path) -> None:
+    h = read_header(make_save(tmp_path / "tmpl.save"))
+    assert savefile.disk_sources(h.domain_xml) == {
+        "vda": "/var/lib/countycloud/templates/g1/frozen-overlay.qcow2"
+    }

@@ -1,0 +1,55 @@
+"""Reading what users type into forms: amounts in integer 元, dates, lists of e-invoice numbers.
+
+A form error is raised as FormError with a zh-TW message; the page re-renders the form with it.
+Floats are refused here (ACCOUNTING.md: money is integer 元), and thousands separators typed by
+habit ("12,000") are accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+
+class FormError(ValueError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_INTEGER = re.compile(r"[0-9]+")
+
+
+def parse_money(raw: str, label: str = "金額") -> int:
+    text = raw.strip().replace(",", "").replace("，", "").replace(" ", "")
+    if not text:
+        raise FormError(f"請輸入{label}。")
+    if not _INTEGER.fullmatch(text):
+        if re.fullmatch(r"[0-9]*\.[0-9]+", text):
+            raise FormError(f"{label}須為整數元，不接受小數（{raw.strip()}）。")
+        raise FormError(f"{label}格式錯誤：{raw.strip()}")
+    value = int(text)
+    if value <= 0:
+        raise FormError(f"{label}須大於零。")
+    return value
+
+
+def parse_optional_int(raw: str, label: str) -> int | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not _INTEGER.fullmatch(text):
+        raise FormError(f"{label}須為整數：{text}")
+    return int(text)
+
+
+def parse_date(raw: str, label: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw.strip())
+    except ValueError as error:
+        raise FormError(f"{label}格式錯誤，請用 YYYY-MM-DD：{raw.strip()}") from error
+
+
+def parse_invoice_numbers(raw: str) -> list[str]:
+    """E-invoice numbers separated by commas, spaces or new lines; upper-cased, order kept."""
+    return [part.upper() for part in re.split(r"[\s,，、]+", raw.strip()) if part]

@@ -1,0 +1,78 @@
+"""Budget page and 簽證 through the web UI: balances shown, certification accepted or refused with figures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.tenant_app.web_support import PASSWORD, County, csrf_of, login, make_app, seed_county
+
+
+@pytest.fixture
+def county(db_url: str) -> County:
+    return seed_county(db_url)
+
+
+@pytest.fixture
+def client(county: County) -> Iterator[TestClient]:
+    with TestClient(make_app(county.url)) as client:
+        yield client
+
+
+def _certify(client: TestClient, line: int, amount: str, purpose: str = "辦公用品") -> httpx.Response:
+    token = csrf_of(client.get("/certifications").text)
+    return client.post("/certifications", data={"budget_line_id": str(line), "amount": amount,
+                                                "purpose": purpose, "period": "", "csrf_token": token})
+
+
+def test_budget_page_shows_lines_with_separators(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    page = client.get("/budget")
+    assert page.status_code == 200
+    assert "預算與餘額" in page.text and "業務費" in page.text
+    assert '<td class="num available">100,000</td>' in page.text
+    assert "民國" in page.text  # ROC year beside the Gregorian one
+
+
+def test_certify_then_refuse_over_balance(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    ok = _certify(client, county.line_a1, "60,000")
+    assert ok.status_code == 200
+    assert "簽證完成：第 1 號，金額 60,000 元，簽證後可用餘額 40,000 元。" in ok.text
+    refused = _certify(client, county.line_a1, "50000")
+    assert refused.status_code == 422
+    assert "簽證未通過" in refused.text
+    assert '<dd id="refusal-available">40,000 元</dd>' in refused.text
+    assert '<dd id="refusal-requested">50,000 元</dd>' in refused.text
+    assert "可用餘額不足：餘額 40,000 元，申請 50,000 元" in refused.text
+    budget = client.get("/budget").text
+    assert '<td class="num available">40,000</td>' in budget  # the refused one reserved nothing
+
+
+def test_float_and_foreign_line_are_refused_by_the_form(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    decimal = _certify(client, county.line_a1, "100.5")
+    assert decimal.status_code == 422 and "須為整數元，不接受小數" in decimal.text
+    foreign = _certify(client, county.line_b1, "100")
+    assert foreign.status_code == 422 and "請選擇本機關的預算科目。" in foreign.text
+
+
+def test_auditor_cannot_certify(client: TestClient, county: County) -> None:
+    login(client, "auditor", PASSWORD)
+    page = client.get("/certifications")
+    assert page.status_code == 200 and 'id="certify-form"' not in page.text
+    token = csrf_of(page.text)
+    refused = client.post("/certifications", data={"budget_line_id": str(county.line_a1), "amount": "10",
+                                                   "csrf_token": token})
+    assert refused.status_code == 403 and "您的角色沒有「簽證」的權限。" in refused.text
+
+
+def test_certify_needs_csrf(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    refused = client.post("/certifications", data={"budget_line_id": str(county.line_a1), "amount": "10"})
+    assert refused.status_code == 403 and "CSRF" in refused.text
+    assert '<td class="num available">100,000</td>' in client.get("/budget").text

@@ -24,6 +24,7 @@ HOSTNAME_FILE = "hostname"
 AUTHORIZED_KEYS_FILE = "authorized_keys"
 
 _KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOSTNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # Control characters would break the one-setting-per-line format. Quotes and backslashes are refused
 # because systemd's EnvironmentFile (and most .env readers) unquote and unescape them, so the app would
@@ -91,14 +92,23 @@ def build_seed_image(
     settings: Mapping[str, str],
     hostname: str,
     authorized_keys: Sequence[str],
+    identity: Mapping[str, bytes] | None = None,
 ) -> None:
     """(Re)build the seed image: an ext4 file system labelled ccseed holding the tenant's settings.
 
+    `identity` adds files at the image root, byte for byte and root-only (machine-id, random-seed,
+    SSH host keys: what makes a clone of a shared template its own guest).
     The seed is derived data, so a rebuild simply replaces it (atomically: a reader never sees half).
     """
     env = render_env(settings)
     _check_hostname(hostname)
     keys = _render_keys(authorized_keys)
+    extra = dict(identity or {})
+    for name, content in extra.items():
+        if not _FILE_NAME_RE.match(name) or name in (ENV_FILE, HOSTNAME_FILE, AUTHORIZED_KEYS_FILE):
+            raise SeedError(f"identity file name {name!r} is not a plain, unreserved file name")
+        if not isinstance(content, bytes):
+            raise SeedError(f"identity file {name} must be bytes, got {type(content).__name__}")
     image = Path(image)
     tmp_image = image.with_name(image.name + ".tmp")
     with tempfile.TemporaryDirectory(prefix="ccseed-") as staging:
@@ -112,6 +122,10 @@ def build_seed_image(
             path = root / name
             path.write_text(text, encoding="utf-8")
             path.chmod(mode)
+        for name, content in extra.items():
+            path = root / name
+            path.write_bytes(content)
+            path.chmod(0o600)
         root.chmod(0o755)
         tmp_image.unlink(missing_ok=True)
         try:

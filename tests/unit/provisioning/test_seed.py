@@ -158,3 +158,24 @@ def test_data_disk_recovers_from_a_crash_mid_creation(tmp_path: Path) -> None:
 def test_data_disk_size_is_validated(tmp_path: Path) -> None:
     with pytest.raises(SeedError, match="at least 8 MiB"):
         make_data_disk(tmp_path / "data.img", 1)
+
+
+def test_seed_image_carries_identity_files_byte_for_byte(tmp_path: Path) -> None:
+    image = tmp_path / "seed.img"
+    key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----\n"
+    random_seed = bytes(range(256)) * 2
+    build_seed_image(image, settings=SETTINGS, hostname="keelung-app", authorized_keys=KEYS,
+                     identity={"machine-id": b"0123456789abcdef0123456789abcdef\n",
+                               "random-seed": random_seed, "ssh_host_ed25519_key": key})
+    dumped = tmp_path / "random-seed.out"
+    run("debugfs", "-R", f"dump /random-seed {dumped}", str(image))
+    assert dumped.read_bytes() == random_seed
+    assert debugfs(image, "cat /ssh_host_ed25519_key") == key.decode()
+    assert "Mode:  0600" in debugfs(image, "stat /ssh_host_ed25519_key")
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "hostname", "tenant-app.env", "a/b", ""])
+def test_seed_refuses_identity_file_names_that_escape_or_clash(tmp_path: Path, name: str) -> None:
+    with pytest.raises(SeedError, match="identity file name"):
+        build_seed_image(tmp_path / "seed.img", settings=SETTINGS, hostname="keelung-app",
+                         authorized_keys=KEYS, identity={name: b"x"})

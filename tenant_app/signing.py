@@ -71,6 +71,10 @@ class VoucherContent:
     amount: int
     lines: tuple[VoucherLine, ...]
     invoices: tuple[str, ...] = ()
+    # The bank account the treasury pays into: changing it after approval must void the approval.
+    payee_account: str = ""
+    period: int = 0
+    description: str = ""
 
     def as_canonical(self) -> dict[str, object]:
         # Lines and invoices are sorted: their order on screen or from the database is not part
@@ -88,6 +92,9 @@ class VoucherContent:
                 for ln in lines
             ],
             "invoices": sorted(self.invoices),
+            "payee_account": self.payee_account,
+            "period": self.period,
+            "description": self.description,
         }
 
 
@@ -118,6 +125,7 @@ class ChainErrorCode(StrEnum):
     INCOMPLETE = "incomplete"
     CHAIN_COMPLETE = "chain_complete"
     REASON_REQUIRED = "reason_required"
+    WRONG_STATUS = "wrong_status"
 
 
 @dataclass(frozen=True)

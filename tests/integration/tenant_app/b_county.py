@@ -107,11 +107,7 @@ def certify(engine: Engine, line_id: int, amount: int, period: int) -> int:
         outcome = commit_group(
             s.connection(),
             load_rule_book(s),
-            [
-                CertifyRequest(
-                    line_id, amount, None, period=period, entry_date=dt.date(YEAR, period, 5)
-                )
-            ],
+            [CertifyRequest(line_id, amount, None, period=period, entry_date=dt.date(YEAR, period, 5))],
         )[0]
         assert outcome.accepted, outcome.errors
         assert outcome.certification_id is not None
@@ -164,10 +160,12 @@ def populate(engine: Engine, ids: County_) -> dict[str, int]:
     cert_open = certify(engine, roads, 300_000, 4)
     made: dict[str, int] = {}
     with session_scope(engine) as s:
-        made["certified"] = prepare_voucher(s, ids, [(office, 100_000)], period=3, certification_id=cert_paid,
-                                            invoice="AB12345678")
-        made["direct"] = prepare_voucher(s, ids, [(office, 25_000), (office, 5_000)], period=3,
-                                         invoice="CD12345678", payee="中華電信")
+        made["certified"] = prepare_voucher(
+            s, ids, [(office, 100_000)], period=3, certification_id=cert_paid, invoice="AB12345678"
+        )
+        made["direct"] = prepare_voucher(
+            s, ids, [(office, 25_000), (office, 5_000)], period=3, invoice="CD12345678", payee="中華電信"
+        )
         made["roads"] = prepare_voucher(s, ids, [(roads, 600_000)], period=3, certification_id=cert_released)
         made["later"] = prepare_voucher(s, ids, [(office, 7_000)], period=5)
         made["unpaid"] = prepare_voucher(s, ids, [(office, 9_000)], period=3)
@@ -175,7 +173,8 @@ def populate(engine: Engine, ids: County_) -> dict[str, int]:
             approve(s, ids, made[key])
         for key in ("certified", "direct", "roads", "later"):
             pay(s, ids, made[key])
-        vouchers.release_certification(s, cert_released, 150_000, user_id=ids.users["chief"],
-                                       on=dt.date(2026, 3, 20))
+        vouchers.release_certification(
+            s, cert_released, 150_000, user_id=ids.users["chief"], on=dt.date(2026, 3, 20)
+        )
     made["cert_open"] = cert_open
     return made

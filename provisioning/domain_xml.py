@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from provisioning.spec import LOOPBACK, BridgeNetwork, DomainType, Forward, UserNetwork, VMSpec
+from provisioning.spec import LOOPBACK, BridgeNetwork, Disk, DomainType, Forward, UserNetwork, VMSpec
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
@@ -50,6 +50,16 @@ def netdev_arg(network: UserNetwork) -> str:
     return ",".join(parts)
 
 
+def _disk_context(disk: Disk) -> dict[str, Any]:
+    return {
+        "path": str(disk.path),
+        "target": disk.target,
+        "fmt": disk.fmt.value,
+        "readonly": disk.readonly,
+        "serial": disk.serial,
+    }
+
+
 def _context(spec: VMSpec) -> dict[str, Any]:
     qemu_args: list[str] = []
     bridge: BridgeNetwork | None = None
@@ -76,16 +86,7 @@ def _context(spec: VMSpec) -> dict[str, Any]:
         "tb_cache_mib": spec.tb_cache_mib if tcg else None,
         # KVM guests see the host CPU (features, speed); TCG keeps QEMU's default emulated model.
         "host_passthrough": not tcg,
-        "disks": [
-            {
-                "path": str(d.path),
-                "target": d.target,
-                "fmt": d.fmt.value,
-                "readonly": d.readonly,
-                "serial": d.serial,
-            }
-            for d in spec.disks
-        ],
+        "disks": [_disk_context(d) for d in spec.disks],
         "agent_socket": None if spec.agent_socket is None else str(spec.agent_socket),
         "serial_log": None if spec.serial_log is None else str(spec.serial_log),
     }
@@ -94,3 +95,8 @@ def _context(spec: VMSpec) -> dict[str, Any]:
 def render_domain_xml(spec: VMSpec) -> str:
     """libvirt domain XML for `spec`, ready for defineXML / createXML."""
     return _ENV.get_template("domain.xml.j2").render(_context(spec))
+
+
+def render_disk_xml(disk: Disk) -> str:
+    """One <disk> element for attachDeviceFlags (hot-plug): the same shape as in the domain XML."""
+    return _ENV.get_template("disk.xml.j2").render(disk=_disk_context(disk))

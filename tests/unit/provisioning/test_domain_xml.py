@@ -12,8 +12,8 @@ import libvirt
 import pytest
 
 from provisioning import domain_xml
-from provisioning.domain_xml import QEMU_NS, RenderError, render_domain_xml
-from provisioning.spec import BridgeNetwork, DomainType, Forward, UserNetwork, VMSpec
+from provisioning.domain_xml import QEMU_NS, RenderError, render_disk_xml, render_domain_xml
+from provisioning.spec import BridgeNetwork, Disk, DiskFormat, DomainType, Forward, UserNetwork, VMSpec
 from tests.unit.provisioning.specs import BRIDGE, keelung_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -116,7 +116,8 @@ def test_template_uses_strict_undefined() -> None:
 # What it accepts (libvirt 9.0): type='qemu' and 'kvm', direct-kernel paths that do not exist,
 # <tcg><tb-cache>, the bridge interface. What it does NOT keep: <qemu:commandline> and the qemu
 # namespace are silently dropped (no driver-specific namespace is registered), so the user-mode NIC
-# is checked by the XML tests above, not here.
+# is checked by the XML tests above, not here. It has no attachDeviceFlags either, so the hot-plug
+# disk XML is checked against the same disk inside the domain XML instead.
 
 @pytest.fixture
 def conn() -> Iterator[libvirt.virConnect]:
@@ -226,3 +227,22 @@ def test_live_resize_up_to_the_maximums(conn: libvirt.virConnect) -> None:
         if dom.isActive():
             dom.destroy()
         dom.undefine()
+
+
+def test_disk_xml_for_hotplug_matches_the_disk_in_the_domain(spec: VMSpec) -> None:
+    seed = spec.disk("vdb")
+    alone = ET.fromstring(render_disk_xml(seed))
+    in_domain = next(
+        d for d in ET.fromstring(render_domain_xml(spec)).iterfind("devices/disk")
+        if _find(d, "target").attrib["dev"] == "vdb"
+    )
+    assert ET.canonicalize(ET.tostring(alone), strip_text=True) == ET.canonicalize(
+        ET.tostring(in_domain), strip_text=True
+    )
+    assert alone.find("readonly") is not None and alone.findtext("serial") == "ccseed"
+
+
+def test_disk_xml_escapes_the_path() -> None:
+    disk = Disk(Path("/srv/a'b&c.img"), "vdd", DiskFormat.RAW)
+    assert _find(ET.fromstring(render_disk_xml(disk)), "source").attrib["file"] == "/srv/a'b&c.img"
+

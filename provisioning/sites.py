@@ -29,8 +29,8 @@ _BIND_MOUNTS = {
 
 
 class SiteState(StrEnum):
-    up = "up"
-    down = "down"
+    UP = "up"
+    DOWN = "down"
 
 
 class SiteError(RuntimeError):
@@ -112,13 +112,13 @@ def _namespace_of(pid: int) -> str | None:
 
 def state(site: SitePaths) -> SiteState:
     if _pid_alive(site.libvirtd_pidfile) and site.socket.exists():
-        return SiteState.up
-    return SiteState.down
+        return SiteState.UP
+    return SiteState.DOWN
 
 
 def start(site: SitePaths, timeout_s: float = 60.0) -> None:
     """Start the site's daemons if they are not running (idempotent)."""
-    if state(site) is SiteState.up:
+    if state(site) is SiteState.UP:
         return
     stop(site)  # clear half-started leftovers (a daemon without the other, stale sockets)
     for sub in _BIND_MOUNTS:
@@ -144,7 +144,7 @@ def start(site: SitePaths, timeout_s: float = 60.0) -> None:
     if result.returncode != 0:
         raise SiteError(f"site {site.name}: daemons did not start: {result.stderr.strip()}")
     deadline = time.monotonic() + timeout_s
-    while state(site) is not SiteState.up:
+    while state(site) is not SiteState.UP:
         if time.monotonic() > deadline:
             raise SiteError(
                 f"site {site.name}: libvirtd did not answer on {site.socket} within {timeout_s:.0f} s; "

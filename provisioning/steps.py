@@ -1,0 +1,462 @@
+"""Provision, resize and retire as step lists: named, idempotent steps over the inventory and the edges.
+
+Check first, then act (Ganeti's check-then-exec): the `check` step validates everything a job needs
+before anything is made. Every later step can be rerun after a crash and leaves the same state,
+so a killed job is repaired by running the same command again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from inventory import queries
+from inventory.db import session_scope
+from inventory.enums import Lifecycle, SiteStatus
+from inventory.jobs import Step, StepContext
+from inventory.models import Tenant, Vm
+from provisioning import addressing, configure, images, seed, sites, templates
+from provisioning.guest import agent_exec, set_clock
+from provisioning.hypervisor import DomainState, Hypervisor
+from provisioning.platform import Platform, ensure_ssh_key
+from provisioning.vmplan import (
+    DATA_TARGET,
+    SEED_TARGET,
+    VmPaths,
+    VmPlan,
+    cold_spec,
+    disk_xml,
+    forwards,
+    hotplug_disks,
+    machine_id,
+    vm_paths,
+)
+from provisioning.domain_xml import render_domain_xml
+
+ACTOR = "provisioning"
+COLD = "cold"  # prefix of the template step's output when the job falls back to a cold boot
+
+
+class ProvisioningError(RuntimeError):
+    """A precondition of a provisioning job does not hold; the message says what to do."""
+
+
+# --- reading the inventory ---------------------------------------------------------------------
+
+def _plan(vm: Vm) -> VmPlan:
+    if vm.uuid is None or vm.ssh_port is None or vm.app_port is None or vm.host is None:
+        raise ProvisioningError(f"{vm.name}: not placed yet (no host, uuid or ports); rerun the job")
+    return VmPlan(
+        name=vm.name, uuid=vm.uuid, tenant=vm.tenant.slug, county_name=vm.tenant.name,
+        site=vm.host.site.name, vcpus=vm.vcpus, memory_mib=vm.memory_mb, data_disk_mib=vm.data_disk_mb,
+        ssh_port=vm.ssh_port, app_port=vm.app_port, app_secret=vm.tenant.app_secret,
+        settings={str(k): str(v) for k, v in (vm.tenant.settings or {}).items()},
+    )
+
+
+def load_plan(platform: Platform, vm_name: str) -> VmPlan:
+    with session_scope(platform.engine) as session:
+        return _plan(queries.get_vm(session, vm_name))
+
+
+def vm_names(platform: Platform, tenant: str) -> list[str]:
+    with session_scope(platform.engine) as session:
+        return [vm.name for vm in queries.vms_of(queries.get_tenant(session, tenant))
+                if vm.status is not Lifecycle.RETIRED]
+
+
+# --- provision ---------------------------------------------------------------------------------
+
+def _check(platform: Platform, tenant_slug: str) -> str:
+    """Everything the job needs, validated before anything is made."""
+    with session_scope(platform.engine) as session:
+        tenant = queries.get_tenant(session, tenant_slug)
+        if tenant.status in (Lifecycle.RETIRING, Lifecycle.RETIRED):
+            raise ProvisioningError(f"tenant {tenant_slug} is {tenant.status}; it cannot be provisioned")
+        vms = [vm for vm in queries.vms_of(tenant) if vm.status is not Lifecycle.RETIRED]
+        if not vms:
+            raise ProvisioningError(f"tenant {tenant_slug} declares no VMs")
+        site = tenant.home_site
+        for vm in vms:
+            if vm.ssh_port is None or vm.app_port is None:
+                raise ProvisioningError(f"{vm.name} has no ports; apply the inventory first")
+            queries.place_vm(session, vm)  # NoHostFits explains per host; rolled back by the check
+        if tenant.gateway_port is None:
+            raise ProvisioningError(f"tenant {tenant_slug} has no address port; apply the inventory first")
+        session.rollback()  # the check decides nothing; `place` records
+    if sites.state(platform.site(site.name)) is not sites.SiteState.UP:
+        raise ProvisioningError(f"site {site.name} is down; start it with `countycloud site start {site.name}`")
+    with platform.hypervisor(site.name):
+        pass  # reachable (raises HypervisorError with the reason otherwise)
+    for tool in ("qemu-img", "mkfs.ext4", "haproxy"):
+        if shutil.which(tool) is None:
+            raise ProvisioningError(f"{tool} is not installed; run `make host` (scripts/host-setup.sh)")
+    return f"tenant {tenant_slug}: {len(vms)} VM(s) at site {site.name}, capacity and ports available"
+
+
+def _place(platform: Platform, tenant_slug: str) -> str:
+    placed = []
+    with session_scope(platform.engine) as session:
+        tenant = queries.get_tenant(session, tenant_slug)
+        queries.set_status(tenant, Lifecycle.PROVISIONING, actor=ACTOR)
+        for vm in queries.vms_of(tenant):
+            if vm.status is Lifecycle.RETIRED:
+                continue
+            host = queries.place_vm(session, vm)
+            if vm.uuid is None or vm.mac is None:
+                queries.record_vm_identity(vm, templates.new_uuid(), _random_mac(), actor=ACTOR)
+            if vm.status is not Lifecycle.ACTIVE:
+                queries.set_status(vm, Lifecycle.PROVISIONING, actor=ACTOR)
+            placed.append(f"{vm.name} on {host.name}")
+    return "; ".join(placed)
+
+
+def _random_mac() -> str:
+    # 52:54:00 is QEMU's locally administered prefix.
+    return "52:54:00:" + ":".join(f"{secrets.randbelow(256):02x}" for _ in range(3))
+
+
+def _golden(platform: Platform, ctx: StepContext) -> str:
+    image = images.ensure(platform.cache_dir, log=ctx.log)
+    return f"golden image {image.key}"
+
+
+def _template(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
+    """The site's prebooted template, built if missing; any trouble means a cold boot, said plainly."""
+    site_name = _home_site(platform, tenant_slug)
+    image = images.ensure(platform.cache_dir, log=ctx.log)
+    site = platform.site(site_name)
+    try:
+        with platform.hypervisor(site_name) as hv:
+            template = templates.build(hv, site, image, platform.domain_type, log=ctx.log)
+            templates.check_usable(template)
+    except Exception as error:  # any template fault falls back to a cold boot, never fails the job
+        message = f"{COLD}: template unusable, falling back to a cold boot: {error}"
+        ctx.log(message)
+        return message
+    return f"template {site_name}/{template.image_key}"
+
+
+def _home_site(platform: Platform, tenant_slug: str) -> str:
+    with session_scope(platform.engine) as session:
+        return queries.get_tenant(session, tenant_slug).home_site.name
+
+
+def _mode_is_cold(ctx: StepContext) -> bool:
+    return bool(ctx.args.get("cold")) or str(ctx.previous.get("template") or COLD).startswith(COLD)
+
+
+def _backing_file(disk: Any) -> str | None:
+    info = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(disk)], capture_output=True,
+                          text=True, check=False)
+    if info.returncode != 0:
+        return None
+    import json
+
+    return json.loads(info.stdout).get("backing-filename")
+
+
+def _overlay(disk: Any, backing: Any) -> None:
+    disk.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(disk)],
+                   check=True, capture_output=True, text=True)
+
+
+def _disks(platform: Platform, vm_name: str, ctx: StepContext) -> str:
+    plan = load_plan(platform, vm_name)
+    paths = vm_paths(platform.site(plan.site), plan.name)
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    with platform.hypervisor(plan.site) as hv:
+        running = hv.state(plan.name) is not DomainState.MISSING
+    made = []
+    if not running:
+        # A system disk is disposable until its VM exists: always a fresh overlay on the right base
+        # (a restored template must never see a disk written after its save).
+        backing = _system_backing(platform, plan, ctx)
+        _overlay(paths.system_disk, backing)
+        made.append(f"system disk on {backing.name}")
+    result = seed.make_data_disk(paths.data_disk, plan.data_disk_mib)
+    made.append(f"data disk {result}")
+    _write_seed(platform, plan, paths)
+    made.append("seed disk")
+    return ", ".join(made)
+
+
+def _system_backing(platform: Platform, plan: VmPlan, ctx: StepContext) -> Any:
+    image = images.ensure(platform.cache_dir, log=ctx.log)
+    if _mode_is_cold(ctx):
+        return image.disk
+    template = templates.load(platform.site(plan.site), image.key)
+    if template is None:
+        raise ProvisioningError(f"site {plan.site}: template for {image.key} vanished; rerun the job")
+    return template.system_disk
+
+
+def _write_seed(platform: Platform, plan: VmPlan, paths: VmPaths) -> None:
+    """The seed disk: settings and this VM's own identity (host key made once, kept across reruns)."""
+    if not paths.host_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", plan.name, "-f",
+                        str(paths.host_key)], check=True, capture_output=True)
+    public_key = ensure_ssh_key(platform.ssh_key).with_suffix(".pub").read_text().strip()
+    seed.build_seed_image(
+        paths.seed_disk, settings=addressing.app_env(plan), hostname=plan.name, authorized_keys=[public_key],
+        identity={
+            "machine-id": (machine_id(plan) + "\n").encode(),
+            "random-seed": secrets.token_bytes(512),
+            "ssh_host_ed25519_key": paths.host_key.read_bytes(),
+            "ssh_host_ed25519_key.pub": paths.host_key.with_suffix(".pub").read_bytes(),
+        },
+    )
+
+
+def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
+    plan = load_plan(platform, vm_name)
+    paths = vm_paths(platform.site(plan.site), plan.name)
+    with platform.hypervisor(plan.site) as hv:
+        state = hv.state(plan.name)
+        if state in (DomainState.RUNNING, DomainState.PAUSED):
+            return "already running"
+        info = hv.info(plan.name)
+        if info is not None and info.persistent:
+            hv.start(plan.name)  # an existing VM (e.g. after an outage) boots from its own disks
+            return "started the existing VM (boot)"
+        image = images.ensure(platform.cache_dir, log=ctx.log)
+        if _mode_is_cold(ctx):
+            spec = cold_spec(plan, paths, image, platform.domain_type,
+                             templates.TEMPLATE_MAX_VCPUS, templates.TEMPLATE_MAX_MEMORY_MIB)
+            hv.define(render_domain_xml(spec))
+            hv.start(plan.name)
+            return "defined and started (cold boot)"
+        template = templates.load(platform.site(plan.site), image.key)
+        if template is None:
+            raise ProvisioningError(f"site {plan.site}: template for {image.key} vanished; rerun the job")
+        began = time.monotonic()
+        templates.write_clone_state(
+            template, name=plan.name, uuid=plan.uuid, system_disk=paths.system_disk, forwards=forwards(plan),
+            agent_socket=paths.agent_socket, serial_log=paths.serial_log, destination=paths.clone_state,
+        )
+        cloned = time.monotonic() - began
+        try:
+            hv.restore(paths.clone_state)
+        finally:
+            paths.clone_state.unlink(missing_ok=True)
+        hv.make_persistent(plan.name)
+        return f"cloned the template state in {cloned:.2f} s, restored in {time.monotonic() - began - cloned:.2f} s"
+
+
+def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
+    """Make a restored clone this county's VM: clock, disks, identity, settings, app."""
+    if _mode_is_cold(ctx):
+        return "skipped: a cold boot applies its seed disk at first boot"
+    plan = load_plan(platform, vm_name)
+    paths = vm_paths(platform.site(plan.site), plan.name)
+    with platform.hypervisor(plan.site) as hv:
+        hv.wait_for_agent(plan.name, timeout_s=60)
+        set_clock(hv, plan.name)
+        attached = hv.xml(plan.name)
+        for disk in hotplug_disks(paths):
+            if f"dev='{disk.target}'" not in attached:
+                hv.attach_disk(plan.name, disk_xml(disk))
+        result = agent_exec(hv, plan.name, ["/usr/local/sbin/countycloud-activate"], timeout_s=60)
+    return result.stdout.strip() or "activated"
+
+
+def _resize_to_plan(platform: Platform, vm_name: str) -> str:
+    plan = load_plan(platform, vm_name)
+    with platform.hypervisor(plan.site) as hv:
+        return resize_live(hv, plan.name, plan.vcpus, plan.memory_mib)
+
+
+def resize_live(hv: Hypervisor, vm_name: str, vcpus: int, memory_mib: int) -> str:
+    info = hv.info(vm_name)
+    if info is None:
+        raise ProvisioningError(f"{vm_name}: no such domain at site {hv.site}")
+    changes = []
+    if info.vcpus != vcpus:
+        hv.set_vcpus(vm_name, vcpus)
+        changes.append(f"vCPUs {info.vcpus} -> {vcpus}")
+    if info.memory_mib != memory_mib:
+        hv.set_memory(vm_name, memory_mib)
+        changes.append(f"memory {info.memory_mib} -> {memory_mib} MiB")
+    return ", ".join(changes) or f"already {vcpus} vCPU / {memory_mib} MiB"
+
+
+def _app_ready(platform: Platform, vm_name: str) -> str:
+    plan = load_plan(platform, vm_name)
+    waited = addressing.wait_healthy(plan.app_port, timeout_s=platform.boot_timeout_s)
+    return f"app healthy on 127.0.0.1:{plan.app_port} after {waited:.1f} s"
+
+
+def _address(platform: Platform) -> str:
+    with session_scope(platform.engine) as session:
+        frontends = addressing.frontends(queries.list_tenants(session))
+    changed = addressing.apply(platform.haproxy_dir, frontends)
+    return f"{len(frontends)} tenant address(es), {'reloaded' if changed else 'unchanged'}"
+
+
+def _health(platform: Platform, tenant_slug: str) -> str:
+    with session_scope(platform.engine) as session:
+        port = queries.get_tenant(session, tenant_slug).gateway_port
+    assert port is not None  # the check step guarantees it
+    waited = addressing.wait_healthy(port, timeout_s=60)
+    return f"healthy through its address 127.0.0.1:{port} after {waited:.1f} s"
+
+
+def _configure(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
+    plans = [load_plan(platform, name) for name in vm_names(platform, tenant_slug)]
+    outcome = configure.converge(plans, ensure_ssh_key(platform.ssh_key), ctx.artifacts)
+    return outcome
+
+
+def _record_active(platform: Platform, tenant_slug: str) -> str:
+    with session_scope(platform.engine) as session:
+        tenant = queries.get_tenant(session, tenant_slug)
+        for vm in queries.vms_of(tenant):
+            if vm.status is not Lifecycle.RETIRED:
+                queries.set_status(vm, Lifecycle.ACTIVE, actor=ACTOR)
+        queries.set_status(tenant, Lifecycle.ACTIVE, actor=ACTOR)
+    return f"tenant {tenant_slug} active"
+
+
+def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
+    tenant = str(args["tenant"])
+    steps = [
+        Step("check", lambda ctx: _check(platform, tenant), "validate tenant, site, capacity, ports, tools"),
+        Step("place", lambda ctx: _place(platform, tenant), "choose hosts, record identity"),
+        Step("golden-image", lambda ctx: _golden(platform, ctx), "build or reuse the golden image"),
+    ]
+    if not args.get("cold"):
+        steps.append(Step("template", lambda ctx: _template(platform, tenant, ctx),
+                          "the site's prebooted template (cold boot if unusable)"))
+    for name in vm_names(platform, tenant):
+        steps += [
+            Step(f"{name}:disks", lambda ctx, n=name: _disks(platform, n, ctx), "system, data and seed disks"),
+            Step(f"{name}:start", lambda ctx, n=name: _start(platform, n, ctx), "restore a clone or boot"),
+            Step(f"{name}:identity", lambda ctx, n=name: _identity(platform, n, ctx),
+                 "clock, disks, unique identity, settings"),
+            Step(f"{name}:resize", lambda ctx, n=name: _resize_to_plan(platform, n), "live resize to its size"),
+            Step(f"{name}:app-ready", lambda ctx, n=name: _app_ready(platform, n), "the app answers"),
+        ]
+    steps += [
+        Step("address", lambda ctx: _address(platform), "render and reload HAProxy"),
+        Step("health", lambda ctx: _health(platform, tenant), "healthy through the tenant address"),
+        Step("configure", lambda ctx: _configure(platform, tenant, ctx), "Ansible converges declared settings"),
+        Step("record", lambda ctx: _record_active(platform, tenant), "mark the tenant active"),
+    ]
+    return steps
+
+
+# --- resize ------------------------------------------------------------------------------------
+
+def _check_resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int) -> str:
+    plan = load_plan(platform, vm_name)
+    with platform.hypervisor(plan.site) as hv:
+        info = hv.info(plan.name)
+        if info is None or info.state is not DomainState.RUNNING:
+            raise ProvisioningError(f"{vm_name} is not running; a live resize needs a running VM")
+        xml = hv.xml(plan.name)
+    max_vcpus = int(xml.split("</vcpu>")[0].rsplit(">", 1)[1])
+    if not 1 <= vcpus <= max_vcpus:
+        raise ProvisioningError(f"{vm_name}: {vcpus} vCPUs asked, between 1 and {max_vcpus} possible live")
+    if not 256 <= memory_mib <= info.max_memory_mib:
+        raise ProvisioningError(
+            f"{vm_name}: {memory_mib} MiB asked, between 256 and {info.max_memory_mib} MiB possible live")
+    return f"{vm_name}: {info.vcpus} vCPU / {info.memory_mib} MiB -> {vcpus} / {memory_mib}"
+
+
+def _resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int) -> str:
+    plan = load_plan(platform, vm_name)
+    with platform.hypervisor(plan.site) as hv:
+        done = resize_live(hv, plan.name, vcpus, memory_mib)
+        # Hot-added vCPUs arrive offline in the guest unless it onlines them; do it here.
+        agent_exec(hv, plan.name, ["/bin/sh", "-c",
+                                   "for c in /sys/devices/system/cpu/cpu[0-9]*/online; do echo 1 > $c; done"],
+                   check=False)
+    with session_scope(platform.engine) as session:
+        queries.record_vm_size(queries.get_vm(session, vm_name), vcpus, memory_mib, actor=ACTOR)
+    return done
+
+
+def resize_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
+    vm, vcpus, memory = str(args["vm"]), int(args["vcpus"]), int(args["memory_mb"])
+    return [
+        Step("check", lambda ctx: _check_resize(platform, vm, vcpus, memory), "within the live maximums"),
+        Step("resize", lambda ctx: _resize(platform, vm, vcpus, memory), "set vCPUs and memory live"),
+    ]
+
+
+# --- retire ------------------------------------------------------------------------------------
+
+def _check_retire(platform: Platform, tenant_slug: str) -> str:
+    with session_scope(platform.engine) as session:
+        tenant = queries.get_tenant(session, tenant_slug)
+        if tenant.status is Lifecycle.RETIRED:
+            return f"tenant {tenant_slug} is already retired"
+        site = tenant.home_site.name
+    if sites.state(platform.site(site)) is not sites.SiteState.UP:
+        raise ProvisioningError(f"site {site} is down; start it to retire {tenant_slug}")
+    return f"tenant {tenant_slug} at site {site}"
+
+
+def _mark_retiring(platform: Platform, tenant_slug: str) -> str:
+    with session_scope(platform.engine) as session:
+        tenant = queries.get_tenant(session, tenant_slug)
+        if tenant.status is not Lifecycle.RETIRED:
+            queries.set_status(tenant, Lifecycle.RETIRING, actor=ACTOR)
+    return "retiring"
+
+
+def _teardown(platform: Platform, vm_name: str, purge: bool) -> str:
+    with session_scope(platform.engine) as session:
+        vm = queries.get_vm(session, vm_name)
+        site = vm.host.site.name if vm.host else queries.get_tenant(session, vm.tenant.slug).home_site.name
+    paths = vm_paths(platform.site(site), vm_name)
+    with platform.hypervisor(site) as hv:
+        hv.undefine(vm_name)
+    removed = []
+    for disk in (paths.system_disk, paths.seed_disk, paths.clone_state, paths.agent_socket):
+        if disk.exists():
+            disk.unlink()
+            removed.append(disk.name)
+    if purge and paths.directory.exists():
+        shutil.rmtree(paths.directory)
+        removed.append("data disk (purged)")
+    return f"undefined; removed {', '.join(removed) or 'nothing'}" + ("" if purge else "; data disk kept")
+
+
+def _record_retired(platform: Platform, tenant_slug: str) -> str:
+    with session_scope(platform.engine) as session:
+        tenant = queries.get_tenant(session, tenant_slug)
+        for vm in queries.vms_of(tenant):
+            queries.set_status(vm, Lifecycle.RETIRED, actor=ACTOR)
+            queries.release_host(vm, actor=ACTOR, note="retired")
+        queries.set_status(tenant, Lifecycle.RETIRED, actor=ACTOR)
+    return f"tenant {tenant_slug} retired"
+
+
+def retire_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
+    tenant, purge = str(args["tenant"]), bool(args.get("purge"))
+    steps = [
+        Step("check", lambda ctx: _check_retire(platform, tenant), "the site is up"),
+        Step("mark", lambda ctx: _mark_retiring(platform, tenant), "tenant retiring"),
+    ]
+    for name in vm_names(platform, tenant):
+        steps.append(Step(f"{name}:teardown", lambda ctx, n=name: _teardown(platform, n, purge),
+                          "stop, undefine, remove the system disk"))
+    steps += [
+        Step("record", lambda ctx: _record_retired(platform, tenant), "tenant and VMs retired"),
+        Step("address", lambda ctx: _address(platform), "drop its HAProxy frontend"),
+    ]
+    return steps
+
+
+def site_is_up(platform: Platform, site: str) -> SiteStatus:
+    return SiteStatus.UP if sites.state(platform.site(site)) is sites.SiteState.UP else SiteStatus.DOWN
+
+
+def tenant_of(session: Any, slug: str) -> Tenant:
+    return queries.get_tenant(session, slug)

@@ -1,0 +1,142 @@
+"""Plain data for one county VM, read from the inventory, and the pure functions over it.
+
+Job steps re-read this at every step (a resumed job may run in a new process), then act on it
+through the edges. Nothing here touches libvirt, disks or the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid as uuidlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioning import seed
+from provisioning.images import GoldenImage
+from provisioning.sites import SitePaths
+from provisioning.spec import Disk, DiskFormat, DomainType, Forward, UserNetwork, VMSpec
+
+SSH_GUEST_PORT = 22
+APP_GUEST_PORT = 8080
+SEED_TARGET = "vdb"
+DATA_TARGET = "vdc"
+GUEST_DATA_DIR = "/srv/tenant-data"
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    """What provisioning needs to know of one VM and its tenant."""
+
+    name: str
+    uuid: str
+    tenant: str
+    county_name: str
+    site: str
+    vcpus: int
+    memory_mib: int
+    data_disk_mib: int
+    ssh_port: int
+    app_port: int
+    app_secret: str
+    settings: dict[str, str]
+
+
+@dataclass(frozen=True)
+class VmPaths:
+    directory: Path
+
+    @property
+    def system_disk(self) -> Path:
+        return self.directory / "system.qcow2"
+
+    @property
+    def seed_disk(self) -> Path:
+        return self.directory / "seed.img"
+
+    @property
+    def data_disk(self) -> Path:
+        return self.directory / "data.img"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.directory / "agent.sock"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.directory / "console.log"
+
+    @property
+    def clone_state(self) -> Path:
+        """The county's copy of the template state file; exists only between clone and restore."""
+        return self.directory / "clone.sav"
+
+    @property
+    def host_key(self) -> Path:
+        return self.directory / "ssh_host_ed25519_key"
+
+
+def vm_paths(site: SitePaths, vm_name: str) -> VmPaths:
+    return VmPaths(site.disks / "vms" / vm_name)
+
+
+def forwards(plan: VmPlan) -> tuple[Forward, ...]:
+    return (Forward(host_port=plan.ssh_port, guest_port=SSH_GUEST_PORT),
+            Forward(host_port=plan.app_port, guest_port=APP_GUEST_PORT))
+
+
+def machine_id(plan: VmPlan) -> str:
+    """systemd's machine-id: 32 lower-case hex digits, unique per VM (its UUID without dashes)."""
+    return uuidlib.UUID(plan.uuid).hex
+
+
+def app_env(plan: VmPlan) -> dict[str, str]:
+    """The tenant app's settings file inside the guest (KEY=VALUE), from the inventory."""
+    env = {
+        "TENANT_APP_COUNTY_ID": plan.tenant,
+        "TENANT_APP_COUNTY_NAME": plan.county_name,
+        "TENANT_APP_SECRET": plan.app_secret,
+        "TENANT_APP_DATABASE_URL": f"sqlite:///{GUEST_DATA_DIR}/tenant.db",
+        "TENANT_APP_HOST": "0.0.0.0",  # inside the guest; the host side of the forward is 127.0.0.1
+        "TENANT_APP_PORT": str(APP_GUEST_PORT),
+    }
+    env.update({f"TENANT_APP_{key.upper()}": value for key, value in sorted(plan.settings.items())})
+    return env
+
+
+def settings_digest(plan: VmPlan) -> str:
+    """Changes when the guest's declared settings change (the configure step converges them)."""
+    return hashlib.sha256(seed.render_env(app_env(plan)).encode()).hexdigest()[:16]
+
+
+def cold_spec(plan: VmPlan, paths: VmPaths, image: GoldenImage, domain_type: DomainType,
+              max_vcpus: int, max_memory_mib: int) -> VMSpec:
+    """A VM that boots from its own linked clone of the golden image, with every disk attached."""
+    return VMSpec(
+        name=plan.name, uuid=plan.uuid, vcpus=plan.vcpus, max_vcpus=max(max_vcpus, plan.vcpus),
+        memory_mib=plan.memory_mib, max_memory_mib=max(max_memory_mib, plan.memory_mib),
+        domain_type=domain_type, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+        disks=(
+            Disk(path=paths.system_disk, target="vda", fmt=DiskFormat.QCOW2),
+            Disk(path=paths.seed_disk, target=SEED_TARGET, fmt=DiskFormat.RAW, readonly=True, serial="ccseed"),
+            Disk(path=paths.data_disk, target=DATA_TARGET, fmt=DiskFormat.RAW, serial="ccdata"),
+        ),
+        network=UserNetwork(forwards=forwards(plan)),
+        agent_socket=paths.agent_socket, serial_log=paths.serial_log,
+    )
+
+
+def disk_xml(disk: Disk) -> str:
+    """A single <disk> element for a live attach (the same shape the domain template renders)."""
+    readonly = "<readonly/>" if disk.readonly else ""
+    serial = f"<serial>{disk.serial}</serial>" if disk.serial else ""
+    return (
+        f"<disk type='file' device='disk'><driver name='qemu' type='{disk.fmt}'/>"
+        f"<source file='{disk.path}'/><target dev='{disk.target}' bus='virtio'/>{readonly}{serial}</disk>"
+    )
+
+
+def hotplug_disks(paths: VmPaths) -> tuple[Disk, ...]:
+    return (
+        Disk(path=paths.seed_disk, target=SEED_TARGET, fmt=DiskFormat.RAW, readonly=True, serial="ccseed"),
+        Disk(path=paths.data_disk, target=DATA_TARGET, fmt=DiskFormat.RAW, serial="ccdata"),
+    )

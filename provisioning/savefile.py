@@ -85,7 +85,7 @@ class SaveHeader:
     was_running: bool
     compressed: int
     cookie_offset: int
-    domain_xml: str
+    xml: str  # the domain XML (libvirt: virQEMUSaveData.xml), without its NUL and padding
     cookie: bytes  # the cookie text without its NUL and padding; b"" when the file has none
 
     @property
@@ -164,7 +164,7 @@ def read_header(path: Path) -> SaveHeader:
         was_running=bool(was_running),
         compressed=compressed,
         cookie_offset=cookie_offset,
-        domain_xml=xml,
+        xml=xml,
         cookie=cookie,
     )
 

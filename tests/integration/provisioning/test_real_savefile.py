@@ -32,16 +32,16 @@ def test_real_state_file_header_and_clone(tmp_path: Path) -> None:
     src = Path(REAL or "")
     h = read_header(src)
     assert (h.magic, h.version, h.compressed) == (MAGIC, 2, 0)
-    root = ET.fromstring(h.domain_xml)
+    root = ET.fromstring(h.xml)
     assert root.tag == "domain" and root.findtext("name")
     assert h.cookie.startswith(b"<cookie>") or h.cookie == b""
     # libvirt left at least its 64 KiB of slack after the XML and cookie
-    assert h.data_len >= len(h.domain_xml.encode()) + 1 + len(h.cookie) + 1
+    assert h.data_len >= len(h.xml.encode()) + 1 + len(h.cookie) + 1
 
-    new_xml = h.domain_xml.replace(f"<name>{root.findtext('name')}</name>", "<name>clone-under-test</name>")
+    new_xml = h.xml.replace(f"<name>{root.findtext('name')}</name>", "<name>clone-under-test</name>")
     dst = tmp_path / "clone.save"
     write_clone(src, dst, new_xml)
     c = read_header(dst)
-    assert ET.fromstring(c.domain_xml).findtext("name") == "clone-under-test"
+    assert ET.fromstring(c.xml).findtext("name") == "clone-under-test"
     assert c.cookie == h.cookie and c.was_running == h.was_running
     assert _stream_hash(dst, HEADER_SIZE + c.data_len) == _stream_hash(src, HEADER_SIZE + h.data_len)

@@ -83,7 +83,7 @@ def test_read_header_round_trip(tmp_path: Path) -> None:
     path = make_save(tmp_path / "t.save")
     h = read_header(path)
     assert (h.magic, h.version, h.was_running, h.compressed) == (MAGIC, 2, True, 0)
-    assert h.domain_xml == SAVED_XML
+    assert h.xml == SAVED_XML
     assert h.cookie == COOKIE
     assert h.cookie_offset == len(SAVED_XML.encode()) + 1
     assert h.data_len == len(SAVED_XML.encode()) + 1 + len(COOKIE) + 1 + XML_PADDING
@@ -92,7 +92,7 @@ def test_read_header_round_trip(tmp_path: Path) -> None:
 
 def test_read_header_without_cookie(tmp_path: Path) -> None:
     h = read_header(make_save(tmp_path / "t.save", cookie=None))
-    assert (h.cookie_offset, h.cookie, h.domain_xml) == (0, b"", SAVED_XML)
+    assert (h.cookie_offset, h.cookie, h.xml) == (0, b"", SAVED_XML)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_write_clone_keeps_data_len_stream_and_cookie(tmp_path: Path) -> None:
     dst = tmp_path / "keelung.save"
     write_clone(src, dst, new_xml)
     old, new = read_header(src), read_header(dst)
-    assert new.domain_xml == new_xml
+    assert new.xml == new_xml
     assert new.data_len == old.data_len  # fits in libvirt's slack: the region keeps its size
     assert new.cookie == COOKIE
     assert new.cookie_offset == len(new_xml.encode()) + 1
@@ -164,7 +164,7 @@ def test_write_clone_grows_data_len_when_xml_does_not_fit(tmp_path: Path) -> Non
     h = read_header(dst)
     used = len(bigger.encode()) + 1 + len(COOKIE) + 1
     assert h.data_len == used + XML_PADDING  # libvirt's 64 KiB slack, no page alignment
-    assert h.domain_xml == bigger and h.cookie == COOKIE
+    assert h.xml == bigger and h.cookie == COOKIE
     assert sha(stream_of(dst)) == sha(STREAM)
     assert dst.stat().st_size == HEADER_SIZE + h.data_len + len(STREAM)
 
@@ -290,10 +290,10 @@ def test_rewrite_refuses_a_saved_forward_off_loopback() -> None:
 
 def test_rewrite_then_clone_end_to_end(tmp_path: Path) -> None:
     src = make_save(tmp_path / "tmpl.save")
-    new_xml = rewrite_domain_xml(read_header(src).domain_xml, **CLONE_ARGS)  # type: ignore[arg-type]
+    new_xml = rewrite_domain_xml(read_header(src).xml, **CLONE_ARGS)  # type: ignore[arg-type]
     write_clone(src, tmp_path / "keelung.save", new_xml)
     h = read_header(tmp_path / "keelung.save")
-    root = ET.fromstring(h.domain_xml)
+    root = ET.fromstring(h.xml)
     assert (root.findtext("name"), root.findtext("uuid")) == (CLONE_ARGS["name"], CLONE_ARGS["uuid"])
     assert sha(stream_of(tmp_path / "keelung.save")) == sha(STREAM)
 
@@ -317,6 +317,6 @@ def test_rewrite_changes_only_the_top_disk_source_not_its_backing_store() -> Non
 
 def test_disk_sources_names_the_frozen_disk_of_a_state_file(tmp_path: Path) -> None:
     h = read_header(make_save(tmp_path / "tmpl.save"))
-    assert savefile.disk_sources(h.domain_xml) == {
+    assert savefile.disk_sources(h.xml) == {
         "vda": "/var/lib/countycloud/templates/g1/frozen-overlay.qcow2"
     }

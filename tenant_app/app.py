@@ -12,10 +12,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+import tenant_app.services.journal  # noqa: F401  (registers the posted-entry immutability guard)
 from tenant_app import timing
+from tenant_app.api import errors as api_errors
+from tenant_app.api.naive import naive_engine
+from tenant_app.api.naive import router as naive_router
+from tenant_app.api.router import router as api_router
 from tenant_app.db import make_engine, session_factory
 from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
 from tenant_app.migrations import is_current
+from tenant_app.services.certify_writer import CertificationWriter
 from tenant_app.settings import Settings
 from tenant_app.web.router import web_router
 
@@ -28,6 +34,8 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     metrics: AppMetrics
+    writer: CertificationWriter
+    naive_engine: Engine | None = None  # bench/certify.py's reference path only
 
 
 def _route_label(request: Request) -> str:
@@ -38,15 +46,28 @@ def _route_label(request: Request) -> str:
 def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     timing.instrument(engine)
-    state = AppState(settings=settings, engine=engine, sessions=session_factory(engine), metrics=AppMetrics())
+    app_metrics = AppMetrics()
+    writer = CertificationWriter(engine, batch_max=settings.certify_batch_max,
+                                 on_group=app_metrics.certify_batch.observe)
+    state = AppState(settings=settings, engine=engine, sessions=session_factory(engine),
+                     metrics=app_metrics, writer=writer)
+    if settings.enable_naive_certify:
+        state.naive_engine = naive_engine(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.stop()
+            if state.naive_engine is not None:
+                state.naive_engine.dispose()
+            engine.dispose()
 
     app = FastAPI(title=f"{settings.county_name} 預算會計系統", lifespan=lifespan)
     app.state.tenant = state
+    api_errors.install(app)
 
     @app.middleware("http")
     async def server_timing(
@@ -82,6 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
     # One line per router. Engineer B (reports, treasury) and engineer C (web UI, auth) add theirs
     # below, e.g. `app.include_router(reports_router)`; keep each an include, no logic here.
     # ---------------------------------------------------------------------------------------------
+    app.include_router(api_router)  # /api/v1 (JSON API)
+    if settings.enable_naive_certify:
+        app.include_router(naive_router, prefix="/api/v1")  # bench reference only
     app.include_router(web_router)  # engineer C: the zh-TW web UI (log-in, pages, static CSS)
 
     return app

@@ -108,3 +108,21 @@ class SourceType(StrEnum):
     OPENING = "opening"
     MANUAL = "manual"
     REVERSAL = "reversal"
+
+
+class AuditAction(StrEnum):
+    """What the API writes to the hash-chained audit log (tenant_app.audit)."""
+
+    ALLOT = "budget.allot"
+    AMEND = "budget.amend"
+    TRANSFER = "budget.transfer"
+    CERTIFY_GROUP = "certification.group"
+    RELEASE = "certification.release"
+    VOUCHER_CREATE = "voucher.create"
+    VOUCHER_EDIT = "voucher.edit"
+    VOUCHER_SIGN = "voucher.sign"
+    VOUCHER_REJECT = "voucher.reject"
+    VOUCHER_PAY = "voucher.pay"
+    JOURNAL_REVERSE = "journal.reverse"
+    JOURNAL_MANUAL = "journal.manual"
+    PERIOD_CLOSE = "period.close"

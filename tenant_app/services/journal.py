@@ -1,0 +1,74 @@
+"""Journal corrections and period close (月結 / 年結)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from tenant_app.enums import EventKind, JournalKind, SourceType
+from tenant_app.models import JournalEntry, JournalLine, PeriodClose
+from tenant_app.rules.errors import RuleViolationError, refuse_if
+from tenant_app.rules.journal import (
+    JournalLineData,
+    check_close,
+    check_immutable,
+    check_reversible,
+    reversed_lines,
+)
+from tenant_app.services.certification import today
+from tenant_app.services.posting import Posted, Posting, closed_periods, load_rule_book, post
+from tenant_app.services.vouchers import not_found
+
+
+def reverse(session: Session, entry_id: int, *, period: int, user_id: int | None, reason: str = "",
+            on: dt.date | None = None) -> Posted:
+    """沖銷: a new entry with every line's sides swapped, in an open period; the original stays."""
+    original = session.execute(select(JournalEntry).where(JournalEntry.id == entry_id).with_for_update()
+                               ).scalar_one_or_none()
+    if original is None:
+        raise not_found("傳票", entry_id)
+    reversed_by = session.scalars(select(JournalEntry.id)
+                                  .where(JournalEntry.reversal_of_id == entry_id)).first()
+    refuse_if(check_reversible(entry_id, reversed_by, original.reversal_of_id is not None), status=409)
+    lines = [JournalLineData(ln.account_code, ln.debit, ln.credit, ln.budget_line_id)
+             for ln in original.lines]
+    (posted,) = post(session, load_rule_book(session), original.agency_id, original.fiscal_year_id,
+                     [Posting(EventKind(original.event_kind), period, on or today(), SourceType.REVERSAL,
+                              original.id, reason or f"沖銷傳票 {original.number}",
+                              lines=tuple(reversed_lines(lines)), reversal_of_id=original.id,
+                              journal_kind=JournalKind(original.kind))], posted_by=user_id)
+    return posted
+
+
+def post_manual(session: Session, agency_id: int, fiscal_year_id: int, period: int,
+                lines: Sequence[JournalLineData], *, description: str, user_id: int | None,
+                on: dt.date | None = None) -> Posted:
+    """A 轉帳傳票 typed by an accountant; balanced or refused."""
+    (posted,) = post(session, load_rule_book(session), agency_id, fiscal_year_id,
+                     [Posting(EventKind.ADJUST, period, on or today(), SourceType.MANUAL, None, description,
+                              lines=tuple(lines), journal_kind=JournalKind.TRANSFER)], posted_by=user_id)
+    return posted
+
+
+def close_period(session: Session, agency_id: int, fiscal_year_id: int, period: int, *,
+                 user_id: int | None) -> PeriodClose:
+    closed = closed_periods(session, agency_id, fiscal_year_id)
+    refuse_if(check_close(period, closed), status=409)
+    row = PeriodClose(agency_id=agency_id, fiscal_year_id=fiscal_year_id, period=period, closed_by_id=user_id)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _refuse_change(_mapper: object, _connection: object, target: JournalEntry | JournalLine) -> None:
+    entry_id = target.id if isinstance(target, JournalEntry) else target.entry_id
+    raise RuleViolationError(check_immutable(entry_id), status=409)
+
+
+# Posted entries are immutable: any ORM update or delete of them is refused before reaching SQL.
+for _model in (JournalEntry, JournalLine):
+    event.listen(_model, "before_update", _refuse_change)
+    event.listen(_model, "before_delete", _refuse_change)

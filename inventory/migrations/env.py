@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-import inventory.models  # noqa: F401  (registers the inventory tables on Base.metadata for autogenerate)
+# Every module that defines tables is imported here: autogenerate compares Base.metadata with the
+# database and would propose dropping any table it does not see.
+import inventory.jobs
+import inventory.models  # noqa: F401
 from inventory.db import Base, make_engine
 
 config = context.config

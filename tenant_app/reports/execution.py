@@ -18,7 +18,7 @@ Definitions (cumulative from period 1 to the chosen period):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 
 from sqlalchemy import Subquery, case, func, literal, select
@@ -84,10 +84,7 @@ class ExecutionReport:
     rows: list[ExecutionRow]
 
     def totals(self) -> ExecutionTotals:
-        sums = {
-            f.name: sum(getattr(r, f.name) for r in self.rows)
-            for f in fields(ExecutionTotals)
-        }
+        sums = {f.name: sum(getattr(r, f.name) for r in self.rows) for f in fields(ExecutionTotals)}
         return ExecutionTotals(**sums)
 
 
@@ -139,8 +136,10 @@ def _spent(period: int, year_id: int) -> Subquery:
     )
 
 
-def query(session: Session, *, year: int, period: int, agency_code: str | None = None) -> ExecutionReport:
-    """The execution report of one fiscal year up to `period`, for one agency or the whole county."""
+def query(
+    session: Session, *, year: int, period: int, agency_ids: Collection[int] | None = None
+) -> ExecutionReport:
+    """The execution report of one fiscal year up to `period`, for the given agencies (None: all)."""
     year_id = session.scalar(select(FiscalYear.id).where(FiscalYear.year == year))
     if year_id is None:
         raise UnknownFiscalYearError(f"fiscal year {year} does not exist")
@@ -178,8 +177,8 @@ def query(session: Session, *, year: int, period: int, agency_code: str | None =
         .where(BudgetLine.fiscal_year_id == year_id)
         .order_by(Agency.code, BudgetLine.programme_code, BudgetLine.sub_item, BudgetLine.object_code)
     )
-    if agency_code is not None:
-        stmt = stmt.where(Agency.code == agency_code)
+    if agency_ids is not None:
+        stmt = stmt.where(BudgetLine.agency_id.in_(list(agency_ids)))
     rows = [ExecutionRow(*(r[:6]), *(int(v) for v in r[6:])) for r in session.execute(stmt)]
     return ExecutionReport(fiscal_year=year, period=period, rows=rows)
 

@@ -7,7 +7,7 @@ ledger streams from the cursor into the writers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from tenant_app.enums import AccountType, JournalKind
-from tenant_app.models import Account, Agency, FiscalYear, JournalEntry, JournalLine
+from tenant_app.models import Account, FiscalYear, JournalEntry, JournalLine
 from tenant_app.reports.execution import UnknownFiscalYearError
 from tenant_app.reports.sheet import Cell, Column, ColumnKind, ReportHeader, Sheet
 
@@ -29,10 +29,10 @@ def _year_id(session: Session, year: int) -> int:
     return year_id
 
 
-def _scope(stmt: Select, year_id: int, period: int, agency_code: str | None) -> Select:
+def _scope(stmt: Select, year_id: int, period: int, agency_ids: Collection[int] | None) -> Select:
     stmt = stmt.where(JournalEntry.fiscal_year_id == year_id, JournalEntry.period <= period)
-    if agency_code is not None:
-        stmt = stmt.join(Agency, Agency.id == JournalEntry.agency_id).where(Agency.code == agency_code)
+    if agency_ids is not None:
+        stmt = stmt.where(JournalEntry.agency_id.in_(list(agency_ids)))
     return stmt
 
 
@@ -54,7 +54,7 @@ class AccountTotal:
 
 
 def account_totals(
-    session: Session, *, year: int, period: int, agency_code: str | None = None
+    session: Session, *, year: int, period: int, agency_ids: Collection[int] | None = None
 ) -> list[AccountTotal]:
     stmt = (
         select(
@@ -70,7 +70,7 @@ def account_totals(
         .group_by(Account.code, Account.name, Account.type)
         .order_by(Account.code)
     )
-    stmt = _scope(stmt, _year_id(session, year), period, agency_code)
+    stmt = _scope(stmt, _year_id(session, year), period, agency_ids)
     return [
         AccountTotal(code, name, AccountType(kind), int(debit), int(credit))
         for code, name, kind, debit, credit in session.execute(stmt)
@@ -174,7 +174,7 @@ LEDGER_COLUMNS: Sequence[Column] = (
 
 
 def ledger_rows(
-    session: Session, *, year: int, period: int, agency_code: str | None = None, batch: int = 5000
+    session: Session, *, year: int, period: int, agency_ids: Collection[int] | None = None, batch: int = 5000
 ) -> Iterator[tuple[Cell, ...]]:
     """Every journal line of the year up to `period`, by account and date, with a running balance."""
     order = (JournalEntry.entry_date, JournalEntry.kind, JournalEntry.number, JournalLine.id)
@@ -198,17 +198,22 @@ def ledger_rows(
         .join(Account, Account.code == JournalLine.account_code)
         .order_by(JournalLine.account_code, *order)
     )
-    stmt = _scope(stmt, _year_id(session, year), period, agency_code).execution_options(yield_per=batch)
+    stmt = _scope(stmt, _year_id(session, year), period, agency_ids).execution_options(yield_per=batch)
     for code, name, day, kind, number, text, debit, credit, balance in session.execute(stmt):
         label = f"{JOURNAL_KIND_ZH[JournalKind(kind)]}-{number:06d}"
         yield (code, name, day, label, text, debit or None, credit or None, int(balance))
 
 
 def ledger_sheet(
-    session: Session, header: ReportHeader, *, year: int, period: int, agency_code: str | None = None
+    session: Session,
+    header: ReportHeader,
+    *,
+    year: int,
+    period: int,
+    agency_ids: Collection[int] | None = None,
 ) -> Sheet:
-    totals = account_totals(session, year=year, period=period, agency_code=agency_code)
+    totals = account_totals(session, year=year, period=period, agency_ids=agency_ids)
     debit = sum(t.debit for t in totals)
     credit = sum(t.credit for t in totals)
-    rows = ledger_rows(session, year=year, period=period, agency_code=agency_code)
+    rows = ledger_rows(session, year=year, period=period, agency_ids=agency_ids)
     return Sheet(header, LEDGER_COLUMNS, rows, ("合計", "", None, "", "", debit, credit, None))

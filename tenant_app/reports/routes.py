@@ -1,0 +1,82 @@
+"""Report downloads under /api/v1/reports: /{kind}?format=html|xlsx|ods&year=&period=&agency=.
+
+`agency` (an agency id) narrows the report to one agency, which must be granted to the caller;
+without it the report covers every agency granted to the caller. HTML is the fragment the web UI
+embeds; XLSX and ODS come as attachments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
+
+from tenant_app.auth import Principal, check_agency, get_db, require_action
+from tenant_app.reports import catalog
+from tenant_app.reports.catalog import ExportFormat, ReportKind, ReportRequest
+from tenant_app.reports.execution import UnknownFiscalYearError
+from tenant_app.security.permissions import Action
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+_SPOOL_BYTES = 8 * 1024 * 1024  # larger exports (a year's ledger) spill to a temporary file
+_CHUNK = 256 * 1024
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    try:
+        while chunk := spool.read(_CHUNK):
+            yield chunk
+    finally:
+        spool.close()
+
+
+@router.get("/{kind}", response_model=None)
+def download(
+    request: Request,
+    kind: ReportKind,
+    year: int,
+    period: int = Query(13, ge=1, le=13),
+    agency: int | None = None,
+    fmt: ExportFormat = Query(ExportFormat.HTML, alias="format"),
+    db: Session = Depends(get_db),
+    principal: Principal = Depends(require_action(Action.RUN_REPORTS)),
+) -> Response:
+    if agency is not None:
+        check_agency(principal, agency)
+    agencies = [agency] if agency is not None else sorted(principal.agency_ids)
+    report = ReportRequest(kind, year, period, agencies)
+    county = catalog.county_name(db, request.app.state.tenant.settings.county_name)
+    try:
+        sheet = catalog.build(db, report, county=county, printed_at=dt.datetime.now(dt.UTC))
+        # Rendered while the session is open (the ledger's rows are a live cursor), then streamed.
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by _chunks
+        catalog.render(sheet, fmt, spool)
+    except UnknownFiscalYearError:
+        return JSONResponse(
+            {
+                "code": "unknown_fiscal_year",
+                "message": f"查無 {year} 會計年度",
+                "message_en": f"fiscal year {year} does not exist",
+            },
+            status_code=404,
+        )
+    finally:
+        db.rollback()  # read-only: end the transaction (and SQLite's write lock) now
+    spool.seek(0)
+    if fmt is ExportFormat.HTML:
+        return HTMLResponse(spool.read().decode("utf-8"))
+    name = catalog.filename(report, fmt)
+    title = f"{catalog.TITLES[kind][0]}-{year - 1911}年-第{period}期.{fmt.value}"
+    disposition = f"attachment; filename=\"{name}\"; filename*=UTF-8''{quote(title)}"
+    return StreamingResponse(
+        _chunks(spool),
+        media_type=catalog.MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": disposition},
+    )

@@ -21,6 +21,7 @@ from tenant_app.api.router import router as api_router
 from tenant_app.db import make_engine, session_factory
 from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
 from tenant_app.migrations import is_current
+from tenant_app.reports.routes import router as reports_router
 from tenant_app.services.certify_writer import CertificationWriter
 from tenant_app.settings import Settings
 from tenant_app.web.router import web_router
@@ -107,5 +108,6 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.enable_naive_certify:
         app.include_router(naive_router, prefix="/api/v1")  # bench reference only
     app.include_router(web_router)  # engineer C: the zh-TW web UI (log-in, pages, static CSS)
+    app.include_router(reports_router)  # engineer B: /api/v1/reports/{kind}?format=html|xlsx|ods
 
     return app

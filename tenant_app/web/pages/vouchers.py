@@ -1,0 +1,228 @@
+"""付款憑單: prepare a voucher (lines, e-invoices) against a certification, then 線上簽核.
+
+Every rule (lines add up, certification remaining, e-invoice format and uniqueness, who may sign
+which step, delegation dates, preparer never signs again) is decided by A's services and B's
+signing; a refusal comes back as RuleViolationError and is shown with its reasons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Depends, Form, Response, status
+from sqlalchemy import select
+
+from tenant_app import audit, signing
+from tenant_app.enums import CertificationStatus, VoucherStatus
+from tenant_app.models import Certification, Delegation, PaymentVoucher
+from tenant_app.rules.errors import RuleViolationError
+from tenant_app.rules.vouchers import VoucherLineData
+from tenant_app.security.permissions import Action
+from tenant_app.services import approvals, vouchers
+from tenant_app.web import queries
+from tenant_app.web.audit_actions import WebAuditAction
+from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
+from tenant_app.web.forms import FormError, parse_invoice_numbers, parse_money, parse_optional_int
+from tenant_app.web.labels import VOUCHER_STATUS_ZH
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+LINE_ROWS = 3  # blank line rows on the new-voucher form; enough for the common case
+
+
+def _voucher_of_agency(current: Page, voucher_id: int) -> PaymentVoucher:
+    voucher = current.db.get(PaymentVoucher, voucher_id)
+    if voucher is None:
+        raise WebRefusal("查無此付款憑單。", status.HTTP_404_NOT_FOUND)
+    current.check_agency(voucher.agency_id)
+    return voucher
+
+
+@router.get("/vouchers")
+def voucher_list(current: Page = Depends(user_page)) -> Response:
+    current.require(Action.VIEW)
+    agency = current.require_agency()
+    year = current.require_fiscal_year()
+    rows = current.db.scalars(
+        select(PaymentVoucher)
+        .where(PaymentVoucher.agency_id == agency.id, PaymentVoucher.fiscal_year_id == year.id)
+        .order_by(PaymentVoucher.number.desc()).limit(200)
+    ).all()
+    return current.render(
+        "voucher_list.html", vouchers=rows, status_zh=VOUCHER_STATUS_ZH,
+        names=queries.user_names(current.db, {v.preparer_id for v in rows}),
+        can_prepare=current.user.may(Action.PREPARE_VOUCHER),
+    )
+
+
+def _open_certifications(current: Page) -> list[Certification]:
+    agency = current.require_agency()
+    year = current.require_fiscal_year()
+    return list(current.db.scalars(
+        select(Certification)
+        .where(Certification.agency_id == agency.id, Certification.fiscal_year_id == year.id,
+               Certification.status == CertificationStatus.ACTIVE)
+        .order_by(Certification.number.desc())
+    ))
+
+
+def _render_new(current: Page, form: dict[str, object], status_code: int = 200,
+                error: str | None = None, errors: list[object] | None = None) -> Response:
+    agency = current.require_agency()
+    year = current.require_fiscal_year()
+    lines = queries.budget_lines(current.db, agency.id, year.id)
+    return current.render(
+        "voucher_new.html", status_code=status_code, form=form, form_error=error, errors=errors or [],
+        certifications=_open_certifications(current), lines=lines,
+        line_labels={v.line.id: v.label for v in lines}, line_rows=LINE_ROWS,
+    )
+
+
+def _blank_form(certification: Certification | None) -> dict[str, object]:
+    first_line = {"budget_line_id": "", "amount": "", "description": ""}
+    if certification is not None:
+        remaining = certification.amount - certification.paid_amount - certification.released_amount
+        first_line = {"budget_line_id": str(certification.budget_line_id), "amount": str(remaining),
+                      "description": certification.purpose}
+    blank = {"budget_line_id": "", "amount": "", "description": ""}
+    return {
+        "certification_id": str(certification.id) if certification else "",
+        "payee": "", "payee_account": "", "description": certification.purpose if certification else "",
+        "period": str(dt.date.today().month), "einvoices": "",
+        "lines": [first_line] + [dict(blank) for _ in range(LINE_ROWS - 1)],
+    }
+
+
+@router.get("/vouchers/new")
+def voucher_new(certification_id: int | None = None, current: Page = Depends(user_page)) -> Response:
+    current.require(Action.PREPARE_VOUCHER)
+    chosen = next((c for c in _open_certifications(current) if c.id == certification_id), None)
+    return _render_new(current, _blank_form(chosen))
+
+
+@router.post("/vouchers")
+async def voucher_create(current: Page = Depends(form_page)) -> Response:
+    user = current.require(Action.PREPARE_VOUCHER)
+    agency = current.require_agency()
+    data = await current.request.form()
+
+    def field(name: str) -> str:
+        value = data.get(name, "")
+        return value.strip() if isinstance(value, str) else ""
+
+    line_rows: list[dict[str, str]] = [
+        {"budget_line_id": field(f"line_{i}_budget_line_id"), "amount": field(f"line_{i}_amount"),
+         "description": field(f"line_{i}_description")} for i in range(LINE_ROWS)
+    ]
+    form: dict[str, object] = {
+        "certification_id": field("certification_id"), "payee": field("payee"),
+        "payee_account": field("payee_account"), "description": field("description"),
+        "period": field("period"), "einvoices": field("einvoices"), "lines": line_rows,
+    }
+    try:
+        if not form["payee"]:
+            raise FormError("請輸入受款人。")
+        lines = []
+        for i, row in enumerate(line_rows):
+            if not row["amount"] and not row["budget_line_id"]:
+                continue
+            line_id = parse_optional_int(row["budget_line_id"], f"第 {i + 1} 列預算科目")
+            if line_id is None:
+                raise FormError(f"第 {i + 1} 列請選擇預算科目。")
+            lines.append(VoucherLineData(line_id, parse_money(row["amount"], f"第 {i + 1} 列金額"),
+                                         row["description"][:255]))
+        if not lines:
+            raise FormError("請至少填寫一列明細。")
+        period = parse_optional_int(field("period"), "期別") or dt.date.today().month
+        certification_id = parse_optional_int(field("certification_id"), "簽證")
+    except FormError as error:
+        return _render_new(current, form, status.HTTP_422_UNPROCESSABLE_CONTENT, error=error.message)
+    try:
+        voucher = vouchers.create_voucher(
+            current.db, agency_id=agency.id, payee=field("payee")[:200],
+            amount=sum(line.amount for line in lines), period=period, lines=lines,
+            einvoices=parse_invoice_numbers(field("einvoices")), certification_id=certification_id,
+            payee_account=field("payee_account")[:64], description=field("description"),
+            preparer_id=user.user_id,
+        )
+    except RuleViolationError as refused:
+        current.db.rollback()
+        return _render_new(current, form, refused.status, error="付款憑單未建立：",
+                           errors=list(refused.errors))
+    audit.append(current.db, user.username, WebAuditAction.VOUCHER_PREPARED,
+                 {"voucher_id": voucher.id, "number": voucher.number, "amount": voucher.amount})
+    current.db.commit()
+    return current.redirect(f"/vouchers/{voucher.id}", f"付款憑單第 {voucher.number} 號已建立，請送出簽核。")
+
+
+def _delegations_for(current: Page, on: dt.date) -> list[tuple[Delegation, str]]:
+    """Delegations the user may sign under today: (delegation, principal's name)."""
+    rows = current.db.scalars(select(Delegation).where(
+        Delegation.delegate_id == current.user.user_id, Delegation.valid_from <= on, Delegation.valid_to >= on
+    )).all()
+    names = queries.user_names(current.db, {d.principal_id for d in rows})
+    return [(d, names.get(d.principal_id, "")) for d in rows]
+
+
+@router.get("/vouchers/{voucher_id}")
+def voucher_detail(voucher_id: int, current: Page = Depends(user_page)) -> Response:
+    current.require(Action.VIEW)
+    voucher = _voucher_of_agency(current, voucher_id)
+    ctx = approvals.chain_context(current.db, voucher)
+    stored = approvals.stored_signatures(voucher)
+    chain_errors = approvals.verify(current.db, voucher, require_complete=False)
+    lines = queries.budget_lines(current.db, voucher.agency_id, voucher.fiscal_year_id)
+    today = signing.signing_day(dt.datetime.now(dt.UTC))
+    signable = voucher.status in (VoucherStatus.DRAFT, VoucherStatus.REJECTED, VoucherStatus.IN_APPROVAL)
+    next_step = signing.next_step(stored) if signable else None
+    return current.render(
+        "voucher_detail.html", voucher=voucher, status_zh=VOUCHER_STATUS_ZH,
+        line_labels={v.line.id: v.label for v in lines},
+        signatures=[(sig, signing.describe_signature(sig, ctx)) for sig in stored],
+        chain_errors=chain_errors, preparer=ctx.name(voucher.preparer_id),
+        next_step_label=signing.STEP_LABEL_ZH[next_step] if next_step else None,
+        can_sign=signable and current.user.may(Action.SIGN),
+        can_pay=voucher.status is VoucherStatus.APPROVED and current.user.may(Action.PAY),
+        delegations=_delegations_for(current, today),
+    )
+
+
+def _on_behalf(raw: str) -> int | None:
+    try:
+        return parse_optional_int(raw, "代理對象")
+    except FormError as error:
+        raise WebRefusal(error.message, status.HTTP_422_UNPROCESSABLE_CONTENT) from error
+
+
+@router.post("/vouchers/{voucher_id}/sign")
+def voucher_sign(
+    voucher_id: int, on_behalf_of: str = Form(""), current: Page = Depends(form_page)
+) -> Response:
+    user = current.require(Action.SIGN)
+    voucher = _voucher_of_agency(current, voucher_id)
+    principal_id = _on_behalf(on_behalf_of)
+    step = signing.next_step(approvals.stored_signatures(voucher))
+    signed = approvals.sign(current.db, voucher.id, user.user_id, current.settings.secret,
+                            on_behalf_of=principal_id)
+    audit.append(current.db, user.username, audit.AuditAction.VOUCHER_SIGNED,
+                 {"voucher_id": signed.id, "step": step.value if step else None,
+                  "on_behalf_of": principal_id})
+    current.db.commit()
+    done = "，已核准，可撥付" if signed.status is VoucherStatus.APPROVED else ""
+    return current.redirect(f"/vouchers/{voucher_id}", f"已簽核付款憑單第 {signed.number} 號{done}。")
+
+
+@router.post("/vouchers/{voucher_id}/reject")
+def voucher_reject(voucher_id: int, reason: str = Form(""), on_behalf_of: str = Form(""),
+                   current: Page = Depends(form_page)) -> Response:
+    user = current.require(Action.SIGN)
+    voucher = _voucher_of_agency(current, voucher_id)
+    if not reason.strip():
+        raise WebRefusal("退回必須填寫理由。", status.HTTP_422_UNPROCESSABLE_CONTENT)
+    principal_id = _on_behalf(on_behalf_of)
+    rejected = approvals.reject(current.db, voucher.id, user.user_id, reason.strip(),
+                                on_behalf_of=principal_id)
+    audit.append(current.db, user.username, audit.AuditAction.VOUCHER_REJECTED,
+                 {"voucher_id": rejected.id, "reason": reason.strip(), "on_behalf_of": principal_id})
+    current.db.commit()
+    return current.redirect(f"/vouchers/{voucher_id}", f"付款憑單第 {rejected.number} 號已退回承辦人。")

@@ -1,0 +1,144 @@
+"""Voucher flow through the web UI: prepare → three signatures → pay, and the refusals on the way."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tenant_app.db import make_engine, session_scope
+from tenant_app.models import AuditEvent, PaymentVoucher
+from tests.integration.tenant_app.web_support import PASSWORD, County, csrf_of, login, make_app, seed_county
+
+
+@pytest.fixture
+def county(db_url: str) -> County:
+    return seed_county(db_url)
+
+
+@pytest.fixture
+def app_client(county: County) -> Iterator[TestClient]:
+    with TestClient(make_app(county.url)) as client:
+        yield client
+
+
+def _as(client: TestClient, username: str) -> None:
+    client.cookies.clear()
+    response = login(client, username, PASSWORD)
+    assert isinstance(response, httpx.Response) and response.status_code == 200, username
+
+
+def _post(client: TestClient, path: str, data: dict[str, str], page: str) -> httpx.Response:
+    return client.post(path, data={**data, "csrf_token": csrf_of(client.get(page).text)})
+
+
+def _certify(client: TestClient, line: int, amount: int) -> None:
+    ok = _post(client, "/certifications", {"budget_line_id": str(line), "amount": str(amount),
+                                           "purpose": "購置投影機", "period": ""}, "/certifications")
+    assert "簽證完成" in ok.text
+
+
+def _prepare(client: TestClient, county: County, amount: int, invoice: str) -> tuple[httpx.Response, int]:
+    new = client.get("/vouchers/new")
+    cert_id = re.search(r'<option value="(\d+)"[^>]*>第 \d+ 號', new.text)
+    assert cert_id, "the open certification is offered"
+    response = _post(client, "/vouchers", {
+        "certification_id": cert_id.group(1), "payee": "大同資訊股份有限公司", "payee_account": "004-1234567",
+        "period": "", "description": "投影機", "einvoices": invoice,
+        "line_0_budget_line_id": str(county.line_a2), "line_0_amount": f"{amount:,}",
+        "line_0_description": "投影機一台",
+    }, "/vouchers/new")
+    voucher = re.search(r"/vouchers/(\d+)", str(response.url))
+    return response, int(voucher.group(1)) if voucher else 0
+
+
+def test_full_flow_prepare_sign_pay(app_client: TestClient, county: County) -> None:
+    client = app_client
+    _as(client, "clerk")
+    _certify(client, county.line_a2, 30_000)
+    created, voucher_id = _prepare(client, county, 30_000, "AB12345678")
+    assert created.status_code == 200 and "付款憑單第 1 號已建立" in created.text
+    assert "AB12345678" in created.text and "30,000" in created.text
+    submitted = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    assert "已簽核付款憑單第 1 號" in submitted.text
+    assert '<strong id="next-step">主辦會計</strong>' in submitted.text
+    # The preparer cannot also sign as chief accountant: refused with the signing rule's reason.
+    again = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    assert again.status_code == 403 and "此操作未執行" in again.text
+
+    _as(client, "chief_accountant")
+    chief = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    assert '<strong id="next-step">機關首長</strong>' in chief.text
+    assert "簽章鏈驗證通過" in chief.text
+
+    _as(client, "agency_head")
+    head = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    assert "已核准，可撥付" in head.text and "已核准" in head.text
+    assert "機關首長 agency_head 使用者" in head.text
+
+    _as(client, "accountant")
+    waiting = client.get("/payments")
+    assert "大同資訊股份有限公司" in waiting.text
+    paid = _post(client, f"/vouchers/{voucher_id}/pay", {}, "/payments")
+    assert "付款憑單第 1 號已撥付 30,000 元。" in paid.text
+    assert '<span class="badge ok" id="voucher-status">已撥付</span>' in paid.text
+
+    with session_scope(make_engine(county.url)) as db:
+        assert db.scalars(select(PaymentVoucher.status)).one().value == "paid"
+        actions = list(db.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)))
+    assert actions.count("voucher.signed") == 3
+    assert "voucher.paid" in actions and "voucher.prepared" in actions
+
+
+def test_duplicate_einvoice_and_bad_format_are_refused(app_client: TestClient, county: County) -> None:
+    client = app_client
+    _as(client, "clerk")
+    _certify(client, county.line_a2, 20_000)
+    _, first = _prepare(client, county, 5_000, "CD00000001")
+    assert first
+    duplicate, none = _prepare(client, county, 5_000, "CD00000001")
+    assert duplicate.status_code == 422 and none == 0
+    assert "電子發票 CD00000001 已被使用" in duplicate.text
+    bad, _ = _prepare(client, county, 5_000, "12345")
+    assert bad.status_code == 422 and "電子發票號碼格式錯誤：12345" in bad.text
+
+
+def test_reject_needs_reason_and_returns_to_preparer(app_client: TestClient, county: County) -> None:
+    client = app_client
+    _as(client, "clerk")
+    _certify(client, county.line_a2, 10_000)
+    _, voucher_id = _prepare(client, county, 10_000, "EF00000001")
+    _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    _as(client, "chief_accountant")
+    empty = _post(client, f"/vouchers/{voucher_id}/reject", {"reason": " "}, f"/vouchers/{voucher_id}")
+    assert empty.status_code == 422 and "退回必須填寫理由。" in empty.text
+    rejected = _post(client, f"/vouchers/{voucher_id}/reject", {"reason": "發票抬頭錯誤"},
+                     f"/vouchers/{voucher_id}")
+    assert "已退回承辦人" in rejected.text and "發票抬頭錯誤" in rejected.text
+    assert '<span class="badge bad" id="voucher-status">已退回</span>' in rejected.text
+
+
+def test_unapproved_voucher_is_not_paid_and_other_agency_is_hidden(
+    app_client: TestClient, county: County
+) -> None:
+    client = app_client
+    _as(client, "clerk")
+    _certify(client, county.line_a2, 10_000)
+    _, voucher_id = _prepare(client, county, 10_000, "GH00000001")
+    _as(client, "accountant")
+    refused = _post(client, f"/vouchers/{voucher_id}/pay", {}, "/payments")
+    assert refused.status_code >= 400 and "此操作未執行" in refused.text
+    # The auditor has no PAY right at all.
+    _as(client, "auditor")
+    assert client.get("/payments").status_code == 403
+    # A user of agency A cannot open a voucher of another agency by guessing its id.
+    with session_scope(make_engine(county.url)) as db:
+        voucher = db.get_one(PaymentVoucher, voucher_id)
+        voucher.agency_id = county.agency_b
+    _as(client, "clerk")
+    assert client.get(f"/vouchers/{voucher_id}").status_code == 403
+

@@ -120,8 +120,6 @@ class AuditAction(StrEnum):
     RELEASE = "certification.release"
     VOUCHER_CREATE = "voucher.create"
     VOUCHER_EDIT = "voucher.edit"
-    VOUCHER_SIGN = "voucher.sign"
-    VOUCHER_REJECT = "voucher.reject"
     VOUCHER_PAY = "voucher.pay"
     JOURNAL_REVERSE = "journal.reverse"
     JOURNAL_MANUAL = "journal.manual"

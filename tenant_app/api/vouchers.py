@@ -67,10 +67,7 @@ def sign(voucher_id: int, body: SignIn, request: Request, db: Session = Depends(
     _scoped(db, voucher_id, principal)
     voucher = approvals.sign(db, voucher_id, principal.user_id, request.app.state.tenant.settings.secret,
                              on_behalf_of=body.on_behalf_of)
-    audit.append(db, principal.username, AuditAction.VOUCHER_SIGN,
-                 {"voucher_id": voucher.id, "status": voucher.status.value,
-                  "on_behalf_of": body.on_behalf_of})
-    db.commit()
+    db.commit()  # signing_store wrote the audit event
     return voucher_json(voucher)
 
 
@@ -80,9 +77,7 @@ def reject(voucher_id: int, body: RejectIn, db: Session = Depends(get_db),
     _scoped(db, voucher_id, principal)
     voucher = approvals.reject(db, voucher_id, principal.user_id, body.reason,
                                on_behalf_of=body.on_behalf_of)
-    audit.append(db, principal.username, AuditAction.VOUCHER_REJECT,
-                 {"voucher_id": voucher.id, "reason": voucher.reject_reason})
-    db.commit()
+    db.commit()  # signing_store wrote the audit event
     return voucher_json(voucher)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inventory import journal
-from inventory.enums import REMOVABLE, ChangeAction, Lifecycle, ObjectKind
+from inventory.enums import RELEASED, REMOVABLE, ChangeAction, Lifecycle, ObjectKind
 from inventory.models import Host, Image, Network, Site, SizeTemplate, Tenant, Vm
 from inventory.ports import PortRanges, allocate
 from inventory.queries import used_ports
@@ -234,6 +234,27 @@ def _listing(vms: list[Vm]) -> str:
     return ", ".join(f"{vm.name}: {vm.status}" for vm in vms)
 
 
+def _shrink_below_use(change: Change, host: Host) -> list[str]:
+    """A host whose new capacity is less than what its VMs already take: say which resource."""
+    after = change.after()
+    holding = [vm for vm in host.vms if vm.status not in RELEASED]
+
+    def new(field: str) -> Any:
+        return after.get(field, getattr(host, field))
+
+    offered = {
+        "vCPUs": (new("vcpus") * new("cpu_allocation_ratio"), sum(vm.vcpus for vm in holding)),
+        "MB of memory": (new("memory_mb") * new("ram_allocation_ratio"), sum(vm.memory_mb for vm in holding)),
+        "MB of disk": (new("disk_gb") * 1024, sum(vm.data_disk_mb for vm in holding)),
+    }
+    return [
+        f"host {host.name} would offer {int(capacity)} {what} but its VMs already take {used}; "
+        "move or retire VMs first, or keep the larger capacity"
+        for what, (capacity, used) in offered.items()
+        if used > capacity
+    ]
+
+
 def refusals(changes: list[Change], objects: _Objects) -> list[str]:
     """Why the changes must not be applied as they stand (empty: go ahead)."""
     reasons: list[str] = []
@@ -264,6 +285,8 @@ def refusals(changes: list[Change], objects: _Objects) -> list[str]:
                     f"host {change.name} cannot be {what}: it runs {len(busy)} VM(s) ({_listing(busy)}); "
                     "retire them or move them to another host first"
                 )
+            elif change.action is ChangeAction.CHANGE:
+                reasons += _shrink_below_use(change, objects.hosts[change.name])
         elif (
             change.kind is ObjectKind.TENANT
             and change.action is ChangeAction.CHANGE

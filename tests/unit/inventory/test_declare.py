@@ -250,3 +250,25 @@ def test_production_inventory_places_all_54_vms_spread_over_the_primary_hosts(en
         assert max(loads.values()) - min(loads.values()) <= 4  # spread, not stacked
         assert session.scalar(select(func.count()).select_from(Tenant)) == 13
         assert plan(session, production) == []
+
+
+def test_shrinking_a_host_below_what_its_vms_take_is_refused(engine: Engine, small_text: str) -> None:
+    apply_text(engine, small_text)
+    with session_scope(engine) as session:
+        for vm in queries.list_vms(session):
+            queries.place_vm(session, vm, queries.get_site(session, "primary"))
+        p1_used = sum(vm.memory_mb for vm in queries.get_host(session, "p1").vms)
+    assert p1_used == 2048
+    # p1 would offer 1024 MB × 1.5 = 1536 MB of memory, less than the 2048 MB its two VMs take.
+    shrunk = small_text.replace(
+        "{name: p1, vcpus: 4, memory_mb: 8192", "{name: p1, vcpus: 4, memory_mb: 1024"
+    )
+    with pytest.raises(
+        ApplyRefused, match="host p1 would offer 1536 MB of memory but its VMs already take 2048"
+    ):
+        apply_text(engine, shrunk)
+    # Shrinking while staying above the use is fine.
+    apply_text(
+        engine,
+        small_text.replace("{name: p1, vcpus: 4, memory_mb: 8192", "{name: p1, vcpus: 4, memory_mb: 2048"),
+    )

@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from inventory.placement import HostLoad, Need, NoHostFits, choose_host, place_all
 
@@ -84,3 +86,24 @@ def test_place_all_counts_earlier_placements() -> None:
     with pytest.raises(NoHostFits) as error:
         place_all([("a", SMALL), ("b", SMALL), ("c", SMALL)], hosts)
     assert error.value.vm == "c"
+
+
+@given(
+    loads=st.lists(st.tuples(st.integers(0, 64), st.integers(0, 98304)), min_size=1, max_size=5),
+    need_vcpus=st.integers(1, 8),
+    need_memory=st.integers(256, 16384),
+)
+def test_choice_always_fits_and_is_the_least_loaded(
+    loads: list[tuple[int, int]], need_vcpus: int, need_memory: int
+) -> None:
+    hosts = [host(f"h{i}", used_vcpus=v, used_memory_mb=m) for i, (v, m) in enumerate(loads)]
+    need = Need(need_vcpus, need_memory, 0)
+    try:
+        chosen = choose_host("vm", need, hosts)
+    except NoHostFits as error:
+        assert all(h.shortfalls(need) for h in hosts)
+        assert set(error.reasons) == {h.name for h in hosts}
+        return
+    assert not chosen.shortfalls(need)
+    fitting = [h for h in hosts if not h.shortfalls(need)]
+    assert chosen.load_with(need) == min(h.load_with(need) for h in fitting)

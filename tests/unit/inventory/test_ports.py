@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from inventory.ports import PortRange, PortRanges, PortsExhausted, allocate
 
@@ -41,3 +43,20 @@ def test_default_ranges_match_the_settings() -> None:
     ranges = PortRanges()
     assert (ranges.guest.first, ranges.guest.last) == (42000, 42999)
     assert (ranges.gateway.first, ranges.gateway.last) == (41000, 41999)
+
+
+@given(
+    used=st.sets(st.integers(min_value=41990, max_value=42020), max_size=15),
+    count=st.integers(min_value=0, max_value=12),
+)
+def test_allocation_never_collides_and_is_exact(used: set[int], count: int) -> None:
+    free_in_range = GUEST.size - len({p for p in used if GUEST.first <= p <= GUEST.last})
+    if count > free_in_range:
+        with pytest.raises(PortsExhausted):
+            allocate(count, GUEST, used)
+        return
+    ports = allocate(count, GUEST, used)
+    assert len(ports) == len(set(ports)) == count
+    assert not set(ports) & used
+    assert all(GUEST.first <= port <= GUEST.last for port in ports)
+    assert ports == sorted(ports)

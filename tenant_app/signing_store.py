@@ -114,7 +114,8 @@ def voucher_content(session: Session, voucher: PaymentVoucher) -> VoucherContent
     )
 
 
-def _stored_chain(voucher: PaymentVoucher) -> list[signing.Signature]:
+def stored_signatures(voucher: PaymentVoucher) -> list[signing.Signature]:
+    """The voucher's signature rows as signing.Signature records, in chain order."""
     order = {step: i for i, step in enumerate(APPROVAL_CHAIN)}
     rows = sorted(voucher.signatures, key=lambda s: (order[ApprovalStep(s.step)], s.id))
     return [
@@ -188,7 +189,7 @@ def verify_voucher(session: Session, voucher_id: int, *, require_complete: bool 
     voucher = _voucher(session, voucher_id)
     return signing.verify_chain(
         voucher_content(session, voucher),
-        _stored_chain(voucher),
+        stored_signatures(voucher),
         chain_context(session, voucher),
         require_complete=require_complete,
     )
@@ -226,7 +227,7 @@ def sign_voucher(
     """Sign the voucher's next step as `signer_id`; raises SigningRefusedError with every reason."""
     at = at or dt.datetime.now(dt.UTC)
     voucher = _voucher(session, voucher_id, lock=True)
-    chain = _stored_chain(voucher)
+    chain = stored_signatures(voucher)
     step = signing.next_step(chain)
     if step is None or voucher.status not in _SIGNABLE[step]:
         raise SigningRefusedError([_status_error(voucher, step)])
@@ -298,7 +299,7 @@ def reject_voucher(
     ctx = chain_context(session, voucher, [user_id] + ([on_behalf_of] if on_behalf_of else []))
     rejection = signing.reject(
         voucher_content(session, voucher),
-        _stored_chain(voucher),
+        stored_signatures(voucher),
         ctx,
         rejected_by=user_id,
         reason=reason,
@@ -325,4 +326,4 @@ def describe_chain(session: Session, voucher_id: int) -> list[str]:
     """The signatures as shown on the voucher, delegations included (「機關首長 李代理（代理 王首長）」)."""
     voucher = _voucher(session, voucher_id)
     ctx = chain_context(session, voucher)
-    return [signing.describe_signature(s, ctx) for s in _stored_chain(voucher)]
+    return [signing.describe_signature(s, ctx) for s in stored_signatures(voucher)]

@@ -1,4 +1,8 @@
-"""Audit-log actions for changes made through the web UI that no service below records itself."""
+"""Audit-log actions for changes only the web UI makes (people and delegations).
+
+Money changes use tenant_app.enums.AuditAction, the same names the JSON API writes, so the audit
+log reads the same whichever door a change came through.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,6 @@ from enum import StrEnum
 
 
 class WebAuditAction(StrEnum):
-    CERTIFIED = "certification.created"
-    VOUCHER_PREPARED = "voucher.prepared"
-    VOUCHER_PAID = "voucher.paid"
-    JOURNAL_REVERSED = "journal.reversed"
-    PERIOD_CLOSED = "period.closed"
     DELEGATION_CREATED = "delegation.created"
     DELEGATION_DELETED = "delegation.deleted"
     USER_CREATED = "user.created"

@@ -22,7 +22,7 @@ def _commit_one(engine: Engine, request: CertifyRequest) -> CertifyOutcome:
 
 async def certify(request: Request, certify_request: CertifyRequest) -> CertifyOutcome:
     state = request.app.state.tenant
-    writer = getattr(state, "certify_writer", None)
+    writer = getattr(state, "writer", None)
     if isinstance(writer, CertificationWriter):
         outcome, _db_seconds = await writer.certify(certify_request)
         return outcome

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
 from tenant_app import audit
-from tenant_app.enums import VoucherStatus
+from tenant_app.enums import AuditAction, VoucherStatus
 from tenant_app.models import PaymentVoucher
 from tenant_app.security.permissions import Action
 from tenant_app.services import approvals, vouchers
-from tenant_app.web.audit_actions import WebAuditAction
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
 from tenant_app.web.labels import VOUCHER_STATUS_ZH
 
@@ -49,7 +48,7 @@ def pay(voucher_id: int, current: Page = Depends(form_page)) -> Response:
         raise WebRefusal("您沒有此機關的權限。")
     chain = approvals.verify(current.db, voucher)
     paid = vouchers.pay_voucher(current.db, voucher.id, chain, user_id=user.user_id)
-    audit.append(current.db, user.username, WebAuditAction.VOUCHER_PAID,
+    audit.append(current.db, user.username, AuditAction.VOUCHER_PAY,
                  {"voucher_id": paid.id, "number": paid.number, "amount": paid.amount})
     current.db.commit()
     return current.redirect(f"/vouchers/{voucher_id}",

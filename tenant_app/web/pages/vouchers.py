@@ -12,15 +12,14 @@ import datetime as dt
 from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import select
 
-from tenant_app import audit, signing
-from tenant_app.enums import CertificationStatus, VoucherStatus
+from tenant_app import audit, signing, signing_store
+from tenant_app.enums import AuditAction, CertificationStatus, VoucherStatus
 from tenant_app.models import Certification, Delegation, PaymentVoucher
 from tenant_app.rules.errors import RuleViolationError
 from tenant_app.rules.vouchers import VoucherLineData
 from tenant_app.security.permissions import Action
 from tenant_app.services import approvals, vouchers
 from tenant_app.web import queries
-from tenant_app.web.audit_actions import WebAuditAction
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
 from tenant_app.web.forms import FormError, parse_invoice_numbers, parse_money, parse_optional_int
 from tenant_app.web.labels import VOUCHER_STATUS_ZH
@@ -149,7 +148,7 @@ async def voucher_create(current: Page = Depends(form_page)) -> Response:
         current.db.rollback()
         return _render_new(current, form, refused.status, error="付款憑單未建立：",
                            errors=list(refused.errors))
-    audit.append(current.db, user.username, WebAuditAction.VOUCHER_PREPARED,
+    audit.append(current.db, user.username, AuditAction.VOUCHER_CREATE,
                  {"voucher_id": voucher.id, "number": voucher.number, "amount": voucher.amount})
     current.db.commit()
     return current.redirect(f"/vouchers/{voucher.id}", f"付款憑單第 {voucher.number} 號已建立，請送出簽核。")
@@ -168,8 +167,8 @@ def _delegations_for(current: Page, on: dt.date) -> list[tuple[Delegation, str]]
 def voucher_detail(voucher_id: int, current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW)
     voucher = _voucher_of_agency(current, voucher_id)
-    ctx = approvals.chain_context(current.db, voucher)
-    stored = approvals.stored_signatures(voucher)
+    ctx = signing_store.chain_context(current.db, voucher)
+    stored = signing_store.stored_signatures(voucher)
     chain_errors = approvals.verify(current.db, voucher, require_complete=False)
     lines = queries.budget_lines(current.db, voucher.agency_id, voucher.fiscal_year_id)
     today = signing.signing_day(dt.datetime.now(dt.UTC))
@@ -201,13 +200,9 @@ def voucher_sign(
     user = current.require(Action.SIGN)
     voucher = _voucher_of_agency(current, voucher_id)
     principal_id = _on_behalf(on_behalf_of)
-    step = signing.next_step(approvals.stored_signatures(voucher))
     signed = approvals.sign(current.db, voucher.id, user.user_id, current.settings.secret,
                             on_behalf_of=principal_id)
-    audit.append(current.db, user.username, audit.AuditAction.VOUCHER_SIGNED,
-                 {"voucher_id": signed.id, "step": step.value if step else None,
-                  "on_behalf_of": principal_id})
-    current.db.commit()
+    current.db.commit()  # the signing store wrote the audit entry in this transaction
     done = "，已核准，可撥付" if signed.status is VoucherStatus.APPROVED else ""
     return current.redirect(f"/vouchers/{voucher_id}", f"已簽核付款憑單第 {signed.number} 號{done}。")
 
@@ -222,7 +217,5 @@ def voucher_reject(voucher_id: int, reason: str = Form(""), on_behalf_of: str = 
     principal_id = _on_behalf(on_behalf_of)
     rejected = approvals.reject(current.db, voucher.id, user.user_id, reason.strip(),
                                 on_behalf_of=principal_id)
-    audit.append(current.db, user.username, audit.AuditAction.VOUCHER_REJECTED,
-                 {"voucher_id": rejected.id, "reason": reason.strip(), "on_behalf_of": principal_id})
-    current.db.commit()
+    current.db.commit()  # the signing store wrote the audit entry in this transaction
     return current.redirect(f"/vouchers/{voucher_id}", f"付款憑單第 {rejected.number} 號已退回承辦人。")

@@ -91,7 +91,7 @@ def test_full_flow_prepare_sign_pay(app_client: TestClient, county: County) -> N
         assert db.scalars(select(PaymentVoucher.status)).one().value == "paid"
         actions = list(db.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)))
     assert actions.count("voucher.signed") == 3
-    assert "voucher.paid" in actions and "voucher.prepared" in actions
+    assert "voucher.pay" in actions and "voucher.create" in actions
 
 
 def test_duplicate_einvoice_and_bad_format_are_refused(app_client: TestClient, county: County) -> None:

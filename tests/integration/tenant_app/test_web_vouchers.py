@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 
 import httpx
+import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -142,3 +144,31 @@ def test_unapproved_voucher_is_not_paid_and_other_agency_is_hidden(
     _as(client, "clerk")
     assert client.get(f"/vouchers/{voucher_id}").status_code == 403
 
+
+
+def test_execution_report_on_screen_and_as_xlsx_after_payment(
+    app_client: TestClient, county: County
+) -> None:
+    client = app_client
+    _as(client, "clerk")
+    _certify(client, county.line_a2, 12_345)
+    _, voucher_id = _prepare(client, county, 12_345, "JK00000001")
+    _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    for who in ("chief_accountant", "agency_head"):
+        _as(client, who)
+        _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    _as(client, "accountant")
+    _post(client, f"/vouchers/{voucher_id}/pay", {}, "/payments")
+    _as(client, "auditor")  # read-only users can run reports
+    report = client.get("/reports", params={"kind": "execution", "period": "13"})
+    assert report.status_code == 200
+    assert "歲出預算執行表" in report.text
+    assert 'data-value="12345">12,345</td>' in report.text  # spent on the equipment line
+    download = client.get("/reports/download",
+                          params={"kind": "execution", "format": "xlsx", "period": "13"})
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("application/vnd.openxmlformats")
+    sheet = openpyxl.load_workbook(io.BytesIO(download.content), read_only=True).active
+    assert sheet is not None
+    values = [cell for row in sheet.iter_rows(values_only=True) for cell in row]
+    assert 12_345 in values

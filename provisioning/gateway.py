@@ -1,0 +1,134 @@
+"""The tenant address, as plain data rendered to an HAProxy configuration (no processes, no files here).
+
+One HAProxy serves the whole platform: one frontend per county bound to 127.0.0.1 on the county's
+stable port, its backend the county's VM app forward on 127.0.0.1, health-checked on /healthz.
+Failover moves a county by changing its backend's port and applying again (provisioning.haproxy).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+# The network rule: the gateway listens on, and forwards to, loopback only.
+LOOPBACK = "127.0.0.1"
+HEALTH_PATH = "/healthz"
+# HAProxy identifiers allow more, but county slugs and VM names never need it and it keeps the
+# rendered names (fe_<slug>, be_<slug>) safe to use on the runtime API's command line.
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class GatewayError(ValueError):
+    """Frontends the gateway refuses to render, with a message an operator can act on."""
+
+
+def _check_port(port: int, what: str) -> None:
+    if not 1 <= port <= 65535:
+        raise GatewayError(f"{what}: port {port} is outside 1-65535")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One server behind a county's frontend: a VM's app forward on 127.0.0.1:host_port."""
+
+    name: str
+    host_port: int
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise GatewayError(f"backend name {self.name!r}: use lower-case letters, digits, '-', '_', '.'")
+        _check_port(self.host_port, f"backend {self.name}")
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """A county's address: 127.0.0.1:listen_port, served by its backends (none: answers 503)."""
+
+    tenant: str
+    listen_port: int
+    backends: Sequence[Backend] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.tenant):
+            raise GatewayError(f"tenant {self.tenant!r}: use lower-case letters, digits, '-', '_', '.'")
+        _check_port(self.listen_port, f"frontend {self.tenant}")
+        object.__setattr__(self, "backends", tuple(self.backends))
+        names = [b.name for b in self.backends]
+        if len(set(names)) != len(names):
+            raise GatewayError(f"frontend {self.tenant}: duplicate backend names {sorted(names)}")
+
+    @property
+    def frontend_name(self) -> str:
+        return f"fe_{self.tenant}"
+
+    @property
+    def backend_name(self) -> str:
+        return f"be_{self.tenant}"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Kept short: every hop is on one machine; a slow county must not hold the gateway's slots."""
+
+    connect_ms: int = 2000
+    client_ms: int = 30000
+    server_ms: int = 30000
+    check_interval_ms: int = 2000
+    # Old workers still serving long connections after a reload are stopped after this long.
+    hard_stop_after_s: int = 30
+
+
+def validate(frontends: Sequence[Frontend]) -> list[str]:
+    """Every reason the set cannot be served at once (empty if it can)."""
+    problems: list[str] = []
+    seen_tenants: set[str] = set()
+    listen: dict[int, str] = {}
+    for fe in frontends:
+        if fe.tenant in seen_tenants:
+            problems.append(f"tenant {fe.tenant} has two frontends")
+        seen_tenants.add(fe.tenant)
+        if fe.listen_port in listen:
+            problems.append(
+                f"port {fe.listen_port} is the address of both {listen[fe.listen_port]} and {fe.tenant}"
+            )
+        listen[fe.listen_port] = fe.tenant
+    for fe in frontends:
+        for backend in fe.backends:
+            if backend.host_port in listen:
+                problems.append(
+                    f"backend {backend.name} of {fe.tenant} points at port {backend.host_port}, which is "
+                    f"the gateway's own address for {listen[backend.host_port]}"
+                )
+    return problems
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    undefined=jinja2.StrictUndefined,  # a missing key is a bug, never an empty directive
+    autoescape=False,  # not markup: names are already restricted to a safe alphabet above
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeouts | None = None) -> str:
+    """The whole haproxy.cfg for these frontends (sorted by tenant, so the text is stable).
+
+    runtime_socket is the admin socket of the workers; it also hands the listening sockets to the
+    next worker on reload (`expose-fd listeners`), which is what makes the reload hitless.
+    """
+    problems = validate(frontends)
+    if problems:
+        raise GatewayError("; ".join(problems))
+    return _ENV.get_template("haproxy.cfg.j2").render(
+        frontends=sorted(frontends, key=lambda fe: fe.tenant),
+        runtime_socket=str(runtime_socket),
+        timeouts=timeouts or Timeouts(),
+        loopback=LOOPBACK,
+        health_path=HEALTH_PATH,
+    )

@@ -1,0 +1,197 @@
+"""The real HAProxy (Debian's /usr/sbin/haproxy) in front of tiny HTTP servers on 127.0.0.1.
+
+Each test gets its own short state dir under /tmp and random free ports, so tests never collide with
+each other or with the demo's gateway. Load loops are bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisioning.gateway import Backend, Frontend, GatewayError
+from provisioning.haproxy import HAPROXY, ApplyAction, HAProxyGateway, ServerState
+
+pytestmark = pytest.mark.skipif(not HAPROXY.exists(), reason="haproxy is not installed")
+
+REQUESTS = 300
+LOAD_DEADLINE_S = 20.0
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # HAProxy closes health-check connections with a reset: not an error worth a traceback
+
+
+def serve(name: str) -> Iterator[_Server]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def app_a() -> Iterator[_Server]:
+    yield from serve("app-a")
+
+
+@pytest.fixture
+def app_b() -> Iterator[_Server]:
+    yield from serve("app-b")
+
+
+@pytest.fixture
+def gateway() -> Iterator[HAProxyGateway]:
+    # Short path: unix socket paths are limited to 107 bytes, pytest's tmp_path can be longer.
+    state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))
+    gw = HAProxyGateway(state)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_of(server: _Server) -> int:
+    return int(server.server_address[1])
+
+
+def get(port: int, path: str = "/healthz", timeout: float = 5.0) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_county_is_reached_through_its_frontend_and_reported_up(
+    gateway: HAProxyGateway, app_a: _Server
+) -> None:
+    port = free_port()
+    fronts = [Frontend("keelung", port, [Backend("keelung-app", port_of(app_a))])]
+    first = gateway.apply(fronts)
+    assert first.action == ApplyAction.STARTED
+    assert get(port) == (200, "app-a")
+    status = gateway.wait_for("keelung", "keelung-app", ServerState.UP)
+    assert status.check.startswith("L7OK")
+    again = gateway.apply(fronts)
+    assert again.action == ApplyAction.UNCHANGED and again.worker_pid == first.worker_pid
+
+
+def test_three_reloads_under_load_fail_no_request(gateway: HAProxyGateway, app_a: _Server) -> None:
+    port = free_port()
+    fronts = [Frontend("keelung", port, [Backend("keelung-app", port_of(app_a))])]
+    gateway.apply(fronts)
+    assert get(port) == (200, "app-a")
+
+    failures: list[str] = []
+    done = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal done
+        deadline = time.monotonic() + LOAD_DEADLINE_S
+        while done < REQUESTS and time.monotonic() < deadline and not stop.is_set():
+            try:
+                status, body = get(port)  # a new connection each time: accepts are what a reload risks
+                if (status, body) != (200, "app-a"):
+                    failures.append(f"{status} {body[:60]}")
+            except OSError as error:
+                failures.append(repr(error))
+            done += 1
+            time.sleep(0.01)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    actions, added = [], []
+    try:
+        for index in range(3):
+            time.sleep(0.6)
+            added.append(free_port())
+            backend = Backend(f"county-{index}-app", port_of(app_a))
+            fronts.append(Frontend(f"county-{index}", added[-1], [backend]))
+            actions.append(gateway.apply(fronts).action)
+    finally:
+        loader.join(timeout=LOAD_DEADLINE_S + 5)
+        stop.set()
+    assert actions == [ApplyAction.RELOADED] * 3
+    assert done == REQUESTS
+    assert failures == []
+    for new_port in added:  # and each reload did take effect
+        assert get(new_port) == (200, "app-a")
+
+
+def test_switching_a_frontend_to_another_server_takes_effect(
+    gateway: HAProxyGateway, app_a: _Server, app_b: _Server
+) -> None:
+    port = free_port()
+    gateway.apply([Frontend("penghu", port, [Backend("penghu-app", port_of(app_a))])])
+    assert get(port) == (200, "app-a")
+    # What failover does: the same address, now served by the county's VM at the other site.
+    result = gateway.apply([Frontend("penghu", port, [Backend("penghu-app", port_of(app_b))])])
+    assert result.action == ApplyAction.RELOADED
+    assert [get(port) for _ in range(5)] == [(200, "app-b")] * 5
+    assert gateway.wait_for("penghu", "penghu-app", ServerState.UP).server == "penghu-app"
+
+
+def test_a_dead_backend_is_reported_down_and_answers_503(gateway: HAProxyGateway) -> None:
+    port, dead = free_port(), free_port()
+    gateway.apply([Frontend("kinmen", port, [Backend("kinmen-app", dead)])])
+    status = gateway.wait_for("kinmen", "kinmen-app", ServerState.DOWN, timeout=15)
+    assert status.check.startswith("L4")  # connection refused: a layer-4 failure, not the app's answer
+    assert get(port)[0] == 503
+
+
+def test_a_reload_that_cannot_bind_keeps_the_old_config_serving(
+    gateway: HAProxyGateway, app_a: _Server
+) -> None:
+    port = free_port()
+    good = [Frontend("keelung", port, [Backend("keelung-app", port_of(app_a))])]
+    gateway.apply(good)
+    before = gateway.paths.config.read_text()
+    with socket.socket() as squatter:  # another program holds the port the new frontend wants
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+        with pytest.raises(GatewayError, match="refused the reload") as refused:
+            gateway.apply([*good, Frontend("lienchiang", taken)])
+    assert str(taken) in str(refused.value)  # HAProxy's own reason reaches the operator
+    assert gateway.paths.config.read_text() == before
+    assert get(port) == (200, "app-a")
+    assert gateway.apply(good).action == ApplyAction.UNCHANGED

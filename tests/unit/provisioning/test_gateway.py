@@ -1,0 +1,87 @@
+"""The tenant address as data: golden haproxy.cfg, `haproxy -c` accepts it, refusals that explain."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioning.gateway import Backend, Frontend, GatewayError, render
+from provisioning.haproxy import ServerState, _parse_show_proc, _parse_state
+
+GOLDEN = Path(__file__).parent / "golden" / "haproxy.cfg"
+RUNTIME_SOCKET = Path("/var/lib/countycloud/haproxy/runtime.sock")
+
+
+def sample() -> list[Frontend]:
+    return [
+        Frontend("keelung", 41001, [Backend("keelung-app", 42001)]),
+        # A county with two app VMs (a tenant may run several): both served, both health-checked.
+        Frontend("hsinchu-county", 41003, [Backend("hsinchu-county-app", 42011),
+                                           Backend("hsinchu-county-app-b", 42111)]),
+        Frontend("penghu", 41002),  # provisioned address, no VM yet: 503 until it has one
+    ]
+
+
+def test_sample_renders_to_the_golden_file() -> None:
+    assert render(sample(), RUNTIME_SOCKET) == GOLDEN.read_text()
+
+
+def test_order_of_frontends_does_not_change_the_text() -> None:
+    assert render(list(reversed(sample())), RUNTIME_SOCKET) == render(sample(), RUNTIME_SOCKET)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
+                    reason="haproxy not installed")
+def test_haproxy_accepts_the_golden_file() -> None:
+    result = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(GOLDEN)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("frontends", "message"),
+    [
+        ([Frontend("a", 41001), Frontend("b", 41001)], "port 41001 is the address of both a and b"),
+        ([Frontend("a", 41001), Frontend("a", 41002)], "tenant a has two frontends"),
+        ([Frontend("a", 41001, [Backend("a-app", 41002)]), Frontend("b", 41002)],
+         "points at port 41002, which is the gateway's own address for b"),
+    ],
+)
+def test_conflicting_frontends_are_refused_with_the_reason(frontends: list[Frontend], message: str) -> None:
+    with pytest.raises(GatewayError, match=message):
+        render(frontends, RUNTIME_SOCKET)
+
+
+def test_bad_names_ports_and_duplicate_servers_are_refused() -> None:
+    with pytest.raises(GatewayError, match="tenant 'Keelung City'"):
+        Frontend("Keelung City", 41001)
+    with pytest.raises(GatewayError, match="port 70000"):
+        Frontend("keelung", 70000)
+    with pytest.raises(GatewayError, match="port 0"):
+        Backend("keelung-app", 0)
+    with pytest.raises(GatewayError, match="duplicate backend names"):
+        Frontend("keelung", 41001, [Backend("x", 42001), Backend("x", 42002)])
+
+
+def test_show_proc_parsing_separates_current_and_old_workers() -> None:
+    text = (
+        "#<PID>          <type>          <reloads>       <uptime>        <version>\n"
+        "100             master          3 [failed: 1]   0d00h01m00s     2.6.12\n"
+        "# workers\n"
+        "130             worker          0               0d00h00m01s     2.6.12\n"
+        "# old workers\n"
+        "120             worker          1               0d00h00m30s     2.6.12\n"
+        "# programs\n\n"
+    )
+    procs = _parse_show_proc(text)
+    assert (procs.master, procs.failed_reloads, procs.workers) == (100, 1, (130,))
+
+
+@pytest.mark.parametrize(("raw", "state"), [("UP", ServerState.UP), ("DOWN 1/2", ServerState.DOWN),
+                                            ("UP 1/3", ServerState.UP), ("MAINT", ServerState.MAINT),
+                                            ("no check", ServerState.OTHER), ("DRAIN", ServerState.OTHER)])
+def test_server_state_words(raw: str, state: ServerState) -> None:
+    assert _parse_state(raw) == state

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 ROC_EPOCH = 1911  # 民國元年 = 1912
+# Times are stored in UTC; a county office reads them in its own time (same zone as signing.py).
+COUNTY_TZ = ZoneInfo("Asia/Taipei")
 
 
 def money(value: int | Decimal | None) -> str:
@@ -27,9 +30,12 @@ def year_label(year: int) -> str:
 
 
 def roc_date(value: dt.date | dt.datetime | None) -> str:
-    """'115/11/28（2026-11-28）'; datetimes also show the local time of day."""
+    """'115/11/28（2026-11-28）'; datetimes also show the county's local time of day."""
     if value is None:
         return ""
+    if isinstance(value, dt.datetime):
+        # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
+        value = (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(COUNTY_TZ)
     day = value.date() if isinstance(value, dt.datetime) else value
     text = f"{roc_year(day.year)}/{day.month:02d}/{day.day:02d}（{day.isoformat()}）"
     if isinstance(value, dt.datetime):

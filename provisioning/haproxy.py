@@ -257,6 +257,7 @@ class HAProxyGateway:
     def _start(self) -> int | None:
         for stale in (self.paths.master_socket, self.paths.runtime_socket, self.paths.pidfile):
             stale.unlink(missing_ok=True)
+        log_offset = self.paths.log.stat().st_size if self.paths.log.exists() else 0
         with self.paths.log.open("a") as log:
             # `setsid -f` detaches the master from us (not our child, so never our zombie) while it
             # stays in the foreground with its stderr on our log: `-D` would send it to /dev/null, and
@@ -271,8 +272,10 @@ class HAProxyGateway:
             worker = self._worker_pid() if self.master_pid() is not None else None
             if worker is not None:
                 return worker
+            if self._alerts_since(log_offset, default=""):
+                break  # it said why it exits: no need to wait out the deadline
             time.sleep(0.05)
-        raise GatewayError(f"haproxy did not start: {self._log_tail()}")
+        raise GatewayError(f"haproxy did not start: {self._alerts_since(log_offset)}")
 
     def _reload(self) -> int:
         before = self._procs()
@@ -296,16 +299,19 @@ class HAProxyGateway:
             time.sleep(0.05)
         raise GatewayError(f"haproxy reload did not produce a new worker in {RELOAD_TIMEOUT_S:.0f}s")
 
-    def _alerts_since(self, offset: int) -> str:
-        """HAProxy's ALERT lines written to the log after `offset` (why a reload failed)."""
+    def _alerts_since(self, offset: int, default: str | None = None) -> str:
+        """HAProxy's ALERT lines written to the log after `offset` (why a start or reload failed);
+        `default` (or the log's tail) when there are none."""
         try:
             with self.paths.log.open("rb") as handle:
                 handle.seek(offset)
                 lines = handle.read().decode(errors="replace").splitlines()
         except FileNotFoundError:
-            return f"see {self.paths.log}"
+            lines = []
         alerts = [line.split(":", 1)[-1].strip() for line in lines if "ALERT" in line]
-        return " | ".join(alerts) or self._log_tail()
+        if alerts:
+            return " | ".join(alerts)
+        return default if default is not None else self._log_tail()
 
     def _log_tail(self, lines: int = 4) -> str:
         # The master keeps the log file it was started with as stderr, across re-executions.

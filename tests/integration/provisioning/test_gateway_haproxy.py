@@ -195,3 +195,16 @@ def test_a_reload_that_cannot_bind_keeps_the_old_config_serving(
     assert gateway.paths.config.read_text() == before
     assert get(port) == (200, "app-a")
     assert gateway.apply(good).action == ApplyAction.UNCHANGED
+
+
+def test_a_start_that_cannot_bind_fails_fast_with_the_reason(gateway: HAProxyGateway) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+        began = time.monotonic()
+        with pytest.raises(GatewayError, match=f"cannot bind.*{taken}"):
+            gateway.apply([Frontend("lienchiang", taken)])
+    assert time.monotonic() - began < 10
+    assert not gateway.running()
+    assert not gateway.paths.config.exists()  # nothing claims to serve what never started

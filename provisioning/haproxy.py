@@ -6,7 +6,8 @@
   (server states), and the way the new worker receives the listening sockets from the old one, so
   no connection is refused while a reload is under way.
 
-All paths derive from a state directory given by the caller; nothing here reads settings.
+All paths derive from the gateway's own directory given by the caller (the platform uses
+<state>/haproxy); nothing here reads settings.
 """
 
 from __future__ import annotations
@@ -69,10 +70,6 @@ class ServerStatus:
 @dataclass(frozen=True)
 class GatewayPaths:
     root: Path
-
-    @classmethod
-    def under(cls, state_dir: Path) -> GatewayPaths:
-        return cls(state_dir / "haproxy")
 
     @property
     def config(self) -> Path:
@@ -146,8 +143,9 @@ def _parse_state(raw: str) -> ServerState:
 class HAProxyGateway:
     """One HAProxy for the platform, kept in step with a list of frontends by `apply`."""
 
-    def __init__(self, state_dir: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None) -> None:
-        self.paths = GatewayPaths.under(state_dir)
+    def __init__(self, directory: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None) -> None:
+        """directory: the gateway's own folder (config, sockets, pidfile, log), created on apply."""
+        self.paths = GatewayPaths(directory)
         self.binary = binary
         self.timeouts = timeouts or Timeouts()
         for sock in (self.paths.master_socket, self.paths.runtime_socket):

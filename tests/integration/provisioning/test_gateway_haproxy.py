@@ -72,7 +72,7 @@ def app_b() -> Iterator[_Server]:
 def gateway() -> Iterator[HAProxyGateway]:
     # Short path: unix socket paths are limited to 107 bytes, pytest's tmp_path can be longer.
     state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))
-    gw = HAProxyGateway(state)
+    gw = HAProxyGateway(state / "haproxy")
     try:
         yield gw
     finally:

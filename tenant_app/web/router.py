@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from tenant_app.web.pages import budget, certifications, payments, reports, session, vouchers
+from tenant_app.web.pages import (
+    budget,
+    certifications,
+    journal,
+    payments,
+    periods,
+    reports,
+    session,
+    vouchers,
+)
 from tenant_app.web.templating import STATIC_DIR
 
 # Everything is served from the package: the county VM has no route to a CDN (network rule).
@@ -22,5 +31,5 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
 
-for module in (session, budget, certifications, vouchers, payments, reports):
+for module in (session, budget, certifications, vouchers, payments, journal, periods, reports):
     web_router.include_router(module.router)

@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dbos import DBOS, DBOSConfig, SetWorkflowID
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
@@ -46,6 +45,12 @@ from inventory.jobs import (
     StepsBuilder,
     StepStatus,
 )
+
+if TYPE_CHECKING:
+    from dbos import DBOSConfig
+
+# dbos is imported on first use, not at module import: it costs ~0.5 s, and `job list`, `job show`
+# and every CLI command that only reads jobs never need it.
 
 DBOS_APP_NAME = "countycloud"
 # Fixed on purpose: DBOS only recovers workflows of the running application version, and a job must
@@ -207,6 +212,7 @@ class _Process:
         self.overrides: dict[str, tuple[StepsBuilder | None, Any]] = {}
         self.default_context: Any = None
         self.live: dict[str, _Live] = {}
+        self.workflow: Callable[[str], str] | None = None
 
 
 _proc = _Process()
@@ -264,8 +270,13 @@ _quiet = _QuietStepFailures()
 
 def _ensure_dbos(engine: Engine) -> None:
     """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
+    from dbos import DBOS
+
     target = dbos_url_for(engine)
     with _proc.lock:
+        if _proc.workflow is None:
+            # Registered once per process, before the first launch (DBOS requires it for recovery).
+            _proc.workflow = DBOS.workflow(name="countycloud.job")(_job_workflow)
         if _proc.dbos_url == target:
             _proc.engine = engine
             return
@@ -292,6 +303,8 @@ def shutdown() -> None:
     """Stop DBOS's threads (the CLI calls this before exiting)."""
     with _proc.lock:
         if _proc.dbos_url is not None:
+            from dbos import DBOS
+
             DBOS.destroy(destroy_registry=False)
             _proc.dbos_url = None
 
@@ -343,6 +356,11 @@ def _mirror_job_end(engine: Engine, job_id: str, status: JobStatus, error: str |
         job.error = error
         job.finished_at = _now()
         job.runner = None
+        if status == JobStatus.CANCELLED:
+            # What never ran (or was cut off) will not run now: say so rather than leave it "pending".
+            for step in job.steps:
+                if step.status in (StepStatus.PENDING, StepStatus.RUNNING):
+                    step.status = StepStatus.SKIPPED
 
 
 class _StepLog:
@@ -420,8 +438,10 @@ def _finish_step(engine: Engine, job_id: str, index: int, status: StepStatus, be
 # ---------------------------------------------------------------- the workflow
 
 
-@DBOS.workflow(name="countycloud.job")
 def _job_workflow(job_id: str) -> str:
+    """The one workflow every job runs (registered with DBOS by _ensure_dbos)."""
+    from dbos import DBOS
+
     engine = _engine()
     with session_scope(engine) as session:
         job = session.get(Job, job_id)
@@ -505,9 +525,7 @@ def start(
         except IntegrityError:
             continue  # another process created the job for this target just now: resume that one
         _proc.overrides[job_id] = (steps_builder, context)
-        _ensure_dbos(engine)
-        with SetWorkflowID(job_id):
-            DBOS.start_workflow(_job_workflow, job_id)
+        _launch_new(engine, job_id)
         return _wait(engine, job_id, on_progress)
     raise JobConflict(f"could not create or find the {kind.value} job for {target}")
 
@@ -525,11 +543,12 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
     if job_id not in _proc.overrides:
         _proc.overrides[job_id] = (None, context if context is not None else _proc.default_context)
     _ensure_dbos(engine)
+    from dbos import DBOS
+
     status = DBOS.get_workflow_status(job_id)
     if status is None:
         # The job row was written but the process died before the workflow was recorded.
-        with SetWorkflowID(job_id):
-            DBOS.start_workflow(_job_workflow, job_id)
+        _launch_new(engine, job_id)
     elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
         # Left PENDING by a dead process: re-enqueue it; a launched runner (this one) picks it up.
         DBOS.resume_workflow(job_id)
@@ -539,8 +558,20 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
     return _wait(engine, job_id, on_progress)
 
 
+def _launch_new(engine: Engine, job_id: str) -> None:
+    """Start the job's workflow in this process, under the job's id (so a rerun finds the same one)."""
+    _ensure_dbos(engine)
+    from dbos import DBOS, SetWorkflowID
+
+    assert _proc.workflow is not None
+    with SetWorkflowID(job_id):
+        DBOS.start_workflow(_proc.workflow, job_id)
+
+
 def _first_unfinished_step(job_id: str) -> int:
     """The DBOS function id to rewind to: just after the last step that succeeded in order."""
+    from dbos import DBOS
+
     done = 0
     for info in sorted(DBOS.list_workflow_steps(job_id), key=lambda i: i["function_id"]):
         if info["error"] is not None:
@@ -551,6 +582,8 @@ def _first_unfinished_step(job_id: str) -> int:
 
 def _wait(engine: Engine, job_id: str, on_progress: ProgressCallback | None) -> str:
     """Wait for the workflow to end, reporting progress from the mirror rows as it changes."""
+    from dbos import DBOS
+
     last: JobView | None = None
     while True:
         dbos_status = DBOS.get_workflow_status(job_id)
@@ -583,6 +616,8 @@ def cancel(engine: Engine, job_id: str) -> None:
     if _runner_alive(view.runner):
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
     _ensure_dbos(engine)
+    from dbos import DBOS
+
     if DBOS.get_workflow_status(job_id) is not None:
         DBOS.cancel_workflow(job_id)
     _mirror_job_end(engine, job_id, JobStatus.CANCELLED, view.error)

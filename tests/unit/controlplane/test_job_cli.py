@@ -22,6 +22,8 @@ from tests.unit.controlplane import fake_job  # registers the PROVISION builder 
 def engine(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     migrate(sqlite_url)
     monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", sqlite_url)
+    # The real wiring would register the platform's provision builder over the fake one.
+    monkeypatch.setattr(job_cli, "_load_builders", lambda: None)
     engine = make_engine(sqlite_url)
     yield engine
     jobs.shutdown()

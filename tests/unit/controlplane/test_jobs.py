@@ -137,7 +137,11 @@ def test_other_args_for_an_unfinished_target_conflict_until_it_is_cancelled(
     with pytest.raises(jobs.JobConflict, match=failure.value.job_id):
         jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 4}, builder, artifacts_root=tmp_path)
     jobs.cancel(engine, failure.value.job_id)
-    assert jobs.get_job(engine, failure.value.job_id).status == JobStatus.CANCELLED
+    cancelled = jobs.get_job(engine, failure.value.job_id)
+    assert cancelled.status == JobStatus.CANCELLED
+    assert [s.status for s in cancelled.steps] == [
+        StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
+    ]
     (tmp_path / "broken").unlink()
     second = jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 4}, builder, artifacts_root=tmp_path)
     assert second != failure.value.job_id

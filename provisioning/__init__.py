@@ -1,1 +1,2 @@
-"""Real VMs through libvirt: golden images, linked clones, prebooted templates, domain XML, guest configuration, the tenant address."""
+"""Real VMs through libvirt: golden images, linked clones, prebooted templates, domain XML,
+guest configuration, the tenant address."""

@@ -6,6 +6,7 @@ an existing domain redefines it, destroying a stopped one is a no-op) so job ste
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -71,10 +72,8 @@ class Hypervisor:
             ) from error
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
-        except libvirt.libvirtError:
-            pass
 
     def __enter__(self) -> Hypervisor:
         return self

@@ -135,6 +135,8 @@ def _configure_guest(rootfs: Path) -> None:
     shutil.copy(files / "sshd_config", rootfs / "etc/ssh/sshd_config")
     shutil.copy(files / "countycloud-activate", rootfs / "usr/local/sbin/countycloud-activate")
     (rootfs / "usr/local/sbin/countycloud-activate").chmod(0o755)
+    shutil.copy(files / "tenant-app", rootfs / "usr/local/bin/tenant-app")
+    (rootfs / "usr/local/bin/tenant-app").chmod(0o755)
     app_dir = rootfs / "opt/tenant-app"
     app_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(files / "launcher.py", app_dir / "launcher.py")
@@ -251,7 +253,8 @@ def ensure(cache_dir: Path, log: Log = print) -> GoldenImage:
         raw = tmp / "golden.raw"
         _run(["mkfs.ext4", "-q", "-F", "-L", "ccroot", "-d", str(rootfs), str(raw), IMAGE_SIZE],
              "make the root file system", log)
-        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(tmp / "golden.qcow2")], "convert to qcow2", log)
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(tmp / "golden.qcow2")],
+             "convert to qcow2", log)
         raw.unlink()
         kernel, initrd = _boot_files(rootfs)
         shutil.copy(kernel, tmp / "vmlinuz")

@@ -11,7 +11,8 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from inventory import queries
@@ -19,23 +20,22 @@ from inventory.db import session_scope
 from inventory.enums import Lifecycle, SiteStatus
 from inventory.jobs import Step, StepContext
 from inventory.models import Tenant, Vm
-from provisioning import addressing, configure, images, seed, sites, templates
+from provisioning import address, configure, disks, images, seed, sites, templates
+from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.guest import agent_exec, set_clock
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.platform import Platform, ensure_ssh_key
+from provisioning.spec import new_uuid
 from provisioning.vmplan import (
-    DATA_TARGET,
-    SEED_TARGET,
     VmPaths,
     VmPlan,
+    app_env,
     cold_spec,
-    disk_xml,
     forwards,
     hotplug_disks,
     machine_id,
     vm_paths,
 )
-from provisioning.domain_xml import render_domain_xml
 
 ACTOR = "provisioning"
 COLD = "cold"  # prefix of the template step's output when the job falls back to a cold boot
@@ -89,7 +89,8 @@ def _check(platform: Platform, tenant_slug: str) -> str:
             raise ProvisioningError(f"tenant {tenant_slug} has no address port; apply the inventory first")
         session.rollback()  # the check decides nothing; `place` records
     if sites.state(platform.site(site.name)) is not sites.SiteState.UP:
-        raise ProvisioningError(f"site {site.name} is down; start it with `countycloud site start {site.name}`")
+        raise ProvisioningError(
+            f"site {site.name} is down; start it with `countycloud site start {site.name}`")
     with platform.hypervisor(site.name):
         pass  # reachable (raises HypervisorError with the reason otherwise)
     for tool in ("qemu-img", "mkfs.ext4", "haproxy"):
@@ -108,7 +109,7 @@ def _place(platform: Platform, tenant_slug: str) -> str:
                 continue
             host = queries.place_vm(session, vm)
             if vm.uuid is None or vm.mac is None:
-                queries.record_vm_identity(vm, templates.new_uuid(), _random_mac(), actor=ACTOR)
+                queries.record_vm_identity(vm, new_uuid(), _random_mac(), actor=ACTOR)
             if vm.status is not Lifecycle.ACTIVE:
                 queries.set_status(vm, Lifecycle.PROVISIONING, actor=ACTOR)
             placed.append(f"{vm.name} on {host.name}")
@@ -150,22 +151,6 @@ def _mode_is_cold(ctx: StepContext) -> bool:
     return bool(ctx.args.get("cold")) or str(ctx.previous.get("template") or COLD).startswith(COLD)
 
 
-def _backing_file(disk: Any) -> str | None:
-    info = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(disk)], capture_output=True,
-                          text=True, check=False)
-    if info.returncode != 0:
-        return None
-    import json
-
-    return json.loads(info.stdout).get("backing-filename")
-
-
-def _overlay(disk: Any, backing: Any) -> None:
-    disk.unlink(missing_ok=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(disk)],
-                   check=True, capture_output=True, text=True)
-
-
 def _disks(platform: Platform, vm_name: str, ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
     paths = vm_paths(platform.site(plan.site), plan.name)
@@ -177,7 +162,7 @@ def _disks(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         # A system disk is disposable until its VM exists: always a fresh overlay on the right base
         # (a restored template must never see a disk written after its save).
         backing = _system_backing(platform, plan, ctx)
-        _overlay(paths.system_disk, backing)
+        disks.overlay(paths.system_disk, backing)
         made.append(f"system disk on {backing.name}")
     result = seed.make_data_disk(paths.data_disk, plan.data_disk_mib)
     made.append(f"data disk {result}")
@@ -186,7 +171,7 @@ def _disks(platform: Platform, vm_name: str, ctx: StepContext) -> str:
     return ", ".join(made)
 
 
-def _system_backing(platform: Platform, plan: VmPlan, ctx: StepContext) -> Any:
+def _system_backing(platform: Platform, plan: VmPlan, ctx: StepContext) -> Path:
     image = images.ensure(platform.cache_dir, log=ctx.log)
     if _mode_is_cold(ctx):
         return image.disk
@@ -203,7 +188,7 @@ def _write_seed(platform: Platform, plan: VmPlan, paths: VmPaths) -> None:
                         str(paths.host_key)], check=True, capture_output=True)
     public_key = ensure_ssh_key(platform.ssh_key).with_suffix(".pub").read_text().strip()
     seed.build_seed_image(
-        paths.seed_disk, settings=addressing.app_env(plan), hostname=plan.name, authorized_keys=[public_key],
+        paths.seed_disk, settings=app_env(plan), hostname=plan.name, authorized_keys=[public_key],
         identity={
             "machine-id": (machine_id(plan) + "\n").encode(),
             "random-seed": secrets.token_bytes(512),
@@ -245,7 +230,8 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         finally:
             paths.clone_state.unlink(missing_ok=True)
         hv.make_persistent(plan.name)
-        return f"cloned the template state in {cloned:.2f} s, restored in {time.monotonic() - began - cloned:.2f} s"
+        restored = time.monotonic() - began - cloned
+        return f"cloned the template state in {cloned:.2f} s, restored in {restored:.2f} s"
 
 
 def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
@@ -260,12 +246,12 @@ def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         attached = hv.xml(plan.name)
         for disk in hotplug_disks(paths):
             if f"dev='{disk.target}'" not in attached:
-                hv.attach_disk(plan.name, disk_xml(disk))
+                hv.attach_disk(plan.name, render_disk_xml(disk))
         result = agent_exec(hv, plan.name, ["/usr/local/sbin/countycloud-activate"], timeout_s=60)
     return result.stdout.strip() or "activated"
 
 
-def _resize_to_plan(platform: Platform, vm_name: str) -> str:
+def _resize_to_plan(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
     with platform.hypervisor(plan.site) as hv:
         return resize_live(hv, plan.name, plan.vcpus, plan.memory_mib)
@@ -285,16 +271,16 @@ def resize_live(hv: Hypervisor, vm_name: str, vcpus: int, memory_mib: int) -> st
     return ", ".join(changes) or f"already {vcpus} vCPU / {memory_mib} MiB"
 
 
-def _app_ready(platform: Platform, vm_name: str) -> str:
+def _app_ready(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
-    waited = addressing.wait_healthy(plan.app_port, timeout_s=platform.boot_timeout_s)
+    waited = address.wait_healthy(plan.app_port, timeout_s=platform.boot_timeout_s)
     return f"app healthy on 127.0.0.1:{plan.app_port} after {waited:.1f} s"
 
 
 def _address(platform: Platform) -> str:
     with session_scope(platform.engine) as session:
-        frontends = addressing.frontends(queries.list_tenants(session))
-    changed = addressing.apply(platform.haproxy_dir, frontends)
+        frontends = address.frontends(queries.list_tenants(session))
+    changed = address.apply(platform.haproxy_dir, frontends)
     return f"{len(frontends)} tenant address(es), {'reloaded' if changed else 'unchanged'}"
 
 
@@ -302,7 +288,7 @@ def _health(platform: Platform, tenant_slug: str) -> str:
     with session_scope(platform.engine) as session:
         port = queries.get_tenant(session, tenant_slug).gateway_port
     assert port is not None  # the check step guarantees it
-    waited = addressing.wait_healthy(port, timeout_s=60)
+    waited = address.wait_healthy(port, timeout_s=60)
     return f"healthy through its address 127.0.0.1:{port} after {waited:.1f} s"
 
 
@@ -322,6 +308,14 @@ def _record_active(platform: Platform, tenant_slug: str) -> str:
     return f"tenant {tenant_slug} active"
 
 
+def _vm_step(vm: str, what: str, action: Callable[[Platform, str, StepContext], str], platform: Platform,
+             description: str) -> Step:
+    def run(ctx: StepContext) -> str:
+        return action(platform, vm, ctx)
+
+    return Step(f"{vm}:{what}", run, description)
+
+
 def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
     tenant = str(args["tenant"])
     steps = [
@@ -334,17 +328,17 @@ def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
                           "the site's prebooted template (cold boot if unusable)"))
     for name in vm_names(platform, tenant):
         steps += [
-            Step(f"{name}:disks", lambda ctx, n=name: _disks(platform, n, ctx), "system, data and seed disks"),
-            Step(f"{name}:start", lambda ctx, n=name: _start(platform, n, ctx), "restore a clone or boot"),
-            Step(f"{name}:identity", lambda ctx, n=name: _identity(platform, n, ctx),
-                 "clock, disks, unique identity, settings"),
-            Step(f"{name}:resize", lambda ctx, n=name: _resize_to_plan(platform, n), "live resize to its size"),
-            Step(f"{name}:app-ready", lambda ctx, n=name: _app_ready(platform, n), "the app answers"),
+            _vm_step(name, "disks", _disks, platform, "system, data and seed disks"),
+            _vm_step(name, "start", _start, platform, "restore a clone or boot"),
+            _vm_step(name, "identity", _identity, platform, "clock, disks, unique identity, settings"),
+            _vm_step(name, "resize", _resize_to_plan, platform, "live resize to its size"),
+            _vm_step(name, "app-ready", _app_ready, platform, "the app answers"),
         ]
     steps += [
         Step("address", lambda ctx: _address(platform), "render and reload HAProxy"),
         Step("health", lambda ctx: _health(platform, tenant), "healthy through the tenant address"),
-        Step("configure", lambda ctx: _configure(platform, tenant, ctx), "Ansible converges declared settings"),
+        Step("configure", lambda ctx: _configure(platform, tenant, ctx),
+             "Ansible converges the declared settings"),
         Step("record", lambda ctx: _record_active(platform, tenant), "mark the tenant active"),
     ]
     return steps
@@ -410,7 +404,8 @@ def _mark_retiring(platform: Platform, tenant_slug: str) -> str:
     return "retiring"
 
 
-def _teardown(platform: Platform, vm_name: str, purge: bool) -> str:
+def _teardown(platform: Platform, vm_name: str, ctx: StepContext) -> str:
+    purge = bool(ctx.args.get("purge"))
     with session_scope(platform.engine) as session:
         vm = queries.get_vm(session, vm_name)
         site = vm.host.site.name if vm.host else queries.get_tenant(session, vm.tenant.slug).home_site.name
@@ -439,14 +434,13 @@ def _record_retired(platform: Platform, tenant_slug: str) -> str:
 
 
 def retire_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
-    tenant, purge = str(args["tenant"]), bool(args.get("purge"))
+    tenant = str(args["tenant"])
     steps = [
         Step("check", lambda ctx: _check_retire(platform, tenant), "the site is up"),
         Step("mark", lambda ctx: _mark_retiring(platform, tenant), "tenant retiring"),
     ]
     for name in vm_names(platform, tenant):
-        steps.append(Step(f"{name}:teardown", lambda ctx, n=name: _teardown(platform, n, purge),
-                          "stop, undefine, remove the system disk"))
+        steps.append(_vm_step(name, "teardown", _teardown, platform, "stop, undefine, remove disks"))
     steps += [
         Step("record", lambda ctx: _record_retired(platform, tenant), "tenant and VMs retired"),
         Step("address", lambda ctx: _address(platform), "drop its HAProxy frontend"),

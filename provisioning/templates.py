@@ -13,14 +13,13 @@ import fcntl
 import json
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provisioning import savefile
+from provisioning import disks, savefile
 from provisioning.domain_xml import render_domain_xml
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import Hypervisor
@@ -105,7 +104,8 @@ def check_usable(template: Template) -> None:
     header = savefile.read_header(template.state_file)  # raises SaveFileError naming the file
     if template.image_key not in header.xml:
         raise TemplateError(
-            f"{template.state_file}: saved from another golden image (its XML does not name {template.image_key})"
+            f"{template.state_file}: saved from another golden image "
+            f"(its XML does not name {template.image_key})"
         )
     if not template.system_disk.exists():
         raise TemplateError(f"{template.system_disk}: the template's frozen system disk is missing")
@@ -167,8 +167,7 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "qcow2",
-                        str(directory / "system.qcow2")], check=True, capture_output=True)
+        disks.overlay(directory / "system.qcow2", image.disk)
         spec = template_spec(site, image, directory, domain_type)
         hv.define(render_domain_xml(spec))
         hv.start(name)
@@ -211,9 +210,27 @@ def write_clone_state(template: Template, *, name: str, uuid: str, system_disk: 
     savefile.write_clone(template.state_file, destination, xml)
 
 
+def dependents(site: SitePaths, image_key: str) -> list[str]:
+    """County VMs at the site whose system disk is a linked clone of this template's frozen disk."""
+    frozen = template_dir(site, image_key) / "system.qcow2"
+    vms = site.disks / "vms"
+    if not vms.exists():
+        return []
+    return sorted(vm.name for vm in vms.iterdir() if disks.backing_of(vm / "system.qcow2") == frozen)
+
+
 def remove(hv: Hypervisor | None, site: SitePaths, image_key: str) -> bool:
-    """Remove a site's template (its frozen disk, state file and manifest). Returns whether one existed."""
+    """Remove a site's template (frozen disk, state file, manifest); returns whether one existed.
+
+    Refused while county VMs still run on its frozen disk: removing it would destroy their system disks.
+    """
     directory = template_dir(site, image_key)
+    users = dependents(site, image_key)
+    if users:
+        raise TemplateError(
+            f"template {site.name}/{image_key} is the base of {len(users)} VM(s) ({', '.join(users)}); "
+            "retire or move them first"
+        )
     if hv is not None:
         hv.undefine(template_domain_name(image_key))
     if not directory.exists():
@@ -223,10 +240,10 @@ def remove(hv: Hypervisor | None, site: SitePaths, image_key: str) -> bool:
 
 
 def remove_stale(hv: Hypervisor | None, site: SitePaths, current_key: str) -> list[str]:
-    """Templates of golden images that are no longer current are removed."""
+    """Templates of golden images that are no longer current, and that no VM sits on, are removed."""
     removed = []
     for template in list_templates(site):
-        if template.image_key != current_key:
+        if template.image_key != current_key and not dependents(site, template.image_key):
             remove(hv, site, template.image_key)
             removed.append(template.image_key)
     return removed

@@ -117,21 +117,10 @@ def cold_spec(plan: VmPlan, paths: VmPaths, image: GoldenImage, domain_type: Dom
         domain_type=domain_type, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
         disks=(
             Disk(path=paths.system_disk, target="vda", fmt=DiskFormat.QCOW2),
-            Disk(path=paths.seed_disk, target=SEED_TARGET, fmt=DiskFormat.RAW, readonly=True, serial="ccseed"),
-            Disk(path=paths.data_disk, target=DATA_TARGET, fmt=DiskFormat.RAW, serial="ccdata"),
+            *hotplug_disks(paths),
         ),
         network=UserNetwork(forwards=forwards(plan)),
         agent_socket=paths.agent_socket, serial_log=paths.serial_log,
-    )
-
-
-def disk_xml(disk: Disk) -> str:
-    """A single <disk> element for a live attach (the same shape the domain template renders)."""
-    readonly = "<readonly/>" if disk.readonly else ""
-    serial = f"<serial>{disk.serial}</serial>" if disk.serial else ""
-    return (
-        f"<disk type='file' device='disk'><driver name='qemu' type='{disk.fmt}'/>"
-        f"<source file='{disk.path}'/><target dev='{disk.target}' bus='virtio'/>{readonly}{serial}</disk>"
     )
 
 

@@ -11,11 +11,7 @@ import time
 SETTINGS = "/etc/tenant-app.env"
 
 import tenant_app.__main__ as entry  # noqa: E402  (imported before the wait on purpose)
-
-try:  # warm the heavy part of the app too, whatever its layout
-    import tenant_app.app  # noqa: F401
-except ImportError:
-    pass
+import tenant_app.app  # noqa: E402, F401  (the heavy part: FastAPI, SQLAlchemy, the routes)
 
 # The template builder saves the guest once this marker exists: imports done, settings awaited.
 os.makedirs("/run/countycloud", exist_ok=True)

@@ -1,0 +1,76 @@
+"""Wiring, done once: settings -> database engine -> the Platform the lower packages act through,
+and the job builders so any process can run or resume any job. Also the machine's idempotent
+set-up (SSH key, both site daemons, the golden image, a prebooted template per site)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+from sqlalchemy import Engine
+
+from controlplane import jobs
+from controlplane.settings import Settings, load
+from inventory.db import make_engine, migrate, session_scope
+from inventory.jobs import JobKind
+from inventory.queries import list_sites
+from provisioning import images, sites, steps, templates
+from provisioning.platform import Platform, ensure_ssh_key, host_domain_type
+
+Log = Callable[[str], None]
+
+
+@cache
+def settings() -> Settings:
+    return load()
+
+
+@cache
+def engine() -> Engine:
+    url = settings().database_url
+    migrate(url)
+    return make_engine(url)
+
+
+@cache
+def platform() -> Platform:
+    current = settings()
+    return Platform(engine=engine(), state_dir=current.state_dir, cache_dir=current.cache_dir,
+                    domain_type=host_domain_type())
+
+
+def register_job_builders() -> None:
+    """Every job kind the platform runs, rebuilt from its recorded args with the wired Platform."""
+    jobs.register_builder(JobKind.PROVISION, steps.provision_steps)
+    jobs.register_builder(JobKind.RESIZE, steps.resize_steps)
+    jobs.register_builder(JobKind.RETIRE, steps.retire_steps)
+    jobs.set_default_context(platform())
+
+
+# Sites every machine runs; the inventory may declare them too (its names must match).
+DEFAULT_SITES = ("primary", "secondary")
+
+
+def site_names() -> list[str]:
+    with session_scope(engine()) as session:
+        declared = [site.name for site in list_sites(session)]
+    return declared or list(DEFAULT_SITES)
+
+
+def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImage:
+    """Make this machine ready (idempotent: a second run only checks)."""
+    current = platform()
+    ensure_ssh_key(current.ssh_key)
+    for name in site_names():
+        sites.start(current.site(name))
+        log(f"site {name}: up ({current.site(name).uri})")
+    image = images.ensure(current.cache_dir, log=log)
+    log(f"golden image {image.key}: ready")
+    if with_templates:
+        for name in site_names():
+            with current.hypervisor(name) as hv:
+                template = templates.build(hv, current.site(name), image, current.domain_type, log=log)
+                removed = templates.remove_stale(hv, current.site(name), image.key)
+            log(f"template {name}/{template.image_key}: ready"
+                + (f" (removed stale: {', '.join(removed)})" if removed else ""))
+    return image

@@ -1,0 +1,101 @@
+"""`countycloud demo` and `countycloud setup`: the README's first command, on embedded defaults."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from controlplane import bootstrap
+from controlplane.cli.common import EXIT_USAGE, console, errors, user_errors
+from controlplane.cli.tenant import run_job, show_command
+from inventory.db import session_scope
+from inventory.declare import apply
+from inventory.jobs import JobKind
+from inventory.loader import load_sample
+from inventory.ports import PortRange, PortRanges
+from inventory.queries import get_tenant, list_tenants
+from provisioning import configure, steps
+
+FIRST_COUNTY = "keelung"  # 基隆市, the county the demo brings up first
+# tenant_app's demo county (seeded inside the guest): a clerk of the finance agency.
+SAMPLE_LOGIN = ("fin-clerk", "demo-pass-2026")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
+    app.command("setup")(setup_command)
+
+
+def setup_command(
+    templates: Annotated[bool, typer.Option(help="Also build each site's prebooted template.")] = True,
+) -> None:
+    """Prepare this machine: SSH key, both site daemons, the golden image, the templates (idempotent)."""
+    with user_errors():
+        bootstrap.setup(log=console.print, with_templates=templates)
+    console.print("[green]machine ready[/]")
+
+
+def _apply_sample() -> None:
+    settings = bootstrap.settings()
+    ports = PortRanges(
+        guest=PortRange(settings.guest_port_first, settings.guest_port_last, "guest ports"),
+        gateway=PortRange(settings.gateway_port_first, settings.gateway_port_last, "gateway ports"),
+    )
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        changes = apply(session, load_sample(), actor="demo", ports=ports)
+    console.print(f"inventory: sample applied ({len(changes)} change(s))")
+
+
+def _counties(count: int) -> list[str]:
+    with session_scope(bootstrap.engine()) as session:
+        slugs = [tenant.slug for tenant in list_tenants(session)]
+    ordered = [FIRST_COUNTY] + [slug for slug in slugs if slug != FIRST_COUNTY]
+    return ordered[:count]
+
+
+def _seed_demo_data(county: str) -> None:
+    """tenant_app's demo county inside the guest, so the sample login works (idempotent)."""
+    platform = bootstrap.platform()
+    with session_scope(platform.engine) as session:
+        vm = next(vm.name for vm in get_tenant(session, county).vms)
+    plan = steps.load_plan(platform, vm)
+    result = configure.ssh_run(plan, platform.ssh_key, "tenant-app seed")
+    if not result.ok:
+        errors.print(f"{county}: seeding demo data failed: {(result.stderr or result.stdout).strip()}")
+
+
+def demo_command(
+    counties: Annotated[int, typer.Option(help="How many of the 13 sample counties to bring up.")] = 1,
+    cold: Annotated[bool, typer.Option("--cold", help="Boot instead of cloning the template.")] = False,
+) -> None:
+    """Set up this machine, apply the sample inventory and bring 基隆市 (keelung) up on a real VM."""
+    if not 1 <= counties <= 13:
+        errors.print("--counties takes 1 to 13")
+        raise typer.Exit(EXIT_USAGE)
+    started = time.monotonic()
+    with user_errors():
+        bootstrap.setup(log=console.print, with_templates=not cold)
+    _apply_sample()
+    for county in _counties(counties):
+        console.rule(f"tenant create {county}")
+        run_job(JobKind.PROVISION, county, {"tenant": county, "cold": cold})
+        _seed_demo_data(county)
+    console.rule("ready")
+    show_command(FIRST_COUNTY)
+    with session_scope(bootstrap.engine()) as session:
+        port = get_tenant(session, FIRST_COUNTY).gateway_port
+    console.print(f"""
+[bold green]基隆市 (keelung) is serving[/] after {time.monotonic() - started:.0f} s: http://127.0.0.1:{port}/
+  sample login: {SAMPLE_LOGIN[0]} / {SAMPLE_LOGIN[1]}   (other roles: fin-chief, fin-head, auditor, admin)
+
+Next, try:
+  countycloud tenant list
+  countycloud tenant exec keelung -- uptime
+  countycloud tenant resize keelung --vcpus 2 --memory 2048
+  countycloud tenant create taichung        (any of the 13 sample counties)
+  countycloud job list
+  countycloud site list
+  countycloud demo --counties 13
+""")

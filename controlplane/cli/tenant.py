@@ -1,0 +1,168 @@
+"""`countycloud tenant create | list | show | resize | retire | exec`: counties on their VMs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from controlplane import bootstrap, jobs
+from controlplane.cli.common import EXIT_FAILED, EXIT_USAGE, console, errors, user_errors
+from controlplane.cli.job import job_progress
+from inventory.db import session_scope
+from inventory.jobs import JobKind
+from inventory.queries import get_tenant, get_vm, list_tenants, vms_of
+from provisioning import address, configure, steps
+
+tenant_app = typer.Typer(no_args_is_help=True, help="Counties: create, list, show, resize, retire, exec.")
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tenant_app, name="tenant")
+
+
+def run_job(kind: JobKind, target: str, args: dict[str, Any], quiet: bool = False) -> str:
+    """Run (or resume) the job for this target to its end; exit 1 with the failing step's message."""
+    bootstrap.register_job_builders()
+    platform = bootstrap.platform()
+    try:
+        with user_errors():
+            if quiet:
+                return jobs.start(platform.engine, kind, target, args, context=platform,
+                                  artifacts_root=platform.artifacts_dir)
+            with job_progress() as on_progress:
+                return jobs.start(platform.engine, kind, target, args, context=platform,
+                                  artifacts_root=platform.artifacts_dir, on_progress=on_progress)
+    except jobs.JobFailed as error:
+        errors.print(f"[bold red]job {error.job_id} failed[/]: {error.error}")
+        errors.print("fix the cause, then rerun the same command "
+                     f"(or `countycloud job resume {error.job_id}`)")
+        raise typer.Exit(EXIT_FAILED) from None
+    except jobs.JobError as error:
+        errors.print(f"[red]{error}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        jobs.shutdown()
+
+
+def _tenant_row(tenant: Any) -> dict[str, Any]:
+    return {
+        "tenant": tenant.slug, "name": tenant.name, "status": tenant.status.value,
+        "site": tenant.home_site.name,
+        "address": f"http://127.0.0.1:{tenant.gateway_port}/" if tenant.gateway_port else None,
+        "vms": [
+            {"name": vm.name, "role": vm.role.value, "status": vm.status.value, "vcpus": vm.vcpus,
+             "memory_mb": vm.memory_mb, "host": vm.host.name if vm.host else None,
+             "ssh_port": vm.ssh_port, "app_port": vm.app_port}
+            for vm in vms_of(tenant)
+        ],
+    }
+
+
+@tenant_app.command("create")
+def create_command(
+    tenant: Annotated[str, typer.Argument(help="The county's slug, e.g. keelung.")],
+    cold: Annotated[bool, typer.Option("--cold", help="Boot from the golden image instead of cloning "
+                                                      "the site's prebooted template.")] = False,
+) -> None:
+    """Provision a declared county: its VMs, its address, its configuration (a resumable job)."""
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        get_tenant(session, tenant)  # unknown county: a clear message and exit 2
+    job_id = run_job(JobKind.PROVISION, tenant, {"tenant": tenant, "cold": cold})
+    show_command(tenant)
+    console.print(f"[green]job {job_id} succeeded[/]")
+
+
+@tenant_app.command("list")
+def list_command(as_json: JsonOption = False) -> None:
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        rows = [_tenant_row(tenant) for tenant in list_tenants(session)]
+    if as_json:
+        console.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("tenant", "name", "status", "site", "VMs", "address")
+    for row in rows:
+        table.add_row(row["tenant"], row["name"], row["status"], row["site"], str(len(row["vms"])),
+                      row["address"] or "")
+    console.print(table)
+
+
+@tenant_app.command("show")
+def show_command(tenant: str, as_json: JsonOption = False) -> None:
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        row = _tenant_row(get_tenant(session, tenant))
+    if row["address"]:
+        port = int(row["address"].rsplit(":", 1)[1].strip("/"))
+        row["healthy"] = address.healthy(port)
+    if as_json:
+        console.print_json(json.dumps(row, ensure_ascii=False))
+        return
+    console.print(f"[bold]{row['name']}[/] ({row['tenant']}) — {row['status']} at site {row['site']}")
+    if row["address"]:
+        console.print(f"address: {row['address']}  healthy: {row['healthy']}")
+    table = Table("vm", "role", "status", "vCPU", "memory MB", "host", "ssh", "app")
+    for vm in row["vms"]:
+        table.add_row(vm["name"], vm["role"], vm["status"], str(vm["vcpus"]), str(vm["memory_mb"]),
+                      vm["host"] or "", str(vm["ssh_port"] or ""), str(vm["app_port"] or ""))
+    console.print(table)
+
+
+def _vm_of(tenant: str, vm: str | None) -> str:
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        if vm is not None:
+            return get_vm(session, vm).name
+        names = [v.name for v in vms_of(get_tenant(session, tenant))]
+    if len(names) != 1:
+        errors.print(f"tenant {tenant} has {len(names)} VMs ({', '.join(names)}); name one with --vm")
+        raise typer.Exit(EXIT_USAGE)
+    return names[0]
+
+
+@tenant_app.command("resize")
+def resize_command(
+    tenant: str,
+    vcpus: Annotated[int, typer.Option(help="vCPUs, changed live.")],
+    memory: Annotated[int, typer.Option(help="Memory in MB, changed live (balloon).")],
+    vm: Annotated[str | None, typer.Option(help="Which VM, when the tenant has several.")] = None,
+) -> None:
+    """Resize a running VM live (vCPUs up to its maximum, memory by balloon)."""
+    name = _vm_of(tenant, vm)
+    run_job(JobKind.RESIZE, name, {"vm": name, "vcpus": vcpus, "memory_mb": memory})
+    console.print(f"[green]{name}: {vcpus} vCPU, {memory} MB[/]")
+
+
+@tenant_app.command("retire")
+def retire_command(
+    tenant: str,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the county's data disk.")] = False,
+) -> None:
+    """Stop and undefine the county's VMs, remove their system disks (data kept unless --purge)."""
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        get_tenant(session, tenant)
+    run_job(JobKind.RETIRE, tenant, {"tenant": tenant, "purge": purge})
+    console.print(f"[green]tenant {tenant} retired[/]" + ("" if purge else " (data disk kept)"))
+
+
+@tenant_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_command(
+    tenant: str,
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    vm: Annotated[str | None, typer.Option(help="Which VM, when the tenant has several.")] = None,
+) -> None:
+    """Run one command in the county's VM over SSH (fabric); exits with the command's own code."""
+    name = _vm_of(tenant, vm)
+    platform = bootstrap.platform()
+    with user_errors():
+        plan = steps.load_plan(platform, name)
+    try:
+        result = configure.ssh_run(plan, platform.ssh_key, " ".join(command))
+    except Exception as error:  # paramiko/fabric raise many types; the operator needs the reason
+        errors.print(f"{name}: SSH to 127.0.0.1:{plan.ssh_port} failed: {error}")
+        raise typer.Exit(EXIT_FAILED) from None
+    console.out(result.stdout, end="")
+    if result.stderr:
+        errors.out(result.stderr, end="")
+    raise typer.Exit(result.rc)

@@ -1,0 +1,64 @@
+"""The tenant address: which VM serves each county behind its stable port, and waiting for health.
+
+`frontends` is pure (inventory records in, gateway data out); HAProxy itself is reached only
+through provisioning.haproxy.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from inventory.enums import Lifecycle, VmRole
+from inventory.models import Tenant
+from provisioning.gateway import Backend, Frontend
+from provisioning.haproxy import ApplyAction, HAProxyGateway
+
+# Tenants in these states have an address; a retired one's frontend is dropped.
+ADDRESSED = frozenset({Lifecycle.PROVISIONING, Lifecycle.ACTIVE, Lifecycle.FAILED})
+SERVING_ROLE = VmRole.ACCOUNTING
+
+
+class NotHealthy(RuntimeError):
+    """An address did not answer /healthz with 200 in time."""
+
+
+def frontends(tenants: Iterable[Tenant]) -> list[Frontend]:
+    result = []
+    for tenant in tenants:
+        if tenant.status not in ADDRESSED or tenant.gateway_port is None:
+            continue
+        backends = tuple(
+            Backend(name=vm.name, host_port=vm.app_port)
+            for vm in tenant.vms
+            if vm.role is SERVING_ROLE and vm.app_port is not None and vm.status is not Lifecycle.RETIRED
+        )
+        result.append(Frontend(tenant=tenant.slug, listen_port=tenant.gateway_port, backends=backends))
+    return sorted(result, key=lambda frontend: frontend.tenant)
+
+
+def apply(haproxy_dir: Path, wanted: list[Frontend]) -> bool:
+    """Make HAProxy serve exactly these frontends; returns whether anything changed."""
+    result = HAProxyGateway(haproxy_dir).apply(wanted)
+    return result.action is not ApplyAction.UNCHANGED
+
+
+def healthy(port: int, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_healthy(port: int, timeout_s: float) -> float:
+    """Poll 127.0.0.1:port/healthz until it answers 200; returns the seconds waited."""
+    started = time.monotonic()
+    while not healthy(port):
+        if time.monotonic() - started > timeout_s:
+            raise NotHealthy(f"127.0.0.1:{port}/healthz did not answer 200 within {timeout_s:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started

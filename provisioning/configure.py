@@ -1,0 +1,117 @@
+"""Configuration management of running guests: Ansible playbooks through ansible-runner over SSH
+(on each guest's forwarded port on 127.0.0.1), and one-off commands with fabric.
+
+Each playbook run is a folder (inputs, artifacts, events) kept with the job that ran it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioning import seed
+from provisioning.guest import CommandResult
+from provisioning.vmplan import APP_GUEST_PORT, VmPlan, app_env
+
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+_SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
+
+
+class ConfigureError(RuntimeError):
+    """A playbook run failed; the message names the host, the task and the run folder."""
+
+
+@dataclass(frozen=True)
+class PlaybookOutcome:
+    status: str
+    rc: int
+    changed: int
+    elapsed_s: float
+    run_dir: Path
+
+
+def ansible_inventory(plans: Sequence[VmPlan], ssh_key: Path) -> dict[str, object]:
+    """Pure: the Ansible inventory for these VMs, reached on their forwarded SSH ports."""
+    hosts = {
+        plan.name: {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": plan.ssh_port,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(ssh_key),
+            "ansible_ssh_common_args": _SSH_OPTIONS,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "tenant_env": seed.render_env(app_env(plan)),
+            "app_guest_port": APP_GUEST_PORT,
+        }
+        for plan in plans
+    }
+    return {"all": {"hosts": hosts}}
+
+
+def run_playbook(playbook: str, plans: Sequence[VmPlan], ssh_key: Path, run_dir: Path) -> PlaybookOutcome:
+    import ansible_runner  # imported here: it is slow to import and only this step needs it
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    venv_bin = str(Path(sys.executable).parent)
+    result = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        playbook=str(PLAYBOOKS / playbook),
+        inventory=ansible_inventory(plans, ssh_key),
+        quiet=True,
+        envvars={
+            # ansible-runner finds ansible-playbook on PATH; the venv's bin must be on it.
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_PIPELINING": "True",
+        },
+    )
+    stats = result.stats or {}
+    changed = sum((stats.get("changed") or {}).values())
+    elapsed = 0.0
+    for event in result.events:
+        if event.get("event") == "playbook_on_stats":
+            elapsed = float(event.get("event_data", {}).get("duration") or 0.0)
+    outcome = PlaybookOutcome(status=str(result.status), rc=int(result.rc or 0), changed=changed,
+                              elapsed_s=elapsed, run_dir=run_dir)
+    if result.status != "successful":
+        failures = [
+            f"{event['event_data'].get('host')}: {event['event_data'].get('task')}: "
+            f"{(event['event_data'].get('res') or {}).get('msg', '')}"
+            for event in result.events
+            if event.get("event") in ("runner_on_failed", "runner_on_unreachable")
+        ]
+        raise ConfigureError(
+            f"playbook {playbook} {result.status} (rc {result.rc}): "
+            f"{'; '.join(failures) or 'see run folder'} [{run_dir}]"
+        )
+    return outcome
+
+
+def converge(plans: Sequence[VmPlan], ssh_key: Path, artifacts: Path) -> str:
+    outcome = run_playbook("converge.yml", plans, ssh_key, artifacts / "ansible-converge")
+    return (f"converged {len(plans)} VM(s): {outcome.changed} change(s), healthy; "
+            f"run folder {outcome.run_dir}")
+
+
+def ssh_run(plan: VmPlan, ssh_key: Path, command: str, timeout_s: float = 120.0) -> CommandResult:
+    """One command over SSH with fabric (`countycloud tenant exec`)."""
+    from fabric import Connection
+
+    with Connection(host="127.0.0.1", port=plan.ssh_port, user="root",
+                    connect_kwargs={"key_filename": str(ssh_key), "look_for_keys": False,
+                                    "allow_agent": False},
+                    connect_timeout=10) as connection:
+        connection.client.set_missing_host_key_policy(_accept_any())
+        result = connection.run(command, warn=True, hide=True, timeout=timeout_s)
+    return CommandResult(rc=result.exited, stdout=result.stdout, stderr=result.stderr)
+
+
+def _accept_any() -> object:
+    # Guests are reached only on 127.0.0.1 forwards the platform made; their host keys are made
+    # by the platform too (seed disk), so there is nothing to learn from a known_hosts prompt.
+    import paramiko
+
+    return paramiko.AutoAddPolicy()

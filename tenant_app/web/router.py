@@ -6,8 +6,11 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from tenant_app.web.pages import (
+    admin,
+    audit_log,
     budget,
     certifications,
+    delegations,
     journal,
     payments,
     periods,
@@ -31,5 +34,7 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
 
-for module in (session, budget, certifications, vouchers, payments, journal, periods, reports):
+_PAGES = (session, budget, certifications, vouchers, payments, journal, periods, reports, delegations, admin,
+          audit_log)
+for module in _PAGES:
     web_router.include_router(module.router)

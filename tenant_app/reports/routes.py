@@ -15,12 +15,12 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from sqlalchemy.orm import Session
 
-from tenant_app.auth import Principal, check_agency, get_db, require_action
+from tenant_app.auth import Principal, check_agency, require_action
 from tenant_app.reports import catalog
 from tenant_app.reports.catalog import ExportFormat, ReportKind, ReportRequest
 from tenant_app.reports.execution import UnknownFiscalYearError
+from tenant_app.reports.reading import snapshot_session
 from tenant_app.security.permissions import Action
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -45,30 +45,33 @@ def download(
     period: int = Query(13, ge=1, le=13),
     agency: int | None = None,
     fmt: ExportFormat = Query(ExportFormat.HTML, alias="format"),
-    db: Session = Depends(get_db),
     principal: Principal = Depends(require_action(Action.RUN_REPORTS)),
 ) -> Response:
     if agency is not None:
         check_agency(principal, agency)
     agencies = [agency] if agency is not None else sorted(principal.agency_ids)
     report = ReportRequest(kind, year, period, agencies)
-    county = catalog.county_name(db, request.app.state.tenant.settings.county_name)
-    try:
-        sheet = catalog.build(db, report, county=county, printed_at=dt.datetime.now(dt.UTC))
-        # Rendered while the session is open (the ledger's rows are a live cursor), then streamed.
-        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by _chunks
-        catalog.render(sheet, fmt, spool)
-    except UnknownFiscalYearError:
-        return JSONResponse(
-            {
-                "code": "unknown_fiscal_year",
-                "message": f"查無 {year} 會計年度",
-                "message_en": f"fiscal year {year} does not exist",
-            },
-            status_code=404,
-        )
-    finally:
-        db.rollback()  # read-only: end the transaction (and SQLite's write lock) now
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by _chunks
+    # A snapshot that takes no write lock: a long report never holds up certifications.
+    with snapshot_session(request.app.state.tenant.engine) as db:
+        county = catalog.county_name(db, request.app.state.tenant.settings.county_name)
+        try:
+            sheet = catalog.build(db, report, county=county, printed_at=dt.datetime.now(dt.UTC))
+            # Rendered while the session is open (the ledger's rows are a live cursor), then streamed.
+            catalog.render(sheet, fmt, spool)
+        except UnknownFiscalYearError:
+            spool.close()
+            return JSONResponse(
+                {
+                    "code": "unknown_fiscal_year",
+                    "message": f"查無 {year} 會計年度",
+                    "message_en": f"fiscal year {year} does not exist",
+                },
+                status_code=404,
+            )
+        except BaseException:
+            spool.close()
+            raise
     spool.seek(0)
     if fmt is ExportFormat.HTML:
         return HTMLResponse(spool.read().decode("utf-8"))

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from tenant_app.reports import catalog
 from tenant_app.reports.catalog import ExportFormat, ReportKind, ReportRequest
 from tenant_app.reports.execution import UnknownFiscalYearError
-from tenant_app.reports.sheet import Sheet
+from tenant_app.reports.reading import snapshot_session
 from tenant_app.rules.budget import FIRST_PERIOD, LAST_PERIOD
 from tenant_app.security.permissions import Action
 from tenant_app.services.certification import today
@@ -35,12 +35,18 @@ def _request(current: Page, kind: ReportKind, period: int) -> ReportRequest:
     return ReportRequest(kind, year.year, period, [agency.id])
 
 
-def _sheet(current: Page, report: ReportRequest) -> Sheet:
-    county = catalog.county_name(current.db, current.settings.county_name)
-    try:
-        return catalog.build(current.db, report, county=county, printed_at=dt.datetime.now(dt.UTC))
-    except UnknownFiscalYearError as error:
-        raise WebRefusal(f"查無 {report.year} 會計年度。", status.HTTP_404_NOT_FOUND) from error
+def _render_report(current: Page, report: ReportRequest, fmt: ExportFormat) -> bytes:
+    """Build and render in B's snapshot session: a long report never holds the write lock."""
+    current.db.rollback()  # end the page's own transaction (on SQLite: the write lock) first
+    with snapshot_session(current.request.app.state.tenant.engine) as db:
+        county = catalog.county_name(db, current.settings.county_name)
+        try:
+            sheet = catalog.build(db, report, county=county, printed_at=dt.datetime.now(dt.UTC))
+        except UnknownFiscalYearError as error:
+            raise WebRefusal(f"查無 {report.year} 會計年度。", status.HTTP_404_NOT_FOUND) from error
+        out = io.BytesIO()
+        catalog.render(sheet, fmt, out)  # inside the session: the ledger's rows are a live cursor
+        return out.getvalue()
 
 
 @router.get("/reports")
@@ -54,10 +60,8 @@ def reports(
     fragment = None
     if kind is not None:
         report = _request(current, kind, period)
-        out = io.BytesIO()
-        catalog.render(_sheet(current, report), ExportFormat.HTML, out)
         # B's fragment is rendered by its own autoescaping Jinja2 environment: safe to embed as is.
-        fragment = Markup(out.getvalue().decode("utf-8"))
+        fragment = Markup(_render_report(current, report, ExportFormat.HTML).decode("utf-8"))
     return current.render(
         "reports.html", kinds=[(k, catalog.TITLES[k][0]) for k in ReportKind], chosen=kind, period=period,
         periods=range(FIRST_PERIOD, LAST_PERIOD + 1), fragment=fragment,
@@ -74,10 +78,9 @@ def download(
 ) -> Response:
     period = period or today().month
     report = _request(current, kind, period)
-    out = io.BytesIO()
-    catalog.render(_sheet(current, report), fmt, out)
+    body = _render_report(current, report, fmt)
     title = f"{catalog.TITLES[kind][0]}-{report.year - 1911}年-第{period}期.{fmt.value}"
     disposition = (f"attachment; filename=\"{catalog.filename(report, fmt)}\"; "
                    f"filename*=UTF-8''{quote(title)}")
-    return Response(out.getvalue(), media_type=catalog.MEDIA_TYPES[fmt],
+    return Response(body, media_type=catalog.MEDIA_TYPES[fmt],
                     headers={"Content-Disposition": disposition})

@@ -135,3 +135,9 @@ def test_general_ledger_streams_with_running_balance_and_totals(county: Engine) 
     buf.seek(0)
     read = [r.getElementsByType(TableCell) for r in load_ods(buf).spreadsheet.getElementsByType(TableRow)]
     assert len(read) == 3 + 1 + len(rows) + 1
+    # The exported totals row carries the ledger's debit and credit totals, as numbers.
+    debit_total = sum(t.debit for t in accounts.values())
+    credit_total = sum(t.credit for t in accounts.values())
+    assert [int(c.getAttribute("value")) for c in read[-1][5:7]] == [debit_total, credit_total]
+    # And the body's debits, read back, add up to the same total.
+    assert sum(int(r[5].getAttribute("value") or 0) for r in read[4:-1]) == debit_total

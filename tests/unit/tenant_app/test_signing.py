@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tenant_app import signing_keys
 from tenant_app.canonical import NotCanonicalError, canonical_bytes
@@ -355,3 +357,37 @@ def test_secret_rotation_keeps_the_public_key() -> None:
     rewrapped = signing_keys.rewrap(SECRET, "rotated-secret", pair.key_id, pair.wrapped_private_key)
     private = signing_keys.unwrap_private_key("rotated-secret", pair.key_id, rewrapped)
     assert private.public_key().public_bytes_raw() == pair.public_key
+
+
+# ------------------------------------------------------------------ properties
+
+_PEOPLE = People()
+_SIGNED = _voucher()
+_CHAIN = _PEOPLE.full_chain(_SIGNED)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    field=st.sampled_from(["payee", "amount", "number", "invoices", "lines", "payee_account"]),
+    salt=st.integers(min_value=1, max_value=10**9),
+)
+def test_any_edit_of_a_signed_voucher_is_detected(field: str, salt: int) -> None:
+    changes: dict[str, object] = {
+        "payee": f"{_SIGNED.payee}{salt}",
+        "amount": _SIGNED.amount + salt,
+        "number": f"{_SIGNED.number}-{salt}",
+        "invoices": (*_SIGNED.invoices, f"ZZ{salt % 10**8:08d}"),
+        "lines": (*_SIGNED.lines, VoucherLine("P9", salt)),
+        "payee_account": f"000-{salt}",
+    }
+    edited = dataclasses.replace(_SIGNED, **{field: changes[field]})  # type: ignore[arg-type]
+    errors = verify_chain(edited, _CHAIN, _PEOPLE.ctx)
+    assert [e.code for e in errors].count(ChainErrorCode.CONTENT_CHANGED) == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(order=st.permutations(range(3)))
+def test_only_the_signing_order_verifies(order: list[int]) -> None:
+    chain = [_CHAIN[i] for i in order]
+    errors = verify_chain(_SIGNED, chain, _PEOPLE.ctx)
+    assert (errors == []) == (list(order) == [0, 1, 2])

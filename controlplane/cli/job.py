@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -83,7 +84,7 @@ def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
         def update(view: jobs.JobView) -> None:
             for step in view.steps:
                 if step.index not in tasks:
-                    tasks[step.index] = progress.add_task(step.name, total=1, start=False, status="",
+                    tasks[step.index] = progress.add_task(escape(step.name), total=1, start=False, status="",
                                                           duration=None)
                 task = tasks[step.index]
                 style = STATUS_STYLE.get(step.status, "")
@@ -105,10 +106,10 @@ def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
 
 def _show_failure(error: jobs.JobError) -> int:
     if isinstance(error, jobs.JobFailed):
-        errors.print(f"[bold red]job {error.job_id} failed[/]: {error.error}")
+        errors.print(f"[bold red]job {error.job_id} failed[/]: {escape(error.error)}")
         errors.print(f"see: countycloud job show {error.job_id}")
         return EXIT_FAILED
-    errors.print(f"[red]{error}[/]")
+    errors.print(f"[red]{escape(str(error))}[/]")
     return EXIT_UNKNOWN
 
 
@@ -117,7 +118,8 @@ def _database_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, ProgrammingError) as error:
-        errors.print(f"[red]the platform database is not ready ({error.orig}); run `countycloud demo` or "
+        reason = escape(str(error.orig))
+        errors.print(f"[red]the platform database is not ready ({reason}); run `countycloud demo` or "
                      "`countycloud inventory apply FILE` first[/]")
         raise typer.Exit(EXIT_UNKNOWN) from None
 
@@ -138,8 +140,8 @@ def list_command(
     for v in views:
         done = sum(1 for s in v.steps if s.status == StepStatus.SUCCEEDED)
         style = STATUS_STYLE.get(v.status, "")
-        table.add_row(v.id, v.kind.value, v.target, f"[{style}]{v.status.value}[/]", f"{done}/{len(v.steps)}",
-                      _when(v.created_at), _seconds(v.duration_s))
+        table.add_row(v.id, v.kind.value, escape(v.target), f"[{style}]{v.status.value}[/]",
+                      f"{done}/{len(v.steps)}", _when(v.created_at), _seconds(v.duration_s))
     console.print(table)
 
 
@@ -170,17 +172,19 @@ def _when(value: datetime | None) -> str:
 
 def _print_job(view: jobs.JobView) -> None:
     style = STATUS_STYLE.get(view.status, "")
-    console.print(f"[bold]{view.id}[/]  {view.kind.value} {view.target}  [{style}]{view.status.value}[/]"
-                  f"  {_seconds(view.duration_s)}")
-    console.print(f"args: {json.dumps(view.args, ensure_ascii=False)}   artifacts: {view.artifacts_dir}")
+    console.print(f"[bold]{view.id}[/]  {view.kind.value} {escape(view.target)}  "
+                  f"[{style}]{view.status.value}[/]  {_seconds(view.duration_s)}")
+    args = escape(json.dumps(view.args, ensure_ascii=False))
+    console.print(f"args: {args}   artifacts: {escape(view.artifacts_dir)}", highlight=False)
     if view.error:
-        console.print(f"[red]error: {view.error}[/]")
+        console.print(f"[red]error: {escape(view.error)}[/]")
     table = Table("#", "step", "status", "tries", "duration", "output (tail) / error")
     for step in view.steps:
         tail = "\n".join(step.output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
-        detail = f"{tail}\n[red]{step.error}[/]" if step.error else tail
+        # Output and errors are the outside world's text: brackets in them are not Rich markup.
+        detail = f"{escape(tail)}\n[red]{escape(step.error)}[/]" if step.error else escape(tail)
         step_style = STATUS_STYLE.get(step.status, "")
-        table.add_row(str(step.index + 1), step.name, f"[{step_style}]{step.status.value}[/]",
+        table.add_row(str(step.index + 1), escape(step.name), f"[{step_style}]{step.status.value}[/]",
                       str(step.attempts), _seconds(step.duration_s), detail.strip())
     console.print(table)
 

@@ -40,7 +40,7 @@ def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         if (workdir / "broken").exists():
-            raise RuntimeError("libvirtd unreachable")
+            raise RuntimeError("libvirtd unreachable [/usr/sbin/libvirtd]")
         return f"domain defined on {ctx.previous['one']}"
 
     def three(ctx: StepContext) -> str:

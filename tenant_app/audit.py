@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from tenant_app.canonical import canonical_bytes, canonical_hash
@@ -41,6 +41,23 @@ class AuditAction(StrEnum):
     TREASURY_FILE_REFUSED = "treasury.file_refused"
     SIGNING_KEY_CREATED = "signing_key.created"
     REPORT_EXPORTED = "report.exported"
+
+
+class AuditLogAppendOnlyError(Exception):
+    """An attempt through the ORM to change or delete an audit entry."""
+
+
+def _refuse_change(_mapper: object, _connection: object, target: AuditEvent) -> None:
+    raise AuditLogAppendOnlyError(
+        f"稽核紀錄只能新增，不得修改或刪除（第 {target.seq} 筆） / "
+        f"the audit log is append-only: entry {target.seq} cannot be changed or deleted"
+    )
+
+
+# The application itself can only append: an ORM update or delete never reaches SQL. A change made
+# behind its back (raw SQL, a restored file) is what `verify` is for.
+event.listen(AuditEvent, "before_update", _refuse_change)
+event.listen(AuditEvent, "before_delete", _refuse_change)
 
 
 class AuditErrorCode(StrEnum):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,11 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 import tenant_app.services.journal  # noqa: F401  (registers the posted-entry immutability guard)
 from tenant_app import timing
 from tenant_app.api import errors as api_errors
+from tenant_app.api.fastpath import CertifyFastPath
 from tenant_app.api.naive import naive_engine
 from tenant_app.api.naive import router as naive_router
 from tenant_app.api.router import router as api_router
 from tenant_app.db import make_engine, session_factory
 from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
+from tenant_app.middleware import ServerTimingMiddleware
 from tenant_app.migrations import is_current
 from tenant_app.reports.routes import router as reports_router
 from tenant_app.services.certify_writer import CertificationWriter
@@ -37,11 +38,6 @@ class AppState:
     metrics: AppMetrics
     writer: CertificationWriter
     naive_engine: Engine | None = None  # bench/certify.py's reference path only
-
-
-def _route_label(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -70,19 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.tenant = state
     api_errors.install(app)
 
-    @app.middleware("http")
-    async def server_timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        timer = timing.start_request()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        response.headers["Server-Timing"] = timing.header_value(elapsed, timer.db_seconds)
-        route = _route_label(request)
-        state.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        state.metrics.latency.labels(request.method, route).observe(elapsed)
-        return response
+    # Added first so it runs inside ServerTimingMiddleware: fast-path answers are timed and counted too.
+    app.add_middleware(CertifyFastPath)
+    app.add_middleware(ServerTimingMiddleware, metrics=app_metrics)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
@@ -9,33 +11,51 @@ from sqlalchemy.orm import Session
 
 from tenant_app import audit, timing
 from tenant_app.api.budget import line_or_404
-from tenant_app.api.errors import rule_response
+from tenant_app.api.deps import require_action_async
+from tenant_app.api.errors import STATUS_BY_CODE, error_body
 from tenant_app.api.schemas import CertifyIn, ReleaseIn
 from tenant_app.api.views import certification_json, outcome_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
 from tenant_app.enums import AuditAction
+from tenant_app.metrics import AppMetrics
 from tenant_app.models import Certification
 from tenant_app.security.permissions import Action
 from tenant_app.services.certification import CertifyRequest
+from tenant_app.services.certify_writer import CertificationWriter
 from tenant_app.services.vouchers import release_certification
 
 router = APIRouter(tags=["certifications"])
 
 
-@router.post("/certifications", status_code=201)
-async def certify(body: CertifyIn, request: Request,
-                  principal: Principal = Depends(require_action(Action.CERTIFY))) -> JSONResponse:
-    """Reserve `amount` on a budget line. 409 `insufficient_balance` says the balance seen and the amount."""
-    state = request.app.state.tenant
-    outcome, db_seconds = await state.writer.certify(CertifyRequest(
-        budget_line_id=body.budget_line_id, amount=body.amount, user_id=principal.user_id,
-        allowed_agencies=principal.agency_ids, period=body.period, purpose=body.purpose))
+class AppStateLike(Protocol):
+    """The part of app.AppState the certification path uses (app.py imports this module)."""
+
+    writer: CertificationWriter
+    metrics: AppMetrics
+
+
+async def certify_outcome(state: AppStateLike, request: CertifyRequest) -> tuple[int, dict[str, Any]]:
+    """Queue one certification on the writer and shape the answer: (HTTP status, JSON body).
+
+    Shared by the route below and the fast path (api/fastpath.py), so both answer identically.
+    """
+    outcome, db_seconds = await state.writer.certify(request)
     timing.add_db_time(db_seconds)
     if not outcome.accepted:
         state.metrics.refusals.labels(outcome.errors[0].code.value).inc()
-        return rule_response(list(outcome.errors))
+        return STATUS_BY_CODE.get(outcome.errors[0].code, 422), error_body(list(outcome.errors))
     state.metrics.certifications.inc()
-    return JSONResponse(outcome_json(outcome), status_code=201)
+    return 201, outcome_json(outcome)
+
+
+@router.post("/certifications", status_code=201)
+async def certify(body: CertifyIn, request: Request,
+                  principal: Principal = Depends(require_action_async(Action.CERTIFY))) -> JSONResponse:
+    """Reserve `amount` on a budget line. 409 `insufficient_balance` says the balance seen and the amount."""
+    status, payload = await certify_outcome(request.app.state.tenant, CertifyRequest(
+        budget_line_id=body.budget_line_id, amount=body.amount, user_id=principal.user_id,
+        allowed_agencies=principal.agency_ids, period=body.period, purpose=body.purpose))
+    return JSONResponse(payload, status_code=status)
 
 
 @router.get("/certifications")

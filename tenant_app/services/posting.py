@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from tenant_app.enums import JOURNAL_NUMBER_KIND, EventKind, JournalKind, SourceType
-from tenant_app.models import JournalEntry, JournalLine, PeriodClose, PostingRule
+from tenant_app.models import PostingRule
 from tenant_app.rules.errors import refuse_if
 from tenant_app.rules.journal import (
     JournalLineData,
@@ -20,6 +20,8 @@ from tenant_app.rules.journal import (
     check_period_open,
     lines_for_event,
 )
+from tenant_app.services import rawsql
+from tenant_app.services.ids import connection_of, reserve_ids
 from tenant_app.services.numbering import issue_numbers
 
 
@@ -68,9 +70,10 @@ class Posted:
 
 
 def closed_periods(db: Connection | Session, agency_id: int, fiscal_year_id: int) -> set[int]:
-    rows = db.execute(select(PeriodClose.period).where(PeriodClose.agency_id == agency_id,
-                                                      PeriodClose.fiscal_year_id == fiscal_year_id))
-    return {row[0] for row in rows}
+    rows = rawsql.execute(connection_of(db), "SELECT period FROM period_close WHERE agency_id = :agency_id "
+                          "AND fiscal_year_id = :fiscal_year_id",
+                          {"agency_id": agency_id, "fiscal_year_id": fiscal_year_id})
+    return {int(row[0]) for row in rows}
 
 
 def post(
@@ -102,20 +105,19 @@ def post(
         next_index[kind] += 1
         issued.append((kind, number))
         rows.append({
-            "agency_id": agency_id, "fiscal_year_id": fiscal_year_id, "kind": kind, "number": number,
-            "period": posting.period, "entry_date": posting.entry_date, "event_kind": posting.event_kind,
+            "agency_id": agency_id, "fiscal_year_id": fiscal_year_id, "kind": kind.value,
+            "number": number, "period": posting.period, "entry_date": posting.entry_date,
+            "event_kind": posting.event_kind.value,
             "source_type": posting.source_type.value, "source_id": posting.source_id,
             "description": posting.description, "reversal_of_id": posting.reversal_of_id,
             "posted_by_id": posted_by, "posted_at": dt.datetime.now(dt.UTC),
         })
-    ids = db.execute(insert(JournalEntry).returning(JournalEntry.id, sort_by_parameter_order=True), rows
-                     ).scalars().all()
-    if len(ids) != len(rows):
-        raise RuntimeError(f"inserted {len(ids)} journal entries, expected {len(rows)}")
-    line_rows = [
+    conn = connection_of(db)
+    ids = reserve_ids(conn, "journal_entry", len(rows))
+    rawsql.insert_many(conn, "journal_entry", [{"id": i, **row} for i, row in zip(ids, rows, strict=True)])
+    rawsql.insert_many(conn, "journal_line", [
         {"entry_id": entry_id, "account_code": line.account_code, "budget_line_id": line.budget_line_id,
          "debit": line.debit, "credit": line.credit}
         for entry_id, (_, _, lines) in zip(ids, prepared, strict=True) for line in lines
-    ]
-    db.execute(insert(JournalLine), line_rows)
+    ])
     return [Posted(entry_id, kind, number) for entry_id, (kind, number) in zip(ids, issued, strict=True)]

@@ -1,0 +1,135 @@
+"""Certification throughput and safety: 32 concurrent clients against ONE budget line over HTTP.
+
+For SQLite and PostgreSQL, a real `python -m tenant_app serve` (uvicorn, one process) is started on
+127.0.0.1 with a fresh database holding one hot line; `wrk -t2 -c32` posts certifications of 1 元 to
+it for a bounded time. The same run is made against the naive read-then-write route (bench-only,
+TENANT_APP_ENABLE_NAIVE_CERTIFY) as the reference. Afterwards the database is read: over-commit is
+money certified beyond the line's balance, plus any certification rows the line's running total
+lost (a lost update).
+
+Last line: {"sqlite_per_s", "postgres_per_s", "p99_ms", "overcommits", "naive_overcommits",
+"ratio_vs_naive"}; ratio_vs_naive = (sqlite + postgres requests/s) / (the same for the naive route).
+Run: .venv/bin/python bench/certify.py [--duration 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tenant_app import hotline  # noqa: E402
+from tenant_app.devserver import running_server  # noqa: E402
+from tests.support import postgres  # noqa: E402  (the suite's PostgreSQL on 127.0.0.1:55432)
+
+WRK = "/usr/bin/wrk"
+CLIENTS = 32
+AMOUNT = 1  # 元 per certification, so the over-commit in 元 is also a count of requests
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.body = '{{"budget_line_id": {line_id}, "amount": {amount}}}'
+"""
+
+
+@dataclass
+class Run:
+    database: str
+    route: str
+    available: int
+    requests: int
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    accepted: int
+    overcommit: int  # 元 certified beyond the balance + 元 missing from the running total
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def _wrk(base: str, path: str, token: str, line_id: int, duration: int, scratch: Path) -> dict[str, float]:
+    script = scratch / "certify.lua"
+    script.write_text(LUA.format(token=token, line_id=line_id, amount=AMOUNT))
+    out = subprocess.run([WRK, "-t2", f"-c{CLIENTS}", f"-d{duration}s", "--latency", "-s", str(script),
+                          base + path], check=True, capture_output=True, text=True,
+                         timeout=duration + 30).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if "99" not in percentiles:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(percentiles["50"]),
+        "p99_ms": _ms(percentiles["99"]),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def run(database: str, url: str, route: str, available: int, duration: int) -> Run:
+    line = hotline.prepare(url, available)
+    naive = route == "naive"
+    env = {"TENANT_APP_ENABLE_NAIVE_CERTIFY": "true"} if naive else {}
+    path = "/api/v1/naive/certifications" if naive else "/api/v1/certifications"
+    with tempfile.TemporaryDirectory() as scratch, running_server(url, extra_env=env) as base:
+        figures = _wrk(base, path, line.token, line.budget_line_id, duration, Path(scratch))
+    done = hotline.committed(url, line.budget_line_id)
+    overcommit = max(0, done.rows_total - available) + (done.rows_total - done.line_certified)
+    return Run(database, route, available, int(figures["requests"]), figures["per_s"], figures["p50_ms"],
+               figures["p99_ms"], int(figures["non_2xx"]), done.rows_count, overcommit)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
+    parser.add_argument("--available", type=int, default=10_000,
+                        help="the hot line's balance in 元 (1 元 per request): it runs dry mid-run")
+    args = parser.parse_args()
+
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        urls = {"sqlite": lambda: f"sqlite:///{scratch}/{len(runs)}.db", "postgres": postgres.fresh_database}
+        for database, make_url in urls.items():
+            for route in ("writer", "naive"):
+                url = make_url()
+                try:
+                    runs.append(run(database, url, route, args.available, args.duration))
+                finally:
+                    if database == "postgres":
+                        postgres.drop_database(url)
+                print(json.dumps(asdict(runs[-1]), ensure_ascii=False), flush=True)
+
+    by = {(r.database, r.route): r for r in runs}
+    real = [by[("sqlite", "writer")], by[("postgres", "writer")]]
+    naive = [by[("sqlite", "naive")], by[("postgres", "naive")]]
+    print(json.dumps({
+        "sqlite_per_s": round(real[0].per_s, 1),
+        "postgres_per_s": round(real[1].per_s, 1),
+        "p99_ms": round(max(r.p99_ms for r in real), 2),
+        "overcommits": sum(r.overcommit for r in real),
+        "naive_overcommits": sum(r.overcommit for r in naive),
+        "ratio_vs_naive": round(sum(r.per_s for r in real) / sum(r.per_s for r in naive), 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
+from itertools import groupby
 
 from sqlalchemy import Subquery, case, func, literal, select
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from tenant_app.models import (
     PaymentVoucher,
     VoucherLine,
 )
-from tenant_app.reports.sheet import Column, ColumnKind, ReportHeader, Sheet
+from tenant_app.reports.sheet import Cell, Column, ColumnKind, ReportHeader, Sheet, Subtotal
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,11 @@ class ExecutionReport:
     rows: list[ExecutionRow]
 
     def totals(self) -> ExecutionTotals:
-        sums = {f.name: sum(getattr(r, f.name) for r in self.rows) for f in fields(ExecutionTotals)}
-        return ExecutionTotals(**sums)
+        return sum_rows(self.rows)
+
+
+def sum_rows(rows: Sequence[ExecutionRow]) -> ExecutionTotals:
+    return ExecutionTotals(**{f.name: sum(getattr(r, f.name) for r in rows) for f in fields(ExecutionTotals)})
 
 
 class UnknownFiscalYearError(LookupError):
@@ -213,22 +217,46 @@ def to_sheet(
         printed_at=printed_at,
         agency_name=agency_name,
     )
-    rows = [
-        (
-            r.agency_code,
-            f"{r.programme_code} {r.programme_name}",
-            r.sub_item,
-            f"{r.object_code} {r.object_name}",
-            r.budget,
-            r.allotted,
-            r.certified,
-            r.spent,
-            r.carried,
-            r.remaining,
-            r.rate,
+    rows: list[tuple[Cell, ...]] = []
+    # Lines come ordered by agency and programme: each programme closes with its 小計.
+    for (agency, programme, name), group in groupby(
+        report.rows, key=lambda r: (r.agency_code, r.programme_code, r.programme_name)
+    ):
+        members = list(group)
+        for r in members:
+            rows.append(
+                (
+                    r.agency_code,
+                    f"{r.programme_code} {r.programme_name}",
+                    r.sub_item,
+                    f"{r.object_code} {r.object_name}",
+                    r.budget,
+                    r.allotted,
+                    r.certified,
+                    r.spent,
+                    r.carried,
+                    r.remaining,
+                    r.rate,
+                )
+            )
+        sub = sum_rows(members)
+        rows.append(
+            Subtotal(
+                (
+                    agency,
+                    f"小計 {programme} {name}",
+                    "",
+                    "",
+                    sub.budget,
+                    sub.allotted,
+                    sub.certified,
+                    sub.spent,
+                    sub.carried,
+                    sub.remaining,
+                    sub.rate,
+                )
+            )
         )
-        for r in report.rows
-    ]
     t = report.totals()
     totals = ("合計", "", "", "", t.budget, t.allotted, t.certified, t.spent, t.carried, t.remaining, t.rate)
     return Sheet(

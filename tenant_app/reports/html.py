@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from tenant_app.reports.sheet import Cell, Column, Sheet, format_cell, is_numeric
+from tenant_app.reports.sheet import Cell, Column, Sheet, format_cell, is_numeric, is_subtotal
 
 _ENV = Environment(
     loader=PackageLoader("tenant_app.reports", "templates"),
@@ -31,6 +31,12 @@ class _Cell:
     numeric: bool
 
 
+@dataclass(frozen=True)
+class _Row:
+    cells: list[_Cell]
+    subtotal: bool
+
+
 def _cells(row: Sequence[Cell], columns: Sequence[Column]) -> list[_Cell]:
     return [
         _Cell(
@@ -47,7 +53,7 @@ def render(sheet: Sheet) -> str:
     return template.render(
         header_lines=sheet.header.lines(),
         columns=[_HeadCell(c.label_zh, is_numeric(c.kind)) for c in sheet.columns],
-        rows=(_cells(r, sheet.columns) for r in sheet.rows),
+        rows=(_Row(_cells(r, sheet.columns), is_subtotal(r)) for r in sheet.rows),
         totals=_cells(sheet.totals, sheet.columns) if sheet.totals is not None else None,
         notes=sheet.notes,
     )

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import IO
 from xml.sax.saxutils import escape, quoteattr
 
-from tenant_app.reports.sheet import Cell, ColumnKind, Sheet, format_cell
+from tenant_app.reports.sheet import Cell, ColumnKind, Sheet, format_cell, is_subtotal
 
 MIMETYPE = "application/vnd.oasis.opendocument.spreadsheet"
 
@@ -142,7 +142,7 @@ def write(sheet: Sheet, out: IO[bytes]) -> None:
                 emit(f"<table:table-row>{_text_cell(line, 'bold')}</table:table-row>\n")
             emit(_row([c.label_zh for c in sheet.columns], [ColumnKind.TEXT] * len(kinds), bold=True))
             for values in sheet.rows:
-                emit(_row(values, kinds))
+                emit(_row(values, kinds, bold=is_subtotal(values)))
             if sheet.totals is not None:
                 emit(_row(sheet.totals, kinds, bold=True))
             for note in sheet.notes:

@@ -28,6 +28,16 @@ class ColumnKind(StrEnum):
     COUNT = "count"
 
 
+class Subtotal(tuple[Cell, ...]):
+    """A row that sums the rows above it (小計): shown bold in every format, never summed again."""
+
+    __slots__ = ()
+
+
+def is_subtotal(row: Sequence[Cell]) -> bool:
+    return isinstance(row, Subtotal)
+
+
 @dataclass(frozen=True)
 class Column:
     key: str

@@ -15,7 +15,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
-from tenant_app.reports.sheet import Cell, ColumnKind, Sheet
+from tenant_app.reports.sheet import Cell, ColumnKind, Sheet, is_subtotal
 
 MONEY_FORMAT = "#,##0"
 RATE_FORMAT = "0.00%"
@@ -59,7 +59,7 @@ def write(sheet: Sheet, out: IO[bytes]) -> None:
     kinds = [c.kind for c in sheet.columns]
     ws.append(_row(ws, [c.label_zh for c in sheet.columns], [ColumnKind.TEXT] * len(kinds), True))
     for values in sheet.rows:
-        ws.append(_row(ws, values, kinds, False))
+        ws.append(_row(ws, values, kinds, is_subtotal(values)))
     if sheet.totals is not None:
         ws.append(_row(ws, sheet.totals, kinds, True))
     for note in sheet.notes:

@@ -108,7 +108,14 @@ def test_exports_read_back_equal_the_screen(county: Engine) -> None:
     table = load_ods(buf).spreadsheet.getElementsByType(TableRow)
     ods_rows = [cells for row in table[4:] if len(cells := row.getElementsByType(TableCell)) > 4]
     from_ods = [int(r[i].getAttribute("value")) for r in ods_rows for i in money]
-    assert len(screen) == 4 * len(money)  # three budget lines and the totals row
+    # Three budget lines, a 小計 after each of the two programmes, and the totals row.
+    assert len(screen) == 6 * len(money)
+    labels = [r[1] for r in xlsx_rows]
+    assert labels[2] == "小計 P01 一般行政" and labels[4] == "小計 P02 道路養護"
+    assert [a + b for a, b in zip(xlsx_rows[0][4:10], xlsx_rows[1][4:10], strict=True)] == list(
+        xlsx_rows[2][4:10]
+    )
+    assert ws.cell(row=5 + 2, column=5).font.b  # the subtotal is bold
     assert from_xlsx == screen
     assert from_ods == screen
     with session_scope(county) as s:

@@ -12,7 +12,7 @@ from odf.opendocument import load as load_ods
 from odf.table import TableCell, TableRow
 
 from tenant_app.reports import html, ods, xlsx
-from tenant_app.reports.sheet import Column, ColumnKind, ReportHeader, Sheet
+from tenant_app.reports.sheet import Column, ColumnKind, ReportHeader, Sheet, Subtotal
 
 PRINTED = dt.datetime(2026, 3, 31, 17, 5, tzinfo=dt.UTC)  # 2026-04-01 01:05 in Taipei
 COLUMNS = (
@@ -120,3 +120,22 @@ def test_rows_may_be_a_one_pass_stream() -> None:
         else:
             amounts = [int(c[1].getAttribute("value")) for c in _ods_rows(buf)[4:7]]
         assert amounts == [r[1] for r in ROWS]
+
+
+def test_subtotal_rows_are_bold_in_every_format() -> None:
+    sheet = _sheet()
+    sheet.rows = [ROWS[0], Subtotal(("小計", 1_234_567, None, None)), ROWS[1]]
+    page = html.render(sheet)
+    assert '<tr class="subtotal" style="font-weight:bold">' in page
+    buf = io.BytesIO()
+    xlsx.write(sheet, buf)
+    buf.seek(0)
+    ws = openpyxl.load_workbook(buf).active
+    assert ws is not None
+    assert ws.cell(row=6, column=2).font.b and not ws.cell(row=5, column=2).font.b
+    assert ws.cell(row=6, column=2).value == 1_234_567
+    buf = io.BytesIO()
+    ods.write(sheet, buf)
+    cells = _ods_rows(buf)[5]
+    assert cells[1].getAttribute("stylename") == "money_b"
+    assert int(cells[1].getAttribute("value")) == 1_234_567

@@ -50,7 +50,10 @@ def _sqlite_reader(url: str) -> Engine:
 @contextmanager
 def snapshot_session(engine: Engine) -> Iterator[Session]:
     """A session for reading reports from `engine`'s database; always rolled back at the end."""
-    if engine.dialect.name == "sqlite":
+    in_memory = engine.url.database in (None, "", ":memory:")
+    if engine.dialect.name == "sqlite" and in_memory:
+        session = Session(engine)  # a second engine would open a different, empty database
+    elif engine.dialect.name == "sqlite":
         session = Session(_sqlite_reader(engine.url.render_as_string(hide_password=False)))
     else:
         session = Session(engine)

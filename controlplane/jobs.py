@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -81,6 +82,19 @@ class JobFailed(JobError):
         super().__init__(f"job {job_id} failed: {error}")
         self.job_id = job_id
         self.error = error
+
+
+class JobInterrupted(JobError):
+    """The operator pressed Ctrl-C while waiting: the job stays resumable, like after a crash."""
+
+    def __init__(self, job_id: str, step: str | None) -> None:
+        where = f" during step {step!r}" if step else ""
+        super().__init__(f"job {job_id} interrupted{where}; it stays resumable: rerun the same command "
+                         f"or `countycloud job resume {job_id}`")
+        self.job_id = job_id
+
+
+EXIT_INTERRUPTED = 130  # the shell's convention for "ended by SIGINT"
 
 
 class StepFailed(Exception):
@@ -213,6 +227,8 @@ class _Process:
         self.default_context: Any = None
         self.live: dict[str, _Live] = {}
         self.workflow: Callable[[str], str] | None = None
+        # Set when Ctrl-C cut a foreground wait short: shutdown() then ends the process at once.
+        self.interrupted = False
 
 
 _proc = _Process()
@@ -300,7 +316,16 @@ def _ensure_dbos(engine: Engine) -> None:
 
 
 def shutdown() -> None:
-    """Stop DBOS's threads (the CLI calls this before exiting)."""
+    """Stop DBOS's threads (the CLI calls this before exiting).
+
+    After a Ctrl-C (JobInterrupted) this ends the process immediately with status 130, exactly as a
+    crash would: the step under way keeps a worker thread busy that nothing can stop cleanly, and
+    the job's checkpoint already lets a rerun continue it (that step runs again; steps are idempotent).
+    """
+    if _proc.interrupted:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     with _proc.lock:
         if _proc.dbos_url is not None:
             from dbos import DBOS
@@ -585,16 +610,19 @@ def _wait(engine: Engine, job_id: str, on_progress: ProgressCallback | None) -> 
     from dbos import DBOS
 
     last: JobView | None = None
-    while True:
-        dbos_status = DBOS.get_workflow_status(job_id)
-        state = dbos_status.status if dbos_status else "PENDING"
-        view = get_job(engine, job_id)
-        if on_progress is not None and view != last:
-            on_progress(view)
-        last = view
-        if state in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-            break
-        time.sleep(POLL_S)
+    try:
+        while True:
+            dbos_status = DBOS.get_workflow_status(job_id)
+            state = dbos_status.status if dbos_status else "PENDING"
+            view = get_job(engine, job_id)
+            if on_progress is not None and view != last:
+                on_progress(view)
+            last = view
+            if state in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+                break
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        raise _interrupted(engine, job_id) from None
     if state == "SUCCESS" and view.status != JobStatus.SUCCEEDED:
         _mirror_job_end(engine, job_id, JobStatus.SUCCEEDED, None)
     elif state != "SUCCESS" and view.status != JobStatus.FAILED:
@@ -606,6 +634,16 @@ def _wait(engine: Engine, job_id: str, on_progress: ProgressCallback | None) -> 
     if final.status != JobStatus.SUCCEEDED:
         raise JobFailed(job_id, final.error or "unknown error")
     return job_id
+
+
+def _interrupted(engine: Engine, job_id: str) -> JobInterrupted:
+    """Record a Ctrl-C on the job (failed, resumable) and hand back the error to raise."""
+    _proc.interrupted = True
+    view = get_job(engine, job_id)
+    running = next((s.name for s in view.steps if s.status == StepStatus.RUNNING), None)
+    interruption = JobInterrupted(job_id, running)
+    _mirror_job_end(engine, job_id, JobStatus.FAILED, str(interruption))
+    return interruption
 
 
 def cancel(engine: Engine, job_id: str) -> None:

@@ -105,6 +105,9 @@ def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
 
 
 def _show_failure(error: jobs.JobError) -> int:
+    if isinstance(error, jobs.JobInterrupted):
+        errors.print(f"[yellow]{escape(str(error))}[/]")
+        return jobs.EXIT_INTERRUPTED
     if isinstance(error, jobs.JobFailed):
         errors.print(f"[bold red]job {error.job_id} failed[/]: {escape(error.error)}")
         errors.print(f"see: countycloud job show {error.job_id}")

@@ -1,8 +1,9 @@
 """A job with fake steps, run in its own process by test_jobs.py so that a step can kill -9 that process.
 
-usage: python -m tests.unit.controlplane.fake_job DB_URL WORKDIR start|resume [JOB_ID]
+usage: python -m tests.unit.controlplane.fake_job DB_URL WORKDIR start|start-slow|resume [JOB_ID]
 Each step appends its name to WORKDIR/ran.log. Step "two" kills its own process the first time
 (WORKDIR/crash-once absent -> create it, then SIGKILL) and raises while WORKDIR/broken exists.
+With start-slow it does not crash but takes 30 s the first time (for the Ctrl-C test).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
         if args.get("crash") and not marker.exists():
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
+        if args.get("slow") and not (workdir / "slow-once").exists():
+            (workdir / "slow-once").touch()
+            time.sleep(30)
         if (workdir / "broken").exists():
             raise RuntimeError("libvirtd unreachable [/usr/sbin/libvirtd]")
         return f"domain defined on {ctx.previous['one']}"
@@ -57,11 +62,14 @@ def main() -> int:
     url, workdir, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     engine = make_engine(url)
     try:
-        if mode == "start":
-            jobs.start(engine, JobKind.PROVISION, TARGET, {"workdir": str(workdir), "crash": True},
-                       artifacts_root=workdir / "artifacts")
+        if mode.startswith("start"):
+            args = {"workdir": str(workdir), "crash": mode == "start", "slow": mode == "start-slow"}
+            jobs.start(engine, JobKind.PROVISION, TARGET, args, artifacts_root=workdir / "artifacts")
         else:
             jobs.resume(engine, sys.argv[4])
+    except jobs.JobInterrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        return jobs.EXIT_INTERRUPTED
     except jobs.JobFailed as failure:
         print(failure, file=sys.stderr)
         return 1

@@ -7,8 +7,10 @@ SIGKILLs its own process, so the checkpoint/replay path is the real one.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,35 @@ def test_kill9_inside_a_step_then_a_new_process_completes_the_job(
     assert done.runner is None and done.finished_at is not None
     assert job_count(engine) == 1
     assert (Path(done.artifacts_dir)).is_dir()
+
+
+def test_ctrl_c_ends_the_process_at_once_and_leaves_the_job_resumable(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.controlplane.fake_job", db_url, str(tmp_path), "start-slow"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "slow-once").exists():  # step two is under way (and would take 30 s)
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode == jobs.EXIT_INTERRUPTED, err
+    assert time.monotonic() - sent < 10  # did not wait out the step
+    assert "interrupted during step 'two'" in err and "Traceback" not in err
+    [job] = jobs.list_jobs(engine)
+    assert job.status == JobStatus.FAILED and "stays resumable" in (job.error or "")
+
+    finished = run_fake(db_url, tmp_path, "resume", job.id)
+    assert finished.returncode == 0, finished.stderr
+    assert ran(tmp_path) == ["one", "two", "two", "three"]
+    assert jobs.get_job(engine, job.id).status == JobStatus.SUCCEEDED
 
 
 def _failing_builder(workdir: Path) -> jobs.StepsBuilder:

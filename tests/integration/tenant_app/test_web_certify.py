@@ -75,3 +75,28 @@ def test_certify_needs_csrf(client: TestClient, county: County) -> None:
     refused = client.post("/certifications", data={"budget_line_id": str(county.line_a1), "amount": "10"})
     assert refused.status_code == 403 and "CSRF" in refused.text
     assert '<td class="num available">100,000</td>' in client.get("/budget").text
+
+
+def _transfer(client: TestClient, source: int, target: int, amount: str) -> httpx.Response:
+    token = csrf_of(client.get("/budget").text)
+    return client.post("/budget/transfer", data={"from_line_id": str(source), "to_line_id": str(target),
+                                                 "amount": amount, "reason": "調整", "csrf_token": token})
+
+
+def test_transfer_rules_explained_and_applied(client: TestClient, county: County) -> None:
+    login(client, "chief_accountant", PASSWORD)
+    over = _transfer(client, county.line_a1, county.line_a2, "50,000")  # 20% of 200,000 may flow in
+    assert over.status_code == 422 and "流用未執行" in over.text
+    assert 'data-code="transfer_over_limit_in"' in over.text
+    personnel = _transfer(client, county.line_a1, county.line_a3, "1,000")
+    assert personnel.status_code == 422 and 'data-code="transfer_into_personnel"' in personnel.text
+    ok = _transfer(client, county.line_a1, county.line_a2, "30,000")
+    assert ok.status_code == 200 and "流用第 1 號完成：30,000 元。" in ok.text
+    assert '<td class="num available">70,000</td>' in ok.text  # out of 業務費
+    assert '<td class="num available">80,000</td>' in ok.text  # into 設備及投資
+
+
+def test_clerk_has_no_transfer_form(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    assert 'id="transfer-form"' not in client.get("/budget").text
+    assert _transfer(client, county.line_a1, county.line_a2, "100").status_code == 403

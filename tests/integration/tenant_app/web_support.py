@@ -58,6 +58,7 @@ class County:
     line_a2: int  # 設備及投資, 50,000 allotted to date
     line_b1: int
     users: dict[Role, int]
+    line_a3: int = 0  # 人事費 (personnel), 100,000 allotted: nothing may flow into it
 
 
 def seed_county(url: str) -> County:
@@ -73,10 +74,11 @@ def seed_county(url: str) -> County:
             db.add_all([year, a, b])
             db.flush()
 
-            def line(agency: Agency, code: str, name: str, budget: int) -> BudgetLine:
+            def line(agency: Agency, code: str, name: str, budget: int,
+                     personnel: bool = False) -> BudgetLine:
                 row = BudgetLine(agency_id=agency.id, fiscal_year_id=year.id, programme_code="P01",
                                  programme_name="一般行政", sub_item="行政管理", object_code=code,
-                                 object_name=name, budget=budget)
+                                 object_name=name, budget=budget, is_personnel=personnel)
                 db.add(row)
                 db.flush()
                 return row
@@ -84,10 +86,12 @@ def seed_county(url: str) -> County:
             a1 = line(a, "2000", "業務費", 500_000)
             a2 = line(a, "3000", "設備及投資", 200_000)
             b1 = line(b, "2000", "業務費", 300_000)
+            a3 = line(a, "1000", "人事費", 1_000_000, personnel=True)
             db.flush()
             budget_service.allot(db, a1.id, 1, 100_000, on=today)
             budget_service.allot(db, a2.id, 1, 50_000, on=today)
             budget_service.allot(db, b1.id, 1, 80_000, on=today)
+            budget_service.allot(db, a3.id, 1, 100_000, on=today)
             users: dict[Role, int] = {}
             for role in Role:
                 user = User(username=role.value, display_name=f"{role.value} 使用者", password_hash=digest,
@@ -96,6 +100,6 @@ def seed_county(url: str) -> County:
                 db.flush()
                 db.add(UserAgency(user_id=user.id, agency_id=a.id))
                 users[role] = user.id
-            return County(url, a.id, b.id, year.id, a1.id, a2.id, b1.id, users)
+            return County(url, a.id, b.id, year.id, a1.id, a2.id, b1.id, users, a3.id)
     finally:
         engine.dispose()

@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     timing.instrument(engine)
     app_metrics = AppMetrics()
-    writer = CertificationWriter(engine, batch_max=settings.certify_batch_max,
+    writer = CertificationWriter(engine, batch_max=settings.certify_batch_max, inline=settings.certify_inline,
                                  on_group=app_metrics.certify_batch.observe)
     state = AppState(settings=settings, engine=engine, sessions=session_factory(engine),
                      metrics=app_metrics, writer=writer)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     enable_naive_certify: bool = False
     # Largest group of queued certifications committed in one transaction by the writer.
     certify_batch_max: int = 512
+    # Commit certification groups on the event loop's thread (None: decide by database; see
+    # services/certify_writer.py for why).
+    certify_inline: bool | None = None
 
 
 def load_settings(env_file: str | Path | None = None) -> Settings:

@@ -129,3 +129,12 @@ def test_static_css_is_served_locally(client: TestClient) -> None:
     css = client.get("/static/app.css")
     assert css.status_code == 200 and "td.num" in css.text
     assert client.get("/static/..%2Fcontext.py").status_code == 404
+
+
+def test_pages_carry_security_headers_and_httponly_cookie(client: TestClient) -> None:
+    page = client.get("/login")
+    assert "script-src 'none'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    cookie = page.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie

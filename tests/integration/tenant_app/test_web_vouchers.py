@@ -172,3 +172,31 @@ def test_execution_report_on_screen_and_as_xlsx_after_payment(
     assert sheet is not None
     values = [cell for row in sheet.iter_rows(values_only=True) for cell in row]
     assert 12_345 in values
+
+
+def _approved(client: TestClient, county: County, amount: int, invoice: str) -> int:
+    _as(client, "clerk")
+    _certify(client, county.line_a2, amount)
+    _, voucher_id = _prepare(client, county, amount, invoice)
+    _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    for who in ("chief_accountant", "agency_head"):
+        _as(client, who)
+        _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    return voucher_id
+
+
+def test_treasury_batch_file_is_downloaded_and_vouchers_marked_batched(
+    app_client: TestClient, county: County
+) -> None:
+    client = app_client
+    voucher_id = _approved(client, county, 8_000, "LM00000001")
+    _as(client, "accountant")
+    batch = _post(client, "/payments/batch", {}, "/payments")
+    assert batch.status_code == 200
+    assert batch.headers["content-disposition"] == 'attachment; filename="treasury-batch-00001.json"'
+    document = batch.json()
+    assert document["format"] == "countycloud.treasury.payment-batch.v1" and "signature" in document
+    assert [p["amount"] for p in document["payments"]] == [8_000]
+    assert "已送公庫" in client.get(f"/vouchers/{voucher_id}").text
+    again = _post(client, "/payments/batch", {}, "/payments")
+    assert again.status_code == 409 and 'data-code="nothing_to_batch"' in again.text

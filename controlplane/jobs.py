@@ -18,6 +18,7 @@ Choices that keep several CLI processes safe on one database:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -58,6 +59,8 @@ DBOS_APP_NAME = "countycloud"
 # stay resumable across upgrades of the code (its steps are idempotent and rebuilt from its args).
 DBOS_APP_VERSION = "countycloud-jobs-1"
 POLL_S = 0.2
+# How often this process's DBOS queue looks for the job it was asked to resume.
+QUEUE_POLL_S = 0.1
 # Output is flushed to the database at most this often while a step runs (and always at its end).
 LOG_FLUSH_S = 0.5
 OUTPUT_KEEP_CHARS = 200_000
@@ -222,6 +225,7 @@ class _Process:
         self.dbos_url: str | None = None
         self.launch_s: float | None = None
         self.executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.queue_name = f"countycloud-{self.executor_id}"
         # Per-job builder/context given to start() in this process (tests, or a one-off job).
         self.overrides: dict[str, tuple[StepsBuilder | None, Any]] = {}
         self.default_context: Any = None
@@ -309,7 +313,12 @@ def _ensure_dbos(engine: Engine) -> None:
         logging.getLogger("dbos").addFilter(_quiet)
         began = time.perf_counter()
         DBOS(config=config)
+        # Resumed jobs go onto this process's own queue, and the process listens to no other: a job
+        # resumed by one CLI is never picked up by another CLI that happens to be running (which
+        # would then cut it off when it exits).
+        DBOS.listen_queues([_proc.queue_name])
         DBOS.launch()
+        DBOS.register_queue(_proc.queue_name, polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
         _proc.launch_s = time.perf_counter() - began
         _proc.dbos_url = target
         _proc.engine = engine
@@ -330,6 +339,8 @@ def shutdown() -> None:
         if _proc.dbos_url is not None:
             from dbos import DBOS
 
+            with contextlib.suppress(Exception):  # best effort: a leftover queue row is harmless
+                DBOS.delete_queue(_proc.queue_name)
             DBOS.destroy(destroy_registry=False)
             _proc.dbos_url = None
 
@@ -575,10 +586,10 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
         # The job row was written but the process died before the workflow was recorded.
         _launch_new(engine, job_id)
     elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
-        # Left PENDING by a dead process: re-enqueue it; a launched runner (this one) picks it up.
-        DBOS.resume_workflow(job_id)
+        # Left PENDING by a dead process (or ENQUEUED on a dead process's queue): put it on ours.
+        DBOS.resume_workflow(job_id, queue_name=_proc.queue_name)
     elif status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id))
+        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=_proc.queue_name)
     # SUCCESS: DBOS finished but we died before mirroring it; _wait repairs the mirror.
     return _wait(engine, job_id, on_progress)
 

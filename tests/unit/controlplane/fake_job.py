@@ -1,6 +1,6 @@
 """A job with fake steps, run in its own process by test_jobs.py so that a step can kill -9 that process.
 
-usage: python -m tests.unit.controlplane.fake_job DB_URL WORKDIR start|start-slow|resume [JOB_ID]
+usage: python -m tests.unit.controlplane.fake_job DB_URL WORKDIR start|start-slow|resume|idle [JOB_ID]
 Each step appends its name to WORKDIR/ran.log. Step "two" kills its own process the first time
 (WORKDIR/crash-once absent -> create it, then SIGKILL) and raises while WORKDIR/broken exists.
 With start-slow it does not crash but takes 30 s the first time (for the Ctrl-C test).
@@ -29,6 +29,8 @@ def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
     def record(name: str) -> None:
         with (workdir / "ran.log").open("a") as log:
             log.write(name + "\n")
+        with (workdir / "pids.log").open("a") as log:
+            log.write(f"{name} {os.getpid()}\n")
 
     def one(ctx: StepContext) -> str:
         record("one")
@@ -61,6 +63,12 @@ jobs.register_builder(JobKind.PROVISION, build)
 def main() -> int:
     url, workdir, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     engine = make_engine(url)
+    if mode == "idle":
+        # A bystander: another CLI process with DBOS launched on the same database, doing nothing.
+        jobs._ensure_dbos(engine)
+        print("ready", flush=True)
+        time.sleep(30)
+        return 0
     try:
         if mode.startswith("start"):
             args = {"workdir": str(workdir), "crash": mode == "start", "slow": mode == "start-slow"}

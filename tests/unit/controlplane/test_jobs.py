@@ -78,6 +78,35 @@ def test_kill9_inside_a_step_then_a_new_process_completes_the_job(
     assert (Path(done.artifacts_dir)).is_dir()
 
 
+def test_a_resumed_job_runs_in_the_resuming_process_not_in_a_bystander(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    migrate(sqlite_url)
+    assert run_fake(sqlite_url, tmp_path, "start").returncode == -9
+    bystander = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.controlplane.fake_job", sqlite_url, str(tmp_path), "idle"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert bystander.stdout is not None and bystander.stdout.readline().strip() == "ready"
+        engine = make_engine(sqlite_url)
+        [job] = jobs.list_jobs(engine)
+        resumer = subprocess.Popen(
+            [sys.executable, "-m", "tests.unit.controlplane.fake_job", sqlite_url, str(tmp_path), "resume",
+             job.id], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        _, err = resumer.communicate(timeout=120)
+        assert resumer.returncode == 0, err
+    finally:
+        bystander.kill()
+        bystander.wait()
+    rerun = [line.split() for line in (tmp_path / "pids.log").read_text().splitlines()][2:]
+    assert [name for name, _ in rerun] == ["two", "three"]
+    # Each process listens only to its own DBOS queue, so the bystander never adopted the job.
+    assert {int(pid) for _, pid in rerun} == {resumer.pid}
+    engine.dispose()
+
+
 def test_ctrl_c_ends_the_process_at_once_and_leaves_the_job_resumable(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:

@@ -430,8 +430,9 @@ def _execute_step(job_id: str, index: int) -> str | None:
     step = live.steps[index]
     began = time.monotonic()
     with session_scope(engine) as session:
-        row = session.get(JobStep, (job_id, index))
-        assert row is not None
+        job, row = session.get(Job, job_id), session.get(JobStep, (job_id, index))
+        if job is None or row is None:
+            raise JobNotFound(job_id)
         row.status = StepStatus.RUNNING
         row.started_at = _now()
         row.finished_at = None
@@ -439,11 +440,8 @@ def _execute_step(job_id: str, index: int) -> str | None:
         row.error = None
         row.output = ""
         row.attempts = (row.attempts or 0) + 1
-        artifacts = session.get(Job, job_id).artifacts_dir  # type: ignore[union-attr]
-    folder = Path(artifacts)
+        folder, args = Path(job.artifacts_dir), dict(job.args or {})
     folder.mkdir(parents=True, exist_ok=True)
-    with session_scope(engine) as session:
-        args = dict(session.get(Job, job_id).args or {})  # type: ignore[union-attr]
     log = _StepLog(engine, job_id, index)
     context = StepContext(job_id=job_id, args=args, artifacts=folder, previous=dict(live.previous), _log=log)
     try:

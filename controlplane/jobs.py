@@ -497,9 +497,13 @@ def _job_workflow(job_id: str) -> str:
                 {"name": f"{index}:{step.name}", "retries_allowed": False}, _execute_step, job_id, index
             )
             live.previous[step.name] = output
-    except Exception as error:
-        _mirror_job_end(engine, job_id, JobStatus.FAILED, str(error))
-        raise StepFailed(getattr(error, "step", "(job)"), getattr(error, "message", str(error))) from None
+    except StepFailed as step_failure:
+        _mirror_job_end(engine, job_id, JobStatus.FAILED, str(step_failure))
+        raise
+    except Exception as error:  # outside any step: building the steps, or the mirror itself
+        job_failure = StepFailed("(building the job)", f"{type(error).__name__}: {error}")
+        _mirror_job_end(engine, job_id, JobStatus.FAILED, str(job_failure))
+        raise job_failure from None
     finally:
         _proc.live.pop(job_id, None)
     _mirror_job_end(engine, job_id, JobStatus.SUCCEEDED, None)

@@ -139,12 +139,17 @@ def list_command(
     if as_json:
         print(json.dumps([v.to_json() for v in views], ensure_ascii=False, indent=2))
         return
-    table = Table("id", "kind", "target", "status", "steps", "created", "duration")
+    # The id says kind and target already (provision-keelung-3fa2c1), and it is what the user copies
+    # into `job show`: it is never cut short.
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max((len(v.id) for v in views), default=2))
+    for title in ("status", "steps", "created", "duration"):
+        table.add_column(title)
     for v in views:
         done = sum(1 for s in v.steps if s.status == StepStatus.SUCCEEDED)
         style = STATUS_STYLE.get(v.status, "")
-        table.add_row(v.id, v.kind.value, escape(v.target), f"[{style}]{v.status.value}[/]",
-                      f"{done}/{len(v.steps)}", _when(v.created_at), _seconds(v.duration_s))
+        table.add_row(escape(v.id), f"[{style}]{v.status.value}[/]", f"{done}/{len(v.steps)}",
+                      _when(v.created_at), _seconds(v.duration_s))
     console.print(table)
 
 

@@ -231,3 +231,18 @@ def test_migration_matches_the_job_models(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     ours = [d for d in diffs if "job" in repr(d)]
     assert ours == []
+
+
+def test_a_builder_that_raises_fails_the_job_with_a_readable_error(engine: Engine, tmp_path: Path) -> None:
+    def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        return [Step("only", lambda ctx: args["tenant"])]  # the recorded args lack "tenant"
+
+    def broken(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        raise KeyError("tenant")
+
+    with pytest.raises(jobs.JobFailed) as failure:
+        jobs.start(engine, JobKind.RETIRE, "yunlin", {}, broken, artifacts_root=tmp_path)
+    assert failure.value.error == "step '(building the job)': KeyError: 'tenant'"
+    with pytest.raises(jobs.JobFailed, match="KeyError"):
+        jobs.start(engine, JobKind.RETIRE, "yunlin", {}, build, artifacts_root=tmp_path)
+    assert jobs.get_job(engine, failure.value.job_id).steps[0].error == "KeyError: 'tenant'"

@@ -16,17 +16,15 @@ from tenant_app import audit, signing, signing_store
 from tenant_app.enums import AuditAction, CertificationStatus, VoucherStatus
 from tenant_app.models import Certification, Delegation, PaymentVoucher
 from tenant_app.rules.errors import RuleViolationError
-from tenant_app.rules.vouchers import VoucherLineData
+from tenant_app.rules.vouchers import EDITABLE_STATUSES
 from tenant_app.security.permissions import Action
 from tenant_app.services import approvals, vouchers
-from tenant_app.web import queries
+from tenant_app.web import queries, voucher_form
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
-from tenant_app.web.forms import FormError, parse_invoice_numbers, parse_money, parse_optional_int
+from tenant_app.web.forms import FormError, parse_optional_int
 from tenant_app.web.labels import VOUCHER_STATUS_ZH
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
-
-LINE_ROWS = 3  # blank line rows on the new-voucher form; enough for the common case
 
 
 def _voucher_of_agency(current: Page, voucher_id: int) -> PaymentVoucher:
@@ -65,93 +63,86 @@ def _open_certifications(current: Page) -> list[Certification]:
     ))
 
 
-def _render_new(current: Page, form: dict[str, object], status_code: int = 200,
-                error: str | None = None, errors: list[object] | None = None) -> Response:
+def _render_form(current: Page, form: dict[str, object], status_code: int = 200, error: str | None = None,
+                 errors: list[object] | None = None, voucher: PaymentVoucher | None = None) -> Response:
     agency = current.require_agency()
     year = current.require_fiscal_year()
     lines = queries.budget_lines(current.db, agency.id, year.id)
     return current.render(
         "voucher_new.html", status_code=status_code, form=form, form_error=error, errors=errors or [],
-        certifications=_open_certifications(current), lines=lines,
-        line_labels={v.line.id: v.label for v in lines}, line_rows=LINE_ROWS,
+        certifications=_open_certifications(current), lines=lines, editing=voucher,
+        line_labels={v.line.id: v.label for v in lines},
     )
-
-
-def _blank_form(certification: Certification | None) -> dict[str, object]:
-    first_line = {"budget_line_id": "", "amount": "", "description": ""}
-    if certification is not None:
-        remaining = certification.amount - certification.paid_amount - certification.released_amount
-        first_line = {"budget_line_id": str(certification.budget_line_id), "amount": str(remaining),
-                      "description": certification.purpose}
-    blank = {"budget_line_id": "", "amount": "", "description": ""}
-    return {
-        "certification_id": str(certification.id) if certification else "",
-        "payee": "", "payee_account": "", "description": certification.purpose if certification else "",
-        "period": str(dt.date.today().month), "einvoices": "",
-        "lines": [first_line] + [dict(blank) for _ in range(LINE_ROWS - 1)],
-    }
 
 
 @router.get("/vouchers/new")
 def voucher_new(certification_id: int | None = None, current: Page = Depends(user_page)) -> Response:
     current.require(Action.PREPARE_VOUCHER)
     chosen = next((c for c in _open_certifications(current) if c.id == certification_id), None)
-    return _render_new(current, _blank_form(chosen))
+    return _render_form(current, voucher_form.blank(chosen))
 
 
 @router.post("/vouchers")
 async def voucher_create(current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.PREPARE_VOUCHER)
     agency = current.require_agency()
-    data = await current.request.form()
-
-    def field(name: str) -> str:
-        value = data.get(name, "")
-        return value.strip() if isinstance(value, str) else ""
-
-    line_rows: list[dict[str, str]] = [
-        {"budget_line_id": field(f"line_{i}_budget_line_id"), "amount": field(f"line_{i}_amount"),
-         "description": field(f"line_{i}_description")} for i in range(LINE_ROWS)
-    ]
-    form: dict[str, object] = {
-        "certification_id": field("certification_id"), "payee": field("payee"),
-        "payee_account": field("payee_account"), "description": field("description"),
-        "period": field("period"), "einvoices": field("einvoices"), "lines": line_rows,
-    }
-    try:
-        if not form["payee"]:
-            raise FormError("請輸入受款人。")
-        lines = []
-        for i, row in enumerate(line_rows):
-            if not row["amount"] and not row["budget_line_id"]:
-                continue
-            line_id = parse_optional_int(row["budget_line_id"], f"第 {i + 1} 列預算科目")
-            if line_id is None:
-                raise FormError(f"第 {i + 1} 列請選擇預算科目。")
-            lines.append(VoucherLineData(line_id, parse_money(row["amount"], f"第 {i + 1} 列金額"),
-                                         row["description"][:255]))
-        if not lines:
-            raise FormError("請至少填寫一列明細。")
-        period = parse_optional_int(field("period"), "期別") or dt.date.today().month
-        certification_id = parse_optional_int(field("certification_id"), "簽證")
-    except FormError as error:
-        return _render_new(current, form, status.HTTP_422_UNPROCESSABLE_CONTENT, error=error.message)
+    values, typed, error = await voucher_form.read(current.request)
+    if typed is None:
+        return _render_form(current, values, status.HTTP_422_UNPROCESSABLE_CONTENT, error=error)
     try:
         voucher = vouchers.create_voucher(
-            current.db, agency_id=agency.id, payee=field("payee")[:200],
-            amount=sum(line.amount for line in lines), period=period, lines=lines,
-            einvoices=parse_invoice_numbers(field("einvoices")), certification_id=certification_id,
-            payee_account=field("payee_account")[:64], description=field("description"),
-            preparer_id=user.user_id,
+            current.db, agency_id=agency.id, payee=typed.payee, amount=typed.amount, period=typed.period,
+            lines=typed.lines, einvoices=typed.einvoices, certification_id=typed.certification_id,
+            payee_account=typed.payee_account, description=typed.description, preparer_id=user.user_id,
         )
     except RuleViolationError as refused:
         current.db.rollback()
-        return _render_new(current, form, refused.status, error="付款憑單未建立：",
-                           errors=list(refused.errors))
+        return _render_form(current, values, refused.status, error="付款憑單未建立：",
+                            errors=list(refused.errors))
     audit.append(current.db, user.username, AuditAction.VOUCHER_CREATE,
                  {"voucher_id": voucher.id, "number": voucher.number, "amount": voucher.amount})
     current.db.commit()
     return current.redirect(f"/vouchers/{voucher.id}", f"付款憑單第 {voucher.number} 號已建立，請送出簽核。")
+
+
+def _editable_by(current: Page, voucher_id: int) -> PaymentVoucher:
+    """The voucher, if the user is its preparer: a rejection returns it to them, and only to them."""
+    current.require(Action.PREPARE_VOUCHER)
+    voucher = _voucher_of_agency(current, voucher_id)
+    if voucher.preparer_id != current.user.user_id:
+        raise WebRefusal("只有承辦人本人可以修改此付款憑單。")
+    return voucher
+
+
+@router.get("/vouchers/{voucher_id}/edit")
+def voucher_edit_form(voucher_id: int, current: Page = Depends(user_page)) -> Response:
+    voucher = _editable_by(current, voucher_id)
+    return _render_form(current, voucher_form.from_voucher(voucher), voucher=voucher)
+
+
+@router.post("/vouchers/{voucher_id}/edit")
+async def voucher_edit(voucher_id: int, current: Page = Depends(form_page)) -> Response:
+    """Change the content: A's edit_voucher voids every signature and approval starts again."""
+    voucher = _editable_by(current, voucher_id)
+    values, typed, error = await voucher_form.read(current.request)
+    if typed is None:
+        return _render_form(current, values, status.HTTP_422_UNPROCESSABLE_CONTENT, error=error,
+                            voucher=voucher)
+    try:
+        edited = vouchers.edit_voucher(
+            current.db, voucher.id, payee=typed.payee, amount=typed.amount, period=typed.period,
+            lines=typed.lines, einvoices=typed.einvoices, payee_account=typed.payee_account,
+            description=typed.description)
+    except RuleViolationError as refused:
+        current.db.rollback()
+        return _render_form(current, values, refused.status, error="付款憑單未修改：",
+                            errors=list(refused.errors), voucher=_voucher_of_agency(current, voucher_id))
+    audit.append(current.db, current.user.username, AuditAction.VOUCHER_EDIT,
+                 {"voucher_id": edited.id, "revision": edited.revision, "amount": edited.amount})
+    current.db.commit()
+    return current.redirect(
+        f"/vouchers/{voucher_id}",
+        f"付款憑單第 {edited.number} 號已修改（第 {edited.revision} 版），原有簽核作廢，請重新送出簽核。")
 
 
 def _delegations_for(current: Page, on: dt.date) -> list[tuple[Delegation, str]]:
@@ -182,6 +173,7 @@ def voucher_detail(voucher_id: int, current: Page = Depends(user_page)) -> Respo
         next_step_label=signing.STEP_LABEL_ZH[next_step] if next_step else None,
         can_sign=signable and current.user.may(Action.SIGN),
         can_pay=voucher.status is VoucherStatus.APPROVED and current.user.may(Action.PAY),
+        can_edit=voucher.status in EDITABLE_STATUSES and voucher.preparer_id == current.user.user_id,
         delegations=_delegations_for(current, today),
     )
 

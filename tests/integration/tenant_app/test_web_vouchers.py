@@ -200,3 +200,28 @@ def test_treasury_batch_file_is_downloaded_and_vouchers_marked_batched(
     assert "已送公庫" in client.get(f"/vouchers/{voucher_id}").text
     again = _post(client, "/payments/batch", {}, "/payments")
     assert again.status_code == 409 and 'data-code="nothing_to_batch"' in again.text
+
+
+def test_edit_after_rejection_voids_signatures_and_restarts_approval(
+    app_client: TestClient, county: County
+) -> None:
+    client = app_client
+    _as(client, "clerk")
+    _certify(client, county.line_a2, 6_000)
+    _, voucher_id = _prepare(client, county, 6_000, "NP00000001")
+    _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    _as(client, "chief_accountant")
+    assert client.get(f"/vouchers/{voucher_id}/edit").status_code == 403  # only the preparer edits
+    _post(client, f"/vouchers/{voucher_id}/reject", {"reason": "受款人名稱有誤"}, f"/vouchers/{voucher_id}")
+    _as(client, "clerk")
+    form = client.get(f"/vouchers/{voucher_id}/edit")
+    assert form.status_code == 200 and "修改付款憑單第 1 號" in form.text and "NP00000001" in form.text
+    edited = _post(client, f"/vouchers/{voucher_id}/edit", {
+        "payee": "正確廠商股份有限公司", "period": "", "description": "", "einvoices": "NP00000001",
+        "line_0_budget_line_id": str(county.line_a2), "line_0_amount": "5,000",
+    }, f"/vouchers/{voucher_id}/edit")
+    assert "已修改（第 2 版），原有簽核作廢" in edited.text
+    assert "正確廠商股份有限公司" in edited.text and "尚未簽核。" in edited.text
+    assert '<span class="num" id="voucher-amount">5,000</span>' in edited.text
+    resubmitted = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
+    assert '<strong id="next-step">主辦會計</strong>' in resubmitted.text

@@ -44,13 +44,20 @@ def execute(conn: Connection, statement: str, params: Mapping[str, Any] | None =
 
 
 def execute_many(conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        conn.exec_driver_sql(_sql(conn, statement), [{k: stored(conn, v) for k, v in row.items()}
-                                                     for row in rows])
+    if not rows:
+        return
+    # Only date/time columns need converting; find them once from the rows, not per value.
+    temporal = [key for key in rows[0]
+                if isinstance(next((row[key] for row in rows if row[key] is not None), None), dt.date)]
+    if conn.dialect.name != "sqlite" or not temporal:
+        params = [dict(row) for row in rows]
+    else:
+        params = [{**row, **{key: stored(conn, row[key]) for key in temporal}} for row in rows]
+    conn.exec_driver_sql(_sql(conn, statement), params)
 
 
-# One multi-row INSERT per chunk: PostgreSQL then does one round trip and one plan for the chunk
-# instead of one per row; SQLite's variable limit (32 766) bounds the chunk size.
+# PostgreSQL: one multi-row INSERT per chunk, so one round trip and one plan for the chunk instead
+# of one per row.
 _CHUNK_ROWS = 400
 
 
@@ -58,6 +65,12 @@ def insert_many(conn: Connection, table: str, rows: Sequence[Mapping[str, Any]])
     if not rows:
         return
     columns = list(rows[0])
+    if conn.dialect.name == "sqlite":
+        # sqlite3 looks named parameters up one by one (quadratic in a large statement), while
+        # executemany reuses one prepared single-row statement: the fast way on SQLite.
+        execute_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) "
+                           f"VALUES ({', '.join(':' + c for c in columns)})", rows)
+        return
     for start in range(0, len(rows), _CHUNK_ROWS):
         chunk = rows[start:start + _CHUNK_ROWS]
         values = ", ".join("(" + ", ".join(f":r{i}_{c}" for c in columns) + ")" for i in range(len(chunk)))

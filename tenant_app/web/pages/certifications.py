@@ -9,11 +9,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import select
 
+from tenant_app import audit
+from tenant_app.enums import AuditAction
 from tenant_app.models import BudgetLine, Certification
 from tenant_app.security.permissions import Action
 from tenant_app.security.sessions import FlashKind
+from tenant_app.services.vouchers import release_certification
 from tenant_app.web import certify_gateway, queries
-from tenant_app.web.context import Page, WebRoute, form_page, user_page
+from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
 from tenant_app.web.forms import FormError, parse_money, parse_optional_int
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -81,3 +84,21 @@ async def certify(
         f"簽證後可用餘額 {outcome.available_after or 0:,} 元。",
         FlashKind.OK,
     )
+
+
+@router.post("/certifications/{certification_id}/release")
+def release(certification_id: int, current: Page = Depends(form_page)) -> Response:
+    """解除保留: give what is left of the encumbrance back to the line (A's release_certification)."""
+    user = current.require(Action.CERTIFY)
+    cert = current.db.get(Certification, certification_id)
+    if cert is None:
+        raise WebRefusal("查無此簽證。", status.HTTP_404_NOT_FOUND)
+    current.check_agency(cert.agency_id)
+    before = cert.released_amount
+    released = release_certification(current.db, certification_id, user_id=user.user_id)
+    audit.append(current.db, user.username, AuditAction.RELEASE,
+                 {"certification_id": released.id, "released_amount": released.released_amount})
+    current.db.commit()
+    amount = released.released_amount - before
+    return current.redirect("/certifications",
+                            f"簽證第 {released.number} 號已解除保留 {amount:,} 元，金額已回到可用餘額。")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -100,3 +101,17 @@ def test_clerk_has_no_transfer_form(client: TestClient, county: County) -> None:
     login(client, "clerk", PASSWORD)
     assert 'id="transfer-form"' not in client.get("/budget").text
     assert _transfer(client, county.line_a1, county.line_a2, "100").status_code == 403
+
+
+def test_release_gives_the_encumbrance_back(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    _certify(client, county.line_a1, "25,000")
+    page = client.get("/certifications").text
+    cert_id = re.search(r'/certifications/(\d+)/release', page)
+    assert cert_id
+    token = csrf_of(page)
+    released = client.post(f"/certifications/{cert_id.group(1)}/release", data={"csrf_token": token})
+    assert "已解除保留 25,000 元" in released.text
+    assert '<td class="num available">100,000</td>' in client.get("/budget").text
+    again = client.post(f"/certifications/{cert_id.group(1)}/release", data={"csrf_token": token})
+    assert again.status_code == 422 and "此操作未執行" in again.text

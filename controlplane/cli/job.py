@@ -55,6 +55,15 @@ def _seconds(value: float | None) -> str:
 
 # ---------------------------------------------------------------- progress
 
+NOTE_CHARS = 60
+
+
+def _note(step: jobs.StepView) -> str:
+    """What a step is doing or did, in one short line: its error, else its latest output line."""
+    text = step.error or next((line for line in reversed(step.output.splitlines()) if line.strip()), "")
+    text = text.strip()
+    return escape(text if len(text) <= NOTE_CHARS else text[: NOTE_CHARS - 1] + "…")
+
 
 class _StepTimeColumn(ProgressColumn):
     """Elapsed time of a running step (live), or the recorded duration of a finished one."""
@@ -76,6 +85,7 @@ def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
         TextColumn("{task.description}"),
         TextColumn("{task.fields[status]}"),
         _StepTimeColumn(),
+        TextColumn("{task.fields[note]}", style="dim"),
         console=out or console,
         transient=False,
     ) as progress:
@@ -85,8 +95,9 @@ def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
             for step in view.steps:
                 if step.index not in tasks:
                     tasks[step.index] = progress.add_task(escape(step.name), total=1, start=False, status="",
-                                                          duration=None)
+                                                          duration=None, note="")
                 task = tasks[step.index]
+                progress.update(task, note=_note(step))
                 style = STATUS_STYLE.get(step.status, "")
                 status = f"[{style}]{step.status.value}[/]" if style else step.status.value
                 if step.status == StepStatus.RUNNING:
@@ -132,10 +143,11 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(help="Newest N jobs.")] = 50,
     target: Annotated[str | None, typer.Option(help="Only jobs for this target (e.g. a county).")] = None,
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this state.")] = None,
 ) -> None:
     """List jobs, newest first."""
     with _database_errors():
-        views = jobs.list_jobs(_engine(), limit=limit, target=target)
+        views = jobs.list_jobs(_engine(), limit=limit, target=target, status=status)
     if as_json:
         print(json.dumps([v.to_json() for v in views], ensure_ascii=False, indent=2))
         return

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import typer
+from rich.console import Console
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -75,6 +77,8 @@ def test_failed_job_shows_exit_1_then_resume_after_fix_exits_0(
     assert code == 0
     [listed] = json.loads(out)
     assert listed["id"] == job_id and listed["status"] == "succeeded"
+    code, out, _ = invoke(cli, "job", "list", "--json", "--status", "failed")
+    assert (code, json.loads(out)) == (0, [])
 
 
 def test_unknown_job_id_exits_2_with_a_message(engine: Engine, cli: typer.Typer) -> None:
@@ -90,3 +94,17 @@ def test_list_on_an_uninitialised_database_says_so(cli: typer.Typer, tmp_path: P
     monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     code, _, err = invoke(cli, "job", "list")
     assert code == 2 and "not ready" in err
+
+
+def test_progress_shows_each_step_with_its_state_time_and_latest_line(engine: Engine, tmp_path: Path) -> None:
+    buffer = io.StringIO()
+    out = Console(file=buffer, width=120, force_terminal=False)
+    (tmp_path / "broken").touch()
+    with pytest.raises(jobs.JobFailed), job_cli.job_progress(out) as on_progress:
+        jobs.start(engine, JobKind.PROVISION, fake_job.TARGET, {"workdir": str(tmp_path)},
+                   artifacts_root=tmp_path / "art", on_progress=on_progress)
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    final = lines[-3:]  # the last refresh: one line per step
+    assert "one" in final[0] and "succeeded" in final[0] and "made disk" in final[0]
+    assert "two" in final[1] and "failed" in final[1] and "RuntimeError: libvirtd unreachable" in final[1]
+    assert "three" in final[2] and "pending" in final[2]

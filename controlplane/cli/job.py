@@ -104,6 +104,9 @@ def job_progress(out: Console | None = None) -> Iterator[jobs.ProgressCallback]:
                     progress.start_task(task)
                     progress.update(task, status=status, duration=None)
                 elif step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
+                    # Rich counts a task finished only once it has started (a fast step may never
+                    # have been seen running between two polls).
+                    progress.start_task(task)
                     progress.update(task, status=status, duration=step.duration_s, completed=1)
                     progress.stop_task(task)
                 else:

@@ -105,6 +105,7 @@ def test_progress_shows_each_step_with_its_state_time_and_latest_line(engine: En
                    artifacts_root=tmp_path / "art", on_progress=on_progress)
     lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
     final = lines[-3:]  # the last refresh: one line per step
+    assert final[0].startswith("•")  # a finished step loses its spinner
     assert "one" in final[0] and "succeeded" in final[0] and "made disk" in final[0]
     assert "two" in final[1] and "failed" in final[1] and "RuntimeError: libvirtd unreachable" in final[1]
     assert "three" in final[2] and "pending" in final[2]

@@ -49,6 +49,10 @@ class LoginRequired(Exception):
     """The page needs a logged-in user; answered with a redirect to the log-in page."""
 
 
+class AgencyRequired(Exception):
+    """The page works on one agency and none is chosen yet; answered with the home page's chooser."""
+
+
 class WebRefusal(Exception):
     """A request refused with a message the user can act on (zh-TW), shown on an error page."""
 
@@ -113,7 +117,7 @@ class Page:
     def require_agency(self) -> Agency:
         """The agency chosen for this session; without one, back to the home page to choose."""
         if self.agency is None:
-            raise WebRefusal("請先於首頁選擇機關。", status.HTTP_409_CONFLICT)
+            raise AgencyRequired()
         return self.agency
 
     def require_fiscal_year(self) -> FiscalYear:
@@ -250,6 +254,11 @@ class WebRoute(APIRoute):
                 if request.method == "GET" and request.url.path not in ("/", "/login"):
                     target += "?next=" + quote(request.url.path)
                 return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
+            except AgencyRequired:
+                current: Page | None = getattr(request.state, "page", None)
+                if current is None:
+                    return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+                return current.redirect("/", "請先選擇要作業的機關。", FlashKind.INFO)
             except WebRefusal as refusal:
                 return _error_page(request, refusal.message, refusal.status_code, headers=refusal.headers)
             except RuleViolationError as violation:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from tenant_app.db import session_factory
 from tenant_app.enums import Role
-from tenant_app.models import AuditEvent, User
+from tenant_app.models import AuditEvent, User, UserAgency
 from tests.integration.tenant_app.web_support import csrf_of, login, make_app
 from tests.unit.tenant_app import auth_support
 from tests.unit.tenant_app.auth_support import PASSWORD, Fixture
@@ -138,3 +138,16 @@ def test_pages_carry_security_headers_and_httponly_cookie(client: TestClient) ->
     assert page.headers["cache-control"] == "no-store"
     cookie = page.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_pages_needing_an_agency_send_a_multi_agency_user_to_choose(
+    client: TestClient, county: Fixture
+) -> None:
+    with session_factory(county.engine)() as db:
+        db.add(UserAgency(user_id=county.users[Role.AUDITOR], agency_id=county.agency_b))
+        db.commit()
+    login(client, "auditor", PASSWORD)  # two agencies: none chosen automatically
+    response = client.get("/budget", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    home = client.get("/")
+    assert "請先選擇要作業的機關。" in home.text and "甲機關" in home.text and "乙機關" in home.text

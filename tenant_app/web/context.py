@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import select
@@ -261,6 +262,10 @@ class WebRoute(APIRoute):
                 return current.redirect("/", "請先選擇要作業的機關。", FlashKind.INFO)
             except WebRefusal as refusal:
                 return _error_page(request, refusal.message, refusal.status_code, headers=refusal.headers)
+            except RequestValidationError:
+                # A hand-edited URL or a form missing a field: a page, not the API's JSON error.
+                return _error_page(request, "表單資料不完整或格式錯誤，請回上一頁重新填寫。",
+                                   status.HTTP_422_UNPROCESSABLE_CONTENT)
             except RuleViolationError as violation:
                 # A service refused and get_db rolled back: nothing was written. Show every reason
                 # with its figures (balance seen, amount asked, ...).

@@ -115,3 +115,13 @@ def test_release_gives_the_encumbrance_back(client: TestClient, county: County) 
     assert '<td class="num available">100,000</td>' in client.get("/budget").text
     again = client.post(f"/certifications/{cert_id.group(1)}/release", data={"csrf_token": token})
     assert again.status_code == 422 and "此操作未執行" in again.text
+
+
+def test_malformed_form_gets_a_zh_page_not_json(client: TestClient, county: County) -> None:
+    login(client, "clerk", PASSWORD)
+    token = csrf_of(client.get("/certifications").text)
+    response = client.post("/certifications",
+                           data={"budget_line_id": "abc", "amount": "1", "csrf_token": token})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert "表單資料不完整或格式錯誤" in response.text

@@ -3,7 +3,7 @@ uvicorn server on 127.0.0.1 with a seeded SQLite database.
 
 clerk: certify (and see an over-balance refusal) → prepare a voucher → submit it;
 chief accountant: sign; agency head: sign; accountant: pay; then the execution report shows the
-payment. Screenshots of the approved voucher and the report are kept in artifacts/screenshots/.
+payment. Screenshots of the refusal, the approved voucher and the report are kept in artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> Non
     expect(refusal).to_contain_text("簽證未通過")
     expect(page.locator("#refusal-available")).to_have_text(f"{available_before:,} 元")
     expect(page.locator("#refusal-requested")).to_have_text(f"{available_before + 1:,} 元")
+    _shot(page, "tenant_certify_refused.png")
 
     page.select_option("#budget_line_id", line_value)
     page.fill("#amount", f"{AMOUNT:,}")

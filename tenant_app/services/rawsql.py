@@ -56,23 +56,33 @@ def execute_many(conn: Connection, statement: str, rows: Sequence[Mapping[str, A
     conn.exec_driver_sql(_sql(conn, statement), params)
 
 
-# PostgreSQL: one multi-row INSERT per chunk, so one round trip and one plan for the chunk instead
-# of one per row.
-_CHUNK_ROWS = 400
-
-
 def insert_many(conn: Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert plain rows: executemany on SQLite, one INSERT ... SELECT FROM unnest(arrays) on PostgreSQL."""
     if not rows:
         return
     columns = list(rows[0])
     if conn.dialect.name == "sqlite":
-        # sqlite3 looks named parameters up one by one (quadratic in a large statement), while
+        # sqlite3 looks named parameters up one by one (quadratic in a multi-row statement), while
         # executemany reuses one prepared single-row statement: the fast way on SQLite.
         execute_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) "
                            f"VALUES ({', '.join(':' + c for c in columns)})", rows)
         return
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        chunk = rows[start:start + _CHUNK_ROWS]
-        values = ", ".join("(" + ", ".join(f":r{i}_{c}" for c in columns) + ")" for i in range(len(chunk)))
-        params = {f"r{i}_{c}": stored(conn, row[c]) for i, row in enumerate(chunk) for c in columns}
-        execute(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", params)
+    # One array per column keeps the statement text constant (psycopg prepares it after a few runs)
+    # and the parameter count small, where a multi-row VALUES list is parsed and planned each time.
+    execute(conn, _unnest_insert(conn, table, tuple(columns)),
+            {column: [row[column] for row in rows] for column in columns})
+
+
+_unnest_statements: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _unnest_insert(conn: Connection, table: str, columns: tuple[str, ...]) -> str:
+    key = (table, columns)
+    if key not in _unnest_statements:
+        from tenant_app.db import Base  # the tables' column types give the array casts
+
+        described = Base.metadata.tables[table]
+        casts = ", ".join(f"CAST(:{c} AS {described.c[c].type.compile(dialect=conn.dialect)}[])"
+                          for c in columns)
+        _unnest_statements[key] = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({casts})"
+    return _unnest_statements[key]

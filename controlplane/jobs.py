@@ -483,8 +483,9 @@ def _job_workflow(job_id: str) -> str:
             raise JobNotFound(job_id)
         kind, args = job.kind, dict(job.args or {})
     try:
-        builder, context = _proc.overrides.get(job_id, (None, _proc.default_context))
+        builder, context = _proc.overrides.get(job_id, (None, None))
         builder = builder or _builders.get(kind)
+        context = context if context is not None else _proc.default_context
         if builder is None:
             raise JobError(f"no step builder registered for job kind {kind.value!r}")
         steps = builder(args, context)
@@ -579,7 +580,7 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
     if _runner_alive(view.runner):
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
     if job_id not in _proc.overrides:
-        _proc.overrides[job_id] = (None, context if context is not None else _proc.default_context)
+        _proc.overrides[job_id] = (None, context)
     _ensure_dbos(engine)
     from dbos import DBOS
 

@@ -246,3 +246,19 @@ def test_a_builder_that_raises_fails_the_job_with_a_readable_error(engine: Engin
     with pytest.raises(jobs.JobFailed, match="KeyError"):
         jobs.start(engine, JobKind.RETIRE, "yunlin", {}, build, artifacts_root=tmp_path)
     assert jobs.get_job(engine, failure.value.job_id).steps[0].error == "KeyError: 'tenant'"
+
+
+def test_registered_builder_gets_the_default_context_unless_one_is_given(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    def build(args: Mapping[str, Any], context: Any) -> list[Step]:
+        seen.append(context)
+        return [Step("noop", lambda ctx: None)]
+
+    monkeypatch.setitem(jobs._builders, JobKind.DR_TEST, build)
+    monkeypatch.setattr(jobs._proc, "default_context", "wired platform")
+    jobs.start(engine, JobKind.DR_TEST, "site-a", {}, artifacts_root=tmp_path)
+    jobs.start(engine, JobKind.DR_TEST, "site-b", {}, context="given", artifacts_root=tmp_path)
+    assert seen == ["wired platform", "given"]

@@ -35,6 +35,7 @@ _UNIX_PATH_MAX = 107
 SOCKET_TIMEOUT_S = 5.0
 RELOAD_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 20.0
+START_ALERT_GRACE_S = 0.5
 
 
 class ApplyAction(enum.StrEnum):
@@ -266,12 +267,19 @@ class HAProxyGateway:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=START_TIMEOUT_S, check=True,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
+        alerted_at: float | None = None
         while time.monotonic() < deadline:
-            worker = self._worker_pid() if self.master_pid() is not None else None
+            master = self.master_pid()
+            worker = self._worker_pid() if master is not None else None
             if worker is not None:
                 return worker
-            if self._alerts_since(log_offset, default=""):
-                break  # it said why it exits: no need to wait out the deadline
+            # An ALERT with no master is a failed start (e.g. a port taken): stop waiting. The grace
+            # is for the master not having written its pidfile yet, and for ALERTs that are not fatal
+            # (a backend with no server up is one).
+            if master is None and self._alerts_since(log_offset, default=""):
+                alerted_at = alerted_at or time.monotonic()
+                if time.monotonic() - alerted_at > START_ALERT_GRACE_S:
+                    break
             time.sleep(0.05)
         raise GatewayError(f"haproxy did not start: {self._alerts_since(log_offset)}")
 

@@ -16,6 +16,7 @@ from tenant_app import auth
 from tenant_app.app import create_app
 from tenant_app.db import make_engine, session_scope
 from tenant_app.reports import execution
+from tenant_app.reports.reading import dispose_readers
 from tenant_app.settings import Settings
 
 from . import b_county
@@ -35,6 +36,7 @@ def client(sqlite_url: str) -> Iterator[tuple[TestClient, b_county.County_, dict
     app = create_app(Settings(database_url=sqlite_url, secret=b_county.SECRET, county_name="設定縣"))
     with TestClient(app) as test_client:
         yield test_client, ids, {k: f"Bearer {v}" for k, v in tokens.items()}
+    dispose_readers()
 
 
 def test_html_fragment_has_the_reports_numbers(

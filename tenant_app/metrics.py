@@ -10,7 +10,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "AppMetrics"]
 
 # Buckets around the certification goal (p99 <= 50 ms) and the report goal (~1 s).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass

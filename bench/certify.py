@@ -54,7 +54,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     non_2xx: int
-    server_p99_ms: float | None  # upper bound from the app's own latency histogram (excludes queueing outside it)
+    server_p99_ms: float | None  # bound from the app's own latency histogram (no queueing before it)
     accepted: int
     overcommit: int  # 元 certified beyond the balance + 元 missing from the running total
 

@@ -112,18 +112,26 @@ def normalise_username(username: str) -> str:
 def authenticate(
     db: Session, username: str, password: str, client: str, limiter: LoginRateLimiter
 ) -> LoginResult:
-    """Check a username and password, counting failures per (username, client) against `limiter`."""
+    """Check a username and password, counting failures per (username, client) against `limiter`.
+
+    Call it with nothing pending: it ends (rolls back) the caller's open transaction before hashing,
+    because on SQLite that transaction holds the write lock, and a morning of log-ins must not queue
+    the certification writer behind argon2's deliberate slowness. The audit entry it appends is the
+    caller's to commit.
+    """
     name = normalise_username(username)
     throttle = limiter.check(name, client)
     if not throttle.allowed:
         return LoginResult(LoginOutcome.THROTTLED, retry_after_s=throttle.retry_after_s)
-    user = db.scalars(select(User).where(User.username == name)).one_or_none()
+    row = db.execute(select(User.id, User.password_hash).where(User.username == name)).first()
+    db.rollback()
     # Verify even for unknown users so both paths take one argon2 verification's time.
     ok, new_hash = (False, None)
-    if user is None:
+    if row is None:
         passwords.verify_password(password, None)
     else:
-        ok, new_hash = passwords.verify_and_update(password, user.password_hash)
+        ok, new_hash = passwords.verify_and_update(password, row.password_hash)
+    user = db.get(User, row.id) if row is not None else None
     if user is None or not ok or not user.active:
         limiter.record_failure(name, client)
         # The attempted name is recorded (never the password): repeated guessing shows in the log.

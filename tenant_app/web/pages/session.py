@@ -43,6 +43,7 @@ def login(
     current: Page = Depends(anonymous_form_page),
 ) -> Response:
     limiter = login_limiter(current.request)
+    current.db.commit()  # keep what loading the page did (an expired session removed): nothing pending
     result = authenticate(current.db, username, password, client_of(current.request), limiter)
     if result.outcome is LoginOutcome.THROTTLED:
         response = current.render("login.html", status_code=status.HTTP_429_TOO_MANY_REQUESTS,

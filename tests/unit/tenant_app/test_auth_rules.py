@@ -45,12 +45,11 @@ def test_wrong_password_unknown_user_and_inactive_user_look_the_same(county: Fix
     limiter = LoginRateLimiter()
     with county.session() as db:
         db.get_one(User, county.users[Role.AUDITOR]).active = False
-        outcomes = [
-            auth.authenticate(db, "clerk", "wrong", "c", limiter),
-            auth.authenticate(db, "nobody", PASSWORD, "c", limiter),
-            auth.authenticate(db, "auditor", PASSWORD, "c", limiter),
-        ]
-        db.commit()
+        db.commit()  # authenticate ends the caller's transaction before hashing
+        outcomes = []
+        for name, password in (("clerk", "wrong"), ("nobody", PASSWORD), ("auditor", PASSWORD)):
+            outcomes.append(auth.authenticate(db, name, password, "c", limiter))
+            db.commit()  # each attempt's audit entry is the caller's to commit
         assert {o.outcome for o in outcomes} == {auth.LoginOutcome.BAD_CREDENTIALS}
         assert {o.message for o in outcomes} == {"帳號或密碼錯誤。"}
         assert _actions(db) == [auth.AuthAuditAction.LOGIN_FAILED] * 3

@@ -37,16 +37,19 @@ def create(db: Session, user_id: int, *, ttl_s: int = DEFAULT_MAX_AGE_S,
     return raw_id, row
 
 
-def load(db: Session, raw_id: str | None, *, now: dt.datetime | None = None) -> UserSession | None:
-    """The live session named by the cookie's id; an expired one is deleted and gives None."""
+def load(db: Session, raw_id: str | None, *, now: dt.datetime | None = None,
+         purge: bool = True) -> UserSession | None:
+    """The live session named by the cookie's id; an expired one gives None (and is deleted when
+    `purge`: read-only sessions leave it for the next writing request)."""
     if not raw_id:
         return None
     row = db.get(UserSession, session_id_digest(raw_id))
     if row is None:
         return None
     if _aware(row.expires_at) <= (now or _utcnow()):
-        db.delete(row)
-        db.flush()
+        if purge:
+            db.delete(row)
+            db.flush()
         return None
     return row
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from tenant_app.auth import Principal, get_db, load_principal
 from tenant_app.models import Agency, FiscalYear, UserSession
+from tenant_app.reports.reading import snapshot_session
 from tenant_app.rules.errors import RuleError, RuleViolationError
 from tenant_app.security import session_store
 from tenant_app.security.csrf import CSRF_FIELD, CSRF_REFUSED_MESSAGE, csrf_valid
@@ -169,11 +170,11 @@ class Page:
         return self._finish(RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER))
 
 
-def _load(request: Request, db: Session) -> Page:
+def _load(request: Request, db: Session, *, writable: bool) -> Page:
     settings = _settings(request)
     cookie = codec_for(request).loads(request.cookies.get(COOKIE_NAME))
     page = Page(request=request, db=db, settings=settings, cookie=cookie, csrf_token=cookie.anon_csrf)
-    row = session_store.load(db, cookie.session_id)
+    row = session_store.load(db, cookie.session_id, purge=writable)
     principal = load_principal(db, row.user_id) if row else None
     if row is None or principal is None:
         cookie.session_id = None  # stale, expired or deactivated: continue as anonymous
@@ -193,9 +194,21 @@ def _load(request: Request, db: Session) -> Page:
     return page
 
 
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
 def page(request: Request, db: Session = Depends(get_db)) -> Iterator[Page]:
-    """The request's page context, logged in or not."""
-    yield _load(request, db)
+    """The request's page context, logged in or not.
+
+    A GET only reads, so it reads from B's snapshot session (SQLite: a DEFERRED, query-only
+    transaction): browsing pages never takes the write lock the certification writer needs. A POST
+    gets the ordinary session (`db`, which stays unused, and so without a transaction, on a GET).
+    """
+    if request.method in READ_ONLY_METHODS:
+        with snapshot_session(request.app.state.tenant.engine) as reader:
+            yield _load(request, reader, writable=False)
+        return
+    yield _load(request, db, writable=True)
 
 
 def user_page(current: Page = Depends(page)) -> Page:

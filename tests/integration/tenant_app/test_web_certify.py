@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -125,3 +127,20 @@ def test_malformed_form_gets_a_zh_page_not_json(client: TestClient, county: Coun
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("text/html")
     assert "表單資料不完整或格式錯誤" in response.text
+
+
+def test_browsing_does_not_wait_for_the_sqlite_write_lock(sqlite_url: str) -> None:
+    county = seed_county(sqlite_url)
+    with TestClient(make_app(county.url)) as client:
+        login(client, "clerk", PASSWORD)
+        holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # what the certification writer holds while it commits
+            started = time.monotonic()
+            page = client.get("/budget")
+            elapsed = time.monotonic() - started
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert page.status_code == 200 and "業務費" in page.text
+    assert elapsed < 5  # a page that needed the lock would wait out the 10 s busy timeout

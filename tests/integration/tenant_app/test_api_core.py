@@ -9,7 +9,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from tenant_app.db import session_scope
 from tenant_app.models import Certification, JournalEntry, JournalLine
@@ -219,4 +220,15 @@ def test_period_close_locks_and_journal_corrections_are_reversals(county: County
                                          {"account_code": "1101", "credit": 9}]},
         headers=county.auth("fin-accountant"))
     assert unbalanced.status_code == 422 and unbalanced.json()["code"] == "journal_unbalanced"
+    _journal_balanced(county)
+
+
+def test_raw_sql_cannot_change_or_delete_posted_entries(county: County) -> None:
+    line = county.line(county.fin_agency_id, "2000")
+    county.client.post("/api/v1/certifications", json={"budget_line_id": line.id, "amount": 10},
+                       headers=county.auth("fin-clerk"))
+    for statement in ("UPDATE journal_entry SET description = 'x'", "DELETE FROM journal_line",
+                      "UPDATE journal_line SET debit = debit + 1 WHERE debit > 0"):
+        with pytest.raises(DBAPIError, match="immutable"), county.engine.begin() as conn:
+            conn.execute(text(statement))
     _journal_balanced(county)

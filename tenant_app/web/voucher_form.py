@@ -41,7 +41,7 @@ def blank(certification: Certification | None) -> dict[str, object]:
     lines = [_blank_line() for _ in range(LINE_ROWS)]
     if certification is not None:
         remaining = certification.amount - certification.paid_amount - certification.released_amount
-        lines[0] = {"budget_line_id": str(certification.budget_line_id), "amount": str(remaining),
+        lines[0] = {"budget_line_id": str(certification.budget_line_id), "amount": f"{remaining:,}",
                     "description": certification.purpose}
     return {
         "certification_id": str(certification.id) if certification else "",
@@ -51,7 +51,7 @@ def blank(certification: Certification | None) -> dict[str, object]:
 
 
 def from_voucher(voucher: PaymentVoucher) -> dict[str, object]:
-    lines = [{"budget_line_id": str(ln.budget_line_id), "amount": str(ln.amount),
+    lines = [{"budget_line_id": str(ln.budget_line_id), "amount": f"{ln.amount:,}",
               "description": ln.description} for ln in voucher.lines]
     lines += [_blank_line() for _ in range(max(0, LINE_ROWS - len(lines)))]
     return {

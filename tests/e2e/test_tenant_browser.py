@@ -141,7 +141,8 @@ def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> Non
     page.fill("#payee", "大同資訊股份有限公司")
     page.fill("#payee_account", "004-1234567890")
     page.fill("#einvoices", "AB12345678")
-    expect(page.locator("#line_0_amount")).to_have_value(str(AMOUNT))
+    expect(page.locator("#line_0_amount")).to_have_value(f"{AMOUNT:,}")
+    _shot(page, "tenant_voucher_form.png")
     page.click("#voucher-form button[type=submit]")
     expect(page.locator("#flash.ok")).to_contain_text("已建立")
     voucher_url = page.url

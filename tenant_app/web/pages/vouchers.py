@@ -154,6 +154,24 @@ def _delegations_for(current: Page, on: dt.date) -> list[tuple[Delegation, str]]
     return [(d, names.get(d.principal_id, "")) for d in rows]
 
 
+def _sign_options(current: Page, voucher: PaymentVoucher, stored: list[signing.Signature],
+                  on: dt.date) -> tuple[list[tuple[str, str]], str | None]:
+    """Who the user may sign the next step as (value, label): themselves and/or the principals of
+    their delegations valid today, as B's check_can_sign decides; else why not."""
+    delegations = _delegations_for(current, on)
+    me = current.user.user_id
+    ctx = signing_store.chain_context(current.db, voucher, [me, *(d.principal_id for d, _ in delegations)])
+    content = signing_store.voucher_content(current.db, voucher)
+    now = dt.datetime.now(dt.UTC)
+    own = signing.check_can_sign(content, stored, ctx, signer_id=me, on_behalf_of=None, at=now)
+    options = [("", "本人")] if not own else []
+    for delegation, name in delegations:
+        principal = delegation.principal_id
+        if not signing.check_can_sign(content, stored, ctx, signer_id=me, on_behalf_of=principal, at=now):
+            options.append((str(principal), f"代理 {name}"))
+    return options, (own[0].message_zh if own and not options else None)
+
+
 @router.get("/vouchers/{voucher_id}")
 def voucher_detail(voucher_id: int, current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW)
@@ -162,19 +180,22 @@ def voucher_detail(voucher_id: int, current: Page = Depends(user_page)) -> Respo
     stored = signing_store.stored_signatures(voucher)
     chain_errors = approvals.verify(current.db, voucher, require_complete=False)
     lines = queries.budget_lines(current.db, voucher.agency_id, voucher.fiscal_year_id)
-    today = signing.signing_day(dt.datetime.now(dt.UTC))
     signable = voucher.status in (VoucherStatus.DRAFT, VoucherStatus.REJECTED, VoucherStatus.IN_APPROVAL)
     next_step = signing.next_step(stored) if signable else None
+    options: list[tuple[str, str]] = []
+    why_not = None
+    if next_step is not None and current.user.may(Action.SIGN):
+        today = signing.signing_day(dt.datetime.now(dt.UTC))
+        options, why_not = _sign_options(current, voucher, stored, today)
     return current.render(
         "voucher_detail.html", voucher=voucher, status_zh=VOUCHER_STATUS_ZH,
         line_labels={v.line.id: v.label for v in lines},
         signatures=[(sig, signing.describe_signature(sig, ctx)) for sig in stored],
         chain_errors=chain_errors, preparer=ctx.name(voucher.preparer_id),
         next_step_label=signing.STEP_LABEL_ZH[next_step] if next_step else None,
-        can_sign=signable and current.user.may(Action.SIGN),
+        sign_options=options, why_not=why_not,
         can_pay=voucher.status is VoucherStatus.APPROVED and current.user.may(Action.PAY),
         can_edit=voucher.status in EDITABLE_STATUSES and voucher.preparer_id == current.user.user_id,
-        delegations=_delegations_for(current, today),
     )
 
 

@@ -68,7 +68,9 @@ def test_full_flow_prepare_sign_pay(app_client: TestClient, county: County) -> N
     submitted = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
     assert "已簽核付款憑單第 1 號" in submitted.text
     assert '<strong id="next-step">主辦會計</strong>' in submitted.text
-    # The preparer cannot also sign as chief accountant: refused with the signing rule's reason.
+    # The preparer cannot also sign as chief accountant: no sign form, the reason instead, and a
+    # forged POST is refused by the signing rule itself.
+    assert 'id="sign-form"' not in submitted.text and 'id="why-not"' in submitted.text
     again = _post(client, f"/vouchers/{voucher_id}/sign", {}, f"/vouchers/{voucher_id}")
     assert again.status_code == 403 and "此操作未執行" in again.text
 

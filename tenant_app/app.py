@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 import tenant_app.services.journal  # noqa: F401  (registers the posted-entry immutability guard)
 from tenant_app import timing
@@ -24,9 +27,12 @@ from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
 from tenant_app.middleware import ServerTimingMiddleware
 from tenant_app.migrations import is_current
 from tenant_app.reports.routes import router as reports_router
+from tenant_app.services.budget import apply_all_due
 from tenant_app.services.certify_writer import CertificationWriter
 from tenant_app.settings import Settings
 from tenant_app.web.router import web_router
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +45,24 @@ class AppState:
     metrics: AppMetrics
     writer: CertificationWriter
     naive_engine: Engine | None = None  # bench/certify.py's reference path only
+
+
+ALLOTMENT_ROLL_SECONDS = 3600.0
+
+
+def _roll_allotments(state: AppState) -> int:
+    with state.sessions() as session, session.begin():
+        return apply_all_due(session)
+
+
+async def _roll_allotments_forever(state: AppState) -> None:
+    """Allotments of a month count as allotted-to-date once the month arrives: check now, then hourly."""
+    while True:
+        try:
+            await run_in_threadpool(_roll_allotments, state)
+        except Exception:  # a failed roll is retried next hour; it must not stop the app
+            log.exception("rolling due allotments failed")
+        await asyncio.sleep(ALLOTMENT_ROLL_SECONDS)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -59,9 +83,11 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         await writer.start()
+        roll = asyncio.create_task(_roll_allotments_forever(state), name="allotment-roll")
         try:
             yield
         finally:
+            roll.cancel()
             await writer.stop()
             if state.naive_engine is not None:
                 state.naive_engine.dispose()

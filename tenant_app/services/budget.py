@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tenant_app.enums import NumberKind
+from tenant_app.enums import FiscalYearStatus, NumberKind
 from tenant_app.models import Allotment, Amendment, BudgetLine, FiscalYear, Transfer
 from tenant_app.rules.budget import check_allotment, check_amendment, check_transfer, period_reached
 from tenant_app.rules.errors import ErrorCode, RuleError, RuleViolationError, refuse_if
@@ -61,6 +61,12 @@ def apply_due_allotments(session: Session, fiscal_year_id: int, *, on: dt.date |
             moved += 1
     session.flush()
     return moved
+
+
+def apply_all_due(session: Session, *, on: dt.date | None = None) -> int:
+    """apply_due_allotments for every open fiscal year: run at start-up and then periodically."""
+    years = session.scalars(select(FiscalYear.id).where(FiscalYear.status == FiscalYearStatus.OPEN)).all()
+    return sum(apply_due_allotments(session, year_id, on=on) for year_id in years)
 
 
 def amend(session: Session, budget_line_id: int, amount: int, reason: str, *,

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from tenant_app.db import make_engine, session_scope
 from tenant_app.enums import Role
-from tenant_app.models import AuditEvent, User
+from tenant_app.models import AuditEvent, Delegation, User
 from tenant_app.services.certification import today
 from tests.integration.tenant_app.web_support import PASSWORD, County, csrf_of, login, make_app, seed_county
 
@@ -155,3 +155,26 @@ def test_auditor_sees_chain_verified_and_detects_an_edit(client: TestClient, cou
     assert "雜湊鏈驗證未通過" in tampered.text and f"第 {first} 筆" in tampered.text
     _as(client, "clerk")
     assert client.get("/audit").status_code == 403
+
+
+def test_signing_under_an_expired_delegation_is_refused(client: TestClient, county: County) -> None:
+    yesterday = today() - dt.timedelta(days=1)
+    with session_scope(make_engine(county.url)) as db:
+        db.add(Delegation(principal_id=county.users[Role.CHIEF_ACCOUNTANT],
+                          delegate_id=county.users[Role.ACCOUNTANT],
+                          valid_from=yesterday - dt.timedelta(days=5), valid_to=yesterday, reason="已過期"))
+    _as(client, "clerk")
+    _post(client, "/certifications", {"budget_line_id": str(county.line_a1), "amount": "1000"},
+          "/certifications")
+    cert = re.search(r'certification_id=(\d+)', client.get("/certifications").text)
+    assert cert
+    created = _post(client, "/vouchers", {"certification_id": cert.group(1), "payee": "乙廠商", "period": "",
+                                          "line_0_budget_line_id": str(county.line_a1),
+                                          "line_0_amount": "1000", "einvoices": ""}, "/vouchers/new")
+    path = str(created.url).replace("http://testserver", "")
+    _post(client, f"{path}/sign", {}, path)
+    _as(client, "accountant")
+    detail = client.get(path).text
+    assert 'id="sign-form"' not in detail  # the expired delegation is not offered
+    forged = _post(client, f"{path}/sign", {"on_behalf_of": str(county.users[Role.CHIEF_ACCOUNTANT])}, path)
+    assert forged.status_code == 403 and 'data-code="signatures_invalid"' in forged.text

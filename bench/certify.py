@@ -91,8 +91,8 @@ def _wrk(base: str, path: str, token: str, line_id: int, duration: int, scratch:
 def _server_p99_ms(metrics: str, path: str) -> float | None:
     """The smallest histogram bound under which 99% of the route's requests finished in the app."""
     buckets = [(float("inf") if le == "+Inf" else float(le), float(count)) for le, count in re.findall(
-        r'tenant_app_request_seconds_bucket\{le="([^"]+)",method="POST",route="(?:/api/v1)?'
-        + re.escape(path.removeprefix("/api/v1")) + r'"\} (\S+)', metrics)]
+        r'tenant_app_request_seconds_bucket\{le="([^"]+)",method="POST",route="'
+        + re.escape(path) + r'"\} (\S+)', metrics)]
     if not buckets:
         return None
     total = buckets[-1][1]

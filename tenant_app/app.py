@@ -21,7 +21,7 @@ from tenant_app.api import errors as api_errors
 from tenant_app.api.fastpath import CertifyFastPath
 from tenant_app.api.naive import naive_engine
 from tenant_app.api.naive import router as naive_router
-from tenant_app.api.router import router as api_router
+from tenant_app.api.router import include_api
 from tenant_app.db import make_engine, session_factory
 from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
 from tenant_app.middleware import ServerTimingMiddleware
@@ -121,9 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
     # One line per router. Engineer B (reports, treasury) and engineer C (web UI, auth) add theirs
     # below, e.g. `app.include_router(reports_router)`; keep each an include, no logic here.
     # ---------------------------------------------------------------------------------------------
-    app.include_router(api_router)  # /api/v1 (JSON API)
+    include_api(app)  # /api/v1 (JSON API)
     if settings.enable_naive_certify:
-        app.include_router(naive_router, prefix="/api/v1")  # bench reference only
+        app.include_router(naive_router)  # bench reference only
     app.include_router(web_router)  # engineer C: the zh-TW web UI (log-in, pages, static CSS)
     app.include_router(reports_router)  # engineer B: /api/v1/reports/{kind}?format=html|xlsx|ods
 

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tenant_app import audit
+from tenant_app.api import API_V1
 from tenant_app.api.schemas import AllotmentIn, AmendmentIn, TransferIn
 from tenant_app.api.views import line_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
@@ -16,7 +17,7 @@ from tenant_app.security.permissions import Action
 from tenant_app.services import budget
 from tenant_app.services.vouchers import not_found
 
-router = APIRouter(tags=["budget"])
+router = APIRouter(prefix=API_V1, tags=["budget"])
 
 
 def line_or_404(db: Session, budget_line_id: int) -> BudgetLine:

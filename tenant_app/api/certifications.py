@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tenant_app import audit, timing
+from tenant_app.api import API_V1
 from tenant_app.api.budget import line_or_404
 from tenant_app.api.deps import require_action_async
 from tenant_app.api.errors import STATUS_BY_CODE, error_body
@@ -24,7 +25,7 @@ from tenant_app.services.certification import CertifyRequest
 from tenant_app.services.certify_writer import CertificationWriter
 from tenant_app.services.vouchers import release_certification
 
-router = APIRouter(tags=["certifications"])
+router = APIRouter(prefix=API_V1, tags=["certifications"])
 
 
 class AppStateLike(Protocol):

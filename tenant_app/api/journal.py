@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from tenant_app import audit
+from tenant_app.api import API_V1
 from tenant_app.api.schemas import ManualEntryIn, PeriodCloseIn, ReverseIn
 from tenant_app.api.views import entry_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
@@ -17,7 +18,7 @@ from tenant_app.security.permissions import Action
 from tenant_app.services import journal
 from tenant_app.services.vouchers import not_found
 
-router = APIRouter(tags=["journal"])
+router = APIRouter(prefix=API_V1, tags=["journal"])
 
 
 @router.get("/journal")

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, create_engine, event, insert, update
 from sqlalchemy.orm import Session
 
+from tenant_app.api import API_V1
 from tenant_app.api.errors import rule_response
 from tenant_app.api.schemas import CertifyIn
 from tenant_app.auth import Principal, require_action
@@ -25,7 +26,7 @@ from tenant_app.rules.certification import check_certification
 from tenant_app.security.permissions import Action
 from tenant_app.services.numbering import issue_numbers
 
-router = APIRouter(tags=["bench"])
+router = APIRouter(prefix=API_V1, tags=["bench"])
 
 
 def naive_engine(url: str) -> Engine:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from tenant_app import audit
+from tenant_app.api import API_V1
 from tenant_app.api.schemas import RejectIn, SignIn, VoucherEditIn, VoucherIn
 from tenant_app.api.views import voucher_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
@@ -14,7 +15,7 @@ from tenant_app.rules.vouchers import VoucherLineData
 from tenant_app.security.permissions import Action
 from tenant_app.services import approvals, vouchers
 
-router = APIRouter(tags=["vouchers"])
+router = APIRouter(prefix=API_V1, tags=["vouchers"])
 
 
 def _lines(body: VoucherIn | VoucherEditIn) -> list[VoucherLineData]:

@@ -23,6 +23,7 @@ from tenant_app.models import Agency, Delegation, Signature, User, UserAgency
 from tenant_app.security import passwords, session_store
 
 MIN_PASSWORD_LENGTH = 10
+NON_SIGNING_ROLES = frozenset({Role.AUDITOR, Role.COUNTY_ADMIN})
 USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 
 
@@ -129,6 +130,9 @@ def create_delegation(db: Session, *, actor: str, principal_id: int, delegate_id
         raise AdminRefusal("查無此使用者。")
     if not people[delegate_id].active:
         raise AdminRefusal("代理人帳號已停用。")
+    if people[delegate_id].role in NON_SIGNING_ROLES:
+        # The auditor must stay read-only and the administrator manages people, not money.
+        raise AdminRefusal("稽核人員與系統管理者不能擔任簽核代理人。")
     row = Delegation(principal_id=principal_id, delegate_id=delegate_id, valid_from=valid_from,
                      valid_to=valid_to, reason=reason.strip()[:255], created_by_id=created_by_id)
     db.add(row)

@@ -160,6 +160,9 @@ class Page:
             "role_label": ROLE_LABEL_ZH.get(self.principal.role, "") if self.principal else "",
             "now": dt.datetime.now(dt.UTC).astimezone(),
         }
+        clash = base.keys() & context.keys()
+        if clash:  # a page variable silently replacing the layout's would show wrong data
+            raise ValueError(f"template context overrides layout variables: {sorted(clash)}")
         response = templates.TemplateResponse(self.request, template, {**base, **context},
                                               status_code=status_code)
         return self._finish(response)

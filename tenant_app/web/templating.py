@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from tenant_app.security.permissions import ROLE_LABEL_ZH
 from tenant_app.web import formatting
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -43,6 +44,7 @@ def _environment() -> Environment:
     env.filters["year_label"] = formatting.year_label
     env.filters["percent"] = formatting.percent
     env.globals["entry_labels"] = ENTRY_LABELS
+    env.globals["role_labels"] = ROLE_LABEL_ZH
     return env
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from tenant_app.auth import issue_api_token, revoke_api_token
 from tenant_app.enums import Role
 from tenant_app.models import Agency, ApiToken, User
-from tenant_app.security.permissions import ROLE_LABEL_ZH, Action
+from tenant_app.security.permissions import Action
 from tenant_app.security.user_admin import AdminRefusal, create_user, set_password, update_user
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
 from tenant_app.web.forms import FormError, parse_optional_int
@@ -45,7 +45,7 @@ def users(current: Page = Depends(user_page)) -> Response:
     current.require(Action.MANAGE_USERS)
     rows = current.db.scalars(select(User).order_by(User.username)).all()
     agency_names = {a.id: a.name for a in _agencies(current)}
-    return current.render("admin_users.html", users=rows, role_label=ROLE_LABEL_ZH, agency_names=agency_names,
+    return current.render("admin_users.html", users=rows, agency_names=agency_names,
                           roles=list(Role), agencies=_agencies(current), form_error=None, form={})
 
 
@@ -63,7 +63,7 @@ async def create(
         rows = current.db.scalars(select(User).order_by(User.username)).all()
         return current.render(
             "admin_users.html", status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, users=rows,
-            role_label=ROLE_LABEL_ZH, agency_names={a.id: a.name for a in _agencies(current)},
+            agency_names={a.id: a.name for a in _agencies(current)},
             roles=list(Role), agencies=_agencies(current), form_error=error.message,
             form={"username": username, "display_name": display_name, "role": role})
     current.db.commit()
@@ -75,7 +75,7 @@ def _render_user(current: Page, user: User, status_code: int = 200, error: str |
     tokens = current.db.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
                                 .order_by(ApiToken.created_at.desc())).all()
     return current.render(
-        "admin_user.html", status_code=status_code, user=user, roles=list(Role), role_label=ROLE_LABEL_ZH,
+        "admin_user.html", status_code=status_code, user=user, roles=list(Role),
         agencies=_agencies(current), granted={g.agency_id for g in user.grants}, tokens=tokens,
         form_error=error, new_token=new_token, token_days=TOKEN_DAYS_DEFAULT,
     )

@@ -11,8 +11,13 @@ from sqlalchemy import or_, select
 
 from tenant_app.enums import Role
 from tenant_app.models import Delegation, User, UserAgency
-from tenant_app.security.permissions import ROLE_LABEL_ZH, Action
-from tenant_app.security.user_admin import AdminRefusal, create_delegation, delete_delegation
+from tenant_app.security.permissions import Action
+from tenant_app.security.user_admin import (
+    NON_SIGNING_ROLES,
+    AdminRefusal,
+    create_delegation,
+    delete_delegation,
+)
 from tenant_app.services.certification import today
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
 from tenant_app.web.forms import FormError, parse_date
@@ -25,8 +30,10 @@ def _is_admin(current: Page) -> bool:
 
 
 def _candidates(current: Page) -> list[User]:
-    """People the user may pick: colleagues sharing an agency (everyone, for the administrator)."""
-    query = select(User).where(User.active.is_(True)).order_by(User.username)
+    """People who may be picked: active colleagues sharing an agency (anyone, for the administrator),
+    never an auditor or an administrator."""
+    query = (select(User).where(User.active.is_(True), User.role.not_in(NON_SIGNING_ROLES))
+             .order_by(User.username))
     if not _is_admin(current):
         colleagues = select(UserAgency.user_id).where(UserAgency.agency_id.in_(current.user.agency_ids))
         query = query.where(User.id.in_(colleagues), User.id != current.user.user_id)
@@ -43,7 +50,7 @@ def _render(current: Page, status_code: int = 200, error: str | None = None) -> 
     people = {u.id: u for u in current.db.scalars(select(User).where(User.id.in_(ids)))}
     return current.render(
         "delegations.html", status_code=status_code, delegations=rows, people=people,
-        candidates=_candidates(current), is_admin=_is_admin(current), role_label=ROLE_LABEL_ZH,
+        candidates=_candidates(current), is_admin=_is_admin(current),
         today=today(), form_error=error, signer_roles={Role.CHIEF_ACCOUNTANT, Role.AGENCY_HEAD},
     )
 

@@ -178,3 +178,18 @@ def test_signing_under_an_expired_delegation_is_refused(client: TestClient, coun
     assert 'id="sign-form"' not in detail  # the expired delegation is not offered
     forged = _post(client, f"{path}/sign", {"on_behalf_of": str(county.users[Role.CHIEF_ACCOUNTANT])}, path)
     assert forged.status_code == 403 and 'data-code="signatures_invalid"' in forged.text
+
+
+def test_auditor_and_admin_cannot_be_delegates(client: TestClient, county: County) -> None:
+    _as(client, "agency_head")
+    page = client.get("/delegations").text
+    assert "auditor 使用者" not in page and "county_admin 使用者" not in page
+    assert "chief_accountant 使用者（主辦會計）" in page  # roles are labelled in zh-TW
+    _as(client, "county_admin")
+    day = today().isoformat()
+    refused = _post(client, "/delegations", {"principal_id": str(county.users[Role.AGENCY_HEAD]),
+                                             "delegate_id": str(county.users[Role.AUDITOR]),
+                                             "valid_from": day, "valid_to": day}, "/delegations")
+    assert refused.status_code == 422 and "稽核人員與系統管理者不能擔任簽核代理人。" in refused.text
+    # The layout still names the logged-in user's own role.
+    assert "county_admin 使用者（系統管理者）" in refused.text

@@ -58,3 +58,24 @@ def agent_exec(hv: Hypervisor, vm: str, argv: list[str], timeout_s: float = 30.0
 def set_clock(hv: Hypervisor, vm: str) -> None:
     """Set the guest clock from the host's: a restored guest is behind by the time since its save."""
     hv.agent(vm, "guest-set-time", {"time": time.time_ns()})
+
+
+def wait_for_labels(hv: Hypervisor, vm: str, labels: tuple[str, ...], timeout_s: float = 30.0) -> float:
+    """Wait until the guest kernel shows block devices with these file-system labels.
+
+    A live disk attach returns before the guest has probed the new PCI device, so anything that
+    mounts a hot-plugged disk must wait for it to appear first. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    pending = list(labels)
+    while pending:
+        # -c /dev/null: probe the devices themselves, not blkid's cache of what was there before.
+        found = agent_exec(hv, vm, ["/sbin/blkid", "-c", "/dev/null", "-o", "value", "-s", "LABEL"],
+                           check=False).stdout.split()
+        pending = [label for label in pending if label not in found]
+        if pending and time.monotonic() - started > timeout_s:
+            missing = ", ".join(pending)
+            raise AgentTimeout(f"{vm}: disks {missing} not visible in the guest after {timeout_s:.0f} s")
+        if pending:
+            time.sleep(0.1)
+    return time.monotonic() - started

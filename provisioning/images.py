@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,8 +68,12 @@ def _hash_tree(root: Path, digest: hashlib._Hash) -> None:
 
 
 def base_key() -> str:
+    """Changes with what the base root file system is made of, not with unrelated edits here."""
     digest = hashlib.sha256()
-    digest.update(Path(__file__).read_bytes())
+    recipe = (SUITE, GUEST_PACKAGES, MASKED_UNITS, INITRD_MODULES, IMAGE_SIZE)
+    digest.update(repr(recipe).encode())
+    for step in (_configure_guest, _build_base):
+        digest.update(inspect.getsource(step).encode())
     _hash_tree(RECIPE_DIR, digest)
     constraints = PROJECT_ROOT / "constraints.txt"
     if constraints.exists():
@@ -179,7 +185,7 @@ def _build_base(cache_dir: Path, key: str, log: Log) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     # `pip wheel` (not download): some packages (odfpy) ship only an sdist. Host and guest are the
     # same Debian Python 3.11, so wheels built here install there.
-    pip = [str(PROJECT_ROOT / ".venv/bin/pip"), "wheel", "-q", "-w", str(wheels),
+    pip = [str(Path(sys.executable).parent / "pip"), "wheel", "-q", "-w", str(wheels),
            "-r", str(RECIPE_DIR / "guest-requirements.txt")]
     constraints = PROJECT_ROOT / "constraints.txt"
     if constraints.exists():
@@ -226,6 +232,12 @@ def _load(directory: Path) -> GoldenImage:
     manifest = json.loads((directory / "manifest.json").read_text())
     return GoldenImage(key=manifest["key"], disk=directory / "golden.qcow2", kernel=directory / "vmlinuz",
                        initrd=directory / "initrd.img")
+
+
+def load(cache_dir: Path, key: str) -> GoldenImage | None:
+    """A built golden image by key (a job pins the key it started with), or None if it is gone."""
+    directory = image_dir(cache_dir, key)
+    return _load(directory) if (directory / "manifest.json").exists() else None
 
 
 def cached(cache_dir: Path) -> GoldenImage | None:

@@ -22,7 +22,7 @@ from inventory.jobs import Step, StepContext
 from inventory.models import Tenant, Vm
 from provisioning import address, configure, disks, images, seed, sites, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
-from provisioning.guest import agent_exec, set_clock
+from provisioning.guest import agent_exec, set_clock, wait_for_labels
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.platform import Platform, ensure_ssh_key
 from provisioning.spec import new_uuid
@@ -64,9 +64,9 @@ def load_plan(platform: Platform, vm_name: str) -> VmPlan:
 
 
 def vm_names(platform: Platform, tenant: str) -> list[str]:
+    """Every VM of the tenant: provisioning a retired county brings all of them back."""
     with session_scope(platform.engine) as session:
-        return [vm.name for vm in queries.vms_of(queries.get_tenant(session, tenant))
-                if vm.status is not Lifecycle.RETIRED]
+        return [vm.name for vm in queries.vms_of(queries.get_tenant(session, tenant))]
 
 
 # --- provision ---------------------------------------------------------------------------------
@@ -75,12 +75,15 @@ def _check(platform: Platform, tenant_slug: str) -> str:
     """Everything the job needs, validated before anything is made."""
     with session_scope(platform.engine) as session:
         tenant = queries.get_tenant(session, tenant_slug)
-        if tenant.status in (Lifecycle.RETIRING, Lifecycle.RETIRED):
-            raise ProvisioningError(f"tenant {tenant_slug} is {tenant.status}; it cannot be provisioned")
-        vms = [vm for vm in queries.vms_of(tenant) if vm.status is not Lifecycle.RETIRED]
+        if tenant.status is Lifecycle.RETIRING:
+            raise ProvisioningError(
+                f"tenant {tenant_slug} is being retired; finish that first "
+                f"(`countycloud tenant retire {tenant_slug}`)")
+        vms = queries.vms_of(tenant)
         if not vms:
             raise ProvisioningError(f"tenant {tenant_slug} declares no VMs")
-        site = tenant.home_site
+        site_name = tenant.home_site.name
+        vm_count = len(vms)
         for vm in vms:
             if vm.ssh_port is None or vm.app_port is None:
                 raise ProvisioningError(f"{vm.name} has no ports; apply the inventory first")
@@ -88,15 +91,15 @@ def _check(platform: Platform, tenant_slug: str) -> str:
         if tenant.gateway_port is None:
             raise ProvisioningError(f"tenant {tenant_slug} has no address port; apply the inventory first")
         session.rollback()  # the check decides nothing; `place` records
-    if sites.state(platform.site(site.name)) is not sites.SiteState.UP:
+    if sites.state(platform.site(site_name)) is not sites.SiteState.UP:
         raise ProvisioningError(
-            f"site {site.name} is down; start it with `countycloud site start {site.name}`")
-    with platform.hypervisor(site.name):
+            f"site {site_name} is down; start it with `countycloud site start {site_name}`")
+    with platform.hypervisor(site_name):
         pass  # reachable (raises HypervisorError with the reason otherwise)
     for tool in ("qemu-img", "mkfs.ext4", "haproxy"):
         if shutil.which(tool) is None:
             raise ProvisioningError(f"{tool} is not installed; run `make host` (scripts/host-setup.sh)")
-    return f"tenant {tenant_slug}: {len(vms)} VM(s) at site {site.name}, capacity and ports available"
+    return f"tenant {tenant_slug}: {vm_count} VM(s) at site {site_name}, capacity and ports available"
 
 
 def _place(platform: Platform, tenant_slug: str) -> str:
@@ -105,8 +108,6 @@ def _place(platform: Platform, tenant_slug: str) -> str:
         tenant = queries.get_tenant(session, tenant_slug)
         queries.set_status(tenant, Lifecycle.PROVISIONING, actor=ACTOR)
         for vm in queries.vms_of(tenant):
-            if vm.status is Lifecycle.RETIRED:
-                continue
             host = queries.place_vm(session, vm)
             if vm.uuid is None or vm.mac is None:
                 queries.record_vm_identity(vm, new_uuid(), _random_mac(), actor=ACTOR)
@@ -121,15 +122,28 @@ def _random_mac() -> str:
     return "52:54:00:" + ":".join(f"{secrets.randbelow(256):02x}" for _ in range(3))
 
 
+GOLDEN_PREFIX = "golden image "
+
+
 def _golden(platform: Platform, ctx: StepContext) -> str:
     image = images.ensure(platform.cache_dir, log=ctx.log)
-    return f"golden image {image.key}"
+    return f"{GOLDEN_PREFIX}{image.key}"
+
+
+def _image(platform: Platform, ctx: StepContext) -> images.GoldenImage:
+    """The golden image this job pinned in its golden-image step (the app may change meanwhile)."""
+    recorded = str(ctx.previous.get("golden-image") or "")
+    if recorded.startswith(GOLDEN_PREFIX):
+        image = images.load(platform.cache_dir, recorded.removeprefix(GOLDEN_PREFIX))
+        if image is not None:
+            return image
+    return images.ensure(platform.cache_dir, log=ctx.log)
 
 
 def _template(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
     """The site's prebooted template, built if missing; any trouble means a cold boot, said plainly."""
     site_name = _home_site(platform, tenant_slug)
-    image = images.ensure(platform.cache_dir, log=ctx.log)
+    image = _image(platform, ctx)
     site = platform.site(site_name)
     try:
         with platform.hypervisor(site_name) as hv:
@@ -172,7 +186,7 @@ def _disks(platform: Platform, vm_name: str, ctx: StepContext) -> str:
 
 
 def _system_backing(platform: Platform, plan: VmPlan, ctx: StepContext) -> Path:
-    image = images.ensure(platform.cache_dir, log=ctx.log)
+    image = _image(platform, ctx)
     if _mode_is_cold(ctx):
         return image.disk
     template = templates.load(platform.site(plan.site), image.key)
@@ -209,7 +223,7 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         if info is not None and info.persistent:
             hv.start(plan.name)  # an existing VM (e.g. after an outage) boots from its own disks
             return "started the existing VM (boot)"
-        image = images.ensure(platform.cache_dir, log=ctx.log)
+        image = _image(platform, ctx)
         if _mode_is_cold(ctx):
             spec = cold_spec(plan, paths, image, platform.domain_type,
                              templates.TEMPLATE_MAX_VCPUS, templates.TEMPLATE_MAX_MEMORY_MIB)
@@ -247,8 +261,11 @@ def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         for disk in hotplug_disks(paths):
             if f"dev='{disk.target}'" not in attached:
                 hv.attach_disk(plan.name, render_disk_xml(disk))
+        waited = wait_for_labels(hv, plan.name, (seed.SEED_LABEL, seed.DATA_LABEL))
         result = agent_exec(hv, plan.name, ["/usr/local/sbin/countycloud-activate"], timeout_s=60)
-    return result.stdout.strip() or "activated"
+        # The script exits 0 without a seed (a template's boot), so check that it really took.
+        agent_exec(hv, plan.name, ["/bin/test", "-s", "/etc/tenant-app.env"])
+    return f"disks visible after {waited:.2f} s; {result.stdout.strip()}"
 
 
 def _resize_to_plan(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
@@ -302,8 +319,7 @@ def _record_active(platform: Platform, tenant_slug: str) -> str:
     with session_scope(platform.engine) as session:
         tenant = queries.get_tenant(session, tenant_slug)
         for vm in queries.vms_of(tenant):
-            if vm.status is not Lifecycle.RETIRED:
-                queries.set_status(vm, Lifecycle.ACTIVE, actor=ACTOR)
+            queries.set_status(vm, Lifecycle.ACTIVE, actor=ACTOR)
         queries.set_status(tenant, Lifecycle.ACTIVE, actor=ACTOR)
     return f"tenant {tenant_slug} active"
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from tenant_app.web.pages import (
+    account,
     admin,
     audit_log,
     budget,
@@ -35,6 +36,6 @@ def static_file(name: str) -> FileResponse:
 
 
 _PAGES = (session, budget, certifications, vouchers, payments, journal, periods, reports, delegations, admin,
-          audit_log)
+          audit_log, account)
 for module in _PAGES:
     web_router.include_router(module.router)

@@ -192,4 +192,4 @@ def test_auditor_and_admin_cannot_be_delegates(client: TestClient, county: Count
                                              "valid_from": day, "valid_to": day}, "/delegations")
     assert refused.status_code == 422 and "稽核人員與系統管理者不能擔任簽核代理人。" in refused.text
     # The layout still names the logged-in user's own role.
-    assert "county_admin 使用者（系統管理者）" in refused.text
+    assert "county_admin 使用者</a>（系統管理者）" in refused.text

@@ -48,7 +48,7 @@ def test_login_then_home_shows_user_and_agency(client: TestClient) -> None:
     assert isinstance(response, httpx.Response)
     assert response.status_code == 200
     # One granted agency: chosen automatically, the user lands on it.
-    assert "clerk 使用者（承辦人）" in response.text
+    assert "clerk 使用者</a>（承辦人）" in response.text
     assert "歡迎，clerk 使用者。" in response.text
     home = client.get("/")
     assert "甲機關" in home.text and "乙機關" not in home.text  # only granted agencies are offered

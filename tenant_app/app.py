@@ -28,7 +28,7 @@ from tenant_app.middleware import ServerTimingMiddleware
 from tenant_app.migrations import is_current
 from tenant_app.reports.routes import router as reports_router
 from tenant_app.services.budget import apply_all_due
-from tenant_app.services.certify_writer import CertificationWriter
+from tenant_app.services.certify_writer import CertificationWriter, WriterMode
 from tenant_app.settings import Settings
 from tenant_app.web.router import web_router
 
@@ -65,11 +65,15 @@ async def _roll_allotments_forever(state: AppState) -> None:
         await asyncio.sleep(ALLOTMENT_ROLL_SECONDS)
 
 
+def _writer_mode(settings: Settings) -> WriterMode | None:
+    return WriterMode(settings.certify_writer_mode) if settings.certify_writer_mode else None
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     timing.instrument(engine)
     app_metrics = AppMetrics()
-    writer = CertificationWriter(engine, batch_max=settings.certify_batch_max, inline=settings.certify_inline,
+    writer = CertificationWriter(engine, batch_max=settings.certify_batch_max, mode=_writer_mode(settings),
                                  on_group=app_metrics.certify_batch.observe)
     state = AppState(settings=settings, engine=engine, sessions=session_factory(engine),
                      metrics=app_metrics, writer=writer)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_FILE_VARIABLE = "TENANT_APP_SETTINGS_FILE"
+# The values of services.certify_writer.WriterMode (settings must not import the services).
+WriterModeName = Literal["inline", "thread", "async"]
 
 
 class Settings(BaseSettings):
@@ -29,9 +32,9 @@ class Settings(BaseSettings):
     enable_naive_certify: bool = False
     # Largest group of queued certifications committed in one transaction by the writer.
     certify_batch_max: int = 512
-    # Commit certification groups on the event loop's thread (None: decide by database; see
-    # services/certify_writer.py for why).
-    certify_inline: bool | None = None
+    # Where certification groups are committed: inline, thread or async (None: by database; see
+    # services/certify_writer.py for the measurements behind the defaults).
+    certify_writer_mode: WriterModeName | None = None
 
 
 def load_settings(env_file: str | Path | None = None) -> Settings:

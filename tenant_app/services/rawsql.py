@@ -1,9 +1,9 @@
 """Hand-written SQL for the hot path, run with exec_driver_sql: no statement compilation and no
 per-row parameter processing, which on the certification group commit cost more than SQLite itself.
 
-Statements are written with :name parameters; psycopg wants %(name)s, so they are translated once
-per dialect. Values are given as the driver stores them for SQLAlchemy's own types (SQLite keeps
-datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' text in UTC).
+Statements are written with :name parameters; psycopg wants %(name)s and asyncpg $1, $2, ...
+(positional), so they are translated once per driver. Values are given as the driver stores them
+for SQLAlchemy's own types (SQLite keeps datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' text in UTC).
 """
 
 from __future__ import annotations
@@ -16,14 +16,37 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult
 
 _NAMED = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
-_translated: dict[tuple[str, str], str] = {}
+# driver, statement -> (driver's statement, parameter names in positional order or None if named)
+_translated: dict[tuple[str, str], tuple[str, list[str] | None]] = {}
 
 
-def _sql(conn: Connection, statement: str) -> str:
-    key = (conn.dialect.name, statement)
+def _sql(conn: Connection, statement: str) -> tuple[str, list[str] | None]:
+    key = (conn.dialect.driver, statement)
     if key not in _translated:
-        _translated[key] = statement if conn.dialect.name == "sqlite" else _NAMED.sub(r"%(\1)s", statement)
+        if conn.dialect.name == "sqlite":
+            _translated[key] = (statement, None)
+        elif conn.dialect.driver == "asyncpg":
+            names: list[str] = []
+
+            def positional(match: re.Match[str]) -> str:
+                if match.group(1) not in names:
+                    names.append(match.group(1))
+                return f"${names.index(match.group(1)) + 1}"
+
+            _translated[key] = (_NAMED.sub(positional, statement), names)
+        else:
+            _translated[key] = (_NAMED.sub(r"%(\1)s", statement), None)
     return _translated[key]
+
+
+def _run(conn: Connection, statement: str, params: Any) -> CursorResult[Any]:
+    sql, names = _sql(conn, statement)
+    if names is not None:
+        if isinstance(params, list):
+            params = [tuple(row[name] for name in names) for row in params]
+        else:
+            params = tuple(params[name] for name in names)
+    return conn.exec_driver_sql(sql, params)
 
 
 def stored(conn: Connection, value: Any) -> Any:
@@ -40,7 +63,7 @@ def stored(conn: Connection, value: Any) -> Any:
 
 
 def execute(conn: Connection, statement: str, params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
-    return conn.exec_driver_sql(_sql(conn, statement), dict(params or {}))
+    return _run(conn, statement, dict(params or {}))
 
 
 def execute_many(conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -53,7 +76,7 @@ def execute_many(conn: Connection, statement: str, rows: Sequence[Mapping[str, A
         params = [dict(row) for row in rows]
     else:
         params = [{**row, **{key: stored(conn, row[key]) for key in temporal}} for row in rows]
-    conn.exec_driver_sql(_sql(conn, statement), params)
+    _run(conn, statement, params)
 
 
 def insert_many(conn: Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import select
 
 from tenant_app import hotline
@@ -14,7 +15,7 @@ from tenant_app.enums import NumberKind
 from tenant_app.models import BudgetLine, NumberCounter, PeriodClose
 from tenant_app.rules.errors import ErrorCode
 from tenant_app.services.certification import CertifyRequest
-from tenant_app.services.certify_writer import CertificationWriter
+from tenant_app.services.certify_writer import CertificationWriter, WriterMode
 
 
 async def _storm(writer: CertificationWriter, requests: list[CertifyRequest]) -> list:
@@ -25,7 +26,8 @@ async def _storm(writer: CertificationWriter, requests: list[CertifyRequest]) ->
         await writer.stop()
 
 
-def test_groups_commit_many_and_refuse_only_the_bad_ones(db_url: str) -> None:
+@pytest.mark.parametrize("mode", [None, WriterMode.THREAD], ids=["default-mode", "thread-mode"])
+def test_groups_commit_many_and_refuse_only_the_bad_ones(db_url: str, mode: WriterMode | None) -> None:
     line = hotline.prepare(db_url, 1_000)
     engine = make_engine(db_url)
     with session_scope(engine) as session:
@@ -33,7 +35,7 @@ def test_groups_commit_many_and_refuse_only_the_bad_ones(db_url: str) -> None:
         session.add(PeriodClose(agency_id=hot.agency_id, fiscal_year_id=hot.fiscal_year_id, period=1))
         agency = hot.agency_id
     groups: list[int] = []
-    writer = CertificationWriter(engine, on_group=groups.append)
+    writer = CertificationWriter(engine, mode=mode, on_group=groups.append)
     requests = []
     for i in range(120):
         kind = i % 6

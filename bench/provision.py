@@ -1,0 +1,480 @@
+"""Provisioning speed, measured side by side in one run (issues #4 and #7, section "Speed").
+
+1. bare boot: a throwaway linked clone of the golden image (same spec as a `--cold` county: its own
+   seed and data disks), defined and started through the hypervisor edge; timed from define until
+   SSH sends its banner (bare_ssh_s) and until the app answers /healthz 200 (bare_boot_s).
+2. ready_s: `countycloud tenant create COUNTY --cold` as a subprocess, timed from the command's start
+   until the county's address (HAProxy, 127.0.0.1:gateway port) first answers /healthz 200.
+3. clone_ready_s: the same with the default path (a clone of the site's prebooted template).
+4. --counties N: N counties from templates at once (N `tenant create` started together, or at most
+   --clone-concurrency at a time): time until all answer through their addresses, and the largest
+   RSS of their QEMU processes. With --counties 13 and without --skip-cold13, the same with --cold,
+   at most --cold-concurrency at a time (13 TCG boots at once are slower than the cores allow).
+
+Every `tenant create` is left to finish (it converges with Ansible after the county serves) and its
+job's per-step durations are reported; every county the bench made is retired with --purge at the end.
+
+The CLI runs from a snapshot of the committed tree (`git archive HEAD`) unless --source worktree:
+the golden image is keyed by tenant_app's source, which others edit all day, and an edit in the
+middle of a run would make a `tenant create` rebuild the image and the templates inside the figure.
+
+Its own environment: state dir /var/lib/countycloud-bench, guest ports 44000-44999, gateway ports
+43000-43999, the shared image cache. `setup` and `inventory apply` run first and are not timed.
+
+Last line: one JSON object with p1_ratio, ready_s, bare_boot_s, clone_ready_s, clone_ratio,
+clone13_all_ready_s, clone_rss_mb_max, counties, all_ready_s, rss_mb_max (null when not measured).
+Run: .venv/bin/python bench/provision.py [--counties 13] [--skip-cold13]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from provisioning import address, disks, images, seed, templates  # noqa: E402
+from provisioning.domain_xml import render_domain_xml  # noqa: E402
+from provisioning.hypervisor import Hypervisor  # noqa: E402
+from provisioning.platform import ensure_ssh_key, host_domain_type  # noqa: E402
+from provisioning.sites import site_paths  # noqa: E402
+from provisioning.spec import new_uuid  # noqa: E402
+from provisioning.vmplan import VmPaths, VmPlan, app_env, cold_spec, machine_id  # noqa: E402
+
+STATE_DIR = Path("/var/lib/countycloud-bench")
+BENCH_ENV = {
+    "COUNTYCLOUD_GUEST_PORT_FIRST": "44000", "COUNTYCLOUD_GUEST_PORT_LAST": "44999",
+    "COUNTYCLOUD_GATEWAY_PORT_FIRST": "43000", "COUNTYCLOUD_GATEWAY_PORT_LAST": "43999",
+}
+# The bare VM's forwards come from the top of the bench's guest range: the inventory hands ports
+# out from the bottom, so the two never meet (each is also checked free before use).
+BARE_PORTS = range(44999, 44900, -1)
+SITE = "primary"  # every sample county lives there
+SINGLE_COUNTY = "keelung"  # the demo's county
+SMALL = (1, 1024, 256)  # the sample counties' size: vCPUs, MiB, data disk MiB (as a cold county)
+BOOT_TIMEOUT_S = 900.0
+JOB_TIMEOUT_S = 1800.0
+POLL_S = 0.1
+GOALS = {"p1_ratio": 1.25, "clone_ratio": 0.10, "clone13_all_ready_s": 30.0, "clone_rss_mb_max": 400.0,
+         "all_ready_s": 240.0, "rss_mb_max": 600.0}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def load_note() -> dict[str, Any]:
+    """How busy the machine is: others boot VMs on the same 2 cores."""
+    ours = str(STATE_DIR)
+    qemus = [p for p in psutil.process_iter(["name", "cmdline"])
+             if (p.info["name"] or "").startswith("qemu-system")]
+    foreign = [p for p in qemus if not any(ours in arg for arg in (p.info["cmdline"] or []))]
+    return {"load1": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
+            "other_qemu": len(foreign), "our_qemu": len(qemus) - len(foreign)}
+
+
+# --- the CLI, as a subprocess in the bench's environment -----------------------------------------
+
+@dataclass
+class Cli:
+    source: Path
+    env: dict[str, str]
+    logs: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "controlplane", *args]
+
+    def run(self, *args: str, check: bool = True, timeout: float = JOB_TIMEOUT_S) -> str:
+        result = subprocess.run(self.argv(*args), cwd=self.source, env=self.env, capture_output=True,
+                                text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"countycloud {' '.join(args)} exited {result.returncode}: "
+                               f"{(result.stderr or result.stdout).strip()[-1500:]}")
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args))
+
+    def spawn(self, label: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{label}.log").open("wb")
+        return subprocess.Popen(self.argv(*args), cwd=self.source, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def snapshot_source(state_dir: Path) -> Path:
+    """The committed tree at HEAD, unpacked once per commit (git archive only reads the repo)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    root = state_dir / "src"
+    target = root / commit
+    if not target.exists():
+        tmp = root / f".{commit}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", "HEAD"], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise RuntimeError("git archive HEAD failed")
+        tmp.rename(target)
+    for old in root.iterdir():  # earlier commits' snapshots: nothing runs from them any more
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+# --- 1. the bare boot ----------------------------------------------------------------------------
+
+def free_port(candidates: Iterable[int], taken: set[int]) -> int:
+    for port in candidates:
+        if port in taken:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise RuntimeError("no free port for the bare VM at the top of the bench's guest range")
+
+
+def ssh_banner(port: int) -> bool:
+    """True once sshd itself answers: QEMU's forward accepts connections before the guest listens
+    and then closes them, so only the "SSH-" banner proves the guest's sshd is up."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as conn:
+            conn.settimeout(1.0)
+            return conn.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def write_bare_disks(plan: VmPlan, paths: VmPaths, image: images.GoldenImage, ssh_key: Path) -> None:
+    """What the provisioning job's disks step makes for a cold county: an overlay on the golden
+    image, an empty data disk, a seed with settings and its own identity."""
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    disks.overlay(paths.system_disk, image.disk)
+    seed.make_data_disk(paths.data_disk, plan.data_disk_mib)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", plan.name, "-f",
+                    str(paths.host_key)], check=True, capture_output=True)
+    public_key = ensure_ssh_key(ssh_key).with_suffix(".pub").read_text().strip()
+    seed.build_seed_image(
+        paths.seed_disk, settings=app_env(plan), hostname=plan.name, authorized_keys=[public_key],
+        identity={
+            "machine-id": (machine_id(plan) + "\n").encode(),
+            "random-seed": secrets.token_bytes(512),
+            "ssh_host_ed25519_key": paths.host_key.read_bytes(),
+            "ssh_host_ed25519_key.pub": paths.host_key.with_suffix(".pub").read_bytes(),
+        },
+    )
+
+
+def bare_boot(state_dir: Path, image: images.GoldenImage, taken_ports: set[int]) -> dict[str, Any]:
+    site = site_paths(state_dir, SITE)
+    name = f"bench-bare-{os.getpid()}"
+    vcpus, memory_mib, data_mib = SMALL
+    plan = VmPlan(name=name, uuid=new_uuid(), tenant="bench", county_name="bench", site=SITE, vcpus=vcpus,
+                  memory_mib=memory_mib, data_disk_mib=data_mib,
+                  ssh_port=free_port(BARE_PORTS, taken_ports), app_port=free_port(BARE_PORTS, taken_ports),
+                  app_secret=secrets.token_urlsafe(24), settings={})
+    # Outside the site's vms/ folder: nothing of the platform (template dependents, retire) sees it.
+    paths = VmPaths(state_dir / "bench-bare" / name)
+    result: dict[str, Any] = {"load": load_note()}
+    began = time.monotonic()
+    write_bare_disks(plan, paths, image, state_dir / "ssh" / "id_ed25519")
+    result["bare_disks_s"] = round(time.monotonic() - began, 2)
+    spec = cold_spec(plan, paths, image, host_domain_type(), templates.TEMPLATE_MAX_VCPUS,
+                     templates.TEMPLATE_MAX_MEMORY_MIB)
+    with Hypervisor(SITE, site.uri) as hv:
+        try:
+            began = time.monotonic()
+            hv.define(render_domain_xml(spec))
+            hv.start(name)
+            ssh_s: float | None = None
+            peak = 0.0
+            pid: int | None = None
+            while True:
+                elapsed = time.monotonic() - began
+                if ssh_s is None and ssh_banner(plan.ssh_port):
+                    ssh_s = elapsed
+                if address.healthy(plan.app_port, timeout_s=1.0):
+                    boot_s = time.monotonic() - began
+                    break
+                if elapsed > BOOT_TIMEOUT_S:
+                    raise RuntimeError(f"bare VM {name}: no /healthz 200 within {BOOT_TIMEOUT_S:.0f} s")
+                pid = pid or hv.qemu_pid(name)
+                peak = max(peak, rss_mb(pid))
+                time.sleep(POLL_S)
+            if ssh_s is None:  # the app answered first; SSH follows within a poll or two
+                while not ssh_banner(plan.ssh_port) and time.monotonic() - began < BOOT_TIMEOUT_S:
+                    time.sleep(POLL_S)
+                ssh_s = time.monotonic() - began
+            result.update(bare_ssh_s=round(ssh_s, 2), bare_boot_s=round(boot_s, 2),
+                          bare_rss_mb=round(max(peak, rss_mb(pid or hv.qemu_pid(name))), 1))
+        finally:
+            hv.undefine(name)
+            shutil.rmtree(paths.directory, ignore_errors=True)
+    return result
+
+
+# --- 2-4. counties through the CLI ---------------------------------------------------------------
+
+def rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def qemu_pids(vm_names: Iterable[str]) -> dict[str, int]:
+    """QEMU processes by the `guest=NAME,` argument libvirt gives each one."""
+    needles = {f"guest={name},": name for name in vm_names}
+    found: dict[str, int] = {}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if not (proc.info["name"] or "").startswith("qemu-system"):
+            continue
+        for arg in proc.info["cmdline"] or []:
+            for needle, name in needles.items():
+                if needle in arg:
+                    found[name] = proc.pid
+    return found
+
+
+@dataclass
+class County:
+    slug: str
+    gateway_port: int
+    vms: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    ready_s: float | None = None
+    exit_s: float | None = None
+    rc: int | None = None
+    rss_mb: float = 0.0
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def describe(cli: Cli, slug: str) -> County:
+    row = cli.json("tenant", "show", slug, "--json")
+    if not row.get("address"):
+        raise RuntimeError(f"{slug} has no address port; inventory apply first")
+    port = int(str(row["address"]).rstrip("/").rsplit(":", 1)[1])
+    return County(slug=slug, gateway_port=port, vms=[vm["name"] for vm in row["vms"]])
+
+
+def status_of(cli: Cli, slug: str) -> str:
+    return str(cli.json("tenant", "show", slug, "--json")["status"])
+
+
+def retire(cli: Cli, slugs: Iterable[str]) -> None:
+    for slug in slugs:
+        if status_of(cli, slug) not in ("planned", "retired"):
+            cli.run("tenant", "retire", slug, "--purge")
+
+
+def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int, label: str) -> float:
+    """Start `tenant create` for every county (at most `concurrency` running at once), poll their
+    addresses; returns the seconds from the first start until all answered /healthz 200. Every
+    command is then left to finish (its Ansible converge runs after the county serves)."""
+    waiting = list(counties)
+    running: list[County] = []
+    began = time.monotonic()
+    all_ready: float | None = None
+    while waiting or running:
+        while waiting and len(running) < concurrency:
+            county = waiting.pop(0)
+            county.started = time.monotonic()
+            args = ["tenant", "create", county.slug] + (["--cold"] if cold else [])
+            county.proc = cli.spawn(f"{label}-{county.slug}", *args)
+            running.append(county)
+        now = time.monotonic()
+        for county in list(running):
+            assert county.proc is not None
+            if county.ready_s is None and address.healthy(county.gateway_port, timeout_s=1.0):
+                county.ready_s = time.monotonic() - county.started
+                say(f"  {county.slug}: healthy through 127.0.0.1:{county.gateway_port} "
+                    f"{county.ready_s:.1f} s after its command started")
+            if county.ready_s is None or county.rss_mb == 0.0 or county.exit_s is None:
+                sample_rss(county)
+            rc = county.proc.poll()
+            if rc is not None:
+                county.rc, county.exit_s = rc, time.monotonic() - county.started
+                running.remove(county)
+                if rc != 0:
+                    say(f"  {county.slug}: tenant create exited {rc} "
+                        f"(log: {cli.logs}/{label}-{county.slug}.log)")
+            elif now - county.started > JOB_TIMEOUT_S:
+                county.proc.terminate()
+        if all_ready is None and not waiting and all(c.ready_s is not None for c in counties):
+            all_ready = time.monotonic() - began
+            say(f"  all {len(counties)} healthy after {all_ready:.1f} s; waiting for the commands to finish")
+        time.sleep(POLL_S)
+    for county in counties:
+        sample_rss(county)
+    if all_ready is None:
+        failed = [c.slug for c in counties if c.ready_s is None]
+        raise RuntimeError(f"{label}: never healthy: {', '.join(failed)}")
+    return all_ready
+
+
+def sample_rss(county: County) -> None:
+    missing = [vm for vm in county.vms if vm not in county.pids]
+    if missing:
+        county.pids.update(qemu_pids(missing))
+    for pid in county.pids.values():
+        county.rss_mb = max(county.rss_mb, rss_mb(pid))
+
+
+def job_steps(cli: Cli, slug: str) -> dict[str, Any]:
+    """The newest provisioning job of the county: its id, the CLI's start-up before the job began,
+    and each step's duration."""
+    listed = cli.json("job", "list", "--json", "--target", slug, "--limit", "1")
+    if not listed:
+        return {}
+    job = json.loads(cli.run("job", "show", listed[0]["id"], "--json", check=False))
+    return {"job": job["id"], "status": job["status"], "job_s": round(job["duration_s"] or 0.0, 2),
+            "steps": {step["name"]: round(step["duration_s"] or 0.0, 2) for step in job["steps"]}}
+
+
+def single(cli: Cli, slug: str, cold: bool, label: str) -> dict[str, Any]:
+    retire(cli, [slug])  # a county left over from an interrupted run
+    county = describe(cli, slug)
+    load = load_note()
+    try:
+        ready = provision(cli, [county], cold=cold, concurrency=1, label=label)
+        return {"ready_s": round(ready, 2), "command_s": round(county.exit_s or 0.0, 2), "rc": county.rc,
+                "rss_mb": round(county.rss_mb, 1), "load": load, **job_steps(cli, slug)}
+    finally:
+        retire(cli, [slug])
+
+
+def many(cli: Cli, slugs: list[str], cold: bool, concurrency: int, label: str) -> dict[str, Any]:
+    retire(cli, slugs)
+    counties = [describe(cli, slug) for slug in slugs]
+    load = load_note()
+    try:
+        ready = provision(cli, counties, cold=cold, concurrency=concurrency, label=label)
+        jobs = {c.slug: job_steps(cli, c.slug) for c in counties}
+    finally:
+        retire(cli, slugs)
+    slowest = max(counties, key=lambda c: c.ready_s or 0.0)
+    return {
+        "counties": len(counties), "concurrency": concurrency, "all_ready_s": round(ready, 2),
+        "rss_mb_max": round(max(c.rss_mb for c in counties), 1),
+        "ready_s": {c.slug: round(c.ready_s or 0.0, 2) for c in counties},
+        "command_s_max": round(max(c.exit_s or 0.0 for c in counties), 2),
+        "failed": [c.slug for c in counties if c.rc != 0], "load": load,
+        "slowest": {"county": slowest.slug, **jobs.get(slowest.slug, {})},
+        "step_s_max": step_maxima(jobs.values()),
+    }
+
+
+def step_maxima(jobs: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """The longest duration of each kind of step over all jobs (per-VM steps folded by their kind)."""
+    maxima: dict[str, float] = {}
+    for job in jobs:
+        for name, seconds in job.get("steps", {}).items():
+            kind = name.split(":", 1)[-1]
+            maxima[kind] = max(maxima.get(kind, 0.0), seconds)
+    return maxima
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--counties", type=int, default=1, help="1 (single-county figures) to 13")
+    parser.add_argument("--skip-cold13", action="store_true", help="no cold run of the N counties")
+    parser.add_argument("--clone-concurrency", type=int, default=13,
+                        help="tenant create commands at once from templates (default: all)")
+    parser.add_argument("--cold-concurrency", type=int, default=4,
+                        help="tenant create --cold commands at once (TCG boots contend for the cores)")
+    parser.add_argument("--source", choices=("head", "worktree"), default="head",
+                        help="run the CLI from a snapshot of HEAD (default) or from the work tree")
+    parser.add_argument("--skip-single", action="store_true", help="no bare/cold/clone single figures")
+    args = parser.parse_args()
+    if not 1 <= args.counties <= 13:
+        parser.error("--counties takes 1 to 13")
+
+    state_dir = Path(os.environ.get("COUNTYCLOUD_STATE_DIR", str(STATE_DIR)))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    logs = state_dir / "bench-logs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    logs.mkdir(parents=True)
+    source = snapshot_source(state_dir) if args.source == "head" else ROOT
+    env = {**os.environ, **BENCH_ENV, "COUNTYCLOUD_STATE_DIR": str(state_dir),
+           # ansible-runner finds ansible-playbook on PATH: the venv's bin must be on it.
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cli = Cli(source=source, env=env, logs=logs)
+    out: dict[str, Any] = {key: None for key in (
+        "p1_ratio", "ready_s", "bare_boot_s", "clone_ready_s", "clone_ratio", "clone13_all_ready_s",
+        "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max")}
+    out.update(bare_ssh_s=None, source=str(source), logs=str(logs))
+
+    say(f"setup (not timed; may rebuild the golden image and templates) from {source}")
+    began = time.monotonic()
+    cli.run("setup")
+    cli.run("inventory", "apply")
+    out["setup_s"] = round(time.monotonic() - began, 1)
+    template = next(iter(t for t in templates.list_templates(site_paths(state_dir, SITE))), None)
+    image = images.load(Path(env.get("COUNTYCLOUD_CACHE_DIR", "/var/cache/countycloud")),
+                        template.image_key) if template else None
+    if image is None:
+        raise SystemExit("no template or golden image after setup; see `countycloud template list`")
+    out["image"] = image.key
+    slugs = [row["tenant"] for row in cli.json("tenant", "list", "--json")]
+
+    if not args.skip_single:
+        say("bare boot: define + start a linked clone of the golden image")
+        bare = bare_boot(state_dir, image, set())
+        out.update(bare_ssh_s=bare["bare_ssh_s"], bare_boot_s=bare["bare_boot_s"], bare=bare)
+        say(f"  SSH banner {bare['bare_ssh_s']} s, /healthz 200 {bare['bare_boot_s']} s")
+
+        say(f"cold county: tenant create {SINGLE_COUNTY} --cold")
+        cold = single(cli, SINGLE_COUNTY, cold=True, label="cold")
+        out.update(ready_s=cold["ready_s"], p1_ratio=ratio(cold["ready_s"], out["bare_boot_s"]), cold=cold)
+
+        say(f"template county: tenant create {SINGLE_COUNTY}")
+        clone = single(cli, SINGLE_COUNTY, cold=False, label="clone")
+        out.update(clone_ready_s=clone["ready_s"], clone_ratio=ratio(clone["ready_s"], out["bare_boot_s"]),
+                   clone=clone)
+
+    if args.counties > 1:
+        chosen = slugs[: args.counties]
+        say(f"{len(chosen)} counties from templates, {min(args.clone_concurrency, len(chosen))} at a time")
+        clones = many(cli, chosen, cold=False, concurrency=args.clone_concurrency, label="clone-many")
+        out.update(clone13_all_ready_s=clones["all_ready_s"], clone_rss_mb_max=clones["rss_mb_max"],
+                   clone_counties=len(chosen), clone_many=clones)
+        if args.counties == 13 and not args.skip_cold13:
+            say(f"13 counties cold, {args.cold_concurrency} at a time")
+            colds = many(cli, chosen, cold=True, concurrency=args.cold_concurrency, label="cold-many")
+            out.update(counties=13, all_ready_s=colds["all_ready_s"], rss_mb_max=colds["rss_mb_max"],
+                       cold_many=colds)
+
+    out["goals_met"] = {key: (out[key] is not None and out[key] <= goal) if out[key] is not None else None
+                        for key, goal in GOALS.items()}
+    print(json.dumps(out, ensure_ascii=False, separators=(",", ":")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

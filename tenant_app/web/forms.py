@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class FormError(ValueError):
@@ -53,3 +57,13 @@ def parse_date(raw: str, label: str) -> dt.date:
 def parse_invoice_numbers(raw: str) -> list[str]:
     """E-invoice numbers separated by commas, spaces or new lines; upper-cased, order kept."""
     return [part.upper() for part in re.split(r"[\s,，、]+", raw.strip()) if part]
+
+
+def parse_choice(raw: str | None, choices: type[E], label: str) -> E | None:
+    """A filter's select: '' (全部) is no filter; anything else must be one of the enum's values."""
+    if not raw:
+        return None
+    try:
+        return choices(raw)
+    except ValueError as error:
+        raise FormError(f"{label}不正確：{raw}") from error

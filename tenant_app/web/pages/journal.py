@@ -6,7 +6,7 @@ period. Both go through tenant_app.services.journal, which also checks balance a
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Response, status
+from fastapi import APIRouter, Depends, Form, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -18,7 +18,7 @@ from tenant_app.security.permissions import Action
 from tenant_app.services import journal
 from tenant_app.services.certification import today
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
-from tenant_app.web.forms import FormError, parse_money, parse_optional_int
+from tenant_app.web.forms import FormError, parse_choice, parse_money, parse_optional_int
 from tenant_app.web.labels import JOURNAL_KIND_ZH
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -27,9 +27,14 @@ PAGE_SIZE = 100
 
 
 @router.get("/journal")
-def journal_list(kind: JournalKind | None = None, period: int | None = None,
-                 current: Page = Depends(user_page)) -> Response:
+def journal_list(kind_raw: str = Query("", alias="kind"), period_raw: str = Query("", alias="period"),
+                 before: int | None = None, current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW)
+    try:  # the filter form sends '' for 全部 / an empty period
+        kind = parse_choice(kind_raw, JournalKind, "種類")
+        period = parse_optional_int(period_raw, "期別")
+    except FormError as error:
+        raise WebRefusal(error.message, status.HTTP_422_UNPROCESSABLE_CONTENT) from error
     agency = current.require_agency()
     year = current.require_fiscal_year()
     query = (select(JournalEntry).options(selectinload(JournalEntry.lines))
@@ -38,6 +43,8 @@ def journal_list(kind: JournalKind | None = None, period: int | None = None,
         query = query.where(JournalEntry.kind == kind)
     if period is not None:
         query = query.where(JournalEntry.period == period)
+    if before is not None:  # paging backwards through history, newest first
+        query = query.where(JournalEntry.id < before)
     entries = current.db.scalars(query.order_by(JournalEntry.id.desc()).limit(PAGE_SIZE)).all()
     reversed_ids = set(current.db.scalars(select(JournalEntry.reversal_of_id).where(
         JournalEntry.reversal_of_id.in_([e.id for e in entries]))))
@@ -45,7 +52,7 @@ def journal_list(kind: JournalKind | None = None, period: int | None = None,
     return current.render(
         "journal.html", entries=entries, accounts=accounts, kinds=JOURNAL_KIND_ZH, chosen_kind=kind,
         chosen_period=period, reversed_ids=reversed_ids, can_post=current.user.may(Action.POST_JOURNAL),
-        today_period=today().month,
+        today_period=today().month, older=entries[-1].id if len(entries) == PAGE_SIZE else None,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Depends, Form, Response, status
+from fastapi import APIRouter, Depends, Form, Query, Response, status
 from sqlalchemy import select
 
 from tenant_app import audit, signing, signing_store
@@ -21,7 +21,7 @@ from tenant_app.security.permissions import Action
 from tenant_app.services import approvals, vouchers
 from tenant_app.web import queries, voucher_form
 from tenant_app.web.context import Page, WebRefusal, WebRoute, form_page, user_page
-from tenant_app.web.forms import FormError, parse_optional_int
+from tenant_app.web.forms import FormError, parse_choice, parse_optional_int
 from tenant_app.web.labels import VOUCHER_STATUS_ZH
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -36,17 +36,21 @@ def _voucher_of_agency(current: Page, voucher_id: int) -> PaymentVoucher:
 
 
 @router.get("/vouchers")
-def voucher_list(current: Page = Depends(user_page)) -> Response:
+def voucher_list(status_raw: str = Query("", alias="status"), current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW)
+    try:  # the filter form sends '' for 全部
+        status_filter = parse_choice(status_raw, VoucherStatus, "狀態")
+    except FormError as error:
+        raise WebRefusal(error.message, status.HTTP_422_UNPROCESSABLE_CONTENT) from error
     agency = current.require_agency()
     year = current.require_fiscal_year()
-    rows = current.db.scalars(
-        select(PaymentVoucher)
-        .where(PaymentVoucher.agency_id == agency.id, PaymentVoucher.fiscal_year_id == year.id)
-        .order_by(PaymentVoucher.number.desc()).limit(200)
-    ).all()
+    query = select(PaymentVoucher).where(PaymentVoucher.agency_id == agency.id,
+                                         PaymentVoucher.fiscal_year_id == year.id)
+    if status_filter is not None:
+        query = query.where(PaymentVoucher.status == status_filter)
+    rows = current.db.scalars(query.order_by(PaymentVoucher.number.desc()).limit(200)).all()
     return current.render(
-        "voucher_list.html", vouchers=rows, status_zh=VOUCHER_STATUS_ZH,
+        "voucher_list.html", vouchers=rows, status_zh=VOUCHER_STATUS_ZH, status_filter=status_filter,
         names=queries.user_names(current.db, {v.preparer_id for v in rows}),
         can_prepare=current.user.may(Action.PREPARE_VOUCHER),
     )

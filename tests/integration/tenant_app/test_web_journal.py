@@ -83,3 +83,15 @@ def test_periods_close_in_order_and_closed_period_refuses_postings(
     assert refused.status_code == 422 and "簽證未通過" in refused.text
     _as(client, "clerk")
     assert client.get("/periods").status_code == 403
+
+
+def test_filters_accept_all_and_refuse_unknown_values(client: TestClient, county: County) -> None:
+    _as(client, "clerk")
+    _post(client, "/certifications", {"budget_line_id": str(county.line_a1), "amount": "500"},
+          "/certifications")
+    assert "簽證 1" in client.get("/journal", params={"kind": "", "period": ""}).text  # 全部
+    assert "簽證 1" not in client.get("/journal", params={"kind": "receipt"}).text
+    bad = client.get("/journal", params={"kind": "bogus"})
+    assert bad.status_code == 422 and "種類不正確：bogus" in bad.text
+    assert client.get("/vouchers", params={"status": ""}).status_code == 200
+    assert client.get("/vouchers", params={"status": "nope"}).status_code == 422

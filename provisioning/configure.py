@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ def run_playbook(playbook: str, plans: Sequence[VmPlan], ssh_key: Path, run_dir:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     venv_bin = str(Path(sys.executable).parent)
+    started = time.monotonic()
     result = ansible_runner.run(
         private_data_dir=str(run_dir),
         playbook=str(PLAYBOOKS / playbook),
@@ -70,10 +72,8 @@ def run_playbook(playbook: str, plans: Sequence[VmPlan], ssh_key: Path, run_dir:
     )
     stats = result.stats or {}
     changed = sum((stats.get("changed") or {}).values())
-    elapsed = 0.0
-    for event in result.events:
-        if event.get("event") == "playbook_on_stats":
-            elapsed = float(event.get("event_data", {}).get("duration") or 0.0)
+    # ansible-runner's playbook_on_stats event carries no duration: time the run here.
+    elapsed = round(time.monotonic() - started, 2)
     outcome = PlaybookOutcome(status=str(result.status), rc=int(result.rc or 0), changed=changed,
                               elapsed_s=elapsed, run_dir=run_dir)
     if result.status != "successful":

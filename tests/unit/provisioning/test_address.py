@@ -91,7 +91,7 @@ def health_server() -> Iterator[tuple[int, _Health]]:
     health = _Health()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             health.hits += 1
             time.sleep(health.delay_s)
             code = health.status if self.path == "/healthz" else 404

@@ -52,7 +52,8 @@ def test_machine_id_is_32_lower_hex_and_follows_the_uuid() -> None:
     assert machine == "c7a5fdbdcdaf4455926ad65c16db1809"
     other = dataclasses.replace(PLAN, uuid="0b6f3c1e-6d7a-4c35-9a1e-7f1f0e2d9c11")
     assert vmplan.machine_id(other) != machine
-    assert len(vmplan.machine_id(other)) == 32 and vmplan.machine_id(other) == vmplan.machine_id(other).lower()
+    other_id = vmplan.machine_id(other)
+    assert len(other_id) == 32 and other_id == other_id.lower()
 
 
 def test_app_env_carries_identity_secret_and_a_database_on_the_data_disk() -> None:

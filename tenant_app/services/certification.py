@@ -182,7 +182,7 @@ def _write_certifications(
     rawsql.insert_many(conn, "certification", [{"id": i, **row} for i, row in zip(ids, rows, strict=True)])
     postings = [Posting(EventKind.CERTIFY, requests[i].effective_period, requests[i].entry_date,
                         SourceType.CERTIFICATION, cert_id, f"簽證 {number}", requests[i].amount,
-                        requests[i].budget_line_id)
+                        requests[i].budget_line_id, posted_by=requests[i].user_id)
                 for i, cert_id, number in zip(indexes, ids, numbers, strict=True)]
     posted = post(conn, book, agency_id, year_id, postings, posted_by=None, closed=closed)
     for i, cert_id, number, entry in zip(indexes, ids, numbers, posted, strict=True):

@@ -60,6 +60,7 @@ class Posting:
     lines: tuple[JournalLineData, ...] = ()
     reversal_of_id: int | None = None
     journal_kind: JournalKind | None = None  # defaults to the rule's kind
+    posted_by: int | None = None  # defaults to post()'s posted_by (a group posts for many users)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def post(
             "event_kind": posting.event_kind.value,
             "source_type": posting.source_type.value, "source_id": posting.source_id,
             "description": posting.description, "reversal_of_id": posting.reversal_of_id,
-            "posted_by_id": posted_by, "posted_at": dt.datetime.now(dt.UTC),
+            "posted_by_id": posting.posted_by if posting.posted_by is not None else posted_by,
+            "posted_at": dt.datetime.now(dt.UTC),
         })
     conn = connection_of(db)
     ids = reserve_ids(conn, "journal_entry", len(rows))

@@ -1,0 +1,185 @@
+"""provisioning.guest: commands through the guest agent and waiting for hot-plugged disks, against a
+fake hypervisor whose agent answers from a script (exit codes, base64 output, silence)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from provisioning import guest
+from provisioning.guest import CommandResult, GuestCommandError
+from provisioning.hypervisor import AgentTimeout, Hypervisor
+
+Status = dict[str, Any]
+
+
+def b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+class FakeHypervisor(Hypervisor):
+    """Answers guest-agent commands from a script; records every call. No libvirt connection."""
+
+    def __init__(self, statuses: Callable[[list[str]], list[Status]] | list[Status]) -> None:
+        self.site = "primary"
+        self.uri = "fake://"
+        self.calls: list[tuple[str, str, dict[str, Any] | None]] = []
+        self._statuses = statuses
+        self._pending: list[Status] = []
+        self._next_pid = 100
+
+    def close(self) -> None:
+        pass
+
+    def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+              timeout_s: int = 10) -> Any:
+        self.calls.append((name, command, arguments))
+        if command == "guest-exec":
+            assert arguments is not None
+            argv = [arguments["path"], *arguments["arg"]]
+            script = self._statuses(argv) if callable(self._statuses) else self._statuses
+            self._pending = list(script)
+            self._next_pid += 1
+            return {"pid": self._next_pid}
+        if command == "guest-exec-status":
+            assert arguments == {"pid": self._next_pid}
+            if len(self._pending) > 1:
+                return self._pending.pop(0)
+            return self._pending[0]  # the last answer repeats (e.g. "still running")
+        if command == "guest-set-time":
+            return {}
+        raise AssertionError(f"unexpected agent command {command}")
+
+    def commands(self, command: str) -> list[dict[str, Any] | None]:
+        return [arguments for _vm, name, arguments in self.calls if name == command]
+
+
+def test_exec_sends_path_and_args_and_decodes_output() -> None:
+    hv = FakeHypervisor([
+        {"exited": False},
+        {"exited": True, "exitcode": 0, "out-data": b64("基隆市\n"), "err-data": b64("warn")},
+    ])
+    result = guest.agent_exec(hv, "keelung-accounting-1", ["/bin/echo", "-n", "基隆市"])
+    assert result == CommandResult(rc=0, stdout="基隆市\n", stderr="warn")
+    assert result.ok
+    assert hv.commands("guest-exec") == [
+        {"path": "/bin/echo", "arg": ["-n", "基隆市"], "capture-output": True}]
+    assert len(hv.commands("guest-exec-status")) == 2  # polled until it exited
+    assert {vm for vm, _c, _a in hv.calls} == {"keelung-accounting-1"}
+
+
+def test_exec_without_output_gives_empty_strings() -> None:
+    hv = FakeHypervisor([{"exited": True, "exitcode": 0}])
+    assert guest.agent_exec(hv, "vm1", ["/bin/true"]) == CommandResult(rc=0, stdout="", stderr="")
+
+
+def test_undecodable_output_is_replaced_not_raised() -> None:
+    hv = FakeHypervisor([{"exited": True, "exitcode": 0, "out-data": b64(b"ok \xff\xfe")}])
+    assert guest.agent_exec(hv, "vm1", ["/bin/cat", "/dev/urandom"]).stdout == "ok \ufffd\ufffd"
+
+
+def test_failed_command_raises_with_vm_command_exit_code_and_stderr() -> None:
+    hv = FakeHypervisor([{"exited": True, "exitcode": 3, "out-data": b64("partial"),
+                          "err-data": b64("mount: /srv/tenant-data: no such device\n")}])
+    with pytest.raises(GuestCommandError) as failure:
+        guest.agent_exec(hv, "keelung-accounting-1", ["/bin/mount", "/dev/vdc", "/srv/tenant-data"])
+    assert str(failure.value) == (
+        "keelung-accounting-1: `/bin/mount /dev/vdc /srv/tenant-data` exited 3: "
+        "mount: /srv/tenant-data: no such device")
+
+
+def test_failed_command_without_stderr_reports_stdout_tail() -> None:
+    hv = FakeHypervisor([{"exited": True, "exitcode": 1, "out-data": b64("x" * 2000 + "the end\n")}])
+    with pytest.raises(GuestCommandError) as failure:
+        guest.agent_exec(hv, "vm1", ["/usr/local/sbin/countycloud-activate"])
+    message = str(failure.value)
+    assert message.endswith("the end") and "exited 1" in message
+    assert len(message) < 600  # only the tail of a long output
+
+
+def test_unchecked_failure_is_returned() -> None:
+    hv = FakeHypervisor([{"exited": True, "exitcode": 1, "out-data": b64("")}])
+    result = guest.agent_exec(hv, "vm1", ["/bin/test", "-e", "/run/x"], check=False)
+    assert result.rc == 1 and not result.ok
+
+
+def test_command_killed_by_a_signal_is_a_failure() -> None:
+    # qemu-ga reports a signal instead of an exit code for a killed process.
+    hv = FakeHypervisor([{"exited": True, "signal": 9}])
+    assert guest.agent_exec(hv, "vm1", ["/bin/sleep", "100"], check=False).rc == -1
+    with pytest.raises(GuestCommandError, match="exited -1"):
+        guest.agent_exec(hv, "vm1", ["/bin/sleep", "100"])
+
+
+def test_command_still_running_at_the_deadline_times_out() -> None:
+    hv = FakeHypervisor([{"exited": False}])
+    started = time.monotonic()
+    with pytest.raises(AgentTimeout, match=r"vm1: `/bin/sleep 600` still running after \d+ s"):
+        guest.agent_exec(hv, "vm1", ["/bin/sleep", "600"], timeout_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+    assert len(hv.commands("guest-exec-status")) >= 3  # it kept polling until the deadline
+
+
+def test_a_silent_agent_fails_the_command_with_its_timeout() -> None:
+    class Silent(FakeHypervisor):
+        def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+                  timeout_s: int = 10) -> Any:
+            raise AgentTimeout(f"site primary: guest agent of {name} did not answer {command} within 10 s")
+
+    with pytest.raises(AgentTimeout, match="did not answer guest-exec"):
+        guest.agent_exec(Silent([]), "vm1", ["/bin/true"])
+
+
+def test_set_clock_sends_the_hosts_time_in_nanoseconds() -> None:
+    hv = FakeHypervisor([])
+    before = time.time_ns()
+    guest.set_clock(hv, "vm1")
+    [arguments] = hv.commands("guest-set-time")
+    assert arguments is not None
+    assert before <= arguments["time"] <= time.time_ns()
+
+
+# --- wait_for_labels -----------------------------------------------------------------------------
+
+def _blkid_answers(*outputs: str) -> Callable[[list[str]], list[Status]]:
+    """Each blkid run in turn sees the next listing of labels (the last repeats)."""
+    remaining = list(outputs)
+
+    def script(argv: list[str]) -> list[Status]:
+        assert argv == ["/sbin/blkid", "-c", "/dev/null", "-o", "value", "-s", "LABEL"]
+        listing = remaining.pop(0) if len(remaining) > 1 else remaining[0]
+        # blkid exits 2 when it finds nothing: not an error here.
+        return [{"exited": True, "exitcode": 0 if listing else 2, "out-data": b64(listing)}]
+
+    return script
+
+
+def test_labels_already_visible_return_at_once() -> None:
+    hv = FakeHypervisor(_blkid_answers("ccroot\nccseed\nccdata\n"))
+    waited = guest.wait_for_labels(hv, "vm1", ("ccseed", "ccdata"))
+    assert waited < 0.5
+    assert len(hv.commands("guest-exec")) == 1
+
+
+def test_waits_until_hot_plugged_disks_appear() -> None:
+    hv = FakeHypervisor(_blkid_answers("", "ccroot\n", "ccroot\nccseed\n", "ccroot\nccseed\nccdata\n"))
+    waited = guest.wait_for_labels(hv, "vm1", ("ccseed", "ccdata"), timeout_s=5)
+    assert len(hv.commands("guest-exec")) == 4
+    assert 0.25 <= waited < 3  # three pauses between the four probes
+
+
+def test_a_label_that_never_appears_times_out_naming_only_the_missing_disk() -> None:
+    hv = FakeHypervisor(_blkid_answers("ccroot\nccseed\n"))
+    with pytest.raises(AgentTimeout) as failure:
+        guest.wait_for_labels(hv, "keelung-accounting-1", ("ccseed", "ccdata"), timeout_s=0.3)
+    assert str(failure.value).startswith("keelung-accounting-1: disks ccdata not visible in the guest after ")
+
+
+def test_label_matching_is_exact_not_a_prefix() -> None:
+    hv = FakeHypervisor(_blkid_answers("ccdata-old\nccseed\n"))
+    with pytest.raises(AgentTimeout, match="disks ccdata not visible"):
+        guest.wait_for_labels(hv, "vm1", ("ccseed", "ccdata"), timeout_s=0.2)

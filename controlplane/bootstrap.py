@@ -13,7 +13,7 @@ from controlplane import jobs
 from controlplane.settings import Settings, load
 from inventory.db import make_engine, migrate, session_scope
 from inventory.jobs import JobKind
-from inventory.queries import list_sites
+from inventory.queries import list_sites, list_vms
 from provisioning import images, sites, steps, templates
 from provisioning.platform import Platform, ensure_ssh_key, host_domain_type
 
@@ -57,6 +57,13 @@ def site_names() -> list[str]:
     return declared or list(DEFAULT_SITES)
 
 
+def template_sizes() -> list[int]:
+    """The memory sizes county VMs are declared with: one prebooted template each."""
+    with session_scope(engine()) as session:
+        sizes = {vm.memory_mb for vm in list_vms(session)}
+    return sorted(sizes) or [templates.DEFAULT_MEMORY_MIB]
+
+
 def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImage:
     """Make this machine ready (idempotent: a second run only checks)."""
     current = platform()
@@ -69,8 +76,9 @@ def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImag
     if with_templates:
         for name in site_names():
             with current.hypervisor(name) as hv:
-                template = templates.build(hv, current.site(name), image, current.domain_type, log=log)
+                for memory_mib in template_sizes():
+                    templates.build(hv, current.site(name), image, current.domain_type, memory_mib, log=log)
                 removed = templates.remove_stale(hv, current.site(name), image.key)
-            log(f"template {name}/{template.image_key}: ready"
+            log(f"templates {name}/{image.key}: ready"
                 + (f" (removed stale: {', '.join(removed)})" if removed else ""))
     return image

@@ -165,11 +165,18 @@ class Hypervisor:
         domain = self._domain(name)
         if domain is None:
             return
+        # Asked before destroying: a transient domain (a restored clone) vanishes when it stops.
+        persistent = domain.isPersistent()
         if domain.isActive():
             self.destroy(name)
-        if domain.isPersistent():
+        if persistent:
             try:
-                domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                try:
+                    domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                except libvirt.libvirtError as error:
+                    if error.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                        raise
+                    domain.undefine()  # a driver without the NVRAM flag (our guests have no NVRAM)
             except libvirt.libvirtError as error:
                 raise self._error(name, "undefine", error) from error
 

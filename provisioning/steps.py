@@ -22,7 +22,7 @@ from inventory.jobs import Step, StepContext
 from inventory.models import Tenant, Vm
 from provisioning import address, configure, disks, images, seed, sites, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
-from provisioning.guest import agent_exec, set_clock, wait_for_labels
+from provisioning.guest import agent_exec
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.platform import Platform, ensure_ssh_key
 from provisioning.spec import new_uuid
@@ -39,6 +39,7 @@ from provisioning.vmplan import (
 
 ACTOR = "provisioning"
 COLD = "cold"  # prefix of the template step's output when the job falls back to a cold boot
+AGENT_TIMEOUT_S = 60.0
 
 
 class ProvisioningError(RuntimeError):
@@ -141,19 +142,22 @@ def _image(platform: Platform, ctx: StepContext) -> images.GoldenImage:
 
 
 def _template(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
-    """The site's prebooted template, built if missing; any trouble means a cold boot, said plainly."""
+    """The site's prebooted templates (one per memory size), built if missing; any trouble means a
+    cold boot, said plainly in the job's output."""
     site_name = _home_site(platform, tenant_slug)
     image = _image(platform, ctx)
     site = platform.site(site_name)
+    sizes = sorted({load_plan(platform, name).memory_mib for name in vm_names(platform, tenant_slug)})
     try:
         with platform.hypervisor(site_name) as hv:
-            template = templates.build(hv, site, image, platform.domain_type, log=ctx.log)
-            templates.check_usable(template)
+            for memory_mib in sizes:
+                template = templates.build(hv, site, image, platform.domain_type, memory_mib, log=ctx.log)
+                templates.check_usable(template)
     except Exception as error:  # any template fault falls back to a cold boot, never fails the job
         message = f"{COLD}: template unusable, falling back to a cold boot: {error}"
         ctx.log(message)
         return message
-    return f"template {site_name}/{template.image_key}"
+    return f"template {site_name}/{image.key} for {', '.join(f'{size} MiB' for size in sizes)}"
 
 
 def _home_site(platform: Platform, tenant_slug: str) -> str:
@@ -189,10 +193,15 @@ def _system_backing(platform: Platform, plan: VmPlan, ctx: StepContext) -> Path:
     image = _image(platform, ctx)
     if _mode_is_cold(ctx):
         return image.disk
-    template = templates.load(platform.site(plan.site), image.key)
+    return _site_template(platform, plan, image).system_disk
+
+
+def _site_template(platform: Platform, plan: VmPlan, image: images.GoldenImage) -> templates.Template:
+    template = templates.load(platform.site(plan.site), image.key, plan.memory_mib)
     if template is None:
-        raise ProvisioningError(f"site {plan.site}: template for {image.key} vanished; rerun the job")
-    return template.system_disk
+        raise ProvisioningError(
+            f"site {plan.site}: template {image.key}-{plan.memory_mib}m vanished; rerun the job")
+    return template
 
 
 def _write_seed(platform: Platform, plan: VmPlan, paths: VmPaths) -> None:
@@ -225,14 +234,11 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
             return "started the existing VM (boot)"
         image = _image(platform, ctx)
         if _mode_is_cold(ctx):
-            spec = cold_spec(plan, paths, image, platform.domain_type,
-                             templates.TEMPLATE_MAX_VCPUS, templates.TEMPLATE_MAX_MEMORY_MIB)
+            spec = cold_spec(plan, paths, image, platform.domain_type)
             hv.define(render_domain_xml(spec))
             hv.start(plan.name)
             return "defined and started (cold boot)"
-        template = templates.load(platform.site(plan.site), image.key)
-        if template is None:
-            raise ProvisioningError(f"site {plan.site}: template for {image.key} vanished; rerun the job")
+        template = _site_template(platform, plan, image)
         began = time.monotonic()
         templates.write_clone_state(
             template, name=plan.name, uuid=plan.uuid, system_disk=paths.system_disk, forwards=forwards(plan),
@@ -255,17 +261,15 @@ def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
     paths = vm_paths(platform.site(plan.site), plan.name)
     with platform.hypervisor(plan.site) as hv:
-        hv.wait_for_agent(plan.name, timeout_s=60)
-        set_clock(hv, plan.name)
+        hv.wait_for_agent(plan.name, timeout_s=AGENT_TIMEOUT_S)
         attached = hv.xml(plan.name)
         for disk in hotplug_disks(paths):
             if f"dev='{disk.target}'" not in attached:
                 hv.attach_disk(plan.name, render_disk_xml(disk))
-        waited = wait_for_labels(hv, plan.name, (seed.SEED_LABEL, seed.DATA_LABEL))
-        result = agent_exec(hv, plan.name, ["/usr/local/sbin/countycloud-activate"], timeout_s=60)
-        # The script exits 0 without a seed (a template's boot), so check that it really took.
-        agent_exec(hv, plan.name, ["/bin/test", "-s", "/etc/tenant-app.env"])
-    return f"disks visible after {waited:.2f} s; {result.stdout.strip()}"
+        # One agent call: set the clock, wait for the hot-plugged disks, take the identity, start the app.
+        result = agent_exec(hv, plan.name, ["/usr/local/sbin/countycloud-activate", "--now",
+                                            f"{time.time():.6f}", "--wait"], timeout_s=AGENT_TIMEOUT_S)
+    return result.stdout.strip()
 
 
 def _resize_to_plan(platform: Platform, vm_name: str, _ctx: StepContext) -> str:

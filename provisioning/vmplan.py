@@ -108,12 +108,16 @@ def settings_digest(plan: VmPlan) -> str:
     return hashlib.sha256(seed.render_env(app_env(plan)).encode()).hexdigest()[:16]
 
 
-def cold_spec(plan: VmPlan, paths: VmPaths, image: GoldenImage, domain_type: DomainType,
-              max_vcpus: int, max_memory_mib: int) -> VMSpec:
+# A booted VM's maximums: room to grow live (a boot, unlike a restore, pays nothing for them).
+COLD_MAX_VCPUS = 4
+COLD_MAX_MEMORY_MIB = 4096
+
+
+def cold_spec(plan: VmPlan, paths: VmPaths, image: GoldenImage, domain_type: DomainType) -> VMSpec:
     """A VM that boots from its own linked clone of the golden image, with every disk attached."""
     return VMSpec(
-        name=plan.name, uuid=plan.uuid, vcpus=plan.vcpus, max_vcpus=max(max_vcpus, plan.vcpus),
-        memory_mib=plan.memory_mib, max_memory_mib=max(max_memory_mib, plan.memory_mib),
+        name=plan.name, uuid=plan.uuid, vcpus=plan.vcpus, max_vcpus=max(COLD_MAX_VCPUS, plan.vcpus),
+        memory_mib=plan.memory_mib, max_memory_mib=max(COLD_MAX_MEMORY_MIB, plan.memory_mib),
         domain_type=domain_type, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
         disks=(
             Disk(path=paths.system_disk, target="vda", fmt=DiskFormat.QCOW2),

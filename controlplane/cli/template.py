@@ -51,16 +51,22 @@ def list_command(as_json: JsonOption = False) -> None:
 
 
 @template_app.command("build")
-def build_command(site: str) -> None:
-    """Boot the current golden image once at SITE and save it as the template (idempotent)."""
+def build_command(
+    site: str,
+    memory: Annotated[list[int] | None, typer.Option(help="Memory sizes in MiB (default: those the "
+                                                          "inventory's VMs use).")] = None,
+) -> None:
+    """Boot the current golden image once at SITE per memory size and save it (idempotent)."""
     _site(site)
     platform = bootstrap.platform()
     with user_errors():
         image = images.ensure(platform.cache_dir, log=console.print)
         with platform.hypervisor(site) as hv:
-            template = templates.build(hv, platform.site(site), image, platform.domain_type,
-                                       log=console.print)
-    console.print(f"[green]template {site}/{template.image_key} ready[/] ({template.state_file})")
+            for memory_mib in memory or bootstrap.template_sizes():
+                template = templates.build(hv, platform.site(site), image, platform.domain_type, memory_mib,
+                                           log=console.print)
+                console.print(f"[green]template {site}/{template.directory.name} ready[/] "
+                              f"({template.state_file})")
 
 
 @template_app.command("remove")

@@ -21,6 +21,8 @@ import libvirt_qemu
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 _LIVE_AND_CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+# What a driver answers to a flag it does not know (e.g. the test driver and UNDEFINE_NVRAM).
+_FLAG_UNSUPPORTED = (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT)
 
 
 class DomainState(StrEnum):
@@ -174,7 +176,7 @@ class Hypervisor:
                 try:
                     domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
                 except libvirt.libvirtError as error:
-                    if error.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                    if error.get_error_code() not in _FLAG_UNSUPPORTED:
                         raise
                     domain.undefine()  # a driver without the NVRAM flag (our guests have no NVRAM)
             except libvirt.libvirtError as error:

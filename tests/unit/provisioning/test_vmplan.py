@@ -105,9 +105,11 @@ def test_hotplug_disks_are_the_seed_read_only_and_the_data_disk() -> None:
 
 def test_cold_spec_boots_the_golden_kernel_from_its_own_clone_with_every_disk() -> None:
     paths = vmplan.vm_paths(site_paths(Path("/state"), "primary"), PLAN.name)
-    spec = vmplan.cold_spec(PLAN, paths, IMAGE, DomainType.QEMU, max_vcpus=4, max_memory_mib=4096)
+    spec = vmplan.cold_spec(PLAN, paths, IMAGE, DomainType.QEMU)
     assert (spec.name, spec.uuid, spec.vcpus, spec.memory_mib) == (PLAN.name, PLAN.uuid, 1, 1024)
-    assert (spec.max_vcpus, spec.max_memory_mib) == (4, 4096)
+    # A boot pays nothing for its maximums: room to grow live.
+    assert (spec.max_vcpus, spec.max_memory_mib) == (vmplan.COLD_MAX_VCPUS, vmplan.COLD_MAX_MEMORY_MIB)
+    assert (spec.max_vcpus, spec.max_memory_mib) >= (4, 4096)
     assert (spec.kernel, spec.initrd, spec.cmdline) == (IMAGE.kernel, IMAGE.initrd, IMAGE.cmdline)
     assert [d.target for d in spec.disks] == ["vda", "vdb", "vdc"]
     assert spec.disk("vda").path == paths.system_disk and spec.disk("vda").fmt is DiskFormat.QCOW2
@@ -123,10 +125,11 @@ def test_cold_spec_boots_the_golden_kernel_from_its_own_clone_with_every_disk() 
 
 
 def test_cold_spec_maxima_never_fall_below_the_plan() -> None:
-    big = dataclasses.replace(PLAN, vcpus=8, memory_mib=8192)
+    big = dataclasses.replace(PLAN, vcpus=vmplan.COLD_MAX_VCPUS * 2,
+                              memory_mib=vmplan.COLD_MAX_MEMORY_MIB * 2)
     paths = vmplan.vm_paths(site_paths(Path("/state"), "primary"), big.name)
-    spec = vmplan.cold_spec(big, paths, IMAGE, DomainType.KVM, max_vcpus=4, max_memory_mib=4096)
-    assert (spec.max_vcpus, spec.max_memory_mib) == (8, 8192)
+    spec = vmplan.cold_spec(big, paths, IMAGE, DomainType.KVM)
+    assert (spec.max_vcpus, spec.max_memory_mib) == (big.vcpus, big.memory_mib)
     assert spec.domain_type is DomainType.KVM
 
 
@@ -134,4 +137,4 @@ def test_cold_spec_refuses_a_plan_name_libvirt_would_not_take() -> None:
     bad = dataclasses.replace(PLAN, name="Keelung_App")
     paths = vmplan.vm_paths(site_paths(Path("/state"), "primary"), bad.name)
     with pytest.raises(SpecError, match="name must be"):
-        vmplan.cold_spec(bad, paths, IMAGE, DomainType.QEMU, max_vcpus=4, max_memory_mib=4096)
+        vmplan.cold_spec(bad, paths, IMAGE, DomainType.QEMU)

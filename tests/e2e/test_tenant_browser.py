@@ -106,6 +106,9 @@ def _shot(page: Page, name: str) -> Path:
 
 def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> None:
     context = browser.new_context(locale="zh-TW", viewport={"width": 1280, "height": 900})
+    # Two cores shared with other jobs: allow slow pages rather than fail on a busy machine.
+    context.set_default_timeout(30_000)
+    expect.set_options(timeout=15_000)
     page = context.new_page()
 
     # --- clerk: budget, a refused and an accepted certification, a voucher, submit it -------------

@@ -105,7 +105,8 @@ def debian_mirror() -> str:
                 return line.split()[1]
     legacy = Path("/etc/apt/sources.list")
     if legacy.exists():
-        match = re.search(r"^deb\s+(\S+)\s+" + SUITE + r"\s", legacy.read_text(), re.M)
+        # `deb [arch=amd64 signed-by=...] URI SUITE ...`: the options in brackets are not the URI.
+        match = re.search(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", legacy.read_text(), re.M)
         if match:
             return match.group(1)
     raise ImageBuildError("no Debian mirror found in /etc/apt/sources.list(.d): cannot debootstrap")

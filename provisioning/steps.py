@@ -227,6 +227,7 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
     with platform.hypervisor(plan.site) as hv:
         state = hv.state(plan.name)
         if state in (DomainState.RUNNING, DomainState.PAUSED):
+            hv.make_persistent(plan.name)  # a crash between restore and define left it transient
             return "already running"
         info = hv.info(plan.name)
         if info is not None and info.persistent:

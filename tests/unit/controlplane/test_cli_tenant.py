@@ -1,0 +1,208 @@
+"""`countycloud tenant | site | template` through typer's CliRunner, on a tmp state folder where no site
+daemon runs: JSON output, exit codes scripts can trust (2 = unknown name, 1 = refused), and no
+traceback for any user mistake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from controlplane import bootstrap, jobs
+from controlplane.cli import inventory, site, template, tenant
+
+runner = CliRunner()
+COUNTIES = 13
+# Ports of their own, away from the ranges a demo on this machine may be serving.
+GATEWAY_PORTS = (39100, 39199)
+GUEST_PORTS = (39200, 39499)
+
+
+def _clear_caches() -> None:
+    for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    state_dir = tmp_path / "state"
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+    monkeypatch.setenv("COUNTYCLOUD_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("COUNTYCLOUD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'countycloud.db'}")
+    monkeypatch.setenv("COUNTYCLOUD_GATEWAY_PORT_FIRST", str(GATEWAY_PORTS[0]))
+    monkeypatch.setenv("COUNTYCLOUD_GATEWAY_PORT_LAST", str(GATEWAY_PORTS[1]))
+    monkeypatch.setenv("COUNTYCLOUD_GUEST_PORT_FIRST", str(GUEST_PORTS[0]))
+    monkeypatch.setenv("COUNTYCLOUD_GUEST_PORT_LAST", str(GUEST_PORTS[1]))
+    _clear_caches()
+    yield state_dir
+    jobs.shutdown()
+    if bootstrap.engine.cache_info().currsize:
+        bootstrap.engine().dispose()
+    _clear_caches()
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    for group in (site, inventory, tenant, template):
+        group.register(app)
+    return app
+
+
+@pytest.fixture
+def applied(state: Path, cli: typer.Typer) -> Path:
+    """The embedded demo inventory applied: 13 counties declared, none provisioned."""
+    result = runner.invoke(cli, ["inventory", "apply"])
+    assert result.exit_code == 0, result.output
+    return state
+
+
+def invoke(cli: typer.Typer, *argv: str) -> Result:
+    result = runner.invoke(cli, list(argv))
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    # A user error ends in typer.Exit (SystemExit), never in an escaped exception.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# --- tenant ------------------------------------------------------------------------------------------
+
+def test_create_of_an_unknown_county_exits_2_naming_close_matches(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "create", "keelungg")
+    assert result.exit_code == 2
+    assert "no tenant 'keelungg'; did you mean 'keelung'?" in result.stderr
+
+
+def test_create_nosuch_exits_2_listing_the_counties(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "create", "nosuch")
+    assert result.exit_code == 2
+    assert "no tenant 'nosuch'" in result.stderr
+    assert "keelung" in result.stderr and "penghu" in result.stderr
+    assert not (applied / "jobs").exists()  # no job was started
+
+
+def test_create_on_an_empty_inventory_says_to_apply_first(state: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "create", "keelung")
+    assert result.exit_code == 2
+    assert "the inventory has none (apply a declaration first)" in result.stderr
+
+
+def test_show_json_of_an_applied_county_not_yet_provisioned(applied: Path, cli: typer.Typer) -> None:
+    shown = as_json(invoke(cli, "tenant", "show", "keelung", "--json"))
+    port = int(shown["address"].removeprefix("http://127.0.0.1:").rstrip("/"))
+    assert GATEWAY_PORTS[0] <= port <= GATEWAY_PORTS[1]
+    assert {k: shown[k] for k in ("tenant", "name", "status", "site", "healthy")} == {
+        "tenant": "keelung", "name": "基隆市", "status": "planned", "site": "primary", "healthy": False}
+    [vm] = shown["vms"]
+    assert {k: vm[k] for k in ("name", "role", "status", "vcpus", "memory_mb", "host")} == {
+        "name": "keelung-accounting-1", "role": "accounting", "status": "planned", "vcpus": 1,
+        "memory_mb": 1024, "host": None}
+    assert GUEST_PORTS[0] <= vm["ssh_port"] <= GUEST_PORTS[1]
+    assert GUEST_PORTS[0] <= vm["app_port"] <= GUEST_PORTS[1]
+    assert vm["ssh_port"] != vm["app_port"]
+
+
+def test_show_as_a_table_names_the_county_its_address_and_ports(applied: Path, cli: typer.Typer) -> None:
+    shown = as_json(invoke(cli, "tenant", "show", "keelung", "--json"))
+    result = invoke(cli, "tenant", "show", "keelung")
+    assert result.exit_code == 0
+    assert "基隆市 (keelung) — planned at site primary" in result.stdout
+    assert f"address: {shown['address']}  healthy: False" in result.stdout
+    # The table (wrapped at the test console's width) shows the VM's forwarded ports.
+    assert f"│ {shown['vms'][0]['ssh_port']} │ {shown['vms'][0]['app_port']} │" in result.stdout
+
+
+def test_show_of_an_unknown_county_exits_2(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "show", "penghuu", "--json")
+    assert result.exit_code == 2
+    assert "did you mean 'penghu'" in result.stderr
+    assert result.stdout == ""  # nothing a script could mistake for JSON
+
+
+def test_list_json_has_every_declared_county(applied: Path, cli: typer.Typer) -> None:
+    rows = as_json(invoke(cli, "tenant", "list", "--json"))
+    assert len(rows) == COUNTIES
+    assert [row["tenant"] for row in rows] == sorted(row["tenant"] for row in rows)
+    assert {row["status"] for row in rows} == {"planned"}
+    assert {row["site"] for row in rows} == {"primary"}
+    by_slug = {row["tenant"]: row for row in rows}
+    assert by_slug["lienchiang"]["name"] == "連江縣"
+    assert all(len(row["vms"]) == 1 for row in rows)
+    addresses = [row["address"] for row in rows]
+    assert len(set(addresses)) == COUNTIES  # every county its own address
+
+
+def test_list_json_of_an_empty_inventory(state: Path, cli: typer.Typer) -> None:
+    assert as_json(invoke(cli, "tenant", "list", "--json")) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["tenant", "retire", "nosuch"],
+    ["tenant", "resize", "nosuch", "--vcpus", "2", "--memory", "2048"],
+    ["tenant", "exec", "nosuch", "--", "uptime"],
+    ["tenant", "resize", "keelung", "--vm", "nosuch-vm", "--vcpus", "2", "--memory", "2048"],
+])
+def test_other_tenant_commands_on_unknown_names_exit_2(
+    applied: Path, cli: typer.Typer, argv: list[str]
+) -> None:
+    result = invoke(cli, *argv)
+    assert result.exit_code == 2
+    assert "no tenant 'nosuch'" in result.stderr or "no VM 'nosuch-vm'" in result.stderr
+
+
+def test_create_with_the_site_down_fails_its_check_step_with_exit_1(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "create", "keelung")
+    assert result.exit_code == 1
+    assert "site primary is down; start it with `countycloud site start primary`" in result.stderr
+    assert "rerun the same command" in result.stderr
+    shown = as_json(invoke(cli, "tenant", "show", "keelung", "--json"))
+    assert shown["status"] == "planned" and shown["vms"][0]["host"] is None  # nothing was made
+
+
+# --- site --------------------------------------------------------------------------------------------
+
+def test_site_list_json_with_no_daemons_running(applied: Path, cli: typer.Typer) -> None:
+    rows = as_json(invoke(cli, "site", "list", "--json"))
+    assert [row["site"] for row in rows] == ["primary", "secondary"]
+    assert {row["state"] for row in rows} == {"down"}
+    assert all(row["domains"] == [] for row in rows)
+    assert rows[0]["uri"] == f"qemu:///system?socket={applied / 'sites' / 'primary' / 'run' / 'libvirt-sock'}"
+
+
+def test_site_list_before_any_inventory_shows_the_default_sites(state: Path, cli: typer.Typer) -> None:
+    rows = as_json(invoke(cli, "site", "list", "--json"))
+    assert [(row["site"], row["state"]) for row in rows] == [("primary", "down"), ("secondary", "down")]
+
+
+@pytest.mark.parametrize("action", ["start", "stop"])
+def test_site_start_or_stop_of_an_unknown_site_exits_2(applied: Path, cli: typer.Typer, action: str) -> None:
+    result = invoke(cli, "site", action, "nosuch")
+    assert result.exit_code == 2
+    assert "unknown site 'nosuch'; sites: primary, secondary" in result.stderr
+    assert not (applied / "sites" / "nosuch").exists()
+
+
+# --- template ----------------------------------------------------------------------------------------
+
+def test_template_list_json_is_empty_before_any_build(applied: Path, cli: typer.Typer) -> None:
+    assert as_json(invoke(cli, "template", "list", "--json")) == []
+
+
+@pytest.mark.parametrize("argv", [["template", "build", "nosuch"], ["template", "remove", "nosuch", "abc"]])
+def test_template_commands_on_an_unknown_site_exit_2(
+    applied: Path, cli: typer.Typer, argv: list[str]
+) -> None:
+    result = invoke(cli, *argv)
+    assert result.exit_code == 2
+    assert "unknown site 'nosuch'" in result.stderr

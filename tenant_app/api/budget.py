@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from tenant_app import audit
 from tenant_app.api import API_V1
+from tenant_app.api.deps import get_reader
 from tenant_app.api.schemas import AllotmentIn, AmendmentIn, TransferIn
 from tenant_app.api.views import line_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
@@ -28,7 +29,7 @@ def line_or_404(db: Session, budget_line_id: int) -> BudgetLine:
 
 
 @router.get("/budget-lines")
-def list_lines(agency_id: int, fiscal_year_id: int | None = None, db: Session = Depends(get_db),
+def list_lines(agency_id: int, fiscal_year_id: int | None = None, db: Session = Depends(get_reader),
                principal: Principal = Depends(require_action(Action.VIEW))) -> list[dict[str, object]]:
     check_agency(principal, agency_id)
     query = select(BudgetLine).where(BudgetLine.agency_id == agency_id)
@@ -38,7 +39,7 @@ def list_lines(agency_id: int, fiscal_year_id: int | None = None, db: Session = 
 
 
 @router.get("/budget-lines/{budget_line_id}")
-def get_line(budget_line_id: int, db: Session = Depends(get_db),
+def get_line(budget_line_id: int, db: Session = Depends(get_reader),
              principal: Principal = Depends(require_action(Action.VIEW))) -> dict[str, object]:
     line = line_or_404(db, budget_line_id)
     check_agency(principal, line.agency_id)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from tenant_app import audit, timing
 from tenant_app.api import API_V1
 from tenant_app.api.budget import line_or_404
-from tenant_app.api.deps import require_action_async
+from tenant_app.api.deps import get_reader, require_action_async
 from tenant_app.api.errors import STATUS_BY_CODE, error_body
 from tenant_app.api.schemas import CertifyIn, ReleaseIn
 from tenant_app.api.views import certification_json, outcome_json
@@ -61,7 +61,7 @@ async def certify(body: CertifyIn, request: Request,
 
 @router.get("/certifications")
 def list_certifications(
-    budget_line_id: int, db: Session = Depends(get_db),
+    budget_line_id: int, db: Session = Depends(get_reader),
     principal: Principal = Depends(require_action(Action.VIEW)),
 ) -> list[dict[str, object]]:
     check_agency(principal, line_or_404(db, budget_line_id).agency_id)

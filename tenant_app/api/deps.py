@@ -7,12 +7,14 @@ goes to auth.current_api_user on a thread. The rules (token, role, cache) stay a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import Request, status
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tenant_app import auth
+from tenant_app.reports.reading import snapshot_session
 from tenant_app.security import tokens
 from tenant_app.security.permissions import Action, refusal_message
 
@@ -30,3 +32,10 @@ def require_action_async(action: Action) -> Callable[[Request], Awaitable[auth.P
         return principal
 
     return dependency
+
+
+def get_reader(request: Request) -> Iterator[Session]:
+    """A read-only snapshot session for GET routes (reports.reading): on SQLite it takes no write
+    lock, so reads never queue behind the certification writer, nor hold it up."""
+    with snapshot_session(request.app.state.tenant.engine) as session:
+        yield session

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tenant_app import audit
 from tenant_app.api import API_V1
+from tenant_app.api.deps import get_reader
 from tenant_app.api.schemas import ManualEntryIn, PeriodCloseIn, ReverseIn
 from tenant_app.api.views import entry_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
@@ -23,7 +24,7 @@ router = APIRouter(prefix=API_V1, tags=["journal"])
 
 @router.get("/journal")
 def list_entries(agency_id: int, fiscal_year_id: int, period: int | None = None, limit: int = 200,
-                 offset: int = 0, db: Session = Depends(get_db),
+                 offset: int = 0, db: Session = Depends(get_reader),
                  principal: Principal = Depends(require_action(Action.VIEW))) -> list[dict[str, object]]:
     check_agency(principal, agency_id)
     query = (select(JournalEntry).options(selectinload(JournalEntry.lines))

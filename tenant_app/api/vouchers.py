@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from tenant_app import audit
 from tenant_app.api import API_V1
+from tenant_app.api.deps import get_reader
 from tenant_app.api.schemas import RejectIn, SignIn, VoucherEditIn, VoucherIn
 from tenant_app.api.views import voucher_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
@@ -41,7 +42,7 @@ def create(body: VoucherIn, db: Session = Depends(get_db),
 
 
 @router.get("/vouchers/{voucher_id}")
-def get(voucher_id: int, db: Session = Depends(get_db),
+def get(voucher_id: int, db: Session = Depends(get_reader),
         principal: Principal = Depends(require_action(Action.VIEW))) -> dict[str, object]:
     voucher = vouchers.get_voucher(db, voucher_id)
     check_agency(principal, voucher.agency_id)

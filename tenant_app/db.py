@@ -30,7 +30,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the
@@ -53,7 +53,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # isolation_level=None hands transaction control to us so every write starts IMMEDIATE.
         engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False,
                                                    "isolation_level": None})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20)

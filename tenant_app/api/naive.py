@@ -19,7 +19,7 @@ from tenant_app.api import API_V1
 from tenant_app.api.errors import rule_response
 from tenant_app.api.schemas import CertifyIn
 from tenant_app.auth import Principal, require_action
-from tenant_app.db import _sqlite_pragmas, is_sqlite
+from tenant_app.db import is_sqlite, sqlite_pragmas
 from tenant_app.enums import CertificationStatus, NumberKind
 from tenant_app.models import BudgetLine, Certification
 from tenant_app.rules.certification import check_certification
@@ -33,7 +33,7 @@ def naive_engine(url: str) -> Engine:
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False},
                                pool_size=40, max_overflow=0)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=40, max_overflow=0)
 

@@ -118,8 +118,28 @@ class CertificationWriter:
         """Posting rules are data: forget the cached copy so the next group reads them again."""
         self._book = None
 
+    async def _warm(self) -> None:
+        """Open the connection and read the posting rules before the first request needs them."""
+        def load(conn: Connection) -> None:
+            with conn.begin():
+                self._book = load_rule_book(conn)
+
+        try:
+            if self._mode is WriterMode.ASYNC:
+                assert self._async_engine is not None
+                self._aconn = await self._async_engine.connect()
+                await self._aconn.run_sync(load)
+            elif self._mode is WriterMode.THREAD:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._thread, lambda: load(self._own_connection()))
+            else:
+                load(self._own_connection())
+        except Exception:  # e.g. not migrated yet: the first group will try again and report it
+            log.warning("certification writer could not warm up", exc_info=True)
+
     async def _run(self) -> None:
         assert self._queue is not None
+        await self._warm()
         while True:
             first = await self._queue.get()
             group = [first]
@@ -162,11 +182,15 @@ class CertificationWriter:
 
     # ---- synchronous group commit (on the loop, in run_sync's greenlet, or on the writer thread) ---
 
-    def _commit_on_own_connection(self, requests: list[CertifyRequest]) -> list[CertifyOutcome]:
+    def _own_connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
             self._conn = self._engine.connect()
+        return self._conn
+
+    def _commit_on_own_connection(self, requests: list[CertifyRequest]) -> list[CertifyOutcome]:
+        conn = self._own_connection()
         try:
-            return self._commit_on(self._conn, requests)
+            return self._commit_on(conn, requests)
         except DBAPIError as error:
             if error.connection_invalidated:
                 self._close()

@@ -5,6 +5,8 @@ traceback for any user mistake."""
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,15 @@ def _clear_caches() -> None:
         cached.cache_clear()
 
 
+def _unbind_dbos_console() -> None:
+    """DBOS binds its console log handler to the stderr of the moment it first starts: under CliRunner
+    that is a captured stream, closed once the command returns, and every later DBOS start (in any
+    test) would fail flushing it. Point it back at the real stderr."""
+    for handler in logging.getLogger("dbos").handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            handler.stream = sys.__stderr__  # not setStream: it flushes the closed one first
+
+
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     state_dir = tmp_path / "state"
@@ -39,9 +50,13 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("COUNTYCLOUD_GATEWAY_PORT_LAST", str(GATEWAY_PORTS[1]))
     monkeypatch.setenv("COUNTYCLOUD_GUEST_PORT_FIRST", str(GUEST_PORTS[0]))
     monkeypatch.setenv("COUNTYCLOUD_GUEST_PORT_LAST", str(GUEST_PORTS[1]))
+    # `tenant create` registers the platform's real job builders process-wide: keep them to this test.
+    monkeypatch.setattr(jobs, "_builders", dict(jobs._builders))
+    monkeypatch.setattr(jobs._proc, "default_context", jobs._proc.default_context)
     _clear_caches()
     yield state_dir
     jobs.shutdown()
+    _unbind_dbos_console()
     if bootstrap.engine.cache_info().currsize:
         bootstrap.engine().dispose()
     _clear_caches()

@@ -125,11 +125,11 @@ def _lock(cache_dir: Path) -> Iterator[None]:
 
 def _chroot(rootfs: Path, script: str, step: str, log: Log) -> None:
     # A private mount namespace keeps /proc and /dev mounts from leaking into the host's.
-    wrapped = (
-        f"set -e; mount -t proc proc {rootfs}/proc; mount --bind /dev {rootfs}/dev; "
-        f"mount -t sysfs sys {rootfs}/sys; chroot {rootfs} /bin/sh -ec '{script}'"
-    )
-    _run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", wrapped], step, log,
+    # The root and the script travel as arguments ($0, $1), so the script may contain any quotes.
+    wrapped = ('set -e; mount -t proc proc "$0/proc"; mount --bind /dev "$0/dev"; '
+               'mount -t sysfs sys "$0/sys"; chroot "$0" /bin/sh -ec "$1"')
+    _run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", wrapped, str(rootfs), script],
+         step, log,
          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
 
 
@@ -212,9 +212,18 @@ def _install_app(rootfs: Path, log: Log) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(TENANT_APP_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.db"))
-    # Byte-compile now: under TCG, compiling at first import would cost the guest seconds.
-    _chroot(rootfs, "/opt/tenant-app/venv/bin/python -m compileall -q /opt/tenant-app/src", "compile the app",
-            log)
+    # Byte-compile now (under TCG, compiling at first import would cost the guest seconds); import the
+    # app once, so a missing guest package fails this build rather than the template's boot; and
+    # migrate an empty database here: a new county copies it instead of migrating under TCG.
+    _chroot(
+        rootfs,
+        "/opt/tenant-app/venv/bin/python -m compileall -q /opt/tenant-app/src && "
+        "PYTHONPATH=/opt/tenant-app/src /opt/tenant-app/venv/bin/python -c 'import tenant_app.app' && "
+        "rm -f /opt/tenant-app/empty.db && "
+        "TENANT_APP_SETTINGS_FILE= TENANT_APP_DATABASE_URL=sqlite:////opt/tenant-app/empty.db "
+        "PYTHONPATH=/opt/tenant-app/src /opt/tenant-app/venv/bin/python -m tenant_app migrate && "
+        "test -s /opt/tenant-app/empty.db",
+        "compile, import and migrate the app", log)
 
 
 def _boot_files(rootfs: Path) -> tuple[Path, Path]:

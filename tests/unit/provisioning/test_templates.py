@@ -8,6 +8,7 @@ import json
 import shutil
 import struct
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from provisioning import disks, templates
 from provisioning.domain_xml import render_domain_xml
 from provisioning.hypervisor import AgentTimeout, Hypervisor
 from provisioning.images import GoldenImage
-from provisioning.savefile import HEADER, MAGIC, SaveFileError
+from provisioning.savefile import HEADER, MAGIC, SaveFileError, read_header
 from provisioning.sites import SitePaths, site_paths
-from provisioning.spec import DomainType
+from provisioning.spec import DomainType, Forward
 from provisioning.templates import Template, TemplateError
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
@@ -310,3 +311,31 @@ def test_a_failed_build_undefines_its_domain_and_leaves_no_manifest(site: SitePa
     template = templates.build(BootingHypervisor(), site, image, DomainType.QEMU, 1024,
                                log=lambda _line: None)
     assert templates.load(site, KEY, 1024) == template
+
+
+# --- a clone's state file --------------------------------------------------------------------------
+
+def test_clone_state_names_the_county_vm_and_keeps_the_stream(site: SitePaths, tmp_path: Path) -> None:
+    template = lay_out(site, _image(tmp_path))
+    folder = site.disks / "vms" / "keelung-accounting-1"
+    folder.mkdir(parents=True)
+    vm_uuid = "c7a5fdbd-cdaf-4455-926a-d65c16db1809"
+    templates.write_clone_state(
+        template, name="keelung-accounting-1", uuid=vm_uuid, system_disk=folder / "system.qcow2",
+        forwards=(Forward(42001, 22), Forward(42002, 8080)), agent_socket=folder / "agent.sock",
+        serial_log=folder / "console.log", destination=folder / "clone.sav",
+    )
+    header = read_header(folder / "clone.sav")
+    domain = ET.fromstring(header.xml)
+    assert domain.findtext("name") == "keelung-accounting-1"
+    assert domain.findtext("uuid") == vm_uuid
+    assert template.domain_name not in header.xml
+    assert str(template.system_disk) not in header.xml  # the clone writes to its own overlay
+    sources = [disk.find("source") for disk in domain.iter("disk")]
+    assert [source.get("file") for source in sources if source is not None] == [str(folder / "system.qcow2")]
+    assert "hostfwd=tcp:127.0.0.1:42001-:22" in header.xml
+    assert "hostfwd=tcp:127.0.0.1:42002-:8080" in header.xml
+    original = template.state_file.read_bytes()
+    clone = (folder / "clone.sav").read_bytes()
+    assert clone[header.stream_offset:] == original[read_header(template.state_file).stream_offset:]
+    assert template.state_file.read_bytes() == original  # the template itself is untouched

@@ -6,6 +6,7 @@ through provisioning.haproxy.
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,17 @@ def apply(haproxy_dir: Path, wanted: list[Frontend]) -> bool:
     """Make HAProxy serve exactly these frontends; returns whether anything changed."""
     result = HAProxyGateway(haproxy_dir).apply(wanted)
     return result.action is not ApplyAction.UNCHANGED
+
+
+def port_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:port now (what QEMU's forward will need)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def healthy(port: int, timeout_s: float = 2.0) -> bool:

@@ -85,9 +85,11 @@ def _check(platform: Platform, tenant_slug: str) -> str:
             raise ProvisioningError(f"tenant {tenant_slug} declares no VMs")
         site_name = tenant.home_site.name
         vm_count = len(vms)
+        forwards_of: dict[str, list[tuple[str, int]]] = {}
         for vm in vms:
             if vm.ssh_port is None or vm.app_port is None:
                 raise ProvisioningError(f"{vm.name} has no ports; apply the inventory first")
+            forwards_of[vm.name] = [("ssh", vm.ssh_port), ("app", vm.app_port)]
             queries.place_vm(session, vm)  # NoHostFits explains per host; rolled back by the check
         if tenant.gateway_port is None:
             raise ProvisioningError(f"tenant {tenant_slug} has no address port; apply the inventory first")
@@ -95,8 +97,15 @@ def _check(platform: Platform, tenant_slug: str) -> str:
     if sites.state(platform.site(site_name)) is not sites.SiteState.UP:
         raise ProvisioningError(
             f"site {site_name} is down; start it with `countycloud site start {site_name}`")
-    with platform.hypervisor(site_name):
-        pass  # reachable (raises HypervisorError with the reason otherwise)
+    with platform.hypervisor(site_name) as hv:
+        for vm_name, ports in forwards_of.items():
+            if hv.state(vm_name) in (DomainState.RUNNING, DomainState.PAUSED):
+                continue  # its QEMU holds these ports itself
+            for purpose, port in ports:
+                if not address.port_free(port):
+                    raise ProvisioningError(
+                        f"{vm_name}: its {purpose} port 127.0.0.1:{port} (allocated by the inventory) is in "
+                        "use by another process; free it or change the inventory's port range")
     for tool in ("qemu-img", "mkfs.ext4", "haproxy"):
         if shutil.which(tool) is None:
             raise ProvisioningError(f"{tool} is not installed; run `make host` (scripts/host-setup.sh)")

@@ -1,0 +1,107 @@
+"""The real-VM suite: counties provisioned on the site daemons through the `countycloud` CLI.
+
+Everything here boots or clones real guests, so it runs once per session on one platform database
+(PostgreSQL, as in production; the unit suite covers SQLite), in its own state folder and port
+ranges, and purges what it made at the end. Tests that need a running county share one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import postgres
+
+ROOT = Path(__file__).resolve().parents[3]
+INVENTORY = Path(__file__).with_name("counties.yaml")
+STATE_DIR = Path(os.environ.get("COUNTYCLOUD_STATE_DIR", "/var/lib/countycloud-test"))
+
+
+@dataclass
+class Cloud:
+    env: dict[str, str]
+    created: set[str] = field(default_factory=set)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "controlplane", *args], cwd=ROOT, env=self.env,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"countycloud {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def create(self, county: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        self.created.add(county)
+        return self.cli("tenant", "create", county, *extra)
+
+    def exec(self, county: str, command: str) -> str:
+        return self.cli("tenant", "exec", county, "--", command).stdout
+
+    def address(self, county: str) -> int:
+        return int(self.json("tenant", "show", county)["address"].rsplit(":", 1)[1].strip("/"))
+
+    def platform_engine(self) -> Any:
+        from inventory.db import make_engine
+
+        return make_engine(self.env["COUNTYCLOUD_DATABASE_URL"])
+
+
+@pytest.fixture(scope="session")
+def cloud() -> Iterator[Cloud]:
+    database = postgres.fresh_database("platform")
+    env = {
+        **os.environ,
+        "COUNTYCLOUD_STATE_DIR": str(STATE_DIR),
+        "COUNTYCLOUD_DATABASE_URL": database,
+        # Ports of their own, so the suite never meets the demo's or a benchmark's guests.
+        "COUNTYCLOUD_GUEST_PORT_FIRST": "45000", "COUNTYCLOUD_GUEST_PORT_LAST": "45999",
+        "COUNTYCLOUD_GATEWAY_PORT_FIRST": "46000", "COUNTYCLOUD_GATEWAY_PORT_LAST": "46999",
+    }
+    cloud = Cloud(env=env)
+    _purge_leftovers(cloud)
+    cloud.cli("setup", timeout=3000)
+    cloud.cli("inventory", "apply", str(INVENTORY))
+    yield cloud
+    for county in sorted(cloud.created):
+        cloud.cli("tenant", "retire", county, "--purge", check=False)
+    postgres.drop_database(database)
+
+
+def _purge_leftovers(cloud: Cloud) -> None:
+    """A crashed earlier run may have left county VMs in this state folder: remove them first."""
+    from provisioning import sites
+    from provisioning.hypervisor import Hypervisor
+
+    for name in ("primary", "secondary"):
+        paths = sites.site_paths(STATE_DIR, name)
+        sites.start(paths)
+        with Hypervisor(name, paths.uri) as hv:
+            for domain in hv.names():
+                if not domain.startswith("cc-template-"):
+                    hv.undefine(domain)
+        vms = paths.disks / "vms"
+        if vms.exists():
+            subprocess.run(["rm", "-rf", str(vms)], check=True)
+
+
+@pytest.fixture(scope="session")
+def keelung(cloud: Cloud) -> str:
+    """A county provisioned from the primary site's template, shared by the tests that only use it."""
+    cloud.create("keelung")
+    return "keelung"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A site outage kills every VM at that site: run it after everything else that needs them.
+    items.sort(key=lambda item: item.get_closest_marker("outage") is not None)

@@ -1,0 +1,107 @@
+"""Faults during provisioning: a killed CLI, a port already taken, an unusable template."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from inventory.db import session_scope
+from inventory.jobs import Job, JobStep, StepStatus
+from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud
+
+pytestmark = pytest.mark.vm
+
+
+def _step_status(cloud: Cloud, target: str, suffix: str) -> StepStatus | None:
+    with session_scope(cloud.platform_engine()) as session:
+        step = session.scalars(
+            select(JobStep).join(Job).where(Job.target == target, JobStep.name.endswith(suffix))
+            .order_by(Job.created_at.desc())
+        ).first()
+        return step.status if step else None
+
+
+def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud) -> None:
+    cloud.created.add("hsinchu-city")
+    process = subprocess.Popen([sys.executable, "-m", "controlplane", "tenant", "create", "hsinchu-city"],
+                               cwd=ROOT, env=cloud.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    # Kill it in the middle of bringing the VM up: once the restore step has started.
+    while _step_status(cloud, "hsinchu-city", ":start") not in (StepStatus.RUNNING, StepStatus.SUCCEEDED):
+        assert process.poll() is None, "the job ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    cloud.create("hsinchu-city")  # the same command again repairs and finishes the job
+    shown = cloud.json("tenant", "show", "hsinchu-city")
+    assert shown["status"] == "active" and shown["healthy"] is True
+    listed = cloud.json("job", "list", "--target", "hsinchu-city")
+    jobs = [job for job in listed if job["kind"] == "provision"]
+    assert len(jobs) == 1, "the rerun continued the killed job instead of starting another"
+    from provisioning import sites
+    from provisioning.hypervisor import Hypervisor
+
+    site = sites.site_paths(STATE_DIR, "primary")
+    with Hypervisor("primary", site.uri) as hv:
+        assert hv.names().count("hsinchu-city-accounting-1") == 1
+        info = hv.info("hsinchu-city-accounting-1")
+        assert info is not None and info.persistent
+    leftovers = sorted(p.name for p in (site.disks / "vms" / "hsinchu-city-accounting-1").iterdir())
+    assert "clone.sav" not in leftovers and "clone.sav.tmp" not in leftovers
+
+
+def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud) -> None:
+    vm = cloud.json("tenant", "show", "changhua")["vms"][0]
+    cloud.created.add("changhua")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", vm["ssh_port"]))
+        squatter.listen()
+        refused = cloud.cli("tenant", "create", "changhua", check=False)
+    assert refused.returncode == 1
+    assert f"127.0.0.1:{vm['ssh_port']}" in refused.stderr and "in use" in refused.stderr
+    from provisioning import sites
+    from provisioning.hypervisor import Hypervisor
+
+    with Hypervisor("primary", sites.site_paths(STATE_DIR, "primary").uri) as hv:
+        assert "changhua-accounting-1" not in hv.names(), "nothing may be left running"
+    cloud.create("changhua")  # the port is free again: the same command finishes the job
+    assert cloud.json("tenant", "show", "changhua")["healthy"] is True
+
+
+def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud) -> None:
+    from provisioning import images, sites, templates
+
+    image = images.cached(Path(cloud.env.get("COUNTYCLOUD_CACHE_DIR", "/var/cache/countycloud")))
+    assert image is not None, "setup built the golden image at the start of the session"
+    site = sites.site_paths(STATE_DIR, "primary")
+    broken = templates.template_dir(site, image.key, 896)
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "state.sav").write_bytes(b"LibvirtQemudSave" + b"\0" * 20)  # truncated
+    (broken / "system.qcow2").write_bytes(b"")
+    (broken / "manifest.json").write_text(json.dumps({
+        "site": "primary", "image_key": image.key, "max_vcpus": 4, "max_memory_mib": 896, "vcpus": 1,
+        "memory_mib": 896, "built_s": 0.0}))
+    try:
+        cloud.create("penghu")
+        job = cloud.json("job", "list", "--target", "penghu")[0]
+        steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
+        said = steps["template"]["output"]
+        assert said.startswith("cold: template unusable, falling back to a cold boot")
+        assert str(broken / "state.sav") in said, "the refusal names the file"
+        assert "defined and started (cold boot)" in steps["penghu-accounting-1:start"]["output"]
+        assert cloud.json("tenant", "show", "penghu")["healthy"] is True
+    finally:
+        import shutil
+
+        shutil.rmtree(broken, ignore_errors=True)

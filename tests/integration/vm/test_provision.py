@@ -1,0 +1,52 @@
+"""A county provisioned on a real VM, reached through its own HAProxy address."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from tests.integration.vm.conftest import Cloud
+
+pytestmark = pytest.mark.vm
+
+
+def test_county_serves_through_its_address_from_a_template_clone(cloud: Cloud, keelung: str) -> None:
+    shown = cloud.json("tenant", "show", keelung)
+    assert shown["status"] == "active"
+    assert shown["healthy"] is True
+    port = cloud.address(keelung)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+        assert answer.status == 200
+        # The app reports its own time, which probes use to split network from server time.
+        assert "app;dur=" in answer.headers["Server-Timing"]
+    job = cloud.json("job", "list", "--target", keelung)[0]
+    steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
+    assert all(step["status"] == "succeeded" for step in steps.values())
+    assert "cloned the template state" in steps["keelung-accounting-1:start"]["output"]
+    assert "activated" in steps["keelung-accounting-1:identity"]["output"]
+    assert "converged" in steps["configure"]["output"]
+
+
+def test_county_vm_has_its_own_identity_and_settings(cloud: Cloud, keelung: str) -> None:
+    assert cloud.exec(keelung, "hostname").strip() == "keelung-accounting-1"
+    settings = cloud.exec(keelung, "cat /etc/tenant-app.env")
+    assert "TENANT_APP_COUNTY_ID=keelung" in settings
+    assert "TENANT_APP_COUNTY_NAME=基隆市" in settings
+    # The county's database lives on its data disk, not on the disposable system disk.
+    assert "/srv/tenant-data" in cloud.exec(keelung, "findmnt -n -o TARGET LABEL=ccdata")
+    assert cloud.exec(keelung, "test -s /srv/tenant-data/tenant.db && echo present").strip() == "present"
+
+
+def test_live_resize_is_seen_inside_the_guest(cloud: Cloud, keelung: str) -> None:
+    cloud.cli("tenant", "resize", keelung, "--vcpus", "2", "--memory", "768")
+    assert cloud.exec(keelung, "nproc").strip() == "2"
+    total_kib = int(cloud.exec(keelung, "awk '/MemTotal/ {print $2}' /proc/meminfo"))
+    assert 600 * 1024 < total_kib <= 768 * 1024
+    vm = cloud.json("tenant", "show", keelung)["vms"][0]
+    assert (vm["vcpus"], vm["memory_mb"]) == (2, 768)
+    # Beyond the maximum fixed when the template was saved: refused, the VM untouched.
+    refused = cloud.cli("tenant", "resize", keelung, "--vcpus", "8", "--memory", "768", check=False)
+    assert refused.returncode == 1
+    assert "possible live" in refused.stderr
+    assert cloud.exec(keelung, "nproc").strip() == "2"

@@ -44,6 +44,7 @@ def register_job_builders() -> None:
     jobs.register_builder(JobKind.PROVISION, steps.provision_steps)
     jobs.register_builder(JobKind.RESIZE, steps.resize_steps)
     jobs.register_builder(JobKind.RETIRE, steps.retire_steps)
+    jobs.register_builder(JobKind.CONFIGURE, steps.configure_steps)
     jobs.set_default_context(platform())
 
 

@@ -25,6 +25,7 @@ class JobKind(enum.StrEnum):
     RESIZE = "resize"
     RETIRE = "retire"
     TEMPLATE_BUILD = "template_build"
+    CONFIGURE = "configure"
     BACKUP = "backup"
     RESTORE = "restore"
     FAILOVER = "failover"

@@ -374,6 +374,27 @@ def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
     return steps
 
 
+# --- configure -------------------------------------------------------------------------------
+
+def _check_configure(platform: Platform, tenant_slug: str) -> str:
+    plans = [load_plan(platform, name) for name in vm_names(platform, tenant_slug)]
+    for plan in plans:
+        if not address.healthy(plan.app_port):
+            raise ProvisioningError(f"{plan.name} is not serving; provision it first "
+                                    f"(`countycloud tenant create {tenant_slug}`)")
+    return f"{len(plans)} VM(s) serving"
+
+
+def configure_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
+    """Converge a running county to its declared settings (after `inventory apply` changed them)."""
+    tenant = str(args["tenant"])
+    return [
+        Step("check", lambda ctx: _check_configure(platform, tenant), "the county's VMs are serving"),
+        Step("configure", lambda ctx: _configure(platform, tenant, ctx), "Ansible converges the settings"),
+        Step("health", lambda ctx: _health(platform, tenant), "healthy through the tenant address"),
+    ]
+
+
 # --- resize ------------------------------------------------------------------------------------
 
 def _check_resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int) -> str:

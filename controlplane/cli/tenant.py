@@ -16,7 +16,8 @@ from inventory.jobs import JobKind
 from inventory.queries import get_tenant, get_vm, list_tenants, vms_of
 from provisioning import address, configure, steps
 
-tenant_app = typer.Typer(no_args_is_help=True, help="Counties: create, list, show, resize, retire, exec.")
+tenant_app = typer.Typer(no_args_is_help=True,
+                         help="Counties: create, list, show, configure, resize, retire, exec.")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -119,6 +120,15 @@ def _vm_of(tenant: str, vm: str | None) -> str:
         errors.print(f"tenant {tenant} has {len(names)} VMs ({', '.join(names)}); name one with --vm")
         raise typer.Exit(EXIT_USAGE)
     return names[0]
+
+
+@tenant_app.command("configure")
+def configure_command(tenant: str) -> None:
+    """Converge a running county to its declared settings with Ansible (after `inventory apply`)."""
+    with user_errors(), session_scope(bootstrap.engine()) as session:
+        get_tenant(session, tenant)
+    job_id = run_job(JobKind.CONFIGURE, tenant, {"tenant": tenant})
+    console.print(f"[green]tenant {tenant} converged[/] (job {job_id})")
 
 
 @tenant_app.command("resize")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.integration.vm.conftest import Cloud
+from tests.integration.vm.conftest import INVENTORY, Cloud
 
 pytestmark = pytest.mark.vm
 
@@ -50,3 +51,20 @@ def test_live_resize_is_seen_inside_the_guest(cloud: Cloud, keelung: str) -> Non
     assert refused.returncode == 1
     assert "possible live" in refused.stderr
     assert cloud.exec(keelung, "nproc").strip() == "2"
+
+
+def test_changed_settings_converge_with_ansible(cloud: Cloud, keelung: str, tmp_path: Path) -> None:
+    declared = INVENTORY.read_text(encoding="utf-8").replace(
+        "{slug: keelung, name: 基隆市, site: primary,",
+        "{slug: keelung, name: 基隆市, site: primary, settings: {county_name: 基隆市政府},")
+    changed = tmp_path / "counties.yaml"
+    changed.write_text(declared, encoding="utf-8")
+    cloud.cli("inventory", "apply", str(changed))
+    cloud.cli("tenant", "configure", keelung)
+    assert "TENANT_APP_COUNTY_NAME=基隆市政府" in cloud.exec(keelung, "cat /etc/tenant-app.env")
+    assert cloud.json("tenant", "show", keelung)["healthy"] is True
+    job = next(job for job in cloud.json("job", "list", "--target", keelung) if job["kind"] == "configure")
+    steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
+    assert "converged 1 VM(s)" in steps["configure"]["output"]
+    run_dir = Path(steps["configure"]["output"].rsplit("run folder ", 1)[1])
+    assert (run_dir / "artifacts").is_dir(), "each playbook run's folder is kept with its job"

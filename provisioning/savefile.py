@@ -206,11 +206,12 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
         copied += len(chunk)
 
 
-def write_clone(src: Path, dst: Path, new_xml: str) -> None:
+def write_clone(src: Path, dst: Path, new_xml: str, *, durable: bool = True) -> None:
     """Write dst = src's state with `new_xml` in its header; src's migration stream copied unchanged.
 
     Atomic: written to `dst.tmp`, marked complete, fsynced, checked, then renamed over dst. A crash
-    leaves at most a `.tmp` file, which the next run overwrites.
+    leaves at most a `.tmp` file, which the next run overwrites. `durable=False` skips the fsyncs for
+    a file that lives only until it is restored (a crash before then just writes it again).
     """
     src, dst = Path(src), Path(dst)
     header = read_header(src)
@@ -233,17 +234,21 @@ def write_clone(src: Path, dst: Path, new_xml: str) -> None:
             fdst.write(region)
             fdst.flush()
             _copy_range(fsrc.fileno(), fdst.fileno(), header.stream_offset, stream_len)
-            os.fsync(fdst.fileno())
+            if durable:
+                os.fsync(fdst.fileno())
             fdst.seek(0)
             fdst.write(pack(MAGIC))
             fdst.flush()
-            os.fsync(fdst.fileno())
+            if durable:
+                os.fsync(fdst.fileno())
         written = tmp.stat().st_size
         expected = HEADER_SIZE + len(region) + stream_len
         if written != expected:
             raise SaveFileError(dst, f"short copy: wrote {written} of {expected} bytes")
         read_header(tmp)
         os.replace(tmp, dst)
+        if not durable:
+            return
         dir_fd = os.open(dst.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)  # make the rename itself durable

@@ -210,7 +210,8 @@ def write_clone_state(template: Template, *, name: str, uuid: str, system_disk: 
         header.xml, name=name, uuid=uuid, disk_paths={"vda": system_disk}, forwards=forwards,
         agent_socket=agent_socket, serial_log=serial_log,
     )
-    savefile.write_clone(template.state_file, destination, xml)
+    # The copy lives only until it is restored, so it is not fsynced (a crash means writing it again).
+    savefile.write_clone(template.state_file, destination, xml, durable=False)
 
 
 def dependents(template: Template, site: SitePaths) -> list[str]:

@@ -5,7 +5,7 @@ CC := $(VENV)/bin/countycloud
 .PHONY: demo test host lint
 
 demo: host
-	$(CC) demo
+	$(CC) demo $(ARGS)
 
 test: host
 	bash scripts/test.sh

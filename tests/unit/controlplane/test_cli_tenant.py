@@ -20,9 +20,9 @@ from controlplane.cli import inventory, site, template, tenant
 
 runner = CliRunner()
 COUNTIES = 13
-# Ports of their own, away from the ranges a demo on this machine may be serving.
-GATEWAY_PORTS = (39100, 39199)
-GUEST_PORTS = (39200, 39499)
+# Ports of their own, below the ephemeral range and away from the ranges a demo on this machine serves.
+GATEWAY_PORTS = (23500, 23599)
+GUEST_PORTS = (23600, 23899)
 
 
 def _clear_caches() -> None:

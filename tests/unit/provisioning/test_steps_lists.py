@@ -5,6 +5,7 @@ the cold/template and golden-image pinning logic, and start/teardown against lib
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from inventory.enums import Lifecycle
 from inventory.jobs import Step, StepContext
 from inventory.loader import load_sample, load_text
 from inventory.placement import NoHostFits
+from inventory.ports import PortRange, PortRanges
 from inventory.queries import TenantNotFound
 from provisioning import images, sites, steps
 from provisioning.domain_xml import render_domain_xml
@@ -68,12 +70,18 @@ tenants:
 """
 
 
+# Ports of their own, below the ephemeral range and away from the ranges a demo on this machine serves
+# (the check step refuses ports that another process holds).
+PORTS = PortRanges(guest=PortRange(23100, 23399, "guest ports"),
+                   gateway=PortRange(23000, 23099, "gateway ports"))
+
+
 def _database(path: Path, text: str | None) -> Path:
     url = f"sqlite:///{path}"
     migrate(url)
     engine = make_engine(url)
     with session_scope(engine) as session:
-        apply(session, load_sample() if text is None else load_text(text), actor="test")
+        apply(session, load_sample() if text is None else load_text(text), actor="test", ports=PORTS)
     engine.dispose()
     return path
 
@@ -251,6 +259,21 @@ def test_check_refuses_when_no_host_fits(two_engine: Engine, tmp_path: Path) -> 
 def test_check_passes_when_everything_holds(up_platform: Platform) -> None:
     assert _check(up_platform) == (
         "tenant keelung: 1 VM(s) at site primary, capacity and ports available")
+
+
+def test_check_refuses_a_port_another_process_holds(up_platform: Platform) -> None:
+    with session_scope(up_platform.engine) as session:
+        app_port = queries.get_vm(session, VM).app_port
+    assert app_port is not None and 23100 <= app_port <= 23399
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", app_port))
+        squatter.listen()
+        with pytest.raises(ProvisioningError) as failure:
+            _check(up_platform)
+    assert str(failure.value) == (
+        f"{VM}: its app port 127.0.0.1:{app_port} (allocated by the inventory) is in use by another "
+        "process; free it or change the inventory's port range")
+    assert _check(up_platform) is not None  # free again: the check passes
 
 
 def test_check_refuses_a_missing_tool(up_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

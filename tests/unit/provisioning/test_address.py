@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -161,3 +162,13 @@ def test_wait_healthy_gives_up_naming_the_address(health_server: tuple[int, _Hea
     with pytest.raises(NotHealthy, match=rf"127\.0\.0\.1:{port}/healthz did not answer 200"):
         address.wait_healthy(port, timeout_s=0.3)
     assert time.monotonic() - started < 2
+
+
+def test_port_free_until_another_process_listens() -> None:
+    port = _closed_port()
+    assert address.port_free(port) is True
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        assert address.port_free(port) is False
+    assert address.port_free(port) is True

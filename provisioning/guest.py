@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning.hypervisor import AgentTimeout, Hypervisor
+from provisioning.hypervisor import AgentTimeout, Hypervisor, HypervisorError
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 
@@ -55,27 +55,25 @@ def agent_exec(hv: Hypervisor, vm: str, argv: list[str], timeout_s: float = 30.0
     return result
 
 
-def set_clock(hv: Hypervisor, vm: str) -> None:
-    """Set the guest clock from the host's: a restored guest is behind by the time since its save."""
-    hv.agent(vm, "guest-set-time", {"time": time.time_ns()})
+def write_file(hv: Hypervisor, vm: str, path: str, content: bytes) -> None:
+    """Write a file inside the guest through the agent's file API: no process starts in the guest."""
+    handle = hv.agent(vm, "guest-file-open", {"path": path, "mode": "w"})
+    try:
+        hv.agent(vm, "guest-file-write", {"handle": handle, "buf-b64": base64.b64encode(content).decode()})
+    finally:
+        hv.agent(vm, "guest-file-close", {"handle": handle})
 
 
-def wait_for_labels(hv: Hypervisor, vm: str, labels: tuple[str, ...], timeout_s: float = 30.0) -> float:
-    """Wait until the guest kernel shows block devices with these file-system labels.
-
-    A live disk attach returns before the guest has probed the new PCI device, so anything that
-    mounts a hot-plugged disk must wait for it to appear first. Returns the seconds waited.
-    """
-    started = time.monotonic()
-    pending = list(labels)
-    while pending:
-        # -c /dev/null: probe the devices themselves, not blkid's cache of what was there before.
-        found = agent_exec(hv, vm, ["/sbin/blkid", "-c", "/dev/null", "-o", "value", "-s", "LABEL"],
-                           check=False).stdout.split()
-        pending = [label for label in pending if label not in found]
-        if pending and time.monotonic() - started > timeout_s:
-            missing = ", ".join(pending)
-            raise AgentTimeout(f"{vm}: disks {missing} not visible in the guest after {timeout_s:.0f} s")
-        if pending:
-            time.sleep(0.1)
-    return time.monotonic() - started
+def read_file(hv: Hypervisor, vm: str, path: str, limit: int = 65536) -> bytes | None:
+    """A file's contents from inside the guest, or None if it does not exist."""
+    try:
+        handle = hv.agent(vm, "guest-file-open", {"path": path, "mode": "r"})
+    except AgentTimeout:
+        raise
+    except HypervisorError:
+        return None  # the agent reports a missing file as an error of the open
+    try:
+        answer = hv.agent(vm, "guest-file-read", {"handle": handle, "count": limit})
+    finally:
+        hv.agent(vm, "guest-file-close", {"handle": handle})
+    return base64.b64decode(answer.get("buf-b64", ""))

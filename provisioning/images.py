@@ -140,8 +140,6 @@ def _configure_guest(rootfs: Path) -> None:
     (rootfs / "etc/fstab").write_text("/dev/vda / ext4 rw,noatime 0 1\n")
     shutil.copy(files / "interfaces", rootfs / "etc/network/interfaces")
     shutil.copy(files / "sshd_config", rootfs / "etc/ssh/sshd_config")
-    shutil.copy(files / "countycloud-activate", rootfs / "usr/local/sbin/countycloud-activate")
-    (rootfs / "usr/local/sbin/countycloud-activate").chmod(0o755)
     shutil.copy(files / "tenant-app", rootfs / "usr/local/bin/tenant-app")
     (rootfs / "usr/local/bin/tenant-app").chmod(0o755)
     app_dir = rootfs / "opt/tenant-app"
@@ -150,7 +148,7 @@ def _configure_guest(rootfs: Path) -> None:
     units = rootfs / "etc/systemd/system"
     wants = units / "multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
-    for unit in ("countycloud-activate.service", "tenant-app.service"):
+    for unit in ("tenant-app.service",):
         shutil.copy(files / unit, units / unit)
         target = wants / unit
         target.unlink(missing_ok=True)

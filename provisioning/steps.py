@@ -20,7 +20,7 @@ from inventory.db import session_scope
 from inventory.enums import Lifecycle, SiteStatus
 from inventory.jobs import Step, StepContext
 from inventory.models import Tenant, Vm
-from provisioning import address, configure, disks, images, seed, sites, templates
+from provisioning import address, configure, disks, guest, images, seed, sites, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import DomainState, Hypervisor
@@ -40,6 +40,9 @@ from provisioning.vmplan import (
 ACTOR = "provisioning"
 COLD = "cold"  # prefix of the template step's output when the job falls back to a cold boot
 AGENT_TIMEOUT_S = 60.0
+# Files of the guest's launcher (provisioning/image/files/launcher.py).
+ACTIVATE_REQUEST = "/run/countycloud/activate-request"
+ACTIVATION_ERROR = "/run/countycloud/activation-error"
 
 
 class ProvisioningError(RuntimeError):
@@ -265,21 +268,24 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
 
 
 def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
-    """Make a restored clone this county's VM: clock, disks, identity, settings, app."""
+    """Make a restored clone this county's VM: its waiting launcher takes the clock from the request,
+    then identity, settings and data from the disks as they appear (provisioning/image/files/launcher.py)."""
     if _mode_is_cold(ctx):
         return "skipped: a cold boot applies its seed disk at first boot"
     plan = load_plan(platform, vm_name)
     paths = vm_paths(platform.site(plan.site), plan.name)
     with platform.hypervisor(plan.site) as hv:
-        hv.wait_for_agent(plan.name, timeout_s=AGENT_TIMEOUT_S)
+        waited = hv.wait_for_agent(plan.name, timeout_s=AGENT_TIMEOUT_S)
+        # The request first: the launcher sets the clock from it before the disks can appear.
+        guest.write_file(hv, plan.name, ACTIVATE_REQUEST, f"{time.time():.6f}\n".encode())
         attached = hv.xml(plan.name)
+        plugged = []
         for disk in hotplug_disks(paths):
             if f"dev='{disk.target}'" not in attached:
                 hv.attach_disk(plan.name, render_disk_xml(disk))
-        # One agent call: set the clock, wait for the hot-plugged disks, take the identity, start the app.
-        result = agent_exec(hv, plan.name, ["/usr/local/sbin/countycloud-activate", "--now",
-                                            f"{time.time():.6f}", "--wait"], timeout_s=AGENT_TIMEOUT_S)
-    return result.stdout.strip()
+                plugged.append(disk.target)
+    return (f"agent answered after {waited:.2f} s; activation requested; "
+            f"hot-plugged {', '.join(plugged) or 'nothing (already attached)'}")
 
 
 def _resize_to_plan(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
@@ -304,7 +310,15 @@ def resize_live(hv: Hypervisor, vm_name: str, vcpus: int, memory_mib: int) -> st
 
 def _app_ready(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
-    waited = address.wait_healthy(plan.app_port, timeout_s=platform.boot_timeout_s)
+    try:
+        waited = address.wait_healthy(plan.app_port, timeout_s=platform.boot_timeout_s)
+    except address.NotHealthy as error:
+        with platform.hypervisor(plan.site) as hv:
+            reason = guest.read_file(hv, plan.name, ACTIVATION_ERROR)
+        if reason:
+            said = reason.decode().strip()
+            raise ProvisioningError(f"{plan.name}: activation failed in the guest: {said}") from error
+        raise
     return f"app healthy on 127.0.0.1:{plan.app_port} after {waited:.1f} s"
 
 

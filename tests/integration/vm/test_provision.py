@@ -25,7 +25,7 @@ def test_county_serves_through_its_address_from_a_template_clone(cloud: Cloud, k
     steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
     assert all(step["status"] == "succeeded" for step in steps.values())
     assert "cloned the template state" in steps["keelung-accounting-1:start"]["output"]
-    assert "activated" in steps["keelung-accounting-1:identity"]["output"]
+    assert "activation requested" in steps["keelung-accounting-1:identity"]["output"]
     assert "converged" in steps["configure"]["output"]
 
 

@@ -1,5 +1,5 @@
-"""provisioning.guest: commands through the guest agent and waiting for hot-plugged disks, against a
-fake hypervisor whose agent answers from a script (exit codes, base64 output, silence)."""
+"""provisioning.guest: commands and files through the guest agent, against a fake hypervisor whose
+agent answers from a script (exit codes, base64 output, silence)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from provisioning import guest
 from provisioning.guest import CommandResult, GuestCommandError
-from provisioning.hypervisor import AgentTimeout, Hypervisor
+from provisioning.hypervisor import AgentTimeout, Hypervisor, HypervisorError
 
 Status = dict[str, Any]
 
@@ -134,52 +134,63 @@ def test_a_silent_agent_fails_the_command_with_its_timeout() -> None:
         guest.agent_exec(Silent([]), "vm1", ["/bin/true"])
 
 
-def test_set_clock_sends_the_hosts_time_in_nanoseconds() -> None:
-    hv = FakeHypervisor([])
-    before = time.time_ns()
-    guest.set_clock(hv, "vm1")
-    [arguments] = hv.commands("guest-set-time")
-    assert arguments is not None
-    assert before <= arguments["time"] <= time.time_ns()
+# --- files through the agent (no process in the guest) ---------------------------------------------
+
+class FileAgent(FakeHypervisor):
+    """An agent with a small file system behind guest-file-open/read/write/close."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__([])
+        self.files = files
+        self.handles: dict[int, tuple[str, str]] = {}
+
+    def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+              timeout_s: int = 10) -> Any:
+        self.calls.append((name, command, arguments))
+        assert arguments is not None
+        if command == "guest-file-open":
+            if arguments["mode"] == "r" and arguments["path"] not in self.files:
+                raise HypervisorError(f"site primary: guest agent guest-file-open on {name}: No such file")
+            handle = 1000 + len(self.handles)
+            self.handles[handle] = (arguments["path"], arguments["mode"])
+            if arguments["mode"] == "w":
+                self.files[arguments["path"]] = b""
+            return handle
+        path, _mode = self.handles[arguments["handle"]]
+        if command == "guest-file-write":
+            self.files[path] += base64.b64decode(arguments["buf-b64"])
+            return {"count": len(base64.b64decode(arguments["buf-b64"])), "eof": False}
+        if command == "guest-file-read":
+            data = self.files[path][: arguments["count"]]
+            return {"count": len(data), "buf-b64": b64(data), "eof": True}
+        if command == "guest-file-close":
+            del self.handles[arguments["handle"]]
+            return {}
+        raise AssertionError(f"unexpected agent command {command}")
 
 
-# --- wait_for_labels -----------------------------------------------------------------------------
-
-def _blkid_answers(*outputs: str) -> Callable[[list[str]], list[Status]]:
-    """Each blkid run in turn sees the next listing of labels (the last repeats)."""
-    remaining = list(outputs)
-
-    def script(argv: list[str]) -> list[Status]:
-        assert argv == ["/sbin/blkid", "-c", "/dev/null", "-o", "value", "-s", "LABEL"]
-        listing = remaining.pop(0) if len(remaining) > 1 else remaining[0]
-        # blkid exits 2 when it finds nothing: not an error here.
-        return [{"exited": True, "exitcode": 0 if listing else 2, "out-data": b64(listing)}]
-
-    return script
+def test_write_file_puts_the_bytes_in_the_guest_and_closes_the_handle() -> None:
+    hv = FileAgent({})
+    guest.write_file(hv, "vm1", "/run/countycloud/activate-request", b"1764300000.25\n")
+    assert hv.files == {"/run/countycloud/activate-request": b"1764300000.25\n"}
+    assert hv.handles == {}, "every handle opened is closed"
+    assert [command for _vm, command, _args in hv.calls] == [
+        "guest-file-open", "guest-file-write", "guest-file-close"]
 
 
-def test_labels_already_visible_return_at_once() -> None:
-    hv = FakeHypervisor(_blkid_answers("ccroot\nccseed\nccdata\n"))
-    waited = guest.wait_for_labels(hv, "vm1", ("ccseed", "ccdata"))
-    assert waited < 0.5
-    assert len(hv.commands("guest-exec")) == 1
+def test_read_file_returns_the_contents_or_none_when_missing() -> None:
+    error = b"mount /dev/vdc: No such device\n"
+    hv = FileAgent({"/run/countycloud/activation-error": error})
+    assert guest.read_file(hv, "vm1", "/run/countycloud/activation-error") == error
+    assert guest.read_file(hv, "vm1", "/run/countycloud/nothing-here") is None
+    assert hv.handles == {}
 
 
-def test_waits_until_hot_plugged_disks_appear() -> None:
-    hv = FakeHypervisor(_blkid_answers("", "ccroot\n", "ccroot\nccseed\n", "ccroot\nccseed\nccdata\n"))
-    waited = guest.wait_for_labels(hv, "vm1", ("ccseed", "ccdata"), timeout_s=5)
-    assert len(hv.commands("guest-exec")) == 4
-    assert 0.25 <= waited < 3  # three pauses between the four probes
+def test_read_file_lets_an_agent_timeout_through() -> None:
+    class Silent(FakeHypervisor):
+        def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+                  timeout_s: int = 10) -> Any:
+            raise AgentTimeout(f"site primary: guest agent of {name} did not answer {command} within 10 s")
 
-
-def test_a_label_that_never_appears_times_out_naming_only_the_missing_disk() -> None:
-    hv = FakeHypervisor(_blkid_answers("ccroot\nccseed\n"))
-    with pytest.raises(AgentTimeout) as failure:
-        guest.wait_for_labels(hv, "keelung-accounting-1", ("ccseed", "ccdata"), timeout_s=0.3)
-    assert str(failure.value).startswith("keelung-accounting-1: disks ccdata not visible in the guest after ")
-
-
-def test_label_matching_is_exact_not_a_prefix() -> None:
-    hv = FakeHypervisor(_blkid_answers("ccdata-old\nccseed\n"))
-    with pytest.raises(AgentTimeout, match="disks ccdata not visible"):
-        guest.wait_for_labels(hv, "vm1", ("ccseed", "ccdata"), timeout_s=0.2)
+    with pytest.raises(AgentTimeout):
+        guest.read_file(Silent([]), "vm1", "/etc/hostname")

@@ -1,1 +1,2 @@
-"""Scheduled restic backups of every tenant, replicated offsite, with retention and restore verification. (Not built yet.)"""
+"""Scheduled restic backups of every tenant, replicated offsite, with retention and restore
+verification. (Not built yet.)"""

@@ -1,1 +1,2 @@
-"""Failover, DR tests and failback of all tenants by recorded runbooks, with measured RTO and RPO. (Not built yet.)"""
+"""Failover, DR tests and failback of all tenants by recorded runbooks, with measured RTO and RPO.
+(Not built yet.)"""

@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite. Package-specific fixtures live in conftest.py files beside their tests."""
+"""Fixtures shared by the whole suite. Package-specific fixtures live in conftest.py files beside
+their tests."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,33 @@ def load_note() -> dict[str, Any]:
     foreign = [p for p in qemus if not any(ours in arg for arg in (p.info["cmdline"] or []))]
     return {"load1": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
             "other_qemu": len(foreign), "our_qemu": len(qemus) - len(foreign)}
+
+
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def reserve_bench_ports() -> str:
+    """Keep the kernel from handing the bench's guest and gateway ports out as ephemeral ports.
+
+    Both ranges lie inside Linux's ephemeral range (32768-60999): every client connection (this
+    bench polling /healthz, HAProxy reaching a backend, SSH) takes a local port from it and holds it
+    in TIME-WAIT for 60 s afterwards. Polling 13 addresses left ~900 such sockets in 43000-44999,
+    and `tenant create` then refused its allocated SSH port as "in use by another process".
+    Reserving a range only stops automatic assignment; explicit binds (QEMU, HAProxy) still work.
+    """
+    wanted = [(int(BENCH_ENV[f"COUNTYCLOUD_{kind}_PORT_FIRST"]),
+               int(BENCH_ENV[f"COUNTYCLOUD_{kind}_PORT_LAST"])) for kind in ("GATEWAY", "GUEST")]
+    current = RESERVED_PORTS.read_text().strip()
+    spans = []
+    for part in filter(None, current.split(",")):
+        first, _, last = part.partition("-")
+        spans.append((int(first), int(last or first)))
+    missing = [(a, b) for a, b in wanted if not any(x <= a and b <= y for x, y in spans)]
+    if not missing:
+        return f"already reserved ({current})"
+    value = ",".join(f"{a}-{b}" for a, b in sorted(spans + missing))
+    RESERVED_PORTS.write_text(value)
+    return f"reserved {value} (was: {current or 'none'})"
 
 
 # --- the CLI, as a subprocess in the bench's environment -----------------------------------------
@@ -300,6 +327,7 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int, la
     running: list[County] = []
     began = time.monotonic()
     all_ready: float | None = None
+    next_rss = 0.0
     while waiting or running:
         while waiting and len(running) < concurrency:
             county = waiting.pop(0)
@@ -307,15 +335,12 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int, la
             args = ["tenant", "create", county.slug] + (["--cold"] if cold else [])
             county.proc = cli.spawn(f"{label}-{county.slug}", *args)
             running.append(county)
-        now = time.monotonic()
         for county in list(running):
             assert county.proc is not None
             if county.ready_s is None and address.healthy(county.gateway_port, timeout_s=1.0):
                 county.ready_s = time.monotonic() - county.started
                 say(f"  {county.slug}: healthy through 127.0.0.1:{county.gateway_port} "
                     f"{county.ready_s:.1f} s after its command started")
-            if county.ready_s is None or county.rss_mb == 0.0 or county.exit_s is None:
-                sample_rss(county)
             rc = county.proc.poll()
             if rc is not None:
                 county.rc, county.exit_s = rc, time.monotonic() - county.started
@@ -323,26 +348,31 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int, la
                 if rc != 0:
                     say(f"  {county.slug}: tenant create exited {rc} "
                         f"(log: {cli.logs}/{label}-{county.slug}.log)")
-            elif now - county.started > JOB_TIMEOUT_S:
+            elif time.monotonic() - county.started > JOB_TIMEOUT_S:
                 county.proc.terminate()
+        if time.monotonic() >= next_rss:
+            # Twice a second is enough for a peak that builds over seconds, and keeps the bench's
+            # own /proc scans from competing with the guests it measures.
+            sample_rss(running)
+            next_rss = time.monotonic() + 0.5
         if all_ready is None and not waiting and all(c.ready_s is not None for c in counties):
             all_ready = time.monotonic() - began
             say(f"  all {len(counties)} healthy after {all_ready:.1f} s; waiting for the commands to finish")
         time.sleep(POLL_S)
-    for county in counties:
-        sample_rss(county)
     if all_ready is None:
         failed = [c.slug for c in counties if c.ready_s is None]
         raise RuntimeError(f"{label}: never healthy: {', '.join(failed)}")
     return all_ready
 
 
-def sample_rss(county: County) -> None:
-    missing = [vm for vm in county.vms if vm not in county.pids]
-    if missing:
-        county.pids.update(qemu_pids(missing))
-    for pid in county.pids.values():
-        county.rss_mb = max(county.rss_mb, rss_mb(pid))
+def sample_rss(counties: list[County]) -> None:
+    """Each county's largest QEMU RSS so far (one scan of /proc finds every QEMU not yet known)."""
+    missing = [vm for county in counties for vm in county.vms if vm not in county.pids]
+    found = qemu_pids(missing) if missing else {}
+    for county in counties:
+        county.pids.update({vm: pid for vm, pid in found.items() if vm in county.vms})
+        for pid in county.pids.values():
+            county.rss_mb = max(county.rss_mb, rss_mb(pid))
 
 
 def job_steps(cli: Cli, slug: str) -> dict[str, Any]:
@@ -434,6 +464,7 @@ def main() -> int:
         "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max")}
     out.update(bare_ssh_s=None, source=str(source), logs=str(logs))
 
+    say(f"ephemeral ports: {reserve_bench_ports()}")
     say(f"setup (not timed; may rebuild the golden image and templates) from {source}")
     began = time.monotonic()
     # Only the site the counties live at gets its template: the secondary's would be one more TCG
@@ -451,37 +482,61 @@ def main() -> int:
     out["image"] = image.key
     slugs = [row["tenant"] for row in cli.json("tenant", "list", "--json")]
 
-    if not args.skip_single:
+    errors: list[str] = []
+    out["errors"] = errors
+
+    def phase(name: str, action: Callable[[], None]) -> None:
+        """One figure failing (a county that never came up) still leaves the others in the JSON."""
+        try:
+            action()
+        except Exception as error:  # the bench reports every failure and goes on
+            errors.append(f"{name}: {error}")
+            say(f"  {name} FAILED: {error}")
+
+    def bare_phase() -> None:
         say("bare boot: define + start a linked clone of the golden image")
         bare = bare_boot(state_dir, image, set())
         out.update(bare_ssh_s=bare["bare_ssh_s"], bare_boot_s=bare["bare_boot_s"], bare=bare)
         say(f"  SSH banner {bare['bare_ssh_s']} s, /healthz 200 {bare['bare_boot_s']} s")
 
+    def cold_phase() -> None:
         say(f"cold county: tenant create {SINGLE_COUNTY} --cold")
         cold = single(cli, SINGLE_COUNTY, cold=True, label="cold")
         out.update(ready_s=cold["ready_s"], p1_ratio=ratio(cold["ready_s"], out["bare_boot_s"]), cold=cold)
 
+    def clone_phase() -> None:
         say(f"template county: tenant create {SINGLE_COUNTY}")
         clone = single(cli, SINGLE_COUNTY, cold=False, label="clone")
         out.update(clone_ready_s=clone["ready_s"], clone_ratio=ratio(clone["ready_s"], out["bare_boot_s"]),
                    clone=clone)
 
-    if args.counties > 1:
-        chosen = slugs[: args.counties]
+    chosen = slugs[: args.counties]
+
+    def clones_phase() -> None:
         say(f"{len(chosen)} counties from templates, {min(args.clone_concurrency, len(chosen))} at a time")
         clones = many(cli, chosen, cold=False, concurrency=args.clone_concurrency, label="clone-many")
         out.update(clone13_all_ready_s=clones["all_ready_s"], clone_rss_mb_max=clones["rss_mb_max"],
                    clone_counties=len(chosen), clone_many=clones)
+
+    def colds_phase() -> None:
+        say(f"13 counties cold, {args.cold_concurrency} at a time")
+        colds = many(cli, chosen, cold=True, concurrency=args.cold_concurrency, label="cold-many")
+        out.update(counties=13, all_ready_s=colds["all_ready_s"], rss_mb_max=colds["rss_mb_max"],
+                   cold_many=colds)
+
+    if not args.skip_single:
+        phase("bare", bare_phase)
+        phase("cold", cold_phase)
+        phase("clone", clone_phase)
+    if args.counties > 1:
+        phase("clones", clones_phase)
         if args.counties == 13 and not args.skip_cold13:
-            say(f"13 counties cold, {args.cold_concurrency} at a time")
-            colds = many(cli, chosen, cold=True, concurrency=args.cold_concurrency, label="cold-many")
-            out.update(counties=13, all_ready_s=colds["all_ready_s"], rss_mb_max=colds["rss_mb_max"],
-                       cold_many=colds)
+            phase("colds", colds_phase)
 
     out["goals_met"] = {key: (out[key] is not None and out[key] <= goal) if out[key] is not None else None
                         for key, goal in GOALS.items()}
     print(json.dumps(out, ensure_ascii=False, separators=(",", ":")), flush=True)
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -74,12 +74,16 @@ def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImag
         log(f"site {name}: up ({current.site(name).uri})")
     image = images.ensure(current.cache_dir, log=log)
     log(f"golden image {image.key}: ready")
-    if with_templates:
-        for name in site_names():
-            with current.hypervisor(name) as hv:
+    for name in site_names():
+        site = current.site(name)
+        site_image = images.at_site(image, site.images)
+        with current.hypervisor(name) as hv:
+            if with_templates:
                 for memory_mib in template_sizes():
-                    templates.build(hv, current.site(name), image, current.domain_type, memory_mib, log=log)
-                removed = templates.remove_stale(hv, current.site(name), image.key)
-            log(f"templates {name}/{image.key}: ready"
-                + (f" (removed stale: {', '.join(removed)})" if removed else ""))
+                    templates.build(hv, site, site_image, current.domain_type, memory_mib, log=log)
+            removed = templates.remove_stale(hv, site, image.key)
+        removed += images.remove_unused_at_site(site.images, image.key, templates.backing_files(site))
+        log(f"site {name}: golden image {image.key} present"
+            + (", templates ready" if with_templates else "")
+            + (f" (removed stale: {', '.join(removed)})" if removed else ""))
     return image

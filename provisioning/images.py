@@ -291,6 +291,43 @@ def ensure(cache_dir: Path, log: Log = print) -> GoldenImage:
         return _load(directory)
 
 
+SITE_FILES = ("golden.qcow2", "vmlinuz", "initrd.img", "manifest.json")
+
+
+def at_site(image: GoldenImage, site_images: Path) -> GoldenImage:
+    """The golden image as present at a site: its files hard-linked (copied across file systems)
+    into the site's own folder. Templates and VMs sit on this copy, so the cache may drop an image
+    that a site still uses, and a site never reads another site's files."""
+    target = site_images / image.key
+    if not (target / "manifest.json").exists():
+        partial = site_images / f".{image.key}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in SITE_FILES:
+            try:
+                os.link(image.disk.parent / name, partial / name)
+            except OSError:
+                shutil.copy2(image.disk.parent / name, partial / name)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(partial, target)
+    return _load(target)
+
+
+def remove_unused_at_site(site_images: Path, keep: str, in_use: set[Path]) -> list[str]:
+    """Drop a site's golden images that are not current and that no disk in `in_use` is backed by."""
+    removed: list[str] = []
+    if not site_images.exists():
+        return removed
+    for directory in sorted(site_images.iterdir()):
+        if directory.name in (keep, f".{keep}.partial") or not directory.is_dir():
+            continue
+        if (directory / "golden.qcow2") in in_use:
+            continue
+        shutil.rmtree(directory)
+        removed.append(directory.name)
+    return removed
+
+
 def _remove_stale(cache_dir: Path, keep: str) -> None:
     images = sorted((p for p in (cache_dir / "images").iterdir() if p.is_dir() and p.name != keep),
                     key=lambda p: p.stat().st_mtime, reverse=True)

@@ -67,6 +67,11 @@ class SitePaths:
         """Where this site's VM disks, seed images and state files live (visible in every namespace)."""
         return self.root / "disks"
 
+    @property
+    def images(self) -> Path:
+        """The site's own copies of golden images (see images.at_site)."""
+        return self.disks / "images"
+
 
 def site_paths(state_dir: Path, name: str) -> SitePaths:
     return SitePaths(name=name, root=state_dir / "sites" / name)

@@ -143,21 +143,23 @@ def _golden(platform: Platform, ctx: StepContext) -> str:
     return f"{GOLDEN_PREFIX}{image.key}"
 
 
-def _image(platform: Platform, ctx: StepContext) -> images.GoldenImage:
-    """The golden image this job pinned in its golden-image step (the app may change meanwhile)."""
+def _image(platform: Platform, ctx: StepContext, site: str) -> images.GoldenImage:
+    """The golden image this job pinned in its golden-image step (the app may change meanwhile), as
+    present at the site."""
     recorded = str(ctx.previous.get("golden-image") or "")
+    image = None
     if recorded.startswith(GOLDEN_PREFIX):
         image = images.load(platform.cache_dir, recorded.removeprefix(GOLDEN_PREFIX))
-        if image is not None:
-            return image
-    return images.ensure(platform.cache_dir, log=ctx.log)
+    if image is None:
+        image = images.ensure(platform.cache_dir, log=ctx.log)
+    return images.at_site(image, platform.site(site).images)
 
 
 def _template(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
     """The site's prebooted templates (one per memory size), built if missing; any trouble means a
     cold boot, said plainly in the job's output."""
     site_name = _home_site(platform, tenant_slug)
-    image = _image(platform, ctx)
+    image = _image(platform, ctx, site_name)
     site = platform.site(site_name)
     sizes = sorted({load_plan(platform, name).memory_mib for name in vm_names(platform, tenant_slug)})
     try:
@@ -202,7 +204,7 @@ def _disks(platform: Platform, vm_name: str, ctx: StepContext) -> str:
 
 
 def _system_backing(platform: Platform, plan: VmPlan, ctx: StepContext) -> Path:
-    image = _image(platform, ctx)
+    image = _image(platform, ctx, plan.site)
     if _mode_is_cold(ctx):
         return image.disk
     return _site_template(platform, plan, image).system_disk
@@ -245,7 +247,7 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         if info is not None and info.persistent:
             hv.start(plan.name)  # an existing VM (e.g. after an outage) boots from its own disks
             return "started the existing VM (boot)"
-        image = _image(platform, ctx)
+        image = _image(platform, ctx, plan.site)
         if _mode_is_cold(ctx):
             spec = cold_spec(plan, paths, image, platform.domain_type)
             hv.define(render_domain_xml(spec))

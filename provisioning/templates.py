@@ -221,6 +221,15 @@ def dependents(template: Template, site: SitePaths) -> list[str]:
     return sorted(vm.name for vm in vms.iterdir() if disks.backing_of(vm / "system.qcow2") == frozen)
 
 
+def backing_files(site: SitePaths) -> set[Path]:
+    """Every file some disk at the site is a linked clone of (templates' and VMs' system disks)."""
+    candidates = [template.system_disk for template in list_templates(site)]
+    vms = site.disks / "vms"
+    if vms.exists():
+        candidates += [vm / "system.qcow2" for vm in vms.iterdir()]
+    return {backing for backing in map(disks.backing_of, candidates) if backing is not None}
+
+
 def remove(hv: Hypervisor | None, site: SitePaths, image_key: str) -> list[Template]:
     """Remove a site's templates of one golden image (every memory size); returns those removed.
 

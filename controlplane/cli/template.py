@@ -60,7 +60,8 @@ def build_command(
     _site(site)
     platform = bootstrap.platform()
     with user_errors():
-        image = images.ensure(platform.cache_dir, log=console.print)
+        cached = images.ensure(platform.cache_dir, log=console.print)
+        image = images.at_site(cached, platform.site(site).images)
         with platform.hypervisor(site) as hv:
             for memory_mib in memory or bootstrap.template_sizes():
                 template = templates.build(hv, platform.site(site), image, platform.domain_type, memory_mib,

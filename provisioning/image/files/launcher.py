@@ -88,12 +88,21 @@ def install(source: str, target: str, mode: int) -> None:
     os.replace(partial, target)
 
 
-def set_clock() -> None:
-    """A restored clone's clock is behind by the time since its template was saved."""
-    with open(ACTIVATE_REQUEST) as request:
-        host_time = float(request.read().strip() or "0")
-    if host_time > 0:
-        time.clock_settime(time.CLOCK_REALTIME, host_time)
+def set_clock() -> bool:
+    """A restored clone's clock is behind by the time since its template was saved.
+
+    The agent creates the request file before it writes to it: only a complete request (one
+    newline-terminated number) counts; until then, look again on the next round.
+    """
+    try:
+        with open(ACTIVATE_REQUEST) as request:
+            text = request.read()
+    except FileNotFoundError:
+        return False
+    if not text.endswith("\n"):
+        return False
+    time.clock_settime(time.CLOCK_REALTIME, float(text))
+    return True
 
 
 def activate(devices: dict[bytes, str]) -> str:
@@ -135,9 +144,8 @@ def wait_and_activate() -> None:
     """Every boot or clone of a county VM activates (idempotent: a reboot must mount its data again)."""
     clock_set = False
     while True:
-        if not clock_set and os.path.exists(ACTIVATE_REQUEST):
-            set_clock()
-            clock_set = True
+        if not clock_set:
+            clock_set = set_clock()
         devices = devices_by_label()
         # Both disks: hot-plugged ones appear one after the other, and the app must never start
         # with its database anywhere but the data disk.

@@ -300,6 +300,8 @@ def test_mode_is_cold(args: dict[str, Any], previous: dict[str, str | None], col
 def _built_image(cache: Path, key: str) -> GoldenImage:
     folder = images.image_dir(cache, key)
     folder.mkdir(parents=True)
+    for name in images.SITE_FILES:
+        (folder / name).write_bytes(b"")
     (folder / "manifest.json").write_text(f'{{"key": "{key}"}}')
     image = images.load(cache, key)
     assert image is not None
@@ -314,7 +316,11 @@ def test_image_is_the_one_the_job_pinned(platform: Platform, monkeypatch: pytest
         raise AssertionError("a pinned image must not be rebuilt")
 
     monkeypatch.setattr(images, "ensure", no_build)
-    assert steps._image(platform, ctx(previous={"golden-image": f"golden image {'a' * 16}"})) == pinned
+    at_site = steps._image(platform, ctx(previous={"golden-image": f"golden image {'a' * 16}"}), "primary")
+    assert at_site.key == pinned.key
+    # The site's own copy: a hard link of the cached file, in the site's folder.
+    assert at_site.disk.parent == platform.site("primary").images / pinned.key
+    assert at_site.disk.stat().st_ino == pinned.disk.stat().st_ino
 
 
 def test_image_falls_back_to_the_current_one_when_the_pinned_is_gone(
@@ -328,8 +334,9 @@ def test_image_falls_back_to_the_current_one_when_the_pinned_is_gone(
         return current
 
     monkeypatch.setattr(images, "ensure", ensure)
-    assert steps._image(platform, ctx(previous={"golden-image": f"golden image {'d' * 16}"})) == current
-    assert steps._image(platform, ctx()) == current  # nothing pinned yet
+    assert steps._image(platform, ctx(previous={"golden-image": f"golden image {'d' * 16}"}), "primary").key \
+        == current.key
+    assert steps._image(platform, ctx(), "primary").key == current.key  # nothing pinned yet
     assert calls == [platform.cache_dir, platform.cache_dir]
 
 
@@ -338,7 +345,7 @@ def test_golden_step_output_pins_the_key(platform: Platform, monkeypatch: pytest
     monkeypatch.setattr(images, "ensure", lambda cache_dir, log=None: image)
     output = run(steps.provision_steps({"tenant": "keelung"}, platform), "golden-image")
     assert output == f"golden image {'e' * 16}"
-    assert steps._image(platform, ctx(previous={"golden-image": output})) == image
+    assert steps._image(platform, ctx(previous={"golden-image": output}), "primary").key == image.key
 
 
 def test_template_trouble_means_a_cold_boot_said_plainly(

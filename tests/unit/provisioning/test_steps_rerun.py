@@ -57,6 +57,8 @@ def golden(platform: Platform) -> GoldenImage:
     folder.mkdir(parents=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(folder / "golden.qcow2"), "1M"],
                    check=True)
+    for boot_file in ("vmlinuz", "initrd.img"):
+        (folder / boot_file).write_bytes(b"")
     (folder / "manifest.json").write_text(f'{{"key": "{KEY}"}}')
     image = images.load(platform.cache_dir, KEY)
     assert image is not None
@@ -94,7 +96,9 @@ def test_cold_disks_are_made_once_and_kept_on_rerun(platform: Platform, golden: 
     first = run(listed, f"{VM}:disks", context)
     assert first == "system disk on golden.qcow2, data disk created, seed disk"
     paths = vm_paths(platform.site("primary"), VM)
-    assert disks.backing_of(paths.system_disk) == golden.disk
+    # Backed by the site's own copy of the golden image, not by the cache's file.
+    site_copy = platform.site("primary").images / golden.key / "golden.qcow2"
+    assert disks.backing_of(paths.system_disk) == site_copy
     assert seed.probe(paths.data_disk).get("LABEL") == seed.DATA_LABEL
     assert seed.probe(paths.seed_disk).get("LABEL") == seed.SEED_LABEL
     host_key = paths.host_key.read_bytes()
@@ -120,7 +124,7 @@ def test_cold_start_defines_and_boots_then_a_rerun_is_a_no_op(
         info = hv.info(VM)
         xml = hv.xml(VM)
     assert info is not None and info.persistent and info.state is DomainState.RUNNING
-    assert str(golden.kernel) in xml
+    assert str(platform.site("primary").images / golden.key / "vmlinuz") in xml  # the site's own copy
     assert str(vm_paths(platform.site("primary"), VM).data_disk) in xml
     assert run(listed, f"{VM}:start", context) == "already running"
     skipped = run(listed, f"{VM}:identity", context)

@@ -8,9 +8,10 @@ with its line, not just the first one pydantic meets.
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+import re
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator, model_validator
 
 from inventory.enums import NetworkKind, SiteRole, VmRole
 
@@ -21,6 +22,8 @@ Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=20
 Count = Annotated[int, Strict(), Field(gt=0)]
 Size = Annotated[int, Strict(), Field(ge=0)]
 Ratio = Annotated[float, Strict(), Field(gt=0, le=64)]
+SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+PLATFORM_SETTINGS = frozenset({"county_id", "secret", "database_url", "host", "port", "settings_file"})
 SettingValue = Annotated[str, Strict()] | Annotated[bool, Strict()] | Annotated[int, Strict()] | Annotated[
     float, Strict()
 ]
@@ -89,6 +92,19 @@ class TenantDecl(Declared):
     image: Name
     settings: dict[Annotated[str, Strict()], SettingValue] = {}
     vms: Annotated[list[VmDecl], Field(min_length=1)]
+
+    @field_validator("settings")
+    @classmethod
+    def _setting_names(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        # Settings become the app's environment (TENANT_APP_<NAME>): plain names only, and never the
+        # keys the platform itself sets for the app (its identity, secret, database and listener).
+        for name in settings:
+            if not SETTING_NAME.fullmatch(name):
+                raise ValueError(
+                    f"setting name {name!r}: use lower-case letters, digits and _ (e.g. county_name)")
+            if name in PLATFORM_SETTINGS:
+                raise ValueError(f"setting {name!r} is set by the platform and cannot be declared")
+        return settings
 
     @model_validator(mode="after")
     def _county_name_setting(self) -> Self:

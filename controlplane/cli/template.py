@@ -10,7 +10,7 @@ from rich.table import Table
 
 from controlplane import bootstrap
 from controlplane.cli.common import EXIT_USAGE, console, errors, user_errors
-from provisioning import images, templates
+from provisioning import images, sites, templates
 
 template_app = typer.Typer(no_args_is_help=True, help="Prebooted templates: list, build, remove.")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -75,8 +75,13 @@ def remove_command(site: str, image: str) -> None:
     """Remove SITE's template for golden image IMAGE (refused while county VMs still sit on it)."""
     _site(site)
     platform = bootstrap.platform()
-    with user_errors(), platform.hypervisor(site) as hv:
-        removed = templates.remove(hv, platform.site(site), image)
+    paths = platform.site(site)
+    with user_errors():
+        if sites.state(paths) is sites.SiteState.UP:
+            with platform.hypervisor(site) as hv:
+                removed = templates.remove(hv, paths, image)
+        else:  # a template is files only; a down site has no domain of it to undefine
+            removed = templates.remove(None, paths, image)
     if not removed:
         errors.print(f"site {site} has no template for image {image}")
         raise typer.Exit(EXIT_USAGE)

@@ -12,6 +12,7 @@ from controlplane import bootstrap, jobs
 from controlplane.cli.common import EXIT_FAILED, EXIT_USAGE, console, errors, user_errors
 from controlplane.cli.job import job_progress
 from inventory.db import session_scope
+from inventory.enums import Lifecycle
 from inventory.jobs import JobKind
 from inventory.queries import get_tenant, get_vm, list_tenants, vms_of
 from provisioning import address, configure, steps
@@ -112,14 +113,21 @@ def show_command(tenant: str, as_json: JsonOption = False) -> None:
 
 
 def _vm_of(tenant: str, vm: str | None) -> str:
+    """The one VM a command acts on; refused (before any job starts) unless it has been provisioned."""
     with user_errors(), session_scope(bootstrap.engine()) as session:
         if vm is not None:
-            return get_vm(session, vm).name
-        names = [v.name for v in vms_of(get_tenant(session, tenant))]
-    if len(names) != 1:
-        errors.print(f"tenant {tenant} has {len(names)} VMs ({', '.join(names)}); name one with --vm")
-        raise typer.Exit(EXIT_USAGE)
-    return names[0]
+            chosen = [get_vm(session, vm)]
+        else:
+            chosen = vms_of(get_tenant(session, tenant))
+            if len(chosen) != 1:
+                names = ", ".join(v.name for v in chosen)
+                errors.print(f"tenant {tenant} has {len(chosen)} VMs ({names}); name one with --vm")
+                raise typer.Exit(EXIT_USAGE)
+        name, status = chosen[0].name, chosen[0].status
+    if status not in (Lifecycle.ACTIVE, Lifecycle.PROVISIONING):
+        errors.print(f"{name} is {status.value}; provision it first (`countycloud tenant create {tenant}`)")
+        raise typer.Exit(EXIT_FAILED)
+    return name
 
 
 @tenant_app.command("configure")

@@ -221,3 +221,19 @@ def test_template_commands_on_an_unknown_site_exit_2(
     result = invoke(cli, *argv)
     assert result.exit_code == 2
     assert "unknown site 'nosuch'" in result.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ("tenant", "resize", "keelung", "--vcpus", "2", "--memory", "768"),
+    ("tenant", "exec", "keelung", "--", "uptime"),
+])
+def test_commands_on_a_county_not_yet_provisioned_are_refused_before_any_job(
+    applied: Path, cli: typer.Typer, argv: tuple[str, ...]
+) -> None:
+    result = invoke(cli, *argv)
+    assert result.exit_code == 1
+    assert "keelung-accounting-1 is planned; provision it first" in result.output
+    assert "Traceback" not in result.output
+    from controlplane import bootstrap, jobs
+
+    assert jobs.list_jobs(bootstrap.engine()) == [], "no job was started"

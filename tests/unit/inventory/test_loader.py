@@ -178,3 +178,25 @@ def test_top_level_must_be_a_mapping() -> None:
 def test_missing_file_is_a_declaration_error(tmp_path: Path) -> None:
     with pytest.raises(DeclarationError, match="cannot read the file"):
         load_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(("setting", "said"), [
+    ("secret: hunter22", "setting 'secret' is set by the platform and cannot be declared"),
+    ("database_url: sqlite:////tmp/x.db", "setting 'database_url' is set by the platform"),
+    ("page-size: 20", "setting name 'page-size': use lower-case letters, digits and _"),
+    ("PageSize: 20", "setting name 'PageSize'"),
+])
+def test_settings_are_plain_names_and_never_the_platforms_own(
+    small_text: str, setting: str, said: str
+) -> None:
+    text = small_text.replace("    site: primary\n", f"    site: primary\n    settings: {{{setting}}}\n", 1)
+    error = error_of(text)
+    assert said in error.problems[0].message
+    assert error.problems[0].line == line_of(text, "settings:")
+
+
+def test_a_plain_setting_is_accepted(small_text: str) -> None:
+    declared = "    site: primary\n    settings: {support_phone: '02-1234'}\n"
+    text = small_text.replace("    site: primary\n", declared, 1)
+    tenant = load_text(text, "counties.yaml").tenants[0]
+    assert tenant.settings["support_phone"] == "02-1234"

@@ -17,9 +17,9 @@ from typing import Any
 
 from inventory import queries
 from inventory.db import session_scope
-from inventory.enums import Lifecycle, SiteStatus
+from inventory.enums import Lifecycle
 from inventory.jobs import Step, StepContext
-from inventory.models import Tenant, Vm
+from inventory.models import Vm
 from provisioning import address, configure, disks, guest, images, seed, sites, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.guest import agent_exec
@@ -514,10 +514,3 @@ def retire_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
     ]
     return steps
 
-
-def site_is_up(platform: Platform, site: str) -> SiteStatus:
-    return SiteStatus.UP if sites.state(platform.site(site)) is sites.SiteState.UP else SiteStatus.DOWN
-
-
-def tenant_of(session: Any, slug: str) -> Tenant:
-    return queries.get_tenant(session, slug)

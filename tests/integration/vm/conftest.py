@@ -23,6 +23,9 @@ from tests.support import postgres
 ROOT = Path(__file__).resolve().parents[3]
 INVENTORY = Path(__file__).with_name("counties.yaml")
 STATE_DIR = Path(os.environ.get("COUNTYCLOUD_STATE_DIR", "/var/lib/countycloud-test"))
+# COUNTYCLOUD_TEST_COLD=1 boots every county instead of cloning a template: only to measure what the
+# templates save the suite (docs/benchmarks.md); tests that assert the clone path are skipped then.
+COLD = os.environ.get("COUNTYCLOUD_TEST_COLD") == "1"
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Cloud:
 
     def create(self, county: str, *extra: str) -> subprocess.CompletedProcess[str]:
         self.created.add(county)
-        return self.cli("tenant", "create", county, *extra)
+        return self.cli("tenant", "create", county, *extra, *(("--cold",) if COLD else ()))
 
     def exec(self, county: str, command: str) -> str:
         return self.cli("tenant", "exec", county, "--", command).stdout
@@ -100,6 +103,9 @@ def keelung(cloud: Cloud) -> str:
     """A county provisioned from the primary site's template, shared by the tests that only use it."""
     cloud.create("keelung")
     return "keelung"
+
+
+needs_clones = pytest.mark.skipif(COLD, reason="asserts the template clone path; COUNTYCLOUD_TEST_COLD=1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from provisioning import disks, sites
 from provisioning.address import healthy
 from provisioning.hypervisor import Hypervisor
-from tests.integration.vm.conftest import STATE_DIR, Cloud
+from tests.integration.vm.conftest import STATE_DIR, Cloud, needs_clones
 
 pytestmark = pytest.mark.vm
 
@@ -27,6 +27,7 @@ def taichung(cloud: Cloud) -> str:
     return "taichung"
 
 
+@needs_clones
 def test_two_clones_of_one_template_are_distinct(cloud: Cloud, keelung: str, taichung: str) -> None:
     site = sites.site_paths(STATE_DIR, "primary")
     bases = {disks.backing_of(site.disks / "vms" / f"{county}-accounting-1" / "system.qcow2")

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from inventory.db import session_scope
 from inventory.jobs import Job, JobStep, StepStatus
-from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud
+from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, needs_clones
 
 pytestmark = pytest.mark.vm
 
@@ -79,6 +79,7 @@ def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud) -> None:
     assert cloud.json("tenant", "show", "changhua")["healthy"] is True
 
 
+@needs_clones
 def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud) -> None:
     from provisioning import images, sites, templates
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.vm.conftest import INVENTORY, Cloud
+from tests.integration.vm.conftest import INVENTORY, Cloud, needs_clones
 
 pytestmark = pytest.mark.vm
 
 
+@needs_clones
 def test_county_serves_through_its_address_from_a_template_clone(cloud: Cloud, keelung: str) -> None:
     shown = cloud.json("tenant", "show", keelung)
     assert shown["status"] == "active"

@@ -316,7 +316,13 @@ def status_of(cli: Cli, slug: str) -> str:
 
 
 def retire(cli: Cli, slugs: Iterable[str]) -> None:
+    """Retire (--purge) every county that is not planned or retired, after cancelling its unfinished
+    jobs: `tenant create` resumes an unfinished job of its county, so one left by an interrupted run
+    would carry on from its old step (Ansible against a county that no longer exists)."""
     for slug in slugs:
+        for job in cli.json("job", "list", "--json", "--target", slug, "--limit", "20"):
+            if job["status"] not in ("succeeded", "cancelled"):
+                cli.run("job", "cancel", job["id"], check=False)
         if status_of(cli, slug) not in ("planned", "retired"):
             cli.run("tenant", "retire", slug, "--purge")
 

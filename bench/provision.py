@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -393,6 +394,14 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int, la
         deadline = time.monotonic() + 10.0
         while any(w.is_alive() for w in watchers) and time.monotonic() < deadline:
             time.sleep(POLL_S)
+    except BaseException:
+        # Interrupted (SIGTERM, Ctrl-C) or failed: end our own commands before anyone retires
+        # their counties, so no job goes on against a county being torn down.
+        for county in running:
+            if county.proc is not None and county.proc.poll() is None:
+                county.proc.terminate()
+                county.proc.wait(timeout=60)
+        raise
     finally:
         stop.set()
     if any(c.ready_s is None for c in counties):
@@ -473,6 +482,14 @@ def step_maxima(jobs: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 # --- the run -------------------------------------------------------------------------------------
 
+class Interrupted(Exception):
+    """SIGTERM: the phase under way stops, its counties are retired, the JSON line still printed."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Interrupted("interrupted by SIGTERM")
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -526,11 +543,22 @@ def main() -> int:
 
     errors: list[str] = []
     out["errors"] = errors
+    interrupted = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
     def phase(name: str, action: Callable[[], None]) -> None:
-        """One figure failing (a county that never came up) still leaves the others in the JSON."""
+        """One figure failing (a county that never came up) still leaves the others in the JSON;
+        after a SIGTERM the remaining phases are skipped."""
+        nonlocal interrupted
+        if interrupted:
+            errors.append(f"{name}: not run (interrupted)")
+            return
         try:
             action()
+        except Interrupted as error:
+            interrupted = True
+            errors.append(f"{name}: {error}")
+            say(f"  {name} INTERRUPTED")
         except Exception as error:  # the bench reports every failure and goes on
             errors.append(f"{name}: {error}")
             say(f"  {name} FAILED: {error}")

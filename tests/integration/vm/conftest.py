@@ -54,6 +54,17 @@ class Cloud:
     def address(self, county: str) -> int:
         return int(self.json("tenant", "show", county)["address"].rsplit(":", 1)[1].strip("/"))
 
+    def serving(self, county: str, within_s: float = 60) -> bool:
+        """The county answers /healthz 200 through its address within the bound (a TCG guest on a
+        busy host may miss one answer; a county that is down never passes)."""
+        from provisioning.address import NotHealthy, wait_healthy
+
+        try:
+            wait_healthy(self.address(county), timeout_s=within_s)
+        except NotHealthy:
+            return False
+        return True
+
     def platform_engine(self) -> Any:
         from inventory.db import make_engine
 

@@ -45,7 +45,7 @@ def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud) -> None:
     process.wait()
     cloud.create("hsinchu-city")  # the same command again repairs and finishes the job
     shown = cloud.json("tenant", "show", "hsinchu-city")
-    assert shown["status"] == "active" and shown["healthy"] is True
+    assert shown["status"] == "active" and cloud.serving("hsinchu-city")
     listed = cloud.json("job", "list", "--target", "hsinchu-city")
     jobs = [job for job in listed if job["kind"] == "provision"]
     assert len(jobs) == 1, "the rerun continued the killed job instead of starting another"
@@ -76,7 +76,7 @@ def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud) -> None:
     with Hypervisor("primary", sites.site_paths(STATE_DIR, "primary").uri) as hv:
         assert "changhua-accounting-1" not in hv.names(), "nothing may be left running"
     cloud.create("changhua")  # the port is free again: the same command finishes the job
-    assert cloud.json("tenant", "show", "changhua")["healthy"] is True
+    assert cloud.serving("changhua")
 
 
 @needs_clones
@@ -101,7 +101,7 @@ def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud) -> None:
         assert said.startswith("cold: template unusable, falling back to a cold boot")
         assert str(broken / "state.sav") in said, "the refusal names the file"
         assert "defined and started (cold boot)" in steps["penghu-accounting-1:start"]["output"]
-        assert cloud.json("tenant", "show", "penghu")["healthy"] is True
+        assert cloud.serving("penghu")
     finally:
         import shutil
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.vm
 def test_county_serves_through_its_address_from_a_template_clone(cloud: Cloud, keelung: str) -> None:
     shown = cloud.json("tenant", "show", keelung)
     assert shown["status"] == "active"
-    assert shown["healthy"] is True
+    assert cloud.serving(keelung)
     port = cloud.address(keelung)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
         assert answer.status == 200
@@ -63,7 +63,7 @@ def test_changed_settings_converge_with_ansible(cloud: Cloud, keelung: str, tmp_
     cloud.cli("inventory", "apply", str(changed))
     cloud.cli("tenant", "configure", keelung)
     assert "TENANT_APP_COUNTY_NAME=基隆市政府" in cloud.exec(keelung, "cat /etc/tenant-app.env")
-    assert cloud.json("tenant", "show", keelung)["healthy"] is True
+    assert cloud.serving(keelung)
     job = next(job for job in cloud.json("job", "list", "--target", keelung) if job["kind"] == "configure")
     steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
     assert "converged 1 VM(s)" in steps["configure"]["output"]

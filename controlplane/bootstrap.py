@@ -15,7 +15,14 @@ from inventory.db import make_engine, migrate, session_scope
 from inventory.jobs import JobKind
 from inventory.queries import list_sites, list_vms
 from provisioning import images, sites, steps, templates
-from provisioning.platform import Platform, ensure_ssh_key, host_domain_type
+from provisioning.platform import (
+    Platform,
+    check_port_range,
+    ensure_ssh_key,
+    ephemeral_ports,
+    host_domain_type,
+)
+from provisioning.steps import ProvisioningError
 
 Log = Callable[[str], None]
 
@@ -65,8 +72,18 @@ def template_sizes() -> list[int]:
     return sorted(sizes) or [templates.DEFAULT_MEMORY_MIB]
 
 
+def check_port_ranges() -> None:
+    current, ephemeral = settings(), ephemeral_ports()
+    try:
+        check_port_range(current.guest_port_first, current.guest_port_last, "guest ports", ephemeral)
+        check_port_range(current.gateway_port_first, current.gateway_port_last, "gateway ports", ephemeral)
+    except ValueError as error:
+        raise ProvisioningError(f"settings: {error} (COUNTYCLOUD_*_PORT_FIRST/LAST)") from None
+
+
 def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImage:
     """Make this machine ready (idempotent: a second run only checks)."""
+    check_port_ranges()
     current = platform()
     ensure_ssh_key(current.ssh_key)
     for name in site_names():

@@ -20,11 +20,13 @@ class Settings(BaseSettings):
     # Golden images and prebooted templates are cached here, outside any clone, keyed by their recipe.
     cache_dir: Path = Path("/var/cache/countycloud")
     database_url: str = ""
-    # Host ports on 127.0.0.1 handed out to guests' forwards and to tenant addresses.
-    guest_port_first: int = 42000
-    guest_port_last: int = 42999
-    gateway_port_first: int = 41000
-    gateway_port_last: int = 41999
+    # Host ports on 127.0.0.1 handed out to guests' forwards and to tenant addresses. Below Linux's
+    # ephemeral range (32768-60999 by default): there, any outgoing connection on the machine may
+    # hold a county's port at the moment its VM needs it (seen in the suite).
+    guest_port_first: int = 22000
+    guest_port_last: int = 22999
+    gateway_port_first: int = 21000
+    gateway_port_last: int = 21999
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -35,8 +35,8 @@ class PortRange:
 
 @dataclass(frozen=True)
 class PortRanges:
-    guest: PortRange = PortRange(42000, 42999, "guest ports")
-    gateway: PortRange = PortRange(41000, 41999, "gateway ports")
+    guest: PortRange = PortRange(22000, 22999, "guest ports")
+    gateway: PortRange = PortRange(21000, 21999, "gateway ports")
 
 
 def allocate(count: int, port_range: PortRange, used: Iterable[int]) -> list[int]:

@@ -58,3 +58,18 @@ def ensure_ssh_key(path: Path) -> Path:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "countycloud", "-f", str(path)],
                        check=True, capture_output=True)
     return path
+
+
+def ephemeral_ports(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
+    """The ports Linux hands to outgoing connections; a forward there can find its port taken."""
+    first, last = (int(value) for value in path.read_text().split())
+    return range(first, last + 1)
+
+
+def check_port_range(first: int, last: int, what: str, ephemeral: range) -> None:
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError(f"{what} {first}-{last}: not a range of unprivileged ports")
+    if first <= ephemeral.stop - 1 and ephemeral.start <= last:
+        raise ValueError(
+            f"{what} {first}-{last} overlap Linux's ephemeral ports {ephemeral.start}-{ephemeral.stop - 1}: "
+            "outgoing connections could take them; choose a range below or above")

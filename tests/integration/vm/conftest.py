@@ -79,8 +79,8 @@ def cloud() -> Iterator[Cloud]:
         "COUNTYCLOUD_STATE_DIR": str(STATE_DIR),
         "COUNTYCLOUD_DATABASE_URL": database,
         # Ports of their own, so the suite never meets the demo's or a benchmark's guests.
-        "COUNTYCLOUD_GUEST_PORT_FIRST": "45000", "COUNTYCLOUD_GUEST_PORT_LAST": "45999",
-        "COUNTYCLOUD_GATEWAY_PORT_FIRST": "46000", "COUNTYCLOUD_GATEWAY_PORT_LAST": "46999",
+        "COUNTYCLOUD_GUEST_PORT_FIRST": "24000", "COUNTYCLOUD_GUEST_PORT_LAST": "24999",
+        "COUNTYCLOUD_GATEWAY_PORT_FIRST": "25000", "COUNTYCLOUD_GATEWAY_PORT_LAST": "25499",
     }
     cloud = Cloud(env=env)
     _purge_leftovers(cloud)

@@ -53,7 +53,7 @@ def test_show_json_lists_capacity_tenants_and_ports(app: typer.Typer) -> None:
     assert (p1["vcpus_total"], p1["memory_mb_total"]) == (64, 98304)  # 16 × 4.0, 65536 × 1.5
     assert len(view["tenants"]) == 13
     keelung = next(t for t in view["tenants"] if t["slug"] == "keelung")
-    assert keelung["name"] == "基隆市" and 41000 <= keelung["gateway_port"] <= 41999
+    assert keelung["name"] == "基隆市" and 21000 <= keelung["gateway_port"] <= 21999
     assert all(vm["ssh_port"] and vm["app_port"] for vm in view["vms"])
 
 

@@ -68,9 +68,9 @@ def test_apply_allocates_distinct_ports_and_plans_new_objects(engine: Engine, sm
         tenants = queries.list_tenants(session)
         guest_ports = [port for vm in vms for port in (vm.ssh_port, vm.app_port)]
         assert len(guest_ports) == len(set(guest_ports)) == 6
-        assert all(42000 <= port <= 42999 for port in guest_ports if port is not None)
+        assert all(22000 <= port <= 22999 for port in guest_ports if port is not None)
         gateway_ports = [tenant.gateway_port for tenant in tenants]
-        assert sorted(gateway_ports) == [41000, 41001]  # type: ignore[type-var]
+        assert sorted(gateway_ports) == [21000, 21001]  # type: ignore[type-var]
         assert {vm.status for vm in vms} == {tenant.status for tenant in tenants} == {Lifecycle.PLANNED}
         assert all(vm.host is None for vm in vms)  # placement is provisioning's step, not apply's
         keelung = queries.get_tenant(session, "keelung")

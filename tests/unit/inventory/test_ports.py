@@ -41,8 +41,8 @@ def test_invalid_range_is_refused() -> None:
 
 def test_default_ranges_match_the_settings() -> None:
     ranges = PortRanges()
-    assert (ranges.guest.first, ranges.guest.last) == (42000, 42999)
-    assert (ranges.gateway.first, ranges.gateway.last) == (41000, 41999)
+    assert (ranges.guest.first, ranges.guest.last) == (22000, 22999)
+    assert (ranges.gateway.first, ranges.gateway.last) == (21000, 21999)
 
 
 @given(

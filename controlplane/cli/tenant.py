@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from controlplane import bootstrap, jobs
@@ -39,12 +40,12 @@ def run_job(kind: JobKind, target: str, args: dict[str, Any], quiet: bool = Fals
                 return jobs.start(platform.engine, kind, target, args, context=platform,
                                   artifacts_root=platform.artifacts_dir, on_progress=on_progress)
     except jobs.JobFailed as error:
-        errors.print(f"[bold red]job {error.job_id} failed[/]: {error.error}")
+        errors.print(f"[bold red]job {error.job_id} failed[/]: {escape(error.error)}")
         errors.print("fix the cause, then rerun the same command "
                      f"(or `countycloud job resume {error.job_id}`)")
         raise typer.Exit(EXIT_FAILED) from None
     except jobs.JobError as error:
-        errors.print(f"[red]{error}[/]")
+        errors.print(f"[red]{escape(str(error))}[/]")
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         jobs.shutdown()
@@ -160,6 +161,16 @@ def retire_command(
     """Stop and undefine the county's VMs, remove their system disks (data kept unless --purge)."""
     with user_errors(), session_scope(bootstrap.engine()) as session:
         get_tenant(session, tenant)
+    # A provision or configure job left unfinished would otherwise be resumed by a later
+    # `tenant create` against a county that no longer has its VMs.
+    for job in jobs.list_jobs(bootstrap.engine(), target=tenant):
+        if job.kind in (JobKind.PROVISION, JobKind.CONFIGURE) and job.status not in jobs.FINISHED:
+            try:
+                jobs.cancel(bootstrap.engine(), job.id)
+            except jobs.JobError as error:  # e.g. its process is still running it
+                errors.print(f"[red]{escape(str(error))}[/]")
+                raise typer.Exit(EXIT_FAILED) from None
+            console.print(f"cancelled unfinished job {job.id} ({job.kind.value})")
     run_job(JobKind.RETIRE, tenant, {"tenant": tenant, "purge": purge})
     console.print(f"[green]tenant {tenant} retired[/]" + ("" if purge else " (data disk kept)"))
 

@@ -170,10 +170,31 @@ def _processes_in_namespace(namespace: str) -> list[int]:
     return pids
 
 
+def _qemu_pids(site: SitePaths) -> set[int]:
+    """The site's running QEMU processes, from the pid files its libvirtd keeps for them.
+
+    libvirt starts each QEMU in a mount namespace of its own, so the site's namespace alone does not
+    find them; the pid files live in the site's private /run/libvirt/qemu.
+    """
+    pids = set()
+    for pidfile in (site.root / "run" / "qemu").glob("*.pid"):
+        pid = _pid_alive(pidfile)
+        if pid and _is_qemu(pid):
+            pids.add(pid)
+    return pids
+
+
+def _is_qemu(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"qemu-system-x86_64")
+    except OSError:
+        return False
+
+
 def stop(site: SitePaths) -> list[int]:
-    """Site outage: kill -9 the site's daemons and every QEMU in its namespace. Returns the pids killed."""
+    """Site outage: kill -9 the site's daemons and every QEMU it runs. Returns the pids killed."""
     killed: list[int] = []
-    pids: set[int] = set()
+    pids: set[int] = _qemu_pids(site)
     if site.namespace_file.exists():
         namespace = site.namespace_file.read_text().strip()
         # Never kill our own namespace (a stale file could name the host's).

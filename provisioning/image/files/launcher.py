@@ -128,7 +128,10 @@ def activate(devices: dict[bytes, str]) -> str:
     if not os.path.exists(DATA_DIR + "/tenant.db"):
         # A new county starts from the image's migrated empty database, not a migration under TCG.
         install(EMPTY_DB, DATA_DIR + "/tenant.db", 0o600)
-    install(seed + "tenant-app.env", SETTINGS, 0o600)
+    # First-boot settings only: once the guest has settings, Ansible converges them (and restarts this
+    # process, which activates again); the seed must not put the old ones back.
+    if not os.path.exists(SETTINGS):
+        install(seed + "tenant-app.env", SETTINGS, 0o600)
     with open(ACTIVATED, "w") as marker:
         marker.write(hostname + "\n")
     return hostname

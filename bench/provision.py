@@ -19,8 +19,8 @@ The CLI runs from a snapshot of the committed tree (`git archive HEAD`) unless -
 the golden image is keyed by tenant_app's source, which others edit all day, and an edit in the
 middle of a run would make a `tenant create` rebuild the image and the templates inside the figure.
 
-Its own environment: state dir /var/lib/countycloud-bench, guest ports 44000-44999, gateway ports
-43000-43999, the shared image cache. `setup --no-templates`, `inventory apply` and `template build
+Its own environment: state dir /var/lib/countycloud-bench, guest ports 27000-27999, gateway ports
+28000-28499, the shared image cache. `setup --no-templates`, `inventory apply` and `template build
 primary` (the site every sample county lives at) run first and are not timed.
 
 Last line: one JSON object with p1_ratio, ready_s, bare_boot_s, clone_ready_s, clone_ratio,
@@ -62,12 +62,14 @@ from provisioning.vmplan import VmPaths, VmPlan, app_env, cold_spec, machine_id 
 
 STATE_DIR = Path("/var/lib/countycloud-bench")
 BENCH_ENV = {
-    "COUNTYCLOUD_GUEST_PORT_FIRST": "44000", "COUNTYCLOUD_GUEST_PORT_LAST": "44999",
-    "COUNTYCLOUD_GATEWAY_PORT_FIRST": "43000", "COUNTYCLOUD_GATEWAY_PORT_LAST": "43999",
+    # Below the kernel's ephemeral range (32768-60999), like every range of the platform: inside it,
+    # TIME-WAIT sockets of the bench's own health polling held ports its counties were allocated.
+    "COUNTYCLOUD_GUEST_PORT_FIRST": "27000", "COUNTYCLOUD_GUEST_PORT_LAST": "27999",
+    "COUNTYCLOUD_GATEWAY_PORT_FIRST": "28000", "COUNTYCLOUD_GATEWAY_PORT_LAST": "28499",
 }
 # The bare VM's forwards come from the top of the bench's guest range: the inventory hands ports
 # out from the bottom, so the two never meet (each is also checked free before use).
-BARE_PORTS = range(44999, 44900, -1)
+BARE_PORTS = range(27999, 27900, -1)
 SITE = "primary"  # every sample county lives there
 SINGLE_COUNTY = "keelung"  # the demo's county
 SMALL = (1, 1024, 256)  # the sample counties' size: vCPUs, MiB, data disk MiB (as a cold county)
@@ -90,33 +92,6 @@ def load_note() -> dict[str, Any]:
     foreign = [p for p in qemus if not any(ours in arg for arg in (p.info["cmdline"] or []))]
     return {"load1": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
             "other_qemu": len(foreign), "our_qemu": len(qemus) - len(foreign)}
-
-
-RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
-
-
-def reserve_bench_ports() -> str:
-    """Keep the kernel from handing the bench's guest and gateway ports out as ephemeral ports.
-
-    Both ranges lie inside Linux's ephemeral range (32768-60999): every client connection (this
-    bench polling /healthz, HAProxy reaching a backend, SSH) takes a local port from it and holds it
-    in TIME-WAIT for 60 s afterwards. Polling 13 addresses left ~900 such sockets in 43000-44999,
-    and `tenant create` then refused its allocated SSH port as "in use by another process".
-    Reserving a range only stops automatic assignment; explicit binds (QEMU, HAProxy) still work.
-    """
-    wanted = [(int(BENCH_ENV[f"COUNTYCLOUD_{kind}_PORT_FIRST"]),
-               int(BENCH_ENV[f"COUNTYCLOUD_{kind}_PORT_LAST"])) for kind in ("GATEWAY", "GUEST")]
-    current = RESERVED_PORTS.read_text().strip()
-    spans = []
-    for part in filter(None, current.split(",")):
-        first, _, last = part.partition("-")
-        spans.append((int(first), int(last or first)))
-    missing = [(a, b) for a, b in wanted if not any(x <= a and b <= y for x, y in spans)]
-    if not missing:
-        return f"already reserved ({current})"
-    value = ",".join(f"{a}-{b}" for a, b in sorted(spans + missing))
-    RESERVED_PORTS.write_text(value)
-    return f"reserved {value} (was: {current or 'none'})"
 
 
 # --- the CLI, as a subprocess in the bench's environment -----------------------------------------
@@ -523,7 +498,6 @@ def main() -> int:
         "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max")}
     out.update(bare_ssh_s=None, source=str(source), logs=str(logs))
 
-    say(f"ephemeral ports: {reserve_bench_ports()}")
     say(f"setup (not timed; may rebuild the golden image and templates) from {source}")
     began = time.monotonic()
     # Only the site the counties live at gets its template: the secondary's would be one more TCG

@@ -10,7 +10,6 @@ A file lock keeps two builders from building at once; stale images are removed.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
@@ -20,10 +19,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from provisioning import locks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RECIPE_DIR = Path(__file__).resolve().parent / "image"
@@ -110,17 +110,6 @@ def debian_mirror() -> str:
         if match:
             return match.group(1)
     raise ImageBuildError("no Debian mirror found in /etc/apt/sources.list(.d): cannot debootstrap")
-
-
-@contextmanager
-def _lock(cache_dir: Path) -> Iterator[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _chroot(rootfs: Path, script: str, step: str, log: Log) -> None:
@@ -260,7 +249,7 @@ def ensure(cache_dir: Path, log: Log = print) -> GoldenImage:
     directory = image_dir(cache_dir, key)
     if (directory / "manifest.json").exists():
         return _load(directory)
-    with _lock(cache_dir):
+    with locks.exclusive(cache_dir / ".build.lock"):
         if (directory / "manifest.json").exists():  # another builder finished while we waited
             return _load(directory)
         started = time.monotonic()

@@ -9,17 +9,15 @@ half instead of a TCG boot of 40-70 s.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provisioning import disks, savefile
+from provisioning import disks, locks, savefile
 from provisioning.domain_xml import render_domain_xml
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import Hypervisor
@@ -126,17 +124,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def _lock(directory: Path) -> Iterator[None]:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def template_spec(image: GoldenImage, directory: Path, domain_type: DomainType, memory_mib: int) -> VMSpec:
     return VMSpec(
         name=template_domain_name(image.key, memory_mib), uuid=new_uuid(),
@@ -158,7 +145,7 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
     existing = load(site, image.key, memory_mib)
     if existing is not None:
         return existing
-    with _lock(directory):
+    with locks.exclusive(directory.parent / f".{directory.name}.lock"):
         existing = load(site, image.key, memory_mib)
         if existing is not None:
             return existing

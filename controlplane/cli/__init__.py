@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from controlplane.cli import demo, inventory, job, site, template, tenant
+
 app = typer.Typer(no_args_is_help=True, help="CountyCloud: county tenants on real VMs across two sites.")
 
-
-def _register() -> None:
-    # Groups register themselves on import; a group missing from this tree is simply absent.
-    import importlib
-
-    for name in ("site", "inventory", "tenant", "job", "template", "demo"):
-        try:
-            module = importlib.import_module(f"controlplane.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"controlplane.cli.{name}":
-                raise
-            continue
-        module.register(app)
+for group in (site, inventory, tenant, job, template, demo):
+    group.register(app)
 
 
 def main() -> None:
-    _register()
     app()

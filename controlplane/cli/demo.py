@@ -90,11 +90,11 @@ def demo_command(
 [bold green]基隆市 (keelung) is serving[/] after {time.monotonic() - started:.0f} s: http://127.0.0.1:{port}/
   sample login: {SAMPLE_LOGIN[0]} / {SAMPLE_LOGIN[1]}   (other roles: fin-chief, fin-head, auditor, admin)
 
-Next, try:
+Next, try (the CLI is .venv/bin/countycloud):
   countycloud tenant list
   countycloud tenant exec keelung -- uptime
-  countycloud tenant resize keelung --vcpus 2 --memory 2048
-  countycloud tenant create taichung        (any of the 13 sample counties)
+  countycloud tenant resize keelung --vcpus 2 --memory 768
+  countycloud tenant create taichung        (any of the 13 sample counties; --cold boots instead)
   countycloud job list
   countycloud site list
   countycloud demo --counties 13

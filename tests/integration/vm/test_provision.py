@@ -67,5 +67,5 @@ def test_changed_settings_converge_with_ansible(cloud: Cloud, keelung: str, tmp_
     job = next(job for job in cloud.json("job", "list", "--target", keelung) if job["kind"] == "configure")
     steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
     assert "converged 1 VM(s)" in steps["configure"]["output"]
-    run_dir = Path(steps["configure"]["output"].rsplit("run folder ", 1)[1])
+    run_dir = Path(steps["configure"]["output"].strip().rsplit("run folder ", 1)[1])
     assert (run_dir / "artifacts").is_dir(), "each playbook run's folder is kept with its job"

@@ -38,8 +38,25 @@ from tenant_app.models import (
 from tenant_app.reports.sheet import Cell, Column, ColumnKind, ReportHeader, Sheet, Subtotal
 
 
+class _Derived:
+    """賸餘數 and 執行率, derived the same way for a line and for the totals."""
+
+    budget: int
+    allotted: int
+    spent: int
+    carried: int
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self.spent - self.carried
+
+    @property
+    def rate(self) -> float | None:
+        return (self.spent + self.carried) / self.allotted if self.allotted else None
+
+
 @dataclass(frozen=True)
-class ExecutionRow:
+class ExecutionRow(_Derived):
     agency_code: str
     programme_code: str
     programme_name: str
@@ -52,30 +69,14 @@ class ExecutionRow:
     spent: int
     carried: int
 
-    @property
-    def remaining(self) -> int:
-        return self.budget - self.spent - self.carried
-
-    @property
-    def rate(self) -> float | None:
-        return (self.spent + self.carried) / self.allotted if self.allotted else None
-
 
 @dataclass(frozen=True)
-class ExecutionTotals:
+class ExecutionTotals(_Derived):
     budget: int
     allotted: int
     certified: int
     spent: int
     carried: int
-
-    @property
-    def remaining(self) -> int:
-        return self.budget - self.spent - self.carried
-
-    @property
-    def rate(self) -> float | None:
-        return (self.spent + self.carried) / self.allotted if self.allotted else None
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tenant_app.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def _migrate(settings: Settings) -> None:
+
+def migrate(settings: Settings) -> None:
     from tenant_app.db import make_engine, session_scope
     from tenant_app.migrations import upgrade
     from tenant_app.services.chart import ensure_reference_data
@@ -20,22 +24,29 @@ def _migrate(settings: Settings) -> None:
     engine.dispose()
 
 
-def _serve(settings: Settings, workers_log_level: str) -> None:
+def serve(settings: Settings, log_level: str = "warning", *, app: FastAPI | None = None,
+          migrated: bool = False) -> None:
+    """Migrate (a fresh data disk just works), then serve; one process, because the certification
+    writer must be the only writer (see services/certify_writer.py).
+
+    A county VM's launcher passes an app it built before activation (`build_app`) and says whether
+    the database is a fresh copy of the image's migrated one, which needs no migration check.
+    """
     import uvicorn
 
-    from tenant_app.app import create_app
+    from tenant_app.app import bind, build_app
 
-    _migrate(settings)  # serve always runs migrations first: a fresh data disk just works
-    # One process: the certification writer must be the only writer (see services/certify_writer.py).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=workers_log_level,
-                access_log=False)
+    if not migrated:
+        migrate(settings)
+    uvicorn.run(bind(app or build_app(), settings), host=settings.host, port=settings.port,
+                log_level=log_level, access_log=False)
 
 
 def _seed(settings: Settings) -> None:
     from tenant_app.db import make_engine, session_scope
     from tenant_app.seed import DEMO_PASSWORD, seed_demo
 
-    _migrate(settings)
+    migrate(settings)
     engine = make_engine(settings.database_url)
     with session_scope(engine) as session:
         result = seed_demo(session, settings)
@@ -75,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tenant-app", description="County budget-accounting application")
     parser.add_argument("--settings-file", help="KEY=VALUE file (default: $TENANT_APP_SETTINGS_FILE)")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run migrations, then serve HTTP with uvicorn")
-    serve.add_argument("--log-level", default="warning")
+    serve_command = commands.add_parser("serve", help="run migrations, then serve HTTP with uvicorn")
+    serve_command.add_argument("--log-level", default="warning")
     commands.add_parser("migrate", help="bring the database schema to the current revision")
     commands.add_parser("seed", help="create the demo county (idempotent)")
     gen = commands.add_parser("generate", help="add N vouchers with a realistic spread")
@@ -88,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(args.settings_file)
     if args.command == "serve":
-        _serve(settings, args.log_level)
+        serve(settings, args.log_level)
     elif args.command == "migrate":
-        _migrate(settings)
+        migrate(settings)
     elif args.command == "seed":
         _seed(settings)
     elif args.command == "generate":

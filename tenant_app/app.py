@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,66 +69,85 @@ def _writer_mode(settings: Settings) -> WriterMode | None:
     return WriterMode(settings.certify_writer_mode) if settings.certify_writer_mode else None
 
 
-def create_app(settings: Settings) -> FastAPI:
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.tenant
+    # Everything imported and built so far lives as long as the process: move it out of the
+    # collector's sight, so the periodic full collections that stall requests stay short.
+    gc.collect()
+    gc.freeze()
+    await state.writer.start()
+    roll = asyncio.create_task(_roll_allotments_forever(state), name="allotment-roll")
+    try:
+        yield
+    finally:
+        roll.cancel()
+        await state.writer.stop()
+        if state.naive_engine is not None:
+            state.naive_engine.dispose()
+        state.engine.dispose()
+
+
+def _healthz(request: Request) -> JSONResponse:
+    state: AppState = request.app.state.tenant
+    try:
+        with state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current = is_current(state.engine)
+    except Exception as error:  # any failure to reach the database is "unhealthy", with its reason
+        return JSONResponse({"status": "error", "database": str(error)}, status_code=503)
+    if not current:
+        return JSONResponse({"status": "error", "migrations": "not current"}, status_code=503)
+    return JSONResponse({"status": "ok", "county": state.settings.county_id})
+
+
+def _metrics(request: Request) -> Response:
+    return Response(request.app.state.tenant.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_app() -> FastAPI:
+    """Routes and middleware, which are the same for every county; `bind` makes the app a county's.
+
+    Split in two because building the routes is most of the app's start-up CPU: a county VM's
+    launcher builds them before it knows its county (in the saved template), so a clone pays
+    only for `bind`.
+    """
+    app_metrics = AppMetrics()
+    app = FastAPI(title="預算會計系統", lifespan=_lifespan)
+    app.state.metrics = app_metrics
+    api_errors.install(app)
+
+    # Added first so it runs inside ServerTimingMiddleware: fast-path answers are timed and counted too.
+    app.add_middleware(CertifyFastPath)
+    app.add_middleware(ServerTimingMiddleware, metrics=app_metrics)
+    app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["ops"])
+    app.add_api_route("/metrics", _metrics, methods=["GET"], tags=["ops"])
+
+    # ---- Routers -------------------------------------------------------------------------------
+    # One line per router; keep each an include, no logic here.
+    # ---------------------------------------------------------------------------------------------
+    include_api(app)  # /api/v1 (JSON API)
+    app.include_router(web_router)  # the zh-TW web UI (log-in, pages, static CSS)
+    app.include_router(reports_router)  # /api/v1/reports/{kind}?format=html|xlsx|ods
+    return app
+
+
+def bind(app: FastAPI, settings: Settings) -> FastAPI:
+    """Give an app from `build_app` its county: settings, database engine and certification writer."""
+    app_metrics: AppMetrics = app.state.metrics
     engine = make_engine(settings.database_url)
     timing.instrument(engine)
-    app_metrics = AppMetrics()
     writer = CertificationWriter(engine, batch_max=settings.certify_batch_max, mode=_writer_mode(settings),
                                  on_group=app_metrics.certify_batch.observe)
     state = AppState(settings=settings, engine=engine, sessions=session_factory(engine),
                      metrics=app_metrics, writer=writer)
     if settings.enable_naive_certify:
         state.naive_engine = naive_engine(settings.database_url)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Everything imported and built so far lives as long as the process: move it out of the
-        # collector's sight, so the periodic full collections that stall requests stay short.
-        gc.collect()
-        gc.freeze()
-        await writer.start()
-        roll = asyncio.create_task(_roll_allotments_forever(state), name="allotment-roll")
-        try:
-            yield
-        finally:
-            roll.cancel()
-            await writer.stop()
-            if state.naive_engine is not None:
-                state.naive_engine.dispose()
-            engine.dispose()
-
-    app = FastAPI(title=f"{settings.county_name} 預算會計系統", lifespan=lifespan)
-    app.state.tenant = state
-    api_errors.install(app)
-
-    # Added first so it runs inside ServerTimingMiddleware: fast-path answers are timed and counted too.
-    app.add_middleware(CertifyFastPath)
-    app.add_middleware(ServerTimingMiddleware, metrics=app_metrics)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> JSONResponse:
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            current = is_current(engine)
-        except Exception as error:  # any failure to reach the database is "unhealthy", with its reason
-            return JSONResponse({"status": "error", "database": str(error)}, status_code=503)
-        if not current:
-            return JSONResponse({"status": "error", "migrations": "not current"}, status_code=503)
-        return JSONResponse({"status": "ok", "county": settings.county_id})
-
-    @app.get("/metrics", tags=["ops"])
-    def metrics() -> Response:
-        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    # ---- Routers -------------------------------------------------------------------------------
-    # One line per router. Engineer B (reports, treasury) and engineer C (web UI, auth) add theirs
-    # below, e.g. `app.include_router(reports_router)`; keep each an include, no logic here.
-    # ---------------------------------------------------------------------------------------------
-    include_api(app)  # /api/v1 (JSON API)
-    if settings.enable_naive_certify:
         app.include_router(naive_router)  # bench reference only
-    app.include_router(web_router)  # engineer C: the zh-TW web UI (log-in, pages, static CSS)
-    app.include_router(reports_router)  # engineer B: /api/v1/reports/{kind}?format=html|xlsx|ods
-
+    app.title = f"{settings.county_name} 預算會計系統"
+    app.state.tenant = state
     return app
+
+
+def create_app(settings: Settings) -> FastAPI:
+    return bind(build_app(), settings)

@@ -5,6 +5,7 @@ While the project is new there is ONE initial revision, regenerated when the mod
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -40,6 +41,7 @@ def upgrade(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
+@cache  # read once: the scripts do not change under a running app, and /healthz asks often
 def head_revision() -> str | None:
     return ScriptDirectory(str(HERE)).get_current_head()
 

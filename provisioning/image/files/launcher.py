@@ -10,6 +10,11 @@ How it is told what to do:
 - clone of a template: the host writes ACTIVATE_REQUEST (the host's time, through the guest
   agent's file API, no process started) and then hot-plugs the seed and data disks;
 - the template itself: no seed ever comes; it waits, and is saved waiting.
+
+sshd is not restarted for the new host key: Debian's sshd re-executes itself for every connection
+and that child reads the host keys from disk, so the next connection already shows this county's
+key (tests/integration/vm checks it with ssh-keyscan). A restart would be a process and a key load
+competing with the app's start on the clone's one vCPU.
 """
 
 import ctypes
@@ -17,8 +22,6 @@ import fcntl
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 
 # Imported before the wait on purpose: the app, its migrations and the server.
@@ -27,10 +30,12 @@ import uvicorn
 import uvicorn.lifespan.on
 import uvicorn.loops.auto
 import uvicorn.protocols.http.auto  # noqa: F401
+from fastapi import FastAPI
 
 import tenant_app.__main__ as entry
 import tenant_app.app
-import tenant_app.migrations  # noqa: F401
+import tenant_app.migrations
+from tenant_app.settings import Settings, load_settings
 
 RUN = "/run/countycloud"
 SETTINGS = "/etc/tenant-app.env"
@@ -105,7 +110,8 @@ def set_clock() -> bool:
     return True
 
 
-def activate(devices: dict[bytes, str]) -> str:
+def activate(devices: dict[bytes, str]) -> bool:
+    """Make this VM its county; True when its database is a fresh copy of the migrated empty one."""
     mount(devices[SEED_LABEL], SEED_DIR, MS_RDONLY)
     seed = SEED_DIR + "/"
     # Identity first, so nothing below runs with the template's.
@@ -125,7 +131,8 @@ def activate(devices: dict[bytes, str]) -> str:
     os.makedirs("/root/.ssh", mode=0o700, exist_ok=True)
     install(seed + "authorized_keys", "/root/.ssh/authorized_keys", 0o600)
     mount(devices[DATA_LABEL], DATA_DIR)
-    if not os.path.exists(DATA_DIR + "/tenant.db"):
+    fresh_database = not os.path.exists(DATA_DIR + "/tenant.db")
+    if fresh_database:
         # A new county starts from the image's migrated empty database, not a migration under TCG.
         install(EMPTY_DB, DATA_DIR + "/tenant.db", 0o600)
     # First-boot settings only: once the guest has settings, Ansible converges them (and restarts this
@@ -134,16 +141,23 @@ def activate(devices: dict[bytes, str]) -> str:
         install(seed + "tenant-app.env", SETTINGS, 0o600)
     with open(ACTIVATED, "w") as marker:
         marker.write(hostname + "\n")
-    return hostname
+    return fresh_database
 
 
-def restart_sshd_later() -> None:
-    # sshd must present the new host key; not waited for, the app does not need it.
-    subprocess.Popen(["systemctl", "--no-block", "try-restart", "ssh.service"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def prepare() -> FastAPI:
+    """What every county's app does before it serves, done before the wait (so a template is saved
+    with it done): the ORM's mappers, the migration scripts and the queries of a start-up, run on a
+    scratch copy of the empty database, and the app's routes built."""
+    scratch = f"{RUN}/warm-up.db"
+    shutil.copyfile(EMPTY_DB, scratch)
+    try:
+        entry.migrate(Settings(database_url=f"sqlite:///{scratch}"))
+    finally:
+        os.unlink(scratch)
+    return tenant_app.app.build_app()
 
 
-def wait_and_activate() -> None:
+def wait_and_activate() -> bool:
     """Every boot or clone of a county VM activates (idempotent: a reboot must mount its data again)."""
     clock_set = False
     while True:
@@ -153,28 +167,25 @@ def wait_and_activate() -> None:
         # Both disks: hot-plugged ones appear one after the other, and the app must never start
         # with its database anywhere but the data disk.
         if SEED_LABEL in devices and DATA_LABEL in devices:
-            activate(devices)
-            restart_sshd_later()
-            return
+            return activate(devices)
         time.sleep(POLL_S)
 
 
 def main() -> None:
     os.makedirs(RUN, exist_ok=True)
+    app = prepare()
     # The template builder saves the guest once this marker exists: imports done, settings awaited.
     with open(f"{RUN}/launcher-waiting", "w") as marker:
         marker.write(str(os.getpid()))
     try:
-        wait_and_activate()
+        fresh_database = wait_and_activate()
     except OSError as error:
         with open(FAILED, "w") as failure:
             failure.write(f"{error}\n")
         raise
     if os.path.exists(FAILED):
         os.unlink(FAILED)
-    os.environ["TENANT_APP_SETTINGS_FILE"] = SETTINGS
-    sys.argv = ["tenant-app", "serve"]
-    entry.main()
+    entry.serve(load_settings(SETTINGS), app=app, migrated=fresh_database)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
-from tenant_app.app import create_app
+from tenant_app.app import bind, build_app, create_app
 from tenant_app.migrations import upgrade
 from tenant_app.settings import Settings
 
@@ -26,3 +28,17 @@ def test_healthz_reports_an_unreachable_database() -> None:
     with TestClient(create_app(settings)) as client:
         response = client.get("/healthz")
         assert response.status_code == 503 and "database" in response.json()
+
+
+def test_routes_built_before_the_county_is_known_serve_that_county_once_bound(tmp_path: Path) -> None:
+    # A county VM's launcher builds the app in the saved template and binds its county after activation.
+    app = build_app()
+    database = tmp_path / "county.db"
+    url = f"sqlite:///{database}"
+    upgrade(url)
+    bind(app, Settings(database_url=url, secret="bound-later-secret", county_id="penghu",
+                       county_name="澎湖縣"))
+    with TestClient(app) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 200 and response.json()["county"] == "penghu"
+        assert client.get("/openapi.json").json()["info"]["title"] == "澎湖縣 預算會計系統"

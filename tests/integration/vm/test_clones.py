@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from provisioning import disks, sites
@@ -37,6 +39,23 @@ def test_two_clones_of_one_template_are_distinct(cloud: Cloud, keelung: str, tai
         first, second = cloud.exec(keelung, command).strip(), cloud.exec(taichung, command).strip()
         assert first and second, what
         assert first != second, f"{what} is shared by two clones: {first}"
+
+
+def _presented_host_key(ssh_port: int) -> str:
+    scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-T", "20", "-p", str(ssh_port), "127.0.0.1"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return " ".join(scan.stdout.split()[1:3])  # "[127.0.0.1]:PORT ssh-ed25519 KEY" -> type and key
+
+
+@needs_clones
+def test_sshd_presents_each_clones_own_host_key(cloud: Cloud, keelung: str, taichung: str) -> None:
+    # sshd is not restarted at activation (launcher.py): its per-connection child must read the new key.
+    presented = {}
+    for county in (keelung, taichung):
+        on_disk = " ".join(cloud.exec(county, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2])
+        presented[county] = _presented_host_key(cloud.json("tenant", "show", county)["vms"][0]["ssh_port"])
+        assert presented[county] == on_disk, county
+    assert presented[keelung] != presented[taichung]
 
 
 def test_retire_removes_the_vm_and_keeps_the_data(cloud: Cloud, taichung: str) -> None:

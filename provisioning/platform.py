@@ -44,6 +44,10 @@ class Platform:
     def artifacts_dir(self) -> Path:
         return self.state_dir / "jobs"
 
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / "locks"
+
 
 def host_domain_type() -> DomainType:
     """KVM only where the CPU flags show vmx or svm; TCG (type qemu) otherwise."""

@@ -20,7 +20,7 @@ from inventory.db import session_scope
 from inventory.enums import Lifecycle
 from inventory.jobs import Step, StepContext
 from inventory.models import Vm
-from provisioning import address, configure, disks, guest, images, seed, sites, templates
+from provisioning import address, bringup, configure, disks, guest, images, seed, sites, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import DomainState, Hypervisor
@@ -339,10 +339,36 @@ def _health(platform: Platform, tenant_slug: str) -> str:
     return f"healthy through its address 127.0.0.1:{port} after {waited:.1f} s"
 
 
+def _serving(platform: Platform, tenant_slug: str) -> str:
+    healthy = _health(platform, tenant_slug)
+    bringup.end(platform.locks_dir, tenant_slug)
+    return healthy
+
+
 def _configure(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
     plans = [load_plan(platform, name) for name in vm_names(platform, tenant_slug)]
-    outcome = configure.converge(plans, ensure_ssh_key(platform.ssh_key), ctx.artifacts)
-    return outcome
+    return configure.converge(plans, ensure_ssh_key(platform.ssh_key), ctx.artifacts)
+
+
+def _configure_after_others(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
+    """Provisioning's converge: after every county coming up now serves (see bringup.py)."""
+    bringup.end(platform.locks_dir, tenant_slug)  # a rerun that starts here must not wait on itself
+    with bringup.converge_turn(platform.locks_dir) as turn:
+        converged = _configure(platform, tenant_slug, ctx)
+    if not turn.waited_for:
+        return converged
+    note = "waited" if not turn.gave_up else "gave up waiting after"
+    return (f"{note} {turn.waited_s:.1f} s for {len(turn.waited_for)} county(ies) coming up "
+            f"({', '.join(turn.waited_for)}); {converged}")
+
+
+def _coming_up(platform: Platform, tenant_slug: str, step: Step) -> Step:
+    """A step on the way to serving: it holds back other counties' converges while it runs."""
+    def run(ctx: StepContext) -> str | None:
+        bringup.begin(platform.locks_dir, tenant_slug)
+        return step.run(ctx)
+
+    return Step(step.name, run, step.description)
 
 
 def _record_active(platform: Platform, tenant_slug: str) -> str:
@@ -380,14 +406,15 @@ def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
             _vm_step(name, "resize", _resize_to_plan, platform, "live resize to its size"),
             _vm_step(name, "app-ready", _app_ready, platform, "the app answers"),
         ]
-    steps += [
-        Step("address", lambda ctx: _address(platform), "render and reload HAProxy"),
-        Step("health", lambda ctx: _health(platform, tenant), "healthy through the tenant address"),
-        Step("configure", lambda ctx: _configure(platform, tenant, ctx),
-             "Ansible converges the declared settings"),
+    steps.append(Step("address", lambda ctx: _address(platform), "render and reload HAProxy"))
+    steps = [_coming_up(platform, tenant, step) for step in steps]
+    return [
+        *steps,
+        Step("health", lambda ctx: _serving(platform, tenant), "healthy through the tenant address"),
+        Step("configure", lambda ctx: _configure_after_others(platform, tenant, ctx),
+             "Ansible converges the declared settings (after the counties coming up serve)"),
         Step("record", lambda ctx: _record_active(platform, tenant), "mark the tenant active"),
     ]
-    return steps
 
 
 # --- configure -------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""Counties on their way to serving go before Ansible converges.
+
+Under TCG one converge costs about 10 CPU-seconds (ansible-playbook on the host, Python modules in
+the guest). Thirteen of them beside thirteen restores on 2 cores put the last county's readiness at
+265 s; without them it is the restores alone. A county needs no converge to serve (its seed disk
+carries the same settings), so a provisioning job's converge waits until no other county is coming
+up, and converges take turns, one at a time.
+
+A county coming up holds an exclusive flock on its own file from its job's first step until it
+serves through its address. A flock dies with its process, so a killed job never holds anyone back;
+a job that failed in a process that lives on (the one case a lock outlives its county) costs the
+others at most `wait_s`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from provisioning import locks
+
+COMING_UP = "coming-up"
+_held: dict[Path, IO[str]] = {}
+
+
+def begin(directory: Path, tenant: str) -> None:
+    """This process is bringing `tenant` up (idempotent: every step before serving calls it)."""
+    path = directory / COMING_UP / f"{tenant}.lock"
+    if path in _held:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")  # noqa: SIM115  (kept open: the lock lives as long as the handle)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.close()
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            return  # another process brings this tenant up (the job runner refuses that anyway)
+        raise
+    _held[path] = handle
+
+
+def end(directory: Path, tenant: str) -> None:
+    """`tenant` serves: it no longer holds back anyone's converge."""
+    path = directory / COMING_UP / f"{tenant}.lock"
+    handle = _held.pop(path, None)
+    if handle is not None:
+        path.unlink(missing_ok=True)
+        handle.close()  # closing releases the flock
+
+
+def coming_up(directory: Path) -> list[str]:
+    """Tenants some live process is bringing up now (this process's own are not counted)."""
+    found = []
+    folder = directory / COMING_UP
+    for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
+        if path in _held:
+            continue
+        try:
+            handle = open(path)  # noqa: SIM115
+        except FileNotFoundError:
+            continue  # it came up while we looked
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                found.append(path.stem)
+    return found
+
+
+@dataclass(frozen=True)
+class Turn:
+    waited_s: float
+    waited_for: tuple[str, ...]  # every tenant seen coming up while this converge waited
+    gave_up: bool  # waited `wait_s` and went ahead anyway
+
+
+@contextmanager
+def converge_turn(directory: Path, wait_s: float = 600.0, poll_s: float = 1.0,
+                  clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> Iterator[Turn]:
+    """Hold the block until no other county is coming up and no other converge runs."""
+    began = clock()
+    seen: set[str] = set()
+    with locks.exclusive(directory / "converge.lock"):
+        while True:
+            others = coming_up(directory)
+            seen.update(others)
+            if not others or clock() - began >= wait_s:
+                break
+            sleep(poll_s)
+        yield Turn(waited_s=clock() - began, waited_for=tuple(sorted(seen)), gave_up=bool(others))

@@ -1,0 +1,123 @@
+"""Converges wait for counties coming up, across processes, and never for a dead process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from provisioning import bringup
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from provisioning import bringup
+bringup.begin(Path(sys.argv[1]), sys.argv[2])
+print("holding", flush=True)
+if sys.argv[3] == "end":
+    sys.stdin.readline()
+    bringup.end(Path(sys.argv[1]), sys.argv[2])
+    print("ended", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(directory: Path, tenant: str, then: str = "sleep") -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory), tenant, then],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "holding"
+    return process
+
+
+def _serves(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+
+
+def test_another_process_coming_up_is_seen_until_it_serves(tmp_path: Path) -> None:
+    holder = _holder(tmp_path, "penghu", then="end")
+    try:
+        assert bringup.coming_up(tmp_path) == ["penghu"]
+        assert holder.stdout is not None
+        _serves(holder)
+        assert holder.stdout.readline().strip() == "ended"
+        assert bringup.coming_up(tmp_path) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_job_holds_no_one_back(tmp_path: Path) -> None:
+    holder = _holder(tmp_path, "kinmen")
+    assert bringup.coming_up(tmp_path) == ["kinmen"]
+    holder.kill()
+    holder.wait()
+    # Its file stays behind (nobody unlinked it), but no live process holds it.
+    assert (tmp_path / bringup.COMING_UP / "kinmen.lock").exists()
+    assert bringup.coming_up(tmp_path) == []
+
+
+def test_this_process_does_not_wait_on_its_own_counties(tmp_path: Path) -> None:
+    bringup.begin(tmp_path, "yunlin")
+    bringup.begin(tmp_path, "yunlin")  # every step before serving calls it
+    try:
+        assert bringup.coming_up(tmp_path) == []
+        with bringup.converge_turn(tmp_path, wait_s=5) as turn:
+            assert turn.waited_for == () and not turn.gave_up
+    finally:
+        bringup.end(tmp_path, "yunlin")
+    assert not (tmp_path / bringup.COMING_UP / "yunlin.lock").exists()
+
+
+def test_converge_waits_until_the_others_serve(tmp_path: Path) -> None:
+    holder = _holder(tmp_path, "changhua", then="end")
+    releaser = threading.Timer(0.6, _serves, args=(holder,))
+    releaser.start()
+    try:
+        began = time.monotonic()
+        with bringup.converge_turn(tmp_path, wait_s=30, poll_s=0.05) as turn:
+            waited = time.monotonic() - began
+        assert 0.5 < waited < 10
+        assert turn.waited_for == ("changhua",) and not turn.gave_up
+    finally:
+        releaser.cancel()
+        holder.kill()
+        holder.wait()
+
+
+def test_converge_goes_ahead_after_its_bound(tmp_path: Path) -> None:
+    holder = _holder(tmp_path, "pingtung")
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    try:
+        with bringup.converge_turn(tmp_path, wait_s=10, poll_s=1, clock=lambda: now[0], sleep=sleep) as turn:
+            assert turn.gave_up and turn.waited_for == ("pingtung",)
+            assert turn.waited_s == 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_converges_take_turns(tmp_path: Path) -> None:
+    inside: list[int] = []
+    overlap: list[bool] = []
+
+    def converge() -> None:
+        with bringup.converge_turn(tmp_path, wait_s=5, poll_s=0.01):
+            inside.append(1)
+            overlap.append(len(inside) > 1)
+            time.sleep(0.1)
+            inside.pop()
+
+    threads = [threading.Thread(target=converge) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlap == [False, False, False]

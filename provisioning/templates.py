@@ -38,6 +38,13 @@ from provisioning.spec import (
 # RSS; saved at 1 GiB it restored in 3.7 s to 0.5 GB. vCPUs are cheap to leave room for: every clone
 # starts with one and is given its size's count live, up to TEMPLATE_MAX_VCPUS.
 TEMPLATE_MAX_VCPUS = 4
+# A freed page is zeroed at once, so the save (which skips zero pages) keeps only memory in use.
+# Clones run the template's kernel, so they inherit it; cold boots do not need it.
+TEMPLATE_KERNEL_ARGS = "init_on_free=1"
+# Bumped whenever how a template is booted or saved changes, so templates made the old way are
+# rebuilt beside the old ones (which clones may sit on) and the old ones go once unused.
+# 2: init_on_free and the page cache dropped before the save.
+TEMPLATE_RECIPE = 2
 TEMPLATE_VCPUS = 1
 DEFAULT_MEMORY_MIB = 1024
 SSH_GUEST_PORT = 22
@@ -60,6 +67,7 @@ class Template:
     vcpus: int
     memory_mib: int
     built_s: float
+    recipe: int = 1  # manifests from before TEMPLATE_RECIPE have none
 
     @property
     def system_disk(self) -> Path:
@@ -71,11 +79,11 @@ class Template:
 
     @property
     def domain_name(self) -> str:
-        return template_domain_name(self.image_key, self.memory_mib)
+        return template_domain_name(self.image_key, self.memory_mib, self.recipe)
 
 
-def template_domain_name(image_key: str, memory_mib: int) -> str:
-    return f"cc-template-{image_key}-{memory_mib}m"
+def template_domain_name(image_key: str, memory_mib: int, recipe: int = TEMPLATE_RECIPE) -> str:
+    return f"cc-template-{image_key}-{memory_mib}m-r{recipe}"
 
 
 def templates_root(site: SitePaths) -> Path:
@@ -83,7 +91,7 @@ def templates_root(site: SitePaths) -> Path:
 
 
 def template_dir(site: SitePaths, image_key: str, memory_mib: int) -> Path:
-    return templates_root(site) / f"{image_key}-{memory_mib}m"
+    return templates_root(site) / f"{image_key}-{memory_mib}m-r{TEMPLATE_RECIPE}"
 
 
 def _manifest(directory: Path) -> Path:
@@ -129,7 +137,8 @@ def template_spec(image: GoldenImage, directory: Path, domain_type: DomainType, 
         name=template_domain_name(image.key, memory_mib), uuid=new_uuid(),
         vcpus=TEMPLATE_VCPUS, max_vcpus=TEMPLATE_MAX_VCPUS,
         memory_mib=memory_mib, max_memory_mib=memory_mib,
-        domain_type=domain_type, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+        domain_type=domain_type, kernel=image.kernel, initrd=image.initrd,
+        cmdline=f"{image.cmdline} {TEMPLATE_KERNEL_ARGS}",
         disks=(Disk(path=directory / "system.qcow2", target="vda", fmt=DiskFormat.QCOW2),),
         # Ports are only placeholders: every clone's state file gets its own.
         network=UserNetwork(forwards=(Forward(host_port=free_port(), guest_port=SSH_GUEST_PORT),
@@ -159,7 +168,7 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
         spec = template_spec(image, directory, domain_type, memory_mib)
         hv.define(render_domain_xml(spec))
         hv.start(name)
-        log(f"template {site.name}/{image.key}-{memory_mib}m: booting the golden image once")
+        log(f"template {site.name}/{directory.name}: booting the golden image once")
         try:
             hv.wait_for_agent(name, BOOT_TIMEOUT_S)
             deadline = time.monotonic() + BOOT_TIMEOUT_S
@@ -168,7 +177,9 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
                 if time.monotonic() > deadline:
                     raise TemplateError(f"template {name}: the app never reached its waiting state")
                 time.sleep(0.5)
-            agent_exec(hv, name, ["/bin/sync"])
+            # Only memory in use goes into the state file, so only that comes back as each clone's RSS:
+            # the page cache is dropped and (init_on_free) every freed page is zero, which the save skips.
+            agent_exec(hv, name, ["/bin/sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches"])
             hv.save(name, directory / "state.sav")
         except BaseException:
             hv.undefine(name)
@@ -179,10 +190,10 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
         template = Template(site=site.name, image_key=image.key, directory=directory,
                             max_vcpus=TEMPLATE_MAX_VCPUS, max_memory_mib=memory_mib,
                             vcpus=TEMPLATE_VCPUS, memory_mib=memory_mib,
-                            built_s=round(time.monotonic() - started, 1))
+                            built_s=round(time.monotonic() - started, 1), recipe=TEMPLATE_RECIPE)
         record = {k: v for k, v in asdict(template).items() if k != "directory"}
         _manifest(directory).write_text(json.dumps(record, indent=2))
-        log(f"template {site.name}/{image.key}-{memory_mib}m: saved after {template.built_s:.0f} s")
+        log(f"template {site.name}/{directory.name}: saved after {template.built_s:.0f} s")
         return template
 
 
@@ -239,10 +250,12 @@ def remove(hv: Hypervisor | None, site: SitePaths, image_key: str) -> list[Templ
 
 
 def remove_stale(hv: Hypervisor | None, site: SitePaths, current_key: str) -> list[str]:
-    """Templates of golden images that are no longer current, and that no VM sits on, are removed."""
+    """Templates of golden images that are no longer current, or made by an older recipe, and that no
+    VM sits on, are removed."""
     removed = []
     for template in list_templates(site):
-        if template.image_key != current_key and not dependents(template, site):
+        stale = template.image_key != current_key or template.recipe != TEMPLATE_RECIPE
+        if stale and not dependents(template, site):
             if hv is not None:
                 hv.undefine(template.domain_name)
             shutil.rmtree(template.directory)

@@ -65,7 +65,8 @@ def lay_out(site: SitePaths, image: GoldenImage, memory_mib: int = 1024, *, xml_
     write_state_file(directory / "state.sav", xml)
     template = Template(site=site.name, image_key=image.key, directory=directory,
                         max_vcpus=templates.TEMPLATE_MAX_VCPUS, max_memory_mib=memory_mib,
-                        vcpus=templates.TEMPLATE_VCPUS, memory_mib=memory_mib, built_s=12.5)
+                        vcpus=templates.TEMPLATE_VCPUS, memory_mib=memory_mib, built_s=12.5,
+                        recipe=templates.TEMPLATE_RECIPE)
     if manifest:
         record = {k: v for k, v in template.__dict__.items() if k != "directory"}
         (directory / "manifest.json").write_text(json.dumps(record))
@@ -106,8 +107,8 @@ def test_load_reads_the_manifest_of_a_built_template(site: SitePaths, tmp_path: 
     loaded = templates.load(site, KEY, 2048)
     assert loaded == built
     assert loaded is not None
-    assert loaded.directory.name == f"{KEY}-2048m"
-    assert loaded.domain_name == f"cc-template-{KEY}-2048m"
+    assert loaded.directory.name == f"{KEY}-2048m-r2"
+    assert loaded.domain_name == f"cc-template-{KEY}-2048m-r2"
     assert loaded.state_file.exists() and loaded.system_disk.exists()
 
 
@@ -202,7 +203,7 @@ def test_remove_takes_every_size_of_one_image_and_nothing_else(site: SitePaths, 
     hv = RecordingHypervisor()
     removed = templates.remove(hv, site, KEY)
     assert sorted(t.memory_mib for t in removed) == [1024, 2048]
-    assert sorted(hv.undefined) == [f"cc-template-{KEY}-1024m", f"cc-template-{KEY}-2048m"]
+    assert sorted(hv.undefined) == [f"cc-template-{KEY}-1024m-r2", f"cc-template-{KEY}-2048m-r2"]
     assert [t.image_key for t in templates.list_templates(site)] == [OLD_KEY]
     assert not templates.template_dir(site, KEY, 1024).exists()
     assert templates.remove(None, site, KEY) == []  # nothing left: nothing removed, no error
@@ -219,7 +220,7 @@ def test_remove_is_refused_while_a_vm_sits_on_any_size_and_removes_nothing(
     with pytest.raises(TemplateError) as failure:
         templates.remove(hv, site, KEY)
     assert str(failure.value) == (
-        f"template primary/{KEY}-2048m is the base of 1 VM(s) (keelung-accounting-1); "
+        f"template primary/{KEY}-2048m-r2 is the base of 1 VM(s) (keelung-accounting-1); "
         "retire or move them first")
     assert hv.undefined == []
     assert len(templates.list_templates(site)) == 2  # the 1024m one was not removed either
@@ -233,11 +234,25 @@ def test_remove_stale_keeps_current_and_those_vms_sit_on(site: SitePaths, tmp_pa
     lay_out(site, old, 2048)
     clone_vm(site, "keelung-accounting-1", old_small.system_disk)
     hv = RecordingHypervisor()
-    assert templates.remove_stale(hv, site, KEY) == [f"{OLD_KEY}-2048m"]
-    assert hv.undefined == [f"cc-template-{OLD_KEY}-2048m"]
+    assert templates.remove_stale(hv, site, KEY) == [f"{OLD_KEY}-2048m-r2"]
+    assert hv.undefined == [f"cc-template-{OLD_KEY}-2048m-r2"]
     left = [(t.image_key, t.memory_mib) for t in templates.list_templates(site)]
     assert left == [(KEY, 1024), (OLD_KEY, 1024)]
     assert templates.remove_stale(None, site, KEY) == []  # idempotent
+
+
+def test_a_template_made_by_an_older_recipe_is_stale_and_rebuilt_beside_it(site: SitePaths,
+                                                                          tmp_path: Path) -> None:
+    image = _image(tmp_path)
+    old = lay_out(site, image, 1024)
+    old_dir = old.directory.rename(old.directory.with_name(f"{KEY}-1024m"))  # recipe 1's name
+    manifest = json.loads((old_dir / "manifest.json").read_text())
+    del manifest["recipe"]  # recipe 1 wrote none
+    (old_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert templates.load(site, KEY, 1024) is None  # the current recipe's template is not built yet
+    assert [t.recipe for t in templates.list_templates(site)] == [1]
+    assert templates.remove_stale(None, site, KEY) == [f"{KEY}-1024m"]
+    assert not old_dir.exists()
 
 
 # --- build's bookkeeping, with a fake hypervisor ---------------------------------------------------
@@ -282,7 +297,7 @@ def test_build_boots_once_saves_freezes_and_records(site: SitePaths, tmp_path: P
     hv = BootingHypervisor()
     lines: list[str] = []
     template = templates.build(hv, site, image, DomainType.QEMU, 2048, log=lines.append)
-    name = f"cc-template-{KEY}-2048m"
+    name = f"cc-template-{KEY}-2048m-r2"
     assert hv.started == [name]
     assert hv.undefined == [name, name]  # a leftover from a crash first, then the booted template
     assert hv.saved == [(name, template.state_file)]
@@ -304,7 +319,7 @@ def test_a_failed_build_undefines_its_domain_and_leaves_no_manifest(site: SitePa
     hv = BootingHypervisor(fail_agent=True)
     with pytest.raises(AgentTimeout, match="silent"):
         templates.build(hv, site, image, DomainType.QEMU, 1024, log=lambda _line: None)
-    assert hv.undefined == [f"cc-template-{KEY}-1024m"] * 2
+    assert hv.undefined == [f"cc-template-{KEY}-1024m-r2"] * 2
     assert templates.load(site, KEY, 1024) is None
     assert templates.list_templates(site) == []
     # A rerun starts over cleanly and finishes.

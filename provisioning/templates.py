@@ -126,13 +126,21 @@ def list_templates(site: SitePaths) -> list[Template]:
             for entry in sorted(root.iterdir()) if _manifest(entry).exists()]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all probes stay bound until every port is chosen (one at a time, the
+    kernel may hand the same port out twice)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def template_spec(image: GoldenImage, directory: Path, domain_type: DomainType, memory_mib: int) -> VMSpec:
+    ssh_port, app_port = free_ports(2)
     return VMSpec(
         name=template_domain_name(image.key, memory_mib), uuid=new_uuid(),
         vcpus=TEMPLATE_VCPUS, max_vcpus=TEMPLATE_MAX_VCPUS,
@@ -141,8 +149,8 @@ def template_spec(image: GoldenImage, directory: Path, domain_type: DomainType, 
         cmdline=f"{image.cmdline} {TEMPLATE_KERNEL_ARGS}",
         disks=(Disk(path=directory / "system.qcow2", target="vda", fmt=DiskFormat.QCOW2),),
         # Ports are only placeholders: every clone's state file gets its own.
-        network=UserNetwork(forwards=(Forward(host_port=free_port(), guest_port=SSH_GUEST_PORT),
-                                      Forward(host_port=free_port(), guest_port=APP_GUEST_PORT))),
+        network=UserNetwork(forwards=(Forward(host_port=ssh_port, guest_port=SSH_GUEST_PORT),
+                                      Forward(host_port=app_port, guest_port=APP_GUEST_PORT))),
         agent_socket=directory / "agent.sock", serial_log=directory / "console.log",
     )
 

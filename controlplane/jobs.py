@@ -569,6 +569,46 @@ def start(
     raise JobConflict(f"could not create or find the {kind.value} job for {target}")
 
 
+def start_many(
+    engine: Engine,
+    kind: JobKind,
+    targets: Mapping[str, Mapping[str, Any]],
+    *,
+    context: Any = None,
+    artifacts_root: Path | None = None,
+    on_progress: Callable[[str, JobView], None] | None = None,
+) -> dict[str, str | JobError]:
+    """Run one job per target at once in this process, like `start` for each; every target's outcome
+    is its job id or the JobError that ended it (one failing job does not stop the others).
+
+    One process instead of one per target: on 2 cores the CLI's own start-up, repeated for 13
+    counties, was a third of their time to serve.
+    """
+    _ensure_dbos(engine)
+    outcomes: dict[str, str | JobError] = {}
+
+    def run(target: str) -> None:
+        report = None if on_progress is None else (lambda view: on_progress(target, view))
+        try:
+            outcomes[target] = start(engine, kind, target, targets[target], context=context,
+                                     artifacts_root=artifacts_root, on_progress=report)
+        except JobError as error:
+            outcomes[target] = error
+
+    threads = [threading.Thread(target=run, args=(target,), name=f"job-{target}", daemon=True)
+               for target in targets]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        # As for one job: the process ends like a crash (see shutdown) and a rerun continues each job.
+        _proc.interrupted = True
+        raise JobError("interrupted; rerun the same command to continue its jobs") from None
+    return outcomes
+
+
 def resume(engine: Engine, job_id: str, *, context: Any = None,
            on_progress: ProgressCallback | None = None) -> str:
     """Continue a crashed or failed job where it stopped; a finished job is left as it is."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,41 +28,43 @@ from provisioning import locks
 
 COMING_UP = "coming-up"
 _held: dict[Path, IO[str]] = {}
+_held_lock = threading.Lock()
 
 
 def begin(directory: Path, tenant: str) -> None:
     """This process is bringing `tenant` up (idempotent: every step before serving calls it)."""
     path = directory / COMING_UP / f"{tenant}.lock"
-    if path in _held:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "w")  # noqa: SIM115  (kept open: the lock lives as long as the handle)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        handle.close()
-        if error.errno in (errno.EAGAIN, errno.EACCES):
-            return  # another process brings this tenant up (the job runner refuses that anyway)
-        raise
-    _held[path] = handle
+    with _held_lock:
+        if path in _held:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")  # noqa: SIM115  (kept open: the lock lives as long as the handle)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                return  # another process brings this tenant up (the job runner refuses that anyway)
+            raise
+        _held[path] = handle
 
 
 def end(directory: Path, tenant: str) -> None:
     """`tenant` serves: it no longer holds back anyone's converge."""
     path = directory / COMING_UP / f"{tenant}.lock"
-    handle = _held.pop(path, None)
+    with _held_lock:
+        handle = _held.pop(path, None)
     if handle is not None:
         path.unlink(missing_ok=True)
         handle.close()  # closing releases the flock
 
 
 def coming_up(directory: Path) -> list[str]:
-    """Tenants some live process is bringing up now (this process's own are not counted)."""
+    """Tenants a live process is bringing up now, this one included (flocks belong to open files,
+    so another thread's county in this process counts too: `tenant create A B C` runs them together)."""
     found = []
     folder = directory / COMING_UP
     for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
-        if path in _held:
-            continue
         try:
             handle = open(path)  # noqa: SIM115
         except FileNotFoundError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +16,7 @@ from controlplane.cli.common import EXIT_FAILED, EXIT_USAGE, console, errors, us
 from controlplane.cli.job import job_progress
 from inventory.db import session_scope
 from inventory.enums import Lifecycle
-from inventory.jobs import JobKind
+from inventory.jobs import JobKind, StepStatus
 from inventory.queries import get_tenant, get_vm, list_tenants, vms_of
 from provisioning import address, configure, steps
 
@@ -67,16 +69,64 @@ def _tenant_row(tenant: Any) -> dict[str, Any]:
 
 @tenant_app.command("create")
 def create_command(
-    tenant: Annotated[str, typer.Argument(help="The county's slug, e.g. keelung.")],
+    tenants: Annotated[list[str], typer.Argument(
+        help="The counties' slugs, e.g. keelung; several are provisioned at once.", show_default=False)],
     cold: Annotated[bool, typer.Option("--cold", help="Boot from the golden image instead of cloning "
                                                       "the site's prebooted template.")] = False,
 ) -> None:
-    """Provision a declared county: its VMs, its address, its configuration (a resumable job)."""
+    """Provision declared counties: their VMs, addresses and configuration (a resumable job each)."""
+    chosen = list(dict.fromkeys(tenants))
     with user_errors(), session_scope(bootstrap.engine()) as session:
-        get_tenant(session, tenant)  # unknown county: a clear message and exit 2
-    job_id = run_job(JobKind.PROVISION, tenant, {"tenant": tenant, "cold": cold})
-    show_command(tenant)
-    console.print(f"[green]job {job_id} succeeded[/]")
+        for tenant in chosen:
+            get_tenant(session, tenant)  # an unknown county: a clear message, exit 2, nothing started
+    if len(chosen) == 1:
+        job_id = run_job(JobKind.PROVISION, chosen[0], {"tenant": chosen[0], "cold": cold})
+        show_command(chosen[0])
+        console.print(f"[green]job {job_id} succeeded[/]")
+        return
+    _create_many(chosen, cold)
+
+
+def _create_many(tenants: list[str], cold: bool) -> None:
+    """One job per county, all at once in this process; a line as each county serves and finishes."""
+    bootstrap.register_job_builders()
+    platform = bootstrap.platform()
+    began = time.monotonic()
+    said_serving: set[str] = set()
+    lock = threading.Lock()
+
+    def on_progress(tenant: str, view: jobs.JobView) -> None:
+        serving = any(step.name == "health" and step.status == StepStatus.SUCCEEDED for step in view.steps)
+        with lock:
+            if serving and tenant not in said_serving:
+                said_serving.add(tenant)
+                console.print(f"{tenant}: serving {time.monotonic() - began:.1f} s after the start "
+                              f"(job {view.id}; Ansible converges it next)")
+
+    console.print(f"provisioning {len(tenants)} counties at once: {', '.join(tenants)}")
+    try:
+        with user_errors():
+            outcomes = jobs.start_many(
+                platform.engine, JobKind.PROVISION, {t: {"tenant": t, "cold": cold} for t in tenants},
+                context=platform, artifacts_root=platform.artifacts_dir, on_progress=on_progress)
+    except jobs.JobError as error:
+        errors.print(f"[red]{escape(str(error))}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        jobs.shutdown()
+    failed = [tenant for tenant in tenants if isinstance(outcomes[tenant], jobs.JobError)]
+    for tenant in tenants:
+        outcome = outcomes[tenant]
+        if isinstance(outcome, jobs.JobFailed):
+            errors.print(f"[bold red]{tenant}: job {outcome.job_id} failed[/]: {escape(outcome.error)}")
+        elif isinstance(outcome, jobs.JobError):
+            errors.print(f"[bold red]{tenant}[/]: {escape(str(outcome))}")
+        else:
+            console.print(f"[green]{tenant}: job {outcome} succeeded[/]")
+    if failed:
+        errors.print(f"fix the cause, then rerun the same command: {len(tenants) - len(failed)} done, "
+                     f"{len(failed)} to finish ({', '.join(failed)})")
+        raise typer.Exit(EXIT_FAILED)
 
 
 @tenant_app.command("list")

@@ -185,6 +185,24 @@ def test_create_with_the_site_down_fails_its_check_step_with_exit_1(applied: Pat
     assert shown["status"] == "planned" and shown["vms"][0]["host"] is None  # nothing was made
 
 
+def test_create_of_several_with_one_unknown_starts_none(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "create", "keelung", "penghu", "nosuch")
+    assert result.exit_code == 2
+    assert "no tenant 'nosuch'" in result.stderr
+    assert not (applied / "jobs").exists()
+
+
+def test_create_of_several_runs_a_job_each_and_names_those_to_finish(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "create", "keelung", "penghu", "keelung")  # a repeated name counts once
+    assert result.exit_code == 1
+    assert result.stdout.startswith("provisioning 2 counties at once: keelung, penghu")
+    for county in ("keelung", "penghu"):
+        assert f"{county}: job provision-{county}-" in result.stderr
+    assert "site primary is down" in result.stderr
+    assert "rerun the same command: 0 done, 2 to finish (keelung, penghu)" in result.stderr
+    assert sorted(path.name.split("-")[1] for path in (applied / "jobs").iterdir()) == ["keelung", "penghu"]
+
+
 # --- site --------------------------------------------------------------------------------------------
 
 def test_site_list_json_with_no_daemons_running(applied: Path, cli: typer.Typer) -> None:

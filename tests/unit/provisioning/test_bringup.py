@@ -60,16 +60,18 @@ def test_a_killed_job_holds_no_one_back(tmp_path: Path) -> None:
     assert bringup.coming_up(tmp_path) == []
 
 
-def test_this_process_does_not_wait_on_its_own_counties(tmp_path: Path) -> None:
+def test_a_county_of_this_process_is_waited_for_until_it_serves(tmp_path: Path) -> None:
+    # `tenant create A B` runs both jobs in one process: A's converge must wait for B.
     bringup.begin(tmp_path, "yunlin")
     bringup.begin(tmp_path, "yunlin")  # every step before serving calls it
     try:
-        assert bringup.coming_up(tmp_path) == []
-        with bringup.converge_turn(tmp_path, wait_s=5) as turn:
-            assert turn.waited_for == () and not turn.gave_up
+        assert bringup.coming_up(tmp_path) == ["yunlin"]
     finally:
         bringup.end(tmp_path, "yunlin")
+    assert bringup.coming_up(tmp_path) == []
     assert not (tmp_path / bringup.COMING_UP / "yunlin.lock").exists()
+    with bringup.converge_turn(tmp_path, wait_s=5) as turn:
+        assert turn.waited_for == () and not turn.gave_up
 
 
 def test_converge_waits_until_the_others_serve(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ API (that is hypervisor.py).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -121,9 +122,37 @@ def state(site: SitePaths) -> SiteState:
     return SiteState.DOWN
 
 
+PR_SET_THP_DISABLE = 41
+
+
+def _without_transparent_hugepages() -> None:
+    """No transparent huge pages for the site's daemons and so for every QEMU they start (the flag is
+    inherited across fork and exec).
+
+    QEMU asks for huge pages on guest memory. A restored clone's state file writes ~200 MB of pages
+    scattered over its 1 GiB, and each write into an untouched 2 MiB stretch took a whole huge page:
+    measured 342 MB of guest memory resident for 205 MB of state. With 4 KiB pages a clone keeps
+    only what it restored and what it touches.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_THP_DISABLE)")
+
+
+def _started_with_huge_pages(site: SitePaths) -> bool:
+    pid = _pid_alive(site.libvirtd_pidfile)
+    try:
+        status = Path(f"/proc/{pid}/status").read_text() if pid else ""
+    except OSError:
+        return False
+    return "THP_enabled:\t1" in status
+
+
 def start(site: SitePaths, timeout_s: float = 60.0) -> None:
     """Start the site's daemons if they are not running (idempotent)."""
-    if state(site) is SiteState.UP:
+    # Up already: done, unless its daemons predate running without huge pages and no guest would
+    # be disturbed by restarting them.
+    if state(site) is SiteState.UP and (not _started_with_huge_pages(site) or qemu_pids(site)):
         return
     stop(site)  # clear half-started leftovers (a daemon without the other, stale sockets)
     for sub in _BIND_MOUNTS:
@@ -144,7 +173,7 @@ def start(site: SitePaths, timeout_s: float = 60.0) -> None:
     )
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, preexec_fn=_without_transparent_hugepages,
     )
     if result.returncode != 0:
         raise SiteError(f"site {site.name}: daemons did not start: {result.stderr.strip()}")
@@ -170,7 +199,7 @@ def _processes_in_namespace(namespace: str) -> list[int]:
     return pids
 
 
-def _qemu_pids(site: SitePaths) -> set[int]:
+def qemu_pids(site: SitePaths) -> set[int]:
     """The site's running QEMU processes, from the pid files its libvirtd keeps for them.
 
     libvirt starts each QEMU in a mount namespace of its own, so the site's namespace alone does not
@@ -194,7 +223,7 @@ def _is_qemu(pid: int) -> bool:
 def stop(site: SitePaths) -> list[int]:
     """Site outage: kill -9 the site's daemons and every QEMU it runs. Returns the pids killed."""
     killed: list[int] = []
-    pids: set[int] = _qemu_pids(site)
+    pids: set[int] = qemu_pids(site)
     if site.namespace_file.exists():
         namespace = site.namespace_file.read_text().strip()
         # Never kill our own namespace (a stale file could name the host's).

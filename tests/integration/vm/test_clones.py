@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,12 @@ def test_two_clones_of_one_template_are_distinct(cloud: Cloud, keelung: str, tai
     bases = {disks.backing_of(site.disks / "vms" / f"{county}-accounting-1" / "system.qcow2")
              for county in (keelung, taichung)}
     assert len(bases) == 1 and None not in bases, "both counties are linked clones of one frozen disk"
+    # The site's QEMUs run without transparent huge pages (sites.py), so a clone keeps only the
+    # memory it restored and touched.
+    qemus = sites.qemu_pids(site)
+    assert len(qemus) >= 2
+    for pid in qemus:
+        assert "THP_enabled:\t0" in Path(f"/proc/{pid}/status").read_text()
     for what, command in IDENTITY.items():
         first, second = cloud.exec(keelung, command).strip(), cloud.exec(taichung, command).strip()
         assert first and second, what

@@ -21,8 +21,10 @@ LOOPBACK = "127.0.0.1"
 # Direct kernel boot: the golden image is a bare ext4 file system on vda, not a partitioned disk.
 DEFAULT_CMDLINE = "root=/dev/vda rw console=ttyS0 quiet"
 
-# Without a smaller TCG translation cache QEMU's RSS roughly doubles (DESIGN.md facts table).
-DEFAULT_TB_CACHE_MIB = 128
+# Without a smaller TCG translation cache QEMU's RSS roughly doubles (DESIGN.md facts table). A
+# county VM filled 128 MiB of it by the end of its first converge; 64 MiB keeps a clone under 400 MB
+# (docs/benchmarks.md has the comparison).
+DEFAULT_TB_CACHE_MIB = 64
 
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

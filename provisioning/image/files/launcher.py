@@ -19,6 +19,8 @@ competing with the app's start on the clone's one vCPU.
 
 import ctypes
 import fcntl
+import gc
+import logging.config  # noqa: F401  (uvicorn configures logging with it at start)
 import os
 import shutil
 import socket
@@ -35,7 +37,7 @@ from fastapi import FastAPI
 import tenant_app.__main__ as entry
 import tenant_app.app
 import tenant_app.migrations
-from tenant_app.settings import Settings, load_settings
+from tenant_app.settings import load_settings
 
 RUN = "/run/countycloud"
 SETTINGS = "/etc/tenant-app.env"
@@ -148,13 +150,20 @@ def prepare() -> FastAPI:
     """What every county's app does before it serves, done before the wait (so a template is saved
     with it done): the ORM's mappers, the migration scripts and the queries of a start-up, run on a
     scratch copy of the empty database, and the app's routes built."""
-    scratch = f"{RUN}/warm-up.db"
+    scratch, scratch_settings = f"{RUN}/warm-up.db", f"{RUN}/warm-up.env"
     shutil.copyfile(EMPTY_DB, scratch)
+    with open(scratch_settings, "w") as settings_file:  # reading a settings file imports its parser
+        settings_file.write(f"TENANT_APP_DATABASE_URL=sqlite:///{scratch}\n")
     try:
-        entry.migrate(Settings(database_url=f"sqlite:///{scratch}"))
+        entry.migrate(load_settings(scratch_settings))
     finally:
         os.unlink(scratch)
-    return tenant_app.app.build_app()
+        os.unlink(scratch_settings)
+    app = tenant_app.app.build_app()
+    # All of this lives as long as the process: the app's own collection at start-up then skips it.
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def wait_and_activate() -> bool:

@@ -182,7 +182,9 @@ def test_libvirt_keeps_tb_cache_agent_channel_and_serial_log(conn: libvirt.virCo
     finally:
         dom.undefine()
     tb = _find(root, "features/tcg/tb-cache")
-    assert (tb.attrib["unit"], tb.text) == ("KiB", str(128 * 1024))
+    assert (tb.attrib["unit"], tb.text) == ("KiB", str(spec.tb_cache_mib * 1024))
+    # Freed guest memory goes back to the host (and stays out of a template's state file).
+    assert _find(root, "devices/memballoon").attrib["freePageReporting"] == "on"
     channel = _find(root, "devices/channel[@type='unix']")
     assert _find(channel, "source").attrib["path"] == str(spec.agent_socket)
     assert _find(channel, "target").attrib["name"] == "org.qemu.guest_agent.0"

@@ -107,8 +107,8 @@ def test_load_reads_the_manifest_of_a_built_template(site: SitePaths, tmp_path: 
     loaded = templates.load(site, KEY, 2048)
     assert loaded == built
     assert loaded is not None
-    assert loaded.directory.name == f"{KEY}-2048m-r2"
-    assert loaded.domain_name == f"cc-template-{KEY}-2048m-r2"
+    assert loaded.directory.name == f"{KEY}-2048m-r3"
+    assert loaded.domain_name == f"cc-template-{KEY}-2048m-r3"
     assert loaded.state_file.exists() and loaded.system_disk.exists()
 
 
@@ -203,7 +203,7 @@ def test_remove_takes_every_size_of_one_image_and_nothing_else(site: SitePaths, 
     hv = RecordingHypervisor()
     removed = templates.remove(hv, site, KEY)
     assert sorted(t.memory_mib for t in removed) == [1024, 2048]
-    assert sorted(hv.undefined) == [f"cc-template-{KEY}-1024m-r2", f"cc-template-{KEY}-2048m-r2"]
+    assert sorted(hv.undefined) == [f"cc-template-{KEY}-1024m-r3", f"cc-template-{KEY}-2048m-r3"]
     assert [t.image_key for t in templates.list_templates(site)] == [OLD_KEY]
     assert not templates.template_dir(site, KEY, 1024).exists()
     assert templates.remove(None, site, KEY) == []  # nothing left: nothing removed, no error
@@ -220,7 +220,7 @@ def test_remove_is_refused_while_a_vm_sits_on_any_size_and_removes_nothing(
     with pytest.raises(TemplateError) as failure:
         templates.remove(hv, site, KEY)
     assert str(failure.value) == (
-        f"template primary/{KEY}-2048m-r2 is the base of 1 VM(s) (keelung-accounting-1); "
+        f"template primary/{KEY}-2048m-r3 is the base of 1 VM(s) (keelung-accounting-1); "
         "retire or move them first")
     assert hv.undefined == []
     assert len(templates.list_templates(site)) == 2  # the 1024m one was not removed either
@@ -234,8 +234,8 @@ def test_remove_stale_keeps_current_and_those_vms_sit_on(site: SitePaths, tmp_pa
     lay_out(site, old, 2048)
     clone_vm(site, "keelung-accounting-1", old_small.system_disk)
     hv = RecordingHypervisor()
-    assert templates.remove_stale(hv, site, KEY) == [f"{OLD_KEY}-2048m-r2"]
-    assert hv.undefined == [f"cc-template-{OLD_KEY}-2048m-r2"]
+    assert templates.remove_stale(hv, site, KEY) == [f"{OLD_KEY}-2048m-r3"]
+    assert hv.undefined == [f"cc-template-{OLD_KEY}-2048m-r3"]
     left = [(t.image_key, t.memory_mib) for t in templates.list_templates(site)]
     assert left == [(KEY, 1024), (OLD_KEY, 1024)]
     assert templates.remove_stale(None, site, KEY) == []  # idempotent
@@ -297,7 +297,7 @@ def test_build_boots_once_saves_freezes_and_records(site: SitePaths, tmp_path: P
     hv = BootingHypervisor()
     lines: list[str] = []
     template = templates.build(hv, site, image, DomainType.QEMU, 2048, log=lines.append)
-    name = f"cc-template-{KEY}-2048m-r2"
+    name = f"cc-template-{KEY}-2048m-r3"
     assert hv.started == [name]
     assert hv.undefined == [name, name]  # a leftover from a crash first, then the booted template
     assert hv.saved == [(name, template.state_file)]
@@ -319,7 +319,7 @@ def test_a_failed_build_undefines_its_domain_and_leaves_no_manifest(site: SitePa
     hv = BootingHypervisor(fail_agent=True)
     with pytest.raises(AgentTimeout, match="silent"):
         templates.build(hv, site, image, DomainType.QEMU, 1024, log=lambda _line: None)
-    assert hv.undefined == [f"cc-template-{KEY}-1024m-r2"] * 2
+    assert hv.undefined == [f"cc-template-{KEY}-1024m-r3"] * 2
     assert templates.load(site, KEY, 1024) is None
     assert templates.list_templates(site) == []
     # A rerun starts over cleanly and finishes.

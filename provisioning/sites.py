@@ -10,6 +10,7 @@ API (that is hypervisor.py).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -27,6 +28,8 @@ _BIND_MOUNTS = {
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
 }
+
+SCRATCH_ROOT = Path("/dev/shm")  # tmpfs on every Linux with systemd
 
 
 class SiteState(StrEnum):
@@ -50,6 +53,11 @@ class SitePaths:
     @property
     def uri(self) -> str:
         return f"qemu:///system?socket={self.socket}"
+
+    @property
+    def scratch(self) -> Path:
+        """Short-lived big files of this site, in memory (/dev/shm), one folder per site root."""
+        return SCRATCH_ROOT / f"countycloud-{hashlib.sha256(str(self.root).encode()).hexdigest()[:12]}"
 
     @property
     def libvirtd_pidfile(self) -> Path:

@@ -255,6 +255,7 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
             return "defined and started (cold boot)"
         template = _site_template(platform, plan, image)
         began = time.monotonic()
+        paths.clone_state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         templates.write_clone_state(
             template, name=plan.name, uuid=plan.uuid, system_disk=paths.system_disk, forwards=forwards(plan),
             agent_socket=paths.agent_socket, serial_log=paths.serial_log, destination=paths.clone_state,

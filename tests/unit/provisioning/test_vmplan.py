@@ -30,10 +30,14 @@ def test_paths_sit_in_the_vms_folder_of_the_site() -> None:
     paths = vmplan.vm_paths(site, PLAN.name)
     assert paths.directory == Path("/state/sites/primary/disks/vms/keelung-accounting-1")
     assert {p.name for p in (paths.system_disk, paths.seed_disk, paths.data_disk, paths.agent_socket,
-                             paths.serial_log, paths.clone_state, paths.host_key)} == {
-        "system.qcow2", "seed.img", "data.img", "agent.sock", "console.log", "clone.sav",
-        "ssh_host_ed25519_key"}
-    assert all(p.parent == paths.directory for p in (paths.system_disk, paths.data_disk, paths.clone_state))
+                             paths.serial_log, paths.host_key)} == {
+        "system.qcow2", "seed.img", "data.img", "agent.sock", "console.log", "ssh_host_ed25519_key"}
+    assert all(p.parent == paths.directory for p in (paths.system_disk, paths.data_disk))
+    # The clone's copy of the template state lives in memory, in a folder of the site's own.
+    assert paths.clone_state == site.scratch / "keelung-accounting-1.sav"
+    assert site.scratch.parent == Path("/dev/shm")
+    assert site.scratch != site_paths(Path("/state"), "secondary").scratch
+    assert site.scratch != site_paths(Path("/other-state"), "primary").scratch
 
 
 def test_two_sites_never_share_a_vm_folder() -> None:

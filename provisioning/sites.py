@@ -95,6 +95,23 @@ def _pid_alive(pidfile: Path) -> int | None:
     return pid
 
 
+def _of_site(site: SitePaths, pid: int) -> bool:
+    """Whether the process runs in this site: its /run/libvirt is the site's own run folder.
+
+    Pids and namespace ids are both reused once free; a stale pid file or namespace file once
+    named another site's libvirtd, and `stop` killed that site. The bind mount cannot be mistaken.
+    """
+    try:
+        return os.path.samefile(f"/proc/{pid}/root/run/libvirt", site.root / "run")
+    except OSError:
+        return False
+
+
+def _site_pid(site: SitePaths, pidfile: Path) -> int | None:
+    pid = _pid_alive(pidfile)
+    return pid if pid is not None and _of_site(site, pid) else None
+
+
 def _prepare_config(site: SitePaths) -> None:
     """Private copy of /etc/libvirt for the site: QEMU as root, no NAT network ever (network rule)."""
     etc = site.root / "etc"
@@ -125,7 +142,7 @@ def _namespace_of(pid: int) -> str | None:
 
 
 def state(site: SitePaths) -> SiteState:
-    if _pid_alive(site.libvirtd_pidfile) and site.socket.exists():
+    if _site_pid(site, site.libvirtd_pidfile) and site.socket.exists():
         return SiteState.UP
     return SiteState.DOWN
 
@@ -148,7 +165,7 @@ def _without_transparent_hugepages() -> None:
 
 
 def _started_with_huge_pages(site: SitePaths) -> bool:
-    pid = _pid_alive(site.libvirtd_pidfile)
+    pid = _site_pid(site, site.libvirtd_pidfile)
     try:
         status = Path(f"/proc/{pid}/status").read_text() if pid else ""
     except OSError:
@@ -193,7 +210,7 @@ def start(site: SitePaths, timeout_s: float = 60.0) -> None:
                 f"see {site.root / 'log'}"
             )
         time.sleep(0.1)
-    pid = _pid_alive(site.libvirtd_pidfile)
+    pid = _site_pid(site, site.libvirtd_pidfile)
     namespace = _namespace_of(pid) if pid else None
     if namespace:
         site.namespace_file.write_text(namespace)
@@ -215,7 +232,7 @@ def qemu_pids(site: SitePaths) -> set[int]:
     """
     pids = set()
     for pidfile in (site.root / "run" / "qemu").glob("*.pid"):
-        pid = _pid_alive(pidfile)
+        pid = _site_pid(site, pidfile)
         if pid and _is_qemu(pid):
             pids.add(pid)
     return pids
@@ -236,9 +253,9 @@ def stop(site: SitePaths) -> list[int]:
         namespace = site.namespace_file.read_text().strip()
         # Never kill our own namespace (a stale file could name the host's).
         if namespace and namespace != _namespace_of(os.getpid()):
-            pids.update(_processes_in_namespace(namespace))
+            pids.update(pid for pid in _processes_in_namespace(namespace) if _of_site(site, pid))
     for pidfile in (site.libvirtd_pidfile, site.virtlogd_pidfile):
-        pid = _pid_alive(pidfile)
+        pid = _site_pid(site, pidfile)
         if pid:
             pids.add(pid)
     for pid in sorted(pids):

@@ -164,6 +164,20 @@ def test_wait_healthy_gives_up_naming_the_address(health_server: tuple[int, _Hea
     assert time.monotonic() - started < 2
 
 
+def test_polls_often_at_first_then_less_often() -> None:
+    assert address.poll_interval_s(0.0) == address.poll_interval_s(0.9) == 0.1
+    assert address.poll_interval_s(1.0) == address.poll_interval_s(60.0) == 0.25
+
+
+def test_a_slow_app_is_polled_at_the_slower_pace(health_server: tuple[int, _Health]) -> None:
+    port, health = health_server
+    health.status = 503
+    threading.Timer(2.0, lambda: setattr(health, "status", 200)).start()
+    address.wait_healthy(port, timeout_s=10)
+    # ~10 polls in the first second, then one every 0.25 s: not the 20 of a steady 0.1 s.
+    assert 12 <= health.hits <= 17
+
+
 def test_port_free_until_another_process_listens() -> None:
     port = _closed_port()
     assert address.port_free(port) is True

@@ -9,7 +9,7 @@ import typer
 
 from controlplane import bootstrap
 from controlplane.cli.common import EXIT_USAGE, console, errors, user_errors
-from controlplane.cli.tenant import run_job, show_command
+from controlplane.cli.tenant import create_many, run_job, show_command
 from inventory.db import session_scope
 from inventory.declare import apply
 from inventory.jobs import JobKind
@@ -78,9 +78,13 @@ def demo_command(
     with user_errors():
         bootstrap.setup(log=console.print, with_templates=not cold)
     _apply_sample()
-    for county in _counties(counties):
-        console.rule(f"tenant create {county}")
-        run_job(JobKind.PROVISION, county, {"tenant": county, "cold": cold})
+    chosen = _counties(counties)
+    console.rule(f"tenant create {' '.join(chosen)}")
+    if len(chosen) == 1:
+        run_job(JobKind.PROVISION, chosen[0], {"tenant": chosen[0], "cold": cold})
+    else:
+        create_many(chosen, cold)  # together, as `tenant create A B C` does
+    for county in chosen:
         _seed_demo_data(county)
     console.rule("ready")
     show_command(FIRST_COUNTY)
@@ -95,6 +99,7 @@ Next, try (the CLI is .venv/bin/countycloud):
   countycloud tenant exec keelung -- uptime
   countycloud tenant resize keelung --vcpus 2 --memory 768
   countycloud tenant create taichung        (any of the 13 sample counties; --cold boots instead)
+  countycloud tenant create penghu kinmen   (several at once)
   countycloud job list
   countycloud site list
   countycloud demo --counties 13

@@ -84,10 +84,10 @@ def create_command(
         show_command(chosen[0])
         console.print(f"[green]job {job_id} succeeded[/]")
         return
-    _create_many(chosen, cold)
+    create_many(chosen, cold)
 
 
-def _create_many(tenants: list[str], cold: bool) -> None:
+def create_many(tenants: list[str], cold: bool) -> None:
     """One job per county, all at once in this process; a line as each county serves and finishes."""
     bootstrap.register_job_builders()
     platform = bootstrap.platform()

@@ -43,7 +43,7 @@ def engine() -> Engine:
 def platform() -> Platform:
     current = settings()
     return Platform(engine=engine(), state_dir=current.state_dir, cache_dir=current.cache_dir,
-                    domain_type=host_domain_type())
+                    domain_type=host_domain_type(), bringup_places=current.bringup_places)
 
 
 def register_job_builders() -> None:

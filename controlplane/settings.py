@@ -6,9 +6,10 @@ Lower packages never read settings themselves: the control plane passes the valu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,10 @@ class Settings(BaseSettings):
     guest_port_last: int = 22999
     gateway_port_first: int = 21000
     gateway_port_last: int = 21999
+    # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
+    # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
+    # first of them within seconds (docs/benchmarks.md).
+    bringup_places: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

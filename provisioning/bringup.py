@@ -1,4 +1,4 @@
-"""Counties on their way to serving go before Ansible converges.
+"""Counties on their way to serving go before Ansible converges, and take turns among themselves.
 
 Under TCG one converge costs about 10 CPU-seconds (ansible-playbook on the host, Python modules in
 the guest). Thirteen of them beside thirteen restores on 2 cores put the last county's readiness at
@@ -10,6 +10,11 @@ A county coming up holds an exclusive flock on its own file from its job's first
 serves through its address. A flock dies with its process, so a killed job never holds anyone back;
 a job that failed in a process that lives on (the one case a lock outlives its county) costs the
 others at most `wait_s`.
+
+Bringing a VM from restore to serving is CPU-bound under TCG (mostly QEMU translating the guest's
+code afresh, ~2.9 CPU-seconds a clone). Thirteen at once on 2 cores all served after 33-34 s; with
+a place per core the first served after 5 s and the last after 30 s. So a VM takes one of a few
+places for that phase (flocks again, one file per place).
 """
 
 from __future__ import annotations
@@ -99,3 +104,43 @@ def converge_turn(directory: Path, wait_s: float = 600.0, poll_s: float = 1.0,
                 break
             sleep(poll_s)
         yield Turn(waited_s=clock() - began, waited_for=tuple(sorted(seen)), gave_up=bool(others))
+
+
+# --- places to come up in -------------------------------------------------------------------------
+
+_places: dict[str, IO[str]] = {}
+
+
+def take_place(directory: Path, vm: str, places: int, poll_s: float = 0.05,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> float:
+    """Wait for one of `places` places to bring a VM from restore (or boot) to serving; returns the
+    seconds waited. Held until `leave_place` (or the process ends: one flock per place, so it counts
+    across processes). Idempotent per VM. `places` 0: no limit."""
+    if places <= 0:
+        return 0.0
+    with _held_lock:
+        if vm in _places:
+            return 0.0
+    folder = directory / "places"
+    folder.mkdir(parents=True, exist_ok=True)
+    began = clock()
+    while True:
+        for index in range(places):
+            handle = open(folder / f"{index}.lock", "w")  # noqa: SIM115  (kept open while held)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            with _held_lock:
+                _places[vm] = handle
+            return clock() - began
+        sleep(poll_s)
+
+
+def leave_place(vm: str) -> None:
+    with _held_lock:
+        handle = _places.pop(vm, None)
+    if handle is not None:
+        handle.close()

@@ -24,6 +24,8 @@ class Platform:
     domain_type: DomainType
     # How long a VM may take from start to its app answering (a TCG cold boot is 40-70 s alone).
     boot_timeout_s: float = 420.0
+    # VMs on their way from restore (or boot) to serving at once; 0: no limit (see bringup.py).
+    bringup_places: int = 0
 
     def site(self, name: str) -> SitePaths:
         return site_paths(self.state_dir, name)

@@ -389,6 +389,26 @@ def _vm_step(vm: str, what: str, action: Callable[[Platform, str, StepContext], 
     return Step(f"{vm}:{what}", run, description)
 
 
+def _in_place(platform: Platform, vm: str, step: Step, *, first: bool = False, last: bool = False) -> Step:
+    """A step of a VM's way from restore (or boot) to serving, which takes one of the machine's
+    `bringup_places` (bringup.py): the first step waits for a place, the last one frees it, and a
+    failing one frees it too (a rerun takes it again at the first step)."""
+    def run(ctx: StepContext) -> str | None:
+        waited = bringup.take_place(platform.locks_dir, vm, platform.bringup_places) if first else 0.0
+        try:
+            said = step.run(ctx)
+        except BaseException:
+            bringup.leave_place(vm)
+            raise
+        if last:
+            bringup.leave_place(vm)
+        if waited >= 0.1:
+            said = f"waited {waited:.1f} s for a place to come up in; {said}"
+        return said
+
+    return Step(step.name, run, step.description)
+
+
 def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
     tenant = str(args["tenant"])
     steps = [
@@ -402,10 +422,14 @@ def provision_steps(args: Mapping[str, Any], platform: Platform) -> list[Step]:
     for name in vm_names(platform, tenant):
         steps += [
             _vm_step(name, "disks", _disks, platform, "system, data and seed disks"),
-            _vm_step(name, "start", _start, platform, "restore a clone or boot"),
-            _vm_step(name, "identity", _identity, platform, "clock, disks, unique identity, settings"),
-            _vm_step(name, "resize", _resize_to_plan, platform, "live resize to its size"),
-            _vm_step(name, "app-ready", _app_ready, platform, "the app answers"),
+            _in_place(platform, name, _vm_step(name, "start", _start, platform, "restore a clone or boot"),
+                      first=True),
+            _in_place(platform, name, _vm_step(name, "identity", _identity, platform,
+                                               "clock, disks, unique identity, settings")),
+            _in_place(platform, name, _vm_step(name, "resize", _resize_to_plan, platform,
+                                               "live resize to its size")),
+            _in_place(platform, name, _vm_step(name, "app-ready", _app_ready, platform, "the app answers"),
+                      last=True),
         ]
     steps.append(Step("address", lambda ctx: _address(platform), "render and reload HAProxy"))
     steps = [_coming_up(platform, tenant, step) for step in steps]

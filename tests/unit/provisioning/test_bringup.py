@@ -8,11 +8,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from provisioning import bringup
 
 HOLDER = """
 import sys, time
 from pathlib import Path
+import pytest
+
 from provisioning import bringup
 bringup.begin(Path(sys.argv[1]), sys.argv[2])
 print("holding", flush=True)
@@ -123,3 +127,68 @@ def test_converges_take_turns(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert overlap == [False, False, False]
+
+
+def test_places_are_shared_out_and_freed(tmp_path: Path) -> None:
+    assert bringup.take_place(tmp_path, "vm-a", 2) < 0.5
+    assert bringup.take_place(tmp_path, "vm-a", 2) == 0.0  # idempotent: it keeps its place
+    assert bringup.take_place(tmp_path, "vm-b", 2) < 0.5
+    taken: list[float] = []
+
+    def take_third() -> None:
+        taken.append(bringup.take_place(tmp_path, "vm-c", 2, poll_s=0.01))
+
+    third = threading.Thread(target=take_third)
+    third.start()
+    time.sleep(0.3)
+    assert taken == []  # both places are held
+    bringup.leave_place("vm-a")
+    third.join(timeout=5)
+    assert taken and taken[0] >= 0.25
+    for vm in ("vm-b", "vm-c"):
+        bringup.leave_place(vm)
+    assert bringup.take_place(tmp_path, "vm-d", 0) == 0.0  # 0: no limit, nothing taken
+    bringup.leave_place("vm-d")
+
+
+def test_a_place_held_by_a_killed_process_is_free_again(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from provisioning import bringup; "
+        "bringup.take_place(Path(sys.argv[1]), 'vm-x', 1); print('holding', flush=True); time.sleep(60)"),
+        str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 1.0:
+            holder.kill()
+            holder.wait()
+
+    waited = bringup.take_place(tmp_path, "vm-y", 1, poll_s=0.5, clock=lambda: now[0], sleep=sleep)
+    assert waited == 1.0
+    bringup.leave_place("vm-y")
+
+
+def test_a_vm_step_frees_its_place_when_it_fails_and_when_the_vm_serves(tmp_path: Path) -> None:
+    from inventory.jobs import Step, StepContext
+    from provisioning import steps
+    from provisioning.platform import Platform
+    from provisioning.spec import DomainType
+
+    platform = Platform(engine=None, state_dir=tmp_path, cache_dir=tmp_path,  # type: ignore[arg-type]
+                        domain_type=DomainType.QEMU, bringup_places=1)
+    ctx = StepContext(job_id="job-1", args={}, artifacts=tmp_path)
+
+    def fails(_ctx: StepContext) -> str:
+        raise RuntimeError("restore failed")
+
+    start = steps._in_place(platform, "vm-a", Step("vm-a:start", fails), first=True)
+    with pytest.raises(RuntimeError):
+        start.run(ctx)
+    # Its place is free: another VM takes it at once.
+    assert bringup.take_place(tmp_path, "vm-b", 1, poll_s=0.01) < 0.5
+    ready = steps._in_place(platform, "vm-b", Step("vm-b:app-ready", lambda _ctx: "app healthy"), last=True)
+    assert ready.run(ctx) == "app healthy"
+    assert bringup.take_place(tmp_path, "vm-c", 1, poll_s=0.01) < 0.5
+    bringup.leave_place("vm-c")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -48,3 +49,26 @@ def _table_of(diff: object) -> str | None:
         if isinstance(item, str) and item in INVENTORY_TABLES:
             return item
     return None
+
+
+def test_the_recorded_head_is_alembics_head(db_url: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    from inventory.db import HEAD_REVISION, MIGRATIONS, current_revision
+
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD_REVISION
+    assert current_revision(db_url) is None  # not migrated yet
+    migrate(db_url)
+    assert current_revision(db_url) == HEAD_REVISION
+
+
+def test_a_database_at_head_is_not_migrated_again(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import alembic.command
+
+    migrate(db_url)
+    upgrades: list[str] = []
+    monkeypatch.setattr(alembic.command, "upgrade", lambda _config, revision: upgrades.append(revision))
+    migrate(db_url)
+    assert upgrades == []
+    migrate(db_url, "0001_inventory")  # an explicit revision always goes through Alembic
+    assert upgrades == ["0001_inventory"]

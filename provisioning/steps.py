@@ -294,7 +294,19 @@ def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
 def _resize_to_plan(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
     with platform.hypervisor(plan.site) as hv:
-        return resize_live(hv, plan.name, plan.vcpus, plan.memory_mib)
+        before = hv.info(plan.name)
+        done = resize_live(hv, plan.name, plan.vcpus, plan.memory_mib)
+        if before is not None and plan.vcpus > before.vcpus:
+            online_vcpus(hv, plan.name)
+    return done
+
+
+def online_vcpus(hv: Hypervisor, vm_name: str) -> None:
+    """Hot-added vCPUs arrive offline. No udev rule onlines them in a clone (it runs without udevd,
+    see templates.build), so provisioning does, through the agent. Idempotent."""
+    agent_exec(hv, vm_name, ["/bin/sh", "-c",
+                             "for c in /sys/devices/system/cpu/cpu[0-9]*/online; do echo 1 > $c; done"],
+               check=False)
 
 
 def resize_live(hv: Hypervisor, vm_name: str, vcpus: int, memory_mib: int) -> str:
@@ -305,6 +317,7 @@ def resize_live(hv: Hypervisor, vm_name: str, vcpus: int, memory_mib: int) -> st
     if info.vcpus != vcpus:
         hv.set_vcpus(vm_name, vcpus)
         changes.append(f"vCPUs {info.vcpus} -> {vcpus}")
+
     if info.memory_mib != memory_mib:
         hv.set_memory(vm_name, memory_mib)
         changes.append(f"memory {info.memory_mib} -> {memory_mib} MiB")
@@ -484,11 +497,10 @@ def _check_resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int)
 def _resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int) -> str:
     plan = load_plan(platform, vm_name)
     with platform.hypervisor(plan.site) as hv:
+        before = hv.info(plan.name)
         done = resize_live(hv, plan.name, vcpus, memory_mib)
-        # Hot-added vCPUs arrive offline in the guest unless it onlines them; do it here.
-        agent_exec(hv, plan.name, ["/bin/sh", "-c",
-                                   "for c in /sys/devices/system/cpu/cpu[0-9]*/online; do echo 1 > $c; done"],
-                   check=False)
+        if before is not None and vcpus > before.vcpus:
+            online_vcpus(hv, plan.name)
     with session_scope(platform.engine) as session:
         queries.record_vm_size(queries.get_vm(session, vm_name), vcpus, memory_mib, actor=ACTOR)
     return done

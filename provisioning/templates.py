@@ -43,8 +43,9 @@ TEMPLATE_MAX_VCPUS = 4
 TEMPLATE_KERNEL_ARGS = "init_on_free=1"
 # Bumped whenever how a template is booted or saved changes, so templates made the old way are
 # rebuilt beside the old ones (which clones may sit on) and the old ones go once unused.
-# 2: init_on_free and the page cache dropped before the save; 3: a 64 MiB translation cache.
-TEMPLATE_RECIPE = 3
+# 2: init_on_free and the page cache dropped before the save; 3: a 64 MiB translation cache;
+# 4: udevd stopped before the save.
+TEMPLATE_RECIPE = 4
 TEMPLATE_VCPUS = 1
 DEFAULT_MEMORY_MIB = 1024
 SSH_GUEST_PORT = 22
@@ -188,6 +189,12 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
             # Only memory in use goes into the state file, so only that comes back as each clone's RSS:
             # the page cache is dropped and (init_on_free) every freed page is zero, which the save skips.
             agent_exec(hv, name, ["/bin/sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches"])
+            # No udev in a clone: a clone's seed and data disks are hot-plugged, and udevd's workers and
+            # systemd's device handling for them ran beside the app's start, each a process translated
+            # afresh under TCG. The launcher finds the disks by their ext4 labels itself, and
+            # provisioning onlines hot-added vCPUs through the agent, so nothing needs udev after boot.
+            agent_exec(hv, name, ["/bin/systemctl", "stop", "systemd-udevd-control.socket",
+                                  "systemd-udevd-kernel.socket", "systemd-udevd.service"])
             hv.save(name, directory / "state.sav")
         except BaseException:
             hv.undefine(name)

@@ -107,8 +107,8 @@ def test_load_reads_the_manifest_of_a_built_template(site: SitePaths, tmp_path: 
     loaded = templates.load(site, KEY, 2048)
     assert loaded == built
     assert loaded is not None
-    assert loaded.directory.name == f"{KEY}-2048m-r3"
-    assert loaded.domain_name == f"cc-template-{KEY}-2048m-r3"
+    assert loaded.directory.name == f"{KEY}-2048m-r4"
+    assert loaded.domain_name == f"cc-template-{KEY}-2048m-r4"
     assert loaded.state_file.exists() and loaded.system_disk.exists()
 
 
@@ -203,7 +203,7 @@ def test_remove_takes_every_size_of_one_image_and_nothing_else(site: SitePaths, 
     hv = RecordingHypervisor()
     removed = templates.remove(hv, site, KEY)
     assert sorted(t.memory_mib for t in removed) == [1024, 2048]
-    assert sorted(hv.undefined) == [f"cc-template-{KEY}-1024m-r3", f"cc-template-{KEY}-2048m-r3"]
+    assert sorted(hv.undefined) == [f"cc-template-{KEY}-1024m-r4", f"cc-template-{KEY}-2048m-r4"]
     assert [t.image_key for t in templates.list_templates(site)] == [OLD_KEY]
     assert not templates.template_dir(site, KEY, 1024).exists()
     assert templates.remove(None, site, KEY) == []  # nothing left: nothing removed, no error
@@ -220,7 +220,7 @@ def test_remove_is_refused_while_a_vm_sits_on_any_size_and_removes_nothing(
     with pytest.raises(TemplateError) as failure:
         templates.remove(hv, site, KEY)
     assert str(failure.value) == (
-        f"template primary/{KEY}-2048m-r3 is the base of 1 VM(s) (keelung-accounting-1); "
+        f"template primary/{KEY}-2048m-r4 is the base of 1 VM(s) (keelung-accounting-1); "
         "retire or move them first")
     assert hv.undefined == []
     assert len(templates.list_templates(site)) == 2  # the 1024m one was not removed either
@@ -234,8 +234,8 @@ def test_remove_stale_keeps_current_and_those_vms_sit_on(site: SitePaths, tmp_pa
     lay_out(site, old, 2048)
     clone_vm(site, "keelung-accounting-1", old_small.system_disk)
     hv = RecordingHypervisor()
-    assert templates.remove_stale(hv, site, KEY) == [f"{OLD_KEY}-2048m-r3"]
-    assert hv.undefined == [f"cc-template-{OLD_KEY}-2048m-r3"]
+    assert templates.remove_stale(hv, site, KEY) == [f"{OLD_KEY}-2048m-r4"]
+    assert hv.undefined == [f"cc-template-{OLD_KEY}-2048m-r4"]
     left = [(t.image_key, t.memory_mib) for t in templates.list_templates(site)]
     assert left == [(KEY, 1024), (OLD_KEY, 1024)]
     assert templates.remove_stale(None, site, KEY) == []  # idempotent
@@ -297,11 +297,15 @@ def test_build_boots_once_saves_freezes_and_records(site: SitePaths, tmp_path: P
     hv = BootingHypervisor()
     lines: list[str] = []
     template = templates.build(hv, site, image, DomainType.QEMU, 2048, log=lines.append)
-    name = f"cc-template-{KEY}-2048m-r3"
+    name = f"cc-template-{KEY}-2048m-r4"
     assert hv.started == [name]
     assert hv.undefined == [name, name]  # a leftover from a crash first, then the booted template
     assert hv.saved == [(name, template.state_file)]
     assert ["/bin/test", "-e", "/run/countycloud/launcher-waiting"] in hv.commands
+    # Saved with only memory in use (page cache dropped) and without udev (clones hot-plug disks).
+    assert hv.commands[-2] == ["/bin/sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches"]
+    assert hv.commands[-1][:2] == ["/bin/systemctl", "stop"] and "systemd-udevd.service" in hv.commands[-1]
+    assert "init_on_free=1" in hv.defined[0]
     assert (template.memory_mib, template.max_memory_mib, template.vcpus) == (2048, 2048, 1)
     assert template.system_disk.stat().st_mode & 0o777 == 0o444
     assert disks.backing_of(template.system_disk) == image.disk
@@ -319,7 +323,7 @@ def test_a_failed_build_undefines_its_domain_and_leaves_no_manifest(site: SitePa
     hv = BootingHypervisor(fail_agent=True)
     with pytest.raises(AgentTimeout, match="silent"):
         templates.build(hv, site, image, DomainType.QEMU, 1024, log=lambda _line: None)
-    assert hv.undefined == [f"cc-template-{KEY}-1024m-r3"] * 2
+    assert hv.undefined == [f"cc-template-{KEY}-1024m-r4"] * 2
     assert templates.load(site, KEY, 1024) is None
     assert templates.list_templates(site) == []
     # A rerun starts over cleanly and finishes.

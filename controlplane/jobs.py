@@ -594,6 +594,8 @@ def start_many(
                                      artifacts_root=artifacts_root, on_progress=report)
         except JobError as error:
             outcomes[target] = error
+        except Exception as error:  # e.g. the database went away: this target's outcome, not a lost thread
+            outcomes[target] = JobError(f"{type(error).__name__}: {error}")
 
     threads = [threading.Thread(target=run, args=(target,), name=f"job-{target}", daemon=True)
                for target in targets]

@@ -262,3 +262,28 @@ def test_registered_builder_gets_the_default_context_unless_one_is_given(
     jobs.start(engine, JobKind.DR_TEST, "site-a", {}, artifacts_root=tmp_path)
     jobs.start(engine, JobKind.DR_TEST, "site-b", {}, context="given", artifacts_root=tmp_path)
     assert seen == ["wired platform", "given"]
+
+
+def test_start_many_runs_a_job_per_target_and_reports_each_outcome(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        def work(ctx: StepContext) -> str:
+            if args.get("broken"):
+                raise RuntimeError("storage pool full")
+            return "done"
+
+        return [Step("work", work)]
+
+    monkeypatch.setattr(jobs, "_builders", {**jobs._builders, JobKind.RESIZE: build})
+    progress: dict[str, list[JobStatus]] = {}
+    outcomes = jobs.start_many(
+        engine, JobKind.RESIZE, {"penghu": {"vcpus": 2}, "kinmen": {"vcpus": 2, "broken": True}},
+        artifacts_root=tmp_path / "art",
+        on_progress=lambda target, view: progress.setdefault(target, []).append(view.status))
+    penghu, kinmen = outcomes["penghu"], outcomes["kinmen"]
+    assert isinstance(penghu, str) and jobs.get_job(engine, penghu).status == JobStatus.SUCCEEDED
+    assert isinstance(kinmen, jobs.JobFailed) and "storage pool full" in kinmen.error
+    assert jobs.get_job(engine, kinmen.job_id).status == JobStatus.FAILED
+    assert progress["penghu"][-1] == JobStatus.SUCCEEDED and progress["kinmen"][-1] == JobStatus.FAILED
+    assert job_count(engine) == 2

@@ -44,9 +44,13 @@ class Cloud:
     def json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
+    def create_args(self, county: str) -> list[str]:
+        """`tenant create` as this suite runs it: every county by cold boot under COUNTYCLOUD_TEST_COLD."""
+        return ["tenant", "create", county, *(("--cold",) if COLD else ())]
+
     def create(self, county: str, *extra: str) -> subprocess.CompletedProcess[str]:
         self.created.add(county)
-        return self.cli("tenant", "create", county, *extra, *(("--cold",) if COLD else ()))
+        return self.cli(*self.create_args(county), *extra)
 
     def exec(self, county: str, command: str) -> str:
         return self.cli("tenant", "exec", county, "--", command).stdout

@@ -242,6 +242,7 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         state = hv.state(plan.name)
         if state in (DomainState.RUNNING, DomainState.PAUSED):
             hv.make_persistent(plan.name)  # a crash between restore and define left it transient
+            _remove_clone_state(paths)  # ... and maybe the copy it was restored from
             return "already running"
         info = hv.info(plan.name)
         if info is not None and info.persistent:
@@ -249,6 +250,7 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
             return "started the existing VM (boot)"
         image = _image(platform, ctx, plan.site)
         if _mode_is_cold(ctx):
+            _remove_clone_state(paths)  # a copy left by an earlier attempt by clone
             spec = cold_spec(plan, paths, image, platform.domain_type)
             hv.define(render_domain_xml(spec))
             hv.start(plan.name)
@@ -264,10 +266,15 @@ def _start(platform: Platform, vm_name: str, ctx: StepContext) -> str:
         try:
             hv.restore(paths.clone_state)
         finally:
-            paths.clone_state.unlink(missing_ok=True)
+            _remove_clone_state(paths)
         hv.make_persistent(plan.name)
         restored = time.monotonic() - began - cloned
         return f"cloned the template state in {cloned:.2f} s, restored in {restored:.2f} s"
+
+
+def _remove_clone_state(paths: VmPaths) -> None:
+    for leftover in paths.clone_state_files:
+        leftover.unlink(missing_ok=True)
 
 
 def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
@@ -544,7 +551,7 @@ def _teardown(platform: Platform, vm_name: str, ctx: StepContext) -> str:
     with platform.hypervisor(site) as hv:
         hv.undefine(vm_name)
     removed = []
-    for disk in (paths.system_disk, paths.seed_disk, paths.clone_state, paths.agent_socket):
+    for disk in (paths.system_disk, paths.seed_disk, *paths.clone_state_files, paths.agent_socket):
         if disk.exists():
             disk.unlink()
             removed.append(disk.name)

@@ -79,6 +79,11 @@ class VmPaths:
         return self.scratch / f"{self.directory.name}.sav"
 
     @property
+    def clone_state_files(self) -> tuple[Path, Path]:
+        """The copy and its partial form (savefile.write_clone's `.tmp`), as a crash may leave either."""
+        return self.clone_state, self.clone_state.with_name(self.clone_state.name + ".tmp")
+
+    @property
     def host_key(self) -> Path:
         return self.directory / "ssh_host_ed25519_key"
 

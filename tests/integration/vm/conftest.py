@@ -108,9 +108,9 @@ def _purge_leftovers(cloud: Cloud) -> None:
             for domain in hv.names():
                 if not domain.startswith("cc-template-"):
                     hv.undefine(domain)
-        vms = paths.disks / "vms"
-        if vms.exists():
-            subprocess.run(["rm", "-rf", str(vms)], check=True)
+        for leftovers in (paths.disks / "vms", paths.scratch):
+            if leftovers.exists():
+                subprocess.run(["rm", "-rf", str(leftovers)], check=True)
 
 
 @pytest.fixture(scope="session")

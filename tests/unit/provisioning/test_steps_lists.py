@@ -451,9 +451,17 @@ def test_teardown_undefines_removes_system_disks_and_keeps_data_unless_purged(
     folder.mkdir(parents=True)
     for name in ("system.qcow2", "seed.img", "data.img", "ssh_host_ed25519_key"):
         (folder / name).write_bytes(b"x")
+    # A partial copy of the template state, as a crash in the middle of cloning leaves it (on tmpfs).
+    scratch = up_platform.site("primary").scratch
+    scratch.mkdir(parents=True)
+    (scratch / f"{VM}.sav.tmp").write_bytes(b"x")
     context = ctx({"tenant": "keelung", "purge": purge})
     step_list = steps.retire_steps({"tenant": "keelung", "purge": purge}, up_platform)
-    output = run(step_list, f"{VM}:teardown", context)
+    try:
+        output = run(step_list, f"{VM}:teardown", context)
+        assert list(scratch.iterdir()) == []
+    finally:
+        shutil.rmtree(scratch)
     with up_platform.hypervisor("primary") as hv:
         assert hv.state(VM) is DomainState.MISSING
     assert not (folder / "system.qcow2").exists() and not (folder / "seed.img").exists()

@@ -301,10 +301,15 @@ def _identity(platform: Platform, vm_name: str, ctx: StepContext) -> str:
 def _resize_to_plan(platform: Platform, vm_name: str, _ctx: StepContext) -> str:
     plan = load_plan(platform, vm_name)
     with platform.hypervisor(plan.site) as hv:
-        before = hv.info(plan.name)
-        done = resize_live(hv, plan.name, plan.vcpus, plan.memory_mib)
-        if before is not None and plan.vcpus > before.vcpus:
-            online_vcpus(hv, plan.name)
+        return resize_guest(hv, plan.name, plan.vcpus, plan.memory_mib)
+
+
+def resize_guest(hv: Hypervisor, vm_name: str, vcpus: int, memory_mib: int) -> str:
+    """`resize_live`, then the guest onlines the vCPUs it was given."""
+    before = hv.info(vm_name)
+    done = resize_live(hv, vm_name, vcpus, memory_mib)
+    if before is not None and vcpus > before.vcpus:
+        online_vcpus(hv, vm_name)
     return done
 
 
@@ -504,10 +509,7 @@ def _check_resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int)
 def _resize(platform: Platform, vm_name: str, vcpus: int, memory_mib: int) -> str:
     plan = load_plan(platform, vm_name)
     with platform.hypervisor(plan.site) as hv:
-        before = hv.info(plan.name)
-        done = resize_live(hv, plan.name, vcpus, memory_mib)
-        if before is not None and vcpus > before.vcpus:
-            online_vcpus(hv, plan.name)
+        done = resize_guest(hv, plan.name, vcpus, memory_mib)
     with session_scope(platform.engine) as session:
         queries.record_vm_size(queries.get_vm(session, vm_name), vcpus, memory_mib, actor=ACTOR)
     return done

@@ -1,0 +1,74 @@
+"""The control plane's error base, and the one place where every package's errors are mapped to a
+stable code, a CLI exit code and an HTTP status.
+
+Each package has one error base (inventory.errors.InventoryError, provisioning.errors.
+ProvisioningError, ...); the use-case layer lets them through and the entry points translate them
+with `classify`, so a message written for an operator reaches the CLI, the API and the console alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    NOT_FOUND = "not_found"
+    INVALID = "invalid_input"
+    CONFLICT = "conflict"  # e.g. an unfinished job for the same target
+    FORBIDDEN = "forbidden"
+    UNAUTHENTICATED = "unauthenticated"
+    FAILED = "operation_failed"  # a precondition of the world (site down, no capacity) or a failed job
+    UNAVAILABLE = "unavailable"  # the platform database or a daemon did not answer
+    THROTTLED = "throttled"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+
+
+@dataclass(frozen=True)
+class Mapping:
+    exit_code: ExitCode
+    http_status: int
+
+
+MAPPING: dict[ErrorCode, Mapping] = {
+    ErrorCode.NOT_FOUND: Mapping(ExitCode.USAGE, 404),
+    ErrorCode.INVALID: Mapping(ExitCode.USAGE, 422),
+    ErrorCode.CONFLICT: Mapping(ExitCode.FAILED, 409),
+    ErrorCode.FORBIDDEN: Mapping(ExitCode.USAGE, 403),
+    ErrorCode.UNAUTHENTICATED: Mapping(ExitCode.USAGE, 401),
+    ErrorCode.FAILED: Mapping(ExitCode.FAILED, 409),
+    ErrorCode.UNAVAILABLE: Mapping(ExitCode.FAILED, 503),
+    ErrorCode.THROTTLED: Mapping(ExitCode.FAILED, 429),
+}
+
+
+class ControlPlaneError(Exception):
+    """An error of a use case, written for the person who asked; `code` says which kind it is."""
+
+    code: ErrorCode = ErrorCode.FAILED
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class NotFoundError(ControlPlaneError):
+    code = ErrorCode.NOT_FOUND
+
+
+class InvalidInput(ControlPlaneError):
+    code = ErrorCode.INVALID
+
+
+class Conflict(ControlPlaneError):
+    code = ErrorCode.CONFLICT
+
+
+class Forbidden(ControlPlaneError):
+    code = ErrorCode.FORBIDDEN

@@ -28,11 +28,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import session_scope
@@ -44,8 +44,10 @@ from inventory.jobs import (
     JobStep,
     Step,
     StepContext,
+    StepResult,
     StepsBuilder,
     StepStatus,
+    Worker,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +66,15 @@ QUEUE_POLL_S = 0.1
 # Output is flushed to the database at most this often while a step runs (and always at its end).
 LOG_FLUSH_S = 0.5
 OUTPUT_KEEP_CHARS = 200_000
+# The queue that `countycloud serve` workers take submitted jobs from, on every machine sharing the
+# database; each worker runs at most WORKER_CONCURRENCY jobs at once (VM bring-up is also paced by
+# the machine's bring-up places, provisioning/bringup.py).
+WORKER_QUEUE = "countycloud-jobs"
+WORKER_CONCURRENCY = 16
+# A worker writes its heartbeat this often; one not seen for WORKER_DEAD_AFTER_S is dead and a live
+# worker takes over its jobs (the issue asks for a takeover within 30 s).
+WORKER_HEARTBEAT_S = 2.0
+WORKER_DEAD_AFTER_S = 10.0
 
 
 class JobError(Exception):
@@ -215,7 +226,7 @@ class _Live:
 
     steps: list[Step]
     context: Any
-    previous: dict[str, str | None] = field(default_factory=dict)
+    previous: dict[str, Any] = field(default_factory=dict)
 
 
 class _Process:
@@ -233,6 +244,8 @@ class _Process:
         self.workflow: Callable[[str], str] | None = None
         # Set when Ctrl-C cut a foreground wait short: shutdown() then ends the process at once.
         self.interrupted = False
+        # Whether this process takes jobs from the workers' queue (`countycloud serve`).
+        self.worker = False
 
 
 _proc = _Process()
@@ -251,9 +264,11 @@ def _runner_alive(runner: str | None) -> bool:
     if not runner:
         return False
     host, _, pid = runner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        # Another machine's runner: we cannot see it. Treat as gone (operators resume deliberately).
+    if not pid.isdigit():
         return False
+    if host != socket.gethostname():
+        # Another machine's runner: alive while it is a worker whose heartbeat is fresh.
+        return _proc.engine is not None and _worker_alive(_proc.engine, host, int(pid))
     if int(pid) == os.getpid():
         return False
     try:
@@ -288,7 +303,7 @@ class _QuietStepFailures(logging.Filter):
 _quiet = _QuietStepFailures()
 
 
-def _ensure_dbos(engine: Engine) -> None:
+def _ensure_dbos(engine: Engine, *, worker: bool = False) -> None:
     """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
     from dbos import DBOS
 
@@ -297,7 +312,7 @@ def _ensure_dbos(engine: Engine) -> None:
         if _proc.workflow is None:
             # Registered once per process, before the first launch (DBOS requires it for recovery).
             _proc.workflow = DBOS.workflow(name="countycloud.job")(_job_workflow)
-        if _proc.dbos_url == target:
+        if _proc.dbos_url == target and (_proc.worker or not worker):
             _proc.engine = engine
             return
         if _proc.dbos_url is not None:
@@ -316,9 +331,13 @@ def _ensure_dbos(engine: Engine) -> None:
         # Resumed jobs go onto this process's own queue, and the process listens to no other: a job
         # resumed by one CLI is never picked up by another CLI that happens to be running (which
         # would then cut it off when it exits).
-        DBOS.listen_queues([_proc.queue_name])
+        # A CLI listens to its own queue only; a worker (`countycloud serve`) to the shared one too.
+        DBOS.listen_queues([_proc.queue_name, WORKER_QUEUE] if worker else [_proc.queue_name])
         DBOS.launch()
         DBOS.register_queue(_proc.queue_name, polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        DBOS.register_queue(WORKER_QUEUE, worker_concurrency=WORKER_CONCURRENCY,
+                            polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        _proc.worker = worker
         _proc.launch_s = time.perf_counter() - began
         _proc.dbos_url = target
         _proc.engine = engine
@@ -423,7 +442,7 @@ class _StepLog:
         self.flushed_at = time.monotonic()
 
 
-def _execute_step(job_id: str, index: int) -> str | None:
+def _execute_step(job_id: str, index: int) -> str | dict[str, Any] | None:
     """Body of one DBOS step: run the job's step `index`, mirroring its state into JobStep."""
     engine = _engine()
     live = _proc.live[job_id]
@@ -450,11 +469,13 @@ def _execute_step(job_id: str, index: int) -> str | None:
         message = f"{type(error).__name__}: {error}"
         _finish_step(engine, job_id, index, StepStatus.FAILED, began, log.text(), message)
         raise StepFailed(step.name, message) from error
+    said = result.summary() if isinstance(result, StepResult) else result
     output = log.text()
-    if result:
-        output += result if result.endswith("\n") else result + "\n"
+    if said:
+        output += said if said.endswith("\n") else said + "\n"
     _finish_step(engine, job_id, index, StepStatus.SUCCEEDED, began, output[-OUTPUT_KEEP_CHARS:], None)
-    return result
+    # What DBOS checkpoints and later steps read: plain JSON data, never a pickled class of ours.
+    return result.model_dump(mode="json") if isinstance(result, StepResult) else result
 
 
 def _finish_step(engine: Engine, job_id: str, index: int, status: StepStatus, began: float,
@@ -525,6 +546,191 @@ def _unfinished(engine: Engine, kind: JobKind, target: str) -> Job | None:
         ).first()
 
 
+def _create(engine: Engine, kind: JobKind, target: str, args: dict[str, Any],
+            artifacts_root: Path | None) -> str | None:
+    """A new job row, or None when another process created this target's job just now."""
+    job_id = _new_job_id(kind, target)
+    root = artifacts_root or _default_artifacts_root()
+    try:
+        with session_scope(engine) as session:
+            session.add(Job(id=job_id, kind=kind, target=target, args=args, status=JobStatus.PENDING,
+                            created_at=_now(), artifacts_dir=str(root / job_id)))
+    except IntegrityError:
+        return None
+    return job_id
+
+
+def _reusable(engine: Engine, kind: JobKind, target: str, args: dict[str, Any]) -> JobView | None:
+    """The unfinished job a request for (kind, target, args) continues, if any.
+
+    An unfinished job with other arguments blocks a new one, unless it failed at its check step:
+    then nothing was done, and it is cancelled so a corrected request goes ahead."""
+    existing = _unfinished(engine, kind, target)
+    if existing is None:
+        return None
+    if existing.args == args:
+        return get_job(engine, existing.id)
+    view = get_job(engine, existing.id)
+    if view.status is JobStatus.FAILED and view.steps and view.steps[0].status is StepStatus.FAILED:
+        _mirror_job_end(engine, view.id, JobStatus.CANCELLED, view.error)
+        return None
+    raise JobConflict(
+        f"job {existing.id} ({kind.value} {target}) is unfinished with other arguments "
+        f"{existing.args}; resume it (`countycloud job resume {existing.id}`) or cancel it "
+        f"(`countycloud job cancel {existing.id}`)"
+    )
+
+
+def submit(engine: Engine, kind: JobKind, target: str, args: Mapping[str, Any], *,
+           artifacts_root: Path | None = None) -> str:
+    """Queue a job for the workers (`countycloud serve`) and return its id at once. An unfinished job
+    for the same target and arguments is that job: queued again if nobody is running it."""
+    args = dict(args)
+    if kind not in _builders:
+        raise JobError(f"no step builder registered for job kind {kind.value!r}")
+    for _attempt in range(3):
+        existing = _reusable(engine, kind, target, args)
+        if existing is not None:
+            if not _running(engine, existing):
+                requeue(engine, existing.id)
+            return existing.id
+        job_id = _create(engine, kind, target, args, artifacts_root)
+        if job_id is None:
+            continue
+        _ensure_dbos(engine)
+        from dbos import DBOS, SetWorkflowID
+
+        assert _proc.workflow is not None
+        with SetWorkflowID(job_id):
+            DBOS.enqueue_workflow(WORKER_QUEUE, _proc.workflow, job_id)
+        return job_id
+    raise JobConflict(f"could not create or find the {kind.value} job for {target}")
+
+
+def requeue(engine: Engine, job_id: str) -> None:
+    """Put a crashed or failed job back on the workers' queue (it continues where it stopped)."""
+    view = get_job(engine, job_id, with_steps=False)
+    if view.status == JobStatus.SUCCEEDED:
+        return
+    if view.status == JobStatus.CANCELLED:
+        raise JobConflict(f"job {job_id} was cancelled; start a new one")
+    if _runner_alive(view.runner):
+        raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
+    _ensure_dbos(engine)
+    from dbos import DBOS, SetWorkflowID
+
+    status = DBOS.get_workflow_status(job_id)
+    if status is None:
+        assert _proc.workflow is not None
+        with SetWorkflowID(job_id):
+            DBOS.enqueue_workflow(WORKER_QUEUE, _proc.workflow, job_id)
+    elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
+        DBOS.resume_workflow(job_id, queue_name=WORKER_QUEUE)
+    elif status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=WORKER_QUEUE)
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status is JobStatus.FAILED:
+            job.status, job.error = JobStatus.PENDING, None
+
+
+def _queued_for_workers(engine: Engine, job_id: str) -> bool:
+    """Waiting on the workers' queue while a worker is alive to take it."""
+    if not live_workers(engine):
+        return False
+    _ensure_dbos(engine)
+    from dbos import DBOS
+
+    status = DBOS.get_workflow_status(job_id)
+    return status is not None and status.status == "ENQUEUED" and status.queue_name == WORKER_QUEUE
+
+
+# ---------------------------------------------------------------- workers (the service)
+
+
+def _worker_alive(engine: Engine, host: str, pid: int) -> bool:
+    cutoff = _now() - timedelta(seconds=WORKER_DEAD_AFTER_S)
+    with session_scope(engine) as session:
+        return session.scalars(select(Worker.executor_id).where(
+            Worker.host == host, Worker.pid == pid, Worker.seen_at >= cutoff)).first() is not None
+
+
+def _running(engine: Engine, job: JobView) -> bool:
+    """Someone runs this job now: this process, another live process, or a live worker will."""
+    return job.id in _proc.live or _runner_alive(job.runner) or _queued_for_workers(engine, job.id)
+
+
+def live_workers(engine: Engine, *, now: datetime | None = None) -> list[str]:
+    """Executor ids of workers whose heartbeat is fresh."""
+    cutoff = (now or _now()) - timedelta(seconds=WORKER_DEAD_AFTER_S)
+    with session_scope(engine) as session:
+        return list(session.scalars(select(Worker.executor_id).where(Worker.seen_at >= cutoff)))
+
+
+def _heartbeat(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        row = session.get(Worker, _proc.executor_id)
+        if row is None:
+            session.add(Worker(executor_id=_proc.executor_id, host=socket.gethostname(), pid=os.getpid(),
+                               started_at=_now(), seen_at=_now()))
+        else:
+            row.seen_at = _now()
+
+
+def _claim_dead_workers(engine: Engine) -> list[str]:
+    """Executors whose heartbeat stopped, each claimed by exactly one live worker (the one whose
+    delete of its row took effect)."""
+    cutoff = _now() - timedelta(seconds=WORKER_DEAD_AFTER_S)
+    with session_scope(engine) as session:
+        dead = list(session.scalars(select(Worker.executor_id).where(Worker.seen_at < cutoff)))
+    claimed = []
+    for executor in dead:
+        with session_scope(engine) as session:
+            gone = session.execute(
+                delete(Worker).where(Worker.executor_id == executor, Worker.seen_at < cutoff))
+            if getattr(gone, "rowcount", 0) == 1:
+                claimed.append(executor)
+    return claimed
+
+
+def take_over(engine: Engine) -> list[str]:
+    """Recover the unfinished jobs of workers that died (kill -9, a lost machine) in this worker.
+
+    DBOS recovers only its own executor's workflows when it starts, so a live worker does it for the
+    dead one; steps are idempotent, so the interrupted step simply runs again here."""
+    from dbos import DBOS
+
+    taken: list[str] = []
+    for executor in _claim_dead_workers(engine):
+        handles = DBOS._recover_pending_workflows([executor])
+        taken += [handle.get_workflow_id() for handle in handles]
+    return taken
+
+
+def run_workers(engine: Engine, stop: threading.Event | None = None) -> threading.Thread:
+    """Make this process a worker: it takes jobs from the workers' queue, heartbeats, and takes over
+    dead workers' jobs. Returns the heartbeat thread (ended by setting `stop`)."""
+    _ensure_dbos(engine, worker=True)
+    stop = stop or threading.Event()
+    _heartbeat(engine)
+
+    def beat() -> None:
+        while not stop.wait(WORKER_HEARTBEAT_S):
+            try:
+                _heartbeat(engine)
+                taken = take_over(engine)
+                if taken:
+                    logging.getLogger(__name__).warning("took over jobs of dead workers: %s", taken)
+            except Exception:  # the database away for a moment: try again at the next beat
+                logging.getLogger(__name__).exception("worker heartbeat failed")
+        with contextlib.suppress(Exception), session_scope(engine) as session:
+            session.execute(delete(Worker).where(Worker.executor_id == _proc.executor_id))
+
+    thread = threading.Thread(target=beat, name="countycloud-worker-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
 def start(
     engine: Engine,
     kind: JobKind,
@@ -545,23 +751,16 @@ def start(
     if steps_builder is None and kind not in _builders:
         raise JobError(f"no step builder registered for job kind {kind.value!r}")
     for _attempt in range(3):
-        existing = _unfinished(engine, kind, target)
+        existing = _reusable(engine, kind, target, args)
         if existing is not None:
-            if existing.args != args:
-                raise JobConflict(
-                    f"job {existing.id} ({kind.value} {target}) is unfinished with other arguments "
-                    f"{existing.args}; resume it (`countycloud job resume {existing.id}`) or cancel it "
-                    f"(`countycloud job cancel {existing.id}`)"
-                )
             _proc.overrides[existing.id] = (steps_builder, context)
+            if _running(engine, existing):
+                # Run by a live worker (the service, or another CLI) right now: follow it, never twice.
+                _ensure_dbos(engine)
+                return _wait(engine, existing.id, on_progress)
             return resume(engine, existing.id, context=context, on_progress=on_progress)
-        job_id = _new_job_id(kind, target)
-        root = artifacts_root or _default_artifacts_root()
-        try:
-            with session_scope(engine) as session:
-                session.add(Job(id=job_id, kind=kind, target=target, args=args, status=JobStatus.PENDING,
-                                created_at=_now(), artifacts_dir=str(root / job_id)))
-        except IntegrityError:
+        job_id = _create(engine, kind, target, args, artifacts_root)
+        if job_id is None:
             continue  # another process created the job for this target just now: resume that one
         _proc.overrides[job_id] = (steps_builder, context)
         _launch_new(engine, job_id)
@@ -726,7 +925,7 @@ def get_job(engine: Engine, job_id: str, *, with_steps: bool = True) -> JobView:
 
 
 def list_jobs(engine: Engine, *, limit: int = 50, target: str | None = None,
-              status: JobStatus | None = None) -> list[JobView]:
+              status: JobStatus | None = None, with_steps: bool = True) -> list[JobView]:
     """Newest first, with their steps (a job has a handful, so this stays one small query each)."""
     with session_scope(engine) as session:
         query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
@@ -734,7 +933,7 @@ def list_jobs(engine: Engine, *, limit: int = 50, target: str | None = None,
             query = query.where(Job.target == target)
         if status is not None:
             query = query.where(Job.status == status)
-        return [_view(job) for job in session.scalars(query)]
+        return [_view(job, with_steps) for job in session.scalars(query)]
 
 
 def _default_artifacts_root() -> Path:

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, object_session
 
 from inventory import journal
 from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, SiteStatus
+from inventory.errors import InventoryError
 from inventory.models import Host, Site, Tenant, Vm
 from inventory.placement import HostLoad, Need, choose_host
 
 
-class NotFound(LookupError):
+class NotFound(InventoryError, LookupError):
     """An inventory object that does not exist; the message says what exists instead."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from inventory.enums import Lifecycle, VmRole
 from inventory.models import Tenant
+from provisioning.errors import ProvisioningError
 from provisioning.gateway import Backend, Frontend
 from provisioning.haproxy import ApplyAction, HAProxyGateway
 
@@ -23,7 +24,7 @@ ADDRESSED = frozenset({Lifecycle.PROVISIONING, Lifecycle.ACTIVE, Lifecycle.FAILE
 SERVING_ROLE = VmRole.ACCOUNTING
 
 
-class NotHealthy(RuntimeError):
+class NotHealthy(ProvisioningError):
     """An address did not answer /healthz with 200 in time."""
 
 

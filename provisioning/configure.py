@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning import seed
+from provisioning.errors import ProvisioningError
 from provisioning.guest import CommandResult
 from provisioning.vmplan import APP_GUEST_PORT, VmPlan, app_env
 
@@ -21,7 +22,7 @@ PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 _SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
 
 
-class ConfigureError(RuntimeError):
+class ConfigureError(ProvisioningError):
     """A playbook run failed; the message names the host, the task and the run folder."""
 
 

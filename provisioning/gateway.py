@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jinja2
 
+from provisioning.errors import ProvisioningError
+
 # The network rule: the gateway listens on, and forwards to, loopback only.
 LOOPBACK = "127.0.0.1"
 HEALTH_PATH = "/healthz"
@@ -22,7 +24,7 @@ HEALTH_PATH = "/healthz"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
-class GatewayError(ValueError):
+class GatewayError(ProvisioningError, ValueError):
     """Frontends the gateway refuses to render, with a message an operator can act on."""
 
 

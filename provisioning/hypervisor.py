@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import libvirt
 import libvirt_qemu
+
+from provisioning.errors import ProvisioningError
 
 # libvirt prints every error to stderr by default; we raise them as HypervisorError instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -42,7 +45,7 @@ _STATES = {
 }
 
 
-class HypervisorError(RuntimeError):
+class HypervisorError(ProvisioningError):
     """A libvirt call failed; the message names the site, the domain and libvirt's reason."""
 
 
@@ -122,6 +125,18 @@ class Hypervisor:
     def xml(self, name: str, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         return str(self._require(name).XMLDesc(flags))
+
+    def max_vcpus(self, name: str) -> int:
+        """The most vCPUs the running domain can be given live (its `<vcpu>` element)."""
+        found = ElementTree.fromstring(self.xml(name)).findtext("vcpu")
+        if found is None:
+            raise HypervisorError(f"site {self.site}: {name} has no <vcpu> in its XML")
+        return int(found)
+
+    def disk_targets(self, name: str) -> set[str]:
+        """The target devices (vda, vdb, ...) of the domain's disks as they are now."""
+        root = ElementTree.fromstring(self.xml(name))
+        return {target.get("dev", "") for target in root.iterfind("devices/disk/target")}
 
     def qemu_pid(self, name: str) -> int | None:
         """The QEMU process of a running domain (libvirt's API does not expose it)."""

@@ -47,6 +47,8 @@ class VmPaths:
     # Files that live for seconds (a clone's copy of the template state): in memory, never written
     # back to disk. None: beside the VM's disks.
     scratch: Path | None = None
+    # The county's data disk when it is not the VM's own (a restored copy attached elsewhere).
+    data_disk_path: Path | None = None
 
     @property
     def system_disk(self) -> Path:
@@ -58,7 +60,7 @@ class VmPaths:
 
     @property
     def data_disk(self) -> Path:
-        return self.directory / "data.img"
+        return self.data_disk_path or self.directory / "data.img"
 
     @property
     def agent_socket(self) -> Path:
@@ -88,8 +90,8 @@ class VmPaths:
         return self.directory / "ssh_host_ed25519_key"
 
 
-def vm_paths(site: SitePaths, vm_name: str) -> VmPaths:
-    return VmPaths(site.disks / "vms" / vm_name, scratch=site.scratch)
+def vm_paths(site: SitePaths, vm_name: str, *, data_disk: Path | None = None) -> VmPaths:
+    return VmPaths(site.disks / "vms" / vm_name, scratch=site.scratch, data_disk_path=data_disk)
 
 
 def forwards(plan: VmPlan) -> tuple[Forward, ...]:

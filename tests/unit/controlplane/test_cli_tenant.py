@@ -255,3 +255,22 @@ def test_commands_on_a_county_not_yet_provisioned_are_refused_before_any_job(
     from controlplane import bootstrap, jobs
 
     assert jobs.list_jobs(bootstrap.engine()) == [], "no job was started"
+
+
+def test_exec_quotes_each_argument_for_the_guest_shell() -> None:
+    """Issue 14, item 10: `tenant exec keelung -- sh -c 'echo a; echo b'` ran `sh -c echo`."""
+    import shlex
+
+    argv = ["sh", "-c", "echo a; echo b"]
+    line = tenant.guest_command(argv)
+    assert shlex.split(line) == argv
+    assert tenant.guest_command(["printf", "%s\n", "it's $HOME"]) == "printf '%s\n' 'it'\"'\"'s $HOME'"
+
+
+def test_resize_with_neither_size_exits_2_before_any_job(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "resize", "keelung")
+    assert result.exit_code == 2
+    assert "give --vcpus, --memory or both" in result.stderr
+    from controlplane import bootstrap, jobs
+
+    assert jobs.list_jobs(bootstrap.engine()) == []

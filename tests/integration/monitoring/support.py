@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -115,10 +115,8 @@ class DelayProxy:
         except ConnectionError:
             pass
         queue.put_nowait((0.0, b""))
-        try:
+        with suppress(ConnectionError):
             await sender
-        except ConnectionError:
-            pass
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -154,7 +152,8 @@ def gateway(counties: dict[str, int], *, real_user_timing: bool = True) -> Itera
     state = Path(tempfile.mkdtemp(prefix="ccmon-", dir="/tmp"))
     gw = HAProxyGateway(state / "haproxy", real_user_timing=real_user_timing)
     addresses = {slug: free_port() for slug in counties}
-    frontends = [Frontend(slug, addresses[slug], (Backend(f"{slug}-vm", port),)) for slug, port in counties.items()]
+    frontends = [Frontend(slug, addresses[slug], (Backend(f"{slug}-vm", port),))
+                 for slug, port in counties.items()]
     try:
         gw.paths.root.mkdir(parents=True, exist_ok=True)
         gw.apply(frontends)

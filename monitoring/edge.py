@@ -10,7 +10,8 @@ import enum
 import io
 import os
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -184,6 +185,44 @@ class RumReceiver:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class RumListener:
+    """Reads the gateway's socket continuously in a thread and hands lines over in batches.
+
+    Continuous because a unix datagram socket queues only net.unix.max_dgram_qlen datagrams (10 by
+    default): a reader that looked only now and then would lose most lines (HAProxy drops, by design,
+    rather than wait).
+    """
+
+    def __init__(self, path: Path, on_lines: Callable[[list[str]], None], poll_s: float = 0.2) -> None:
+        self.receiver = RumReceiver(path)
+        self._on_lines = on_lines
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rum-listener", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.receiver.wait(self._poll_s):
+                lines = self.receiver.drain()
+                if lines:
+                    self._on_lines(lines)
+
+    def start(self) -> RumListener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.receiver.close()
+
+    def __enter__(self) -> RumListener:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 # --------------------------------------------------------------------------- host

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from monitoring.probes import ProbeAccount
+from monitoring.timings import Split
 from provisioning.gateway import Backend, Frontend
 from provisioning.haproxy import HAProxyGateway
 from tenant_app.db import make_engine, session_scope
@@ -161,3 +163,19 @@ def gateway(counties: dict[str, int], *, real_user_timing: bool = True) -> Itera
     finally:
         gw.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _median(splits: list[Split], part: str) -> float:
+    return statistics.median(getattr(s, f"{part}_ms") for s in splits)
+
+
+def attribution_errors(by_county: dict[str, list[Split]], injected_ms: float) -> dict[str, float]:
+    """How far each side's change is from what was injected (ms), for counties base (nothing
+    injected), slownet (injected on the network) and slowapp (injected in the server)."""
+    base, net, app = by_county["base"], by_county["slownet"], by_county["slowapp"]
+    return {
+        "network delay -> network": abs(_median(net, "network") - _median(base, "network") - injected_ms),
+        "network delay -> not server": abs(_median(net, "server") - _median(base, "server")),
+        "server delay -> server": abs(_median(app, "server") - _median(base, "server") - injected_ms),
+        "server delay -> not network": abs(_median(app, "network") - _median(base, "network")),
+    }

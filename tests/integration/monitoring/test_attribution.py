@@ -7,73 +7,54 @@ over a bounded number of requests are compared with the undelayed county's, serv
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
 
 from monitoring.edge import CurlClient
+from monitoring.probes import ProbeStep, _Run
 from monitoring.rum import ParseStats, parse_lines
 from monitoring.timings import Split
 from monitoring.transactions import Transaction
 
 from .conftest import INJECTED_MS, Platform
+from .support import attribution_errors
 
 REQUESTS = 15
+WARM_UP = 2  # the first requests open the connection and warm the app's caches
 TOLERANCE_MS = 10.0
+COUNTIES = ("base", "slownet", "slowapp")
 
 
-def _timed(platform: Platform, county: str) -> list[Split]:
-    from monitoring.probes import _Run  # the probe's own request path: same split as a probe run
-
+def timed_requests(platform: Platform, county: str, n: int = REQUESTS + WARM_UP) -> list[Split]:
+    """Open the probe's budget line n times through the probe's own request path (same split)."""
     target = platform.target(county)
     with CurlClient(target.base_url) as client:
-        run = _Run(target, client, 15.0)
-        for _ in range(REQUESTS + 2):
+        run = _Run(target, client, 15.0, step=ProbeStep.BUDGET_LINE)
+        for _ in range(n):
             run.call("GET", f"/api/v1/budget-lines/{target.account.budget_line_id}", bearer=True)
-    return [r.timing for r in run.requests[2:]]  # the first two warm the connection and caches
-
-
-def _median(splits: list[Split], part: str) -> float:
-    return statistics.median(getattr(s, f"{part}_ms") for s in splits)
+    return [r.timing for r in run.requests]
 
 
 @pytest.mark.timeout(180)
 def test_injected_delay_is_attributed_to_the_right_side(platform: Platform) -> None:
     platform.rum.take()
-    probe = {county: _timed(platform, county) for county in ("base", "slownet", "slowapp")}
-    base_net, base_srv = _median(probe["base"], "network"), _median(probe["slownet"], "server")
-    errors = {
-        "probe network delay -> network": abs(_median(probe["slownet"], "network") - base_net - INJECTED_MS),
-        "probe network delay -> not server": abs(_median(probe["slownet"], "server")
-                                                 - _median(probe["base"], "server")),
-        "probe server delay -> server": abs(_median(probe["slowapp"], "server")
-                                            - _median(probe["base"], "server") - INJECTED_MS),
-        "probe server delay -> not network": abs(_median(probe["slowapp"], "network") - base_net),
-    }
-    del base_srv
+    probe = {county: timed_requests(platform, county)[WARM_UP:] for county in COUNTIES}
+    errors = {f"probe {k}": v for k, v in attribution_errors(probe, INJECTED_MS).items()}
 
     # The same requests as the gateway logged them.
     deadline = time.monotonic() + 5
     lines: list[str] = []
-    while time.monotonic() < deadline and len(lines) < 3 * (REQUESTS + 2):
+    while time.monotonic() < deadline and len(lines) < len(COUNTIES) * (REQUESTS + WARM_UP):
         time.sleep(0.1)
         lines += platform.rum.take()
     stats = ParseStats()
-    rum: dict[str, list[Split]] = {"base": [], "slownet": [], "slowapp": []}
+    rum: dict[str, list[Split]] = {county: [] for county in COUNTIES}
     for sample in parse_lines(lines, stats):
         if sample.transaction is Transaction.BUDGET_LINE:
             rum[sample.county].append(sample.timing)
-    assert all(len(v) == REQUESTS + 2 for v in rum.values()), ({k: len(v) for k, v in rum.items()}, stats,
-                                                               lines[:3], lines[-3:])
-    rum = {k: v[2:] for k, v in rum.items()}
-    errors.update({
-        "rum network delay -> network": abs(_median(rum["slownet"], "network")
-                                            - _median(rum["base"], "network") - INJECTED_MS),
-        "rum network delay -> not server": abs(_median(rum["slownet"], "server") - _median(rum["base"], "server")),
-        "rum server delay -> server": abs(_median(rum["slowapp"], "server")
-                                          - _median(rum["base"], "server") - INJECTED_MS),
-        "rum server delay -> not network": abs(_median(rum["slowapp"], "network") - _median(rum["base"], "network")),
-    })
+    assert {k: len(v) for k, v in rum.items()} == dict.fromkeys(COUNTIES, REQUESTS + WARM_UP), stats
+    errors.update({f"rum {k}": v for k, v in
+                   attribution_errors({k: v[WARM_UP:] for k, v in rum.items()}, INJECTED_MS).items()})
     print({k: round(v, 2) for k, v in errors.items()})
     assert max(errors.values()) <= TOLERANCE_MS, errors

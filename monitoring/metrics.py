@@ -73,6 +73,7 @@ class MonitoringMetrics:
                                       ["county", "reason"], registry=r)
         self.rum_lines = Counter("countycloud_rum_lines", "Gateway log lines read, by outcome", ["outcome"],
                                  registry=r)
+        self.site_up = Gauge("countycloud_site_up", "1 if the site's hypervisor answers", site, registry=r)
         self.host_cpu = Gauge("countycloud_host_cpu_percent", "Host CPU use (all cores)", site, registry=r)
         self.host_memory = Gauge("countycloud_host_memory_used_percent", "Host memory in use", site,
                                  registry=r)
@@ -97,6 +98,9 @@ class MonitoringMetrics:
         self.rum_lines.labels("sample").inc(after.samples - before.samples)
         for reason, n in after.skipped.items():
             self.rum_lines.labels(reason.value).inc(n - before.skipped[reason])
+
+    def record_site(self, site: str, up: bool) -> None:
+        self.site_up.labels(site).set(1 if up else 0)
 
     def record_host(self, usage: HostUsage) -> None:
         self.host_cpu.labels(usage.site).set(usage.cpu_pct)

@@ -75,7 +75,8 @@ def test_a_real_prometheus_scrapes_the_metrics_and_raises_county_down(
     web = free_port()
     process = subprocess.Popen(
         [str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'db'}", f"--web.listen-address=127.0.0.1:{web}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         f"--storage.tsdb.path={tmp_path / 'db'}", f"--web.listen-address=127.0.0.1:{web}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         alerts: list[dict[str, object]] = []

@@ -119,6 +119,26 @@ class Hypervisor:
         info = self.info(name)
         return info.state if info else DomainState.MISSING
 
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Read-only counters of every running domain, for monitoring: libvirt's bulk stats
+        (cpu.time ns, balloon.current/maximum KiB, vcpu.current, net.N.rx.bytes, block.N.rd.bytes...)
+        over the basics from info(), which every driver has."""
+        flags = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+                 | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE
+                 | libvirt.VIR_DOMAIN_STATS_BLOCK)
+        try:
+            found = self._conn.getAllDomainStats(flags, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+        except libvirt.libvirtError as error:
+            raise HypervisorError(f"site {self.site}: domain stats: {error.get_error_message()}") from error
+        usage: dict[str, dict[str, float]] = {}
+        for domain, values in found:
+            _state, max_kib, kib, vcpus, cpu_ns = domain.info()
+            basics = {"cpu.time": cpu_ns, "balloon.current": kib, "balloon.maximum": max_kib,
+                      "vcpu.current": vcpus}
+            bulk = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+            usage[domain.name()] = {**{k: float(v) for k, v in basics.items()}, **bulk}
+        return usage
+
     def names(self) -> list[str]:
         return sorted(domain.name() for domain in self._conn.listAllDomains())
 

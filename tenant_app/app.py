@@ -19,6 +19,7 @@ import tenant_app.services.journal  # noqa: F401  (registers the posted-entry im
 from tenant_app import timing
 from tenant_app.api import errors as api_errors
 from tenant_app.api.fastpath import CertifyFastPath
+from tenant_app.api.limits import RequestLimits
 from tenant_app.api.naive import naive_engine
 from tenant_app.api.naive import router as naive_router
 from tenant_app.api.router import include_api
@@ -119,6 +120,8 @@ def build_app() -> FastAPI:
 
     # Added first so it runs inside ServerTimingMiddleware: fast-path answers are timed and counted too.
     app.add_middleware(CertifyFastPath)
+    # Outside the fast path: size, JSON depth and media type are bounded before any body is parsed.
+    app.add_middleware(RequestLimits)
     app.add_middleware(ServerTimingMiddleware, metrics=app_metrics)
     # Outermost: everything inside sees the client and scheme the trusted gateway reports.
     app.add_middleware(ForwardedMiddleware)

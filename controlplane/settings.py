@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     # first of them within seconds (docs/benchmarks.md).
     bringup_places: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
 
+    # The service (`countycloud serve`): API, console and job workers on 127.0.0.1. The port is below
+    # the ephemeral range for the same reason as the guests' ports.
+    service_port: int = Field(default=8600, ge=1, le=65535)
+    # Console sessions end this long after sign-in.
+    session_hours: float = Field(default=12.0, gt=0)
+    # Failed sign-ins allowed per user name and per client address within the window, before
+    # further attempts are refused (HTTP 429) until the window has passed.
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: int = Field(default=900, ge=1)
+    # Set when the console is served over HTTPS (behind a TLS proxy): cookies are then Secure.
+    cookie_secure: bool = False
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:

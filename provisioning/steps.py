@@ -379,8 +379,15 @@ def _configure(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
 def _configure_after_others(platform: Platform, tenant_slug: str, ctx: StepContext) -> str:
     """Provisioning's converge: after every county coming up now serves (see bringup.py)."""
     bringup.end(platform.locks_dir, tenant_slug)  # a rerun that starts here must not wait on itself
+    plans = [load_plan(platform, name) for name in vm_names(platform, tenant_slug)]
+    # Before the turn: a county whose guest already serves its declared settings waits for no one.
+    digests = configure.guest_digests(plans, platform.hypervisor)
+    if not configure.unconverged(plans, digests):
+        return configure.skipped(plans)
     with bringup.converge_turn(platform.locks_dir) as turn:
-        converged = _configure(platform, tenant_slug, ctx)
+        converged = configure.converge_stale(
+            plans, digests, lambda stale: configure.converge(stale, ensure_ssh_key(platform.ssh_key),
+                                                             ctx.artifacts))
     if not turn.waited_for:
         return converged
     note = "waited" if not turn.gave_up else "gave up waiting after"

@@ -26,9 +26,14 @@ Its own environment: state dir /var/lib/countycloud-bench, guest ports 27000-279
 28000-28499, the shared image cache. `setup --no-templates`, `inventory apply` and `template build
 primary` (the site every sample county lives at) run first and are not timed.
 
+Issue #14 (item 12) adds, for the N counties from templates: clone13_ratio = clone13_all_ready_s
+÷ bare_boot_s of the same run (so the bare boot runs whenever N > 1, even with --skip-single), and
+clone13_command_s = the whole `tenant create` naming all N, from its start until it exits (every
+job finished: converges, or their skips, included).
+
 Last line: one JSON object with p1_ratio, ready_s, bare_boot_s, clone_ready_s, clone_ratio,
-clone13_all_ready_s, clone_rss_mb_max, counties, all_ready_s, rss_mb_max, cold13_all_ready_s,
-cold13_rss_mb_max (null when not measured).
+clone13_all_ready_s, clone13_ratio, clone13_command_s, clone_rss_mb_max, counties, all_ready_s,
+rss_mb_max, cold13_all_ready_s, cold13_rss_mb_max (null when not measured).
 Run: .venv/bin/python bench/provision.py [--counties 13] [--skip-cold13]
 """
 
@@ -85,7 +90,7 @@ POLL_S = 0.1
 # very guests they time. A county is seen serving at most this much late.
 ADDRESS_POLL_S = 0.25
 GOALS = {"p1_ratio": 1.25, "clone_ratio": 0.10, "clone13_all_ready_s": 30.0, "clone_rss_mb_max": 400.0,
-         "all_ready_s": 240.0, "rss_mb_max": 600.0}
+         "all_ready_s": 240.0, "rss_mb_max": 600.0, "clone13_ratio": 0.5, "clone13_command_s": 60.0}
 
 
 def say(text: str) -> None:
@@ -424,7 +429,10 @@ def job_steps(cli: Cli, slug: str) -> dict[str, Any]:
         return {}
     job = json.loads(cli.run("job", "show", listed[0]["id"], "--json", check=False))
     return {"job": job["id"], "status": job["status"], "job_s": round(job["duration_s"] or 0.0, 2),
-            "steps": {step["name"]: round(step["duration_s"] or 0.0, 2) for step in job["steps"]}}
+            "steps": {step["name"]: round(step["duration_s"] or 0.0, 2) for step in job["steps"]},
+            # When each step ran and what it said: kept in the run's log folder, not the JSON line.
+            "detail": [(step["name"], step["started_at"], step["finished_at"], step["output"][-300:])
+                       for step in job["steps"]]}
 
 
 def single(cli: Cli, slug: str, cold: bool, label: str) -> dict[str, Any]:
@@ -436,8 +444,10 @@ def single(cli: Cli, slug: str, cold: bool, label: str) -> dict[str, Any]:
         if ready is None:
             raise RuntimeError(f"{slug} never answered through its address "
                                f"(log: {cli.logs}/{label}-{slug}.log)")
+        steps = job_steps(cli, slug)
+        steps.pop("detail", None)
         return {"ready_s": round(ready, 2), "command_s": round(county.exit_s or 0.0, 2), "rc": county.rc,
-                "rss_mb": round(county.rss_mb, 1), "load": load, **job_steps(cli, slug)}
+                "rss_mb": round(county.rss_mb, 1), "load": load, **steps}
     finally:
         retire(cli, [slug])
 
@@ -449,6 +459,12 @@ def many(cli: Cli, slugs: list[str], cold: bool, concurrency: int | None, label:
     try:
         ready = provision(cli, counties, cold=cold, concurrency=concurrency, label=label)
         jobs = {c.slug: job_steps(cli, c.slug) for c in counties}
+        # Every job's steps, for finding where the time went (the JSON line keeps the slowest only).
+        (cli.logs / f"{label}-jobs.json").write_text(json.dumps(
+            {c.slug: {"ready_s": c.ready_s, "command_s": c.exit_s, **jobs[c.slug]} for c in counties},
+            indent=1))
+        for job in jobs.values():
+            job.pop("detail", None)
     finally:
         retire(cli, slugs)
     slowest = max(counties, key=lambda c: c.ready_s if c.ready_s is not None else float("inf"))
@@ -500,7 +516,8 @@ def main() -> int:
                         help="the same for --cold (TCG boots contend for the cores)")
     parser.add_argument("--source", choices=("head", "worktree"), default="head",
                         help="run the CLI from a snapshot of HEAD (default) or from the work tree")
-    parser.add_argument("--skip-single", action="store_true", help="no bare/cold/clone single figures")
+    parser.add_argument("--skip-single", action="store_true",
+                        help="no cold/clone single figures (the bare boot still runs for clone13_ratio)")
     args = parser.parse_args()
     if not 1 <= args.counties <= 13:
         parser.error("--counties takes 1 to 13")
@@ -516,8 +533,8 @@ def main() -> int:
     cli = Cli(source=source, env=env, logs=logs)
     out: dict[str, Any] = {key: None for key in (
         "p1_ratio", "ready_s", "bare_boot_s", "clone_ready_s", "clone_ratio", "clone13_all_ready_s",
-        "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max", "cold13_all_ready_s",
-        "cold13_rss_mb_max")}
+        "clone13_ratio", "clone13_command_s", "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max",
+        "cold13_all_ready_s", "cold13_rss_mb_max")}
     out.update(bare_ssh_s=None, source=str(source), logs=str(logs))
 
     say(f"setup (not timed; may rebuild the golden image and templates) from {source}")
@@ -583,7 +600,10 @@ def main() -> int:
                else f"{min(args.clone_concurrency, len(chosen))} commands at a time")
         say(f"{len(chosen)} counties from templates, {how}")
         clones = many(cli, chosen, cold=False, concurrency=args.clone_concurrency, label="clone-many")
-        out.update(clone13_all_ready_s=clones["all_ready_s"], clone_rss_mb_max=clones["rss_mb_max"],
+        out.update(clone13_all_ready_s=clones["all_ready_s"],
+                   clone13_ratio=ratio(clones["all_ready_s"], out["bare_boot_s"]),
+                   clone13_command_s=clones["command_s_max"] if not clones["command_failed"] else None,
+                   clone_rss_mb_max=clones["rss_mb_max"],
                    counties=len(chosen), all_ready_s=clones["all_ready_s"], rss_mb_max=clones["rss_mb_max"],
                    clone_many=clones)
 
@@ -593,8 +613,9 @@ def main() -> int:
         out.update(cold13_all_ready_s=colds["all_ready_s"], cold13_rss_mb_max=colds["rss_mb_max"],
                    cold_many=colds)
 
+    if not args.skip_single or args.counties > 1:
+        phase("bare", bare_phase)  # the denominator of clone13_ratio as well
     if not args.skip_single:
-        phase("bare", bare_phase)
         phase("cold", cold_phase)
         phase("clone", clone_phase)
     if args.counties > 1:

@@ -332,8 +332,66 @@ def watch_address(county: County, stop: threading.Event) -> None:
         time.sleep(ADDRESS_POLL_S)
 
 
+@dataclass
+class CpuShare:
+    """Where the machine's CPU went between the first command's start and the last county serving:
+    the whole machine (busy = not idle), each county's QEMU, the `tenant create` process with the
+    children it waited for (mkfs, qemu-img, haproxy -c...), the site's libvirtd and HAProxy."""
+
+    began: Any = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def _busy(times: Any) -> float:
+        return float(times.user + times.system + getattr(times, "irq", 0) + getattr(times, "softirq", 0)
+                     + getattr(times, "nice", 0))
+
+    @staticmethod
+    def _named(fragment: str) -> float:
+        total = 0.0
+        for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+            argv = " ".join(proc.info["cmdline"] or [])
+            if fragment in (proc.info["name"] or "") and str(STATE_DIR) in argv and proc.info["cpu_times"]:
+                total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+        return total
+
+    def start(self) -> None:
+        self.began = (psutil.cpu_times(), self._named("libvirtd"), self._named("haproxy"), time.monotonic())
+
+    def stop(self, counties: list[County]) -> None:
+        if self.began is None or self.result:
+            return
+        machine, libvirtd, haproxy, at = self.began
+        now = psutil.cpu_times()
+        qemu: dict[str, float] = {}
+        for county in counties:
+            for vm, pid in county.pids.items():
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue
+                qemu[vm] = round(times.user + times.system, 2)
+        clis: dict[int, float] = {}
+        for county in counties:
+            if county.proc is not None and county.proc.pid not in clis:
+                try:
+                    times = psutil.Process(county.proc.pid).cpu_times()
+                except psutil.Error:
+                    continue
+                clis[county.proc.pid] = (times.user + times.system + times.children_user
+                                         + times.children_system)
+        self.result = {
+            "window_s": round(time.monotonic() - at, 2), "cores": os.cpu_count(),
+            "machine_busy_s": round(self._busy(now) - self._busy(machine), 1),
+            "qemu_s": round(sum(qemu.values()), 1), "qemu_s_each": qemu,
+            "cli_s": round(sum(clis.values()), 1),
+            "libvirtd_s": round(self._named("libvirtd") - libvirtd, 1),
+            "haproxy_s": round(self._named("haproxy") - haproxy, 1),
+        }
+
+
 def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int | None,
-              label: str) -> float | None:
+              label: str, cpu: CpuShare | None = None) -> float | None:
     """Start `tenant create` for every county, poll their addresses; returns the seconds from the
     first start until all answered /healthz 200 (None if any never did). `concurrency` None: one
     `tenant create` naming every county (they are provisioned together in one process); a number:
@@ -346,6 +404,8 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int | N
     began = time.monotonic()
     said_all = False
     next_rss = 0.0
+    if cpu is not None:
+        cpu.start()
     try:
         while waiting or running:
             # The pool bounds counties on their way to serving: a command whose county already
@@ -388,6 +448,9 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int | N
                 next_rss = time.monotonic() + 0.5
             if not said_all and not waiting and all(c.ready_s is not None for c in counties):
                 said_all = True
+                if cpu is not None:
+                    sample_rss(running)  # every QEMU's pid known before their CPU is read
+                    cpu.stop(counties)
                 say(f"  all {len(counties)} healthy; waiting for the commands to finish")
             time.sleep(POLL_S)
         # Every command has ended; a county that serves is seen within a few more polls.
@@ -457,7 +520,8 @@ def many(cli: Cli, slugs: list[str], cold: bool, concurrency: int | None, label:
     counties = [describe(cli, slug) for slug in slugs]
     load = load_note()
     try:
-        ready = provision(cli, counties, cold=cold, concurrency=concurrency, label=label)
+        cpu = CpuShare()
+        ready = provision(cli, counties, cold=cold, concurrency=concurrency, label=label, cpu=cpu)
         jobs = {c.slug: job_steps(cli, c.slug) for c in counties}
         # Every job's steps, for finding where the time went (the JSON line keeps the slowest only).
         (cli.logs / f"{label}-jobs.json").write_text(json.dumps(
@@ -477,6 +541,7 @@ def many(cli: Cli, slugs: list[str], cold: bool, concurrency: int | None, label:
         "command_failed": [c.slug for c in counties if c.rc != 0],
         "command_s_max": round(max(c.exit_s or 0.0 for c in counties), 2), "load": load,
         "slowest": {"county": slowest.slug, **jobs.get(slowest.slug, {})},
+        "cpu_until_all_serve": cpu.result,
         "step_s_max": step_maxima(jobs.values()),
     }
 

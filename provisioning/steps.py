@@ -366,6 +366,9 @@ def _health(platform: Platform, tenant_slug: str) -> str:
 
 
 def _serving(platform: Platform, tenant_slug: str) -> str:
+    # Its app answers (app-ready): HAProxy need not wait for its next check to send it requests.
+    plans = [load_plan(platform, name) for name in vm_names(platform, tenant_slug)]
+    address.vouch_serving(platform.haproxy_dir, tenant_slug, {plan.name: plan.app_port for plan in plans})
     healthy = _health(platform, tenant_slug)
     bringup.end(platform.locks_dir, tenant_slug)
     return healthy

@@ -10,7 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from inventory.enums import Lifecycle, VmRole
@@ -46,6 +46,13 @@ def apply(haproxy_dir: Path, wanted: list[Frontend]) -> bool:
     """Make HAProxy serve exactly these frontends; returns whether anything changed."""
     result = HAProxyGateway(haproxy_dir).apply(wanted)
     return result.action is not ApplyAction.UNCHANGED
+
+
+def vouch_serving(haproxy_dir: Path, tenant: str, servers: Mapping[str, int]) -> list[str]:
+    """Mark UP in HAProxy each of the county's servers (VM name -> its app port on 127.0.0.1) whose
+    app answers /healthz now, rather than wait for HAProxy's next check; returns those marked."""
+    serving = [name for name, port in servers.items() if healthy(port)]
+    return HAProxyGateway(haproxy_dir).vouch_up(tenant, serving) if serving else []
 
 
 def port_free(port: int) -> bool:

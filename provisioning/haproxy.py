@@ -369,6 +369,25 @@ class HAProxyGateway:
                                        row.get("check_status", "")))
         return states
 
+    def vouch_up(self, tenant: str, servers: Sequence[str]) -> list[str]:
+        """Tell the running worker these servers of a county are healthy now (`set server BE/SRV
+        health up`); returns those it accepted (none when HAProxy is not running).
+
+        For a caller that has just seen each server's app answer its health check itself: a county
+        whose address was added while its VM was still coming up has been checked DOWN, and would
+        otherwise wait up to a check interval for its next check to bring it UP. Checks go on as
+        before and take it DOWN again if it fails them.
+        """
+        accepted: list[str] = []
+        for server in servers:
+            try:
+                answer = _ask(self.paths.runtime_socket, f"set server be_{tenant}/{server} health up")
+            except OSError:
+                return accepted
+            if not answer.strip():  # the runtime API says nothing on success, why not otherwise
+                accepted.append(server)
+        return accepted
+
     def backend_state(self, tenant: str) -> dict[str, ServerStatus]:
         name = f"be_{tenant}"
         return {s.server: s for s in self.server_states() if s.backend == name}

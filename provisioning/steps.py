@@ -168,7 +168,10 @@ def _health(platform: Platform, tenant: str) -> Ready:
     return Ready(port=port, waited_s=round(address.wait_healthy(port, timeout_s=60), 2), through="address")
 
 
-def _serving(platform: Platform, tenant: str) -> Ready:
+def _serving(platform: Platform, tenant: str, ctx: StepContext) -> Ready:
+    # Its app answers (app-ready): HAProxy need not wait for its next check to send it requests.
+    placed = ctx.result("place", Placed)
+    vm.vouch_serving(platform, tenant, {target.name: target.app_port for target in placed.vms})
     healthy = _health(platform, tenant)
     bringup.end(platform.locks_dir, tenant)
     return healthy
@@ -182,8 +185,15 @@ def _configure(platform: Platform, tenant: str, ctx: StepContext) -> str:
 def _configure_after_others(platform: Platform, tenant: str, ctx: StepContext) -> str:
     """Provisioning's converge: after every county coming up now serves (see bringup.py)."""
     bringup.end(platform.locks_dir, tenant)  # a rerun that starts here must not wait on itself
+    plans = records.load_plans(platform.engine, tenant)
+    # Before the turn: a county whose guest already serves its declared settings waits for no one.
+    digests = configure.guest_digests(plans, platform.hypervisor)
+    if not configure.unconverged(plans, digests):
+        return configure.skipped(plans)
     with bringup.converge_turn(platform.locks_dir) as turn:
-        converged = _configure(platform, tenant, ctx)
+        converged = configure.converge_stale(
+            plans, digests, lambda stale: configure.converge(stale, ensure_ssh_key(platform.ssh_key),
+                                                             ctx.artifacts))
     if not turn.waited_for:
         return converged
     note = "waited" if not turn.gave_up else "gave up waiting after"
@@ -262,7 +272,7 @@ def provision_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     steps = [_coming_up(platform, tenant, step) for step in steps]
     return [
         *steps,
-        Step("health", lambda ctx: _serving(platform, tenant), "healthy through the tenant address"),
+        Step("health", lambda ctx: _serving(platform, tenant, ctx), "healthy through the tenant address"),
         Step("configure", lambda ctx: _configure_after_others(platform, tenant, ctx),
              "Ansible converges the declared settings (after the counties coming up serve)"),
         Step("record", lambda ctx: _record_active(platform, tenant), "mark the tenant active"),

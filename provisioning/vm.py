@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -251,6 +251,11 @@ def tear_down(hv: Hypervisor, vm_name: str, paths: VmPaths, *, purge: bool) -> l
 
 
 # --- address -----------------------------------------------------------------------------------
+
+def vouch_serving(platform: Platform, tenant: str, servers: Mapping[str, int]) -> list[str]:
+    """Tell the gateway that these VMs of the county (name -> app port) serve now, whose app answers."""
+    return address.vouch_serving(platform.haproxy_dir, tenant, servers)
+
 
 def point_address(platform: Platform, wanted: Sequence[Frontend]) -> bool:
     """Make the gateway serve exactly these addresses (hitless reload); True if anything changed."""

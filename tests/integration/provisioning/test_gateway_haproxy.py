@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.gateway import Backend, Frontend, GatewayError
+from provisioning.gateway import Backend, Frontend, GatewayError, Timeouts
 from provisioning.haproxy import HAPROXY, ApplyAction, HAProxyGateway, ServerState
 
 pytestmark = pytest.mark.skipif(not HAPROXY.exists(), reason="haproxy is not installed")
@@ -259,3 +259,30 @@ def test_the_gateway_replaces_client_sent_forwarded_headers(
     finally:
         conn.close()
     assert sorted(seen) == ["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http"]
+
+
+def test_a_server_vouched_for_serves_at_once_not_at_its_next_check(app_a: _Server) -> None:
+    # Checks a minute apart: within this test only the vouch can bring a DOWN server back UP.
+    state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))
+    gw = HAProxyGateway(state / "haproxy", timeouts=Timeouts(check_interval_ms=60000))
+    try:
+        port = free_port()
+        gw.apply([Frontend("yilan", port, [Backend("yilan-app", port_of(app_a))])])
+        assert get(port) == (200, "app-a")
+        # What the checks did to a county whose VM was not up yet when its address was added.
+        from provisioning.haproxy import _ask
+
+        assert _ask(gw.paths.runtime_socket, "set server be_yilan/yilan-app health down").strip() == ""
+        gw.wait_for("yilan", "yilan-app", ServerState.DOWN, timeout=5)
+        time.sleep(1.0)
+        assert get(port)[0] == 503, "still DOWN: its next check is a minute away"
+        assert gw.vouch_up("yilan", ["yilan-app", "no-such-server"]) == ["yilan-app"]
+        assert gw.backend_state("yilan")["yilan-app"].state == ServerState.UP
+        assert get(port) == (200, "app-a")
+    finally:
+        gw.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_vouching_with_haproxy_not_running_does_nothing(gateway: HAProxyGateway) -> None:
+    assert gateway.vouch_up("yilan", ["yilan-app"]) == []

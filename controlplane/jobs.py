@@ -708,10 +708,51 @@ def take_over(engine: Engine) -> list[str]:
     return taken
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """Work the service does on a schedule (backups, probes): a DBOS workflow fired by a cron
+    expression (six fields: seconds first) and run on the workers' queue, once per fire time across
+    every worker sharing the database."""
+
+    name: str
+    cron: str
+    workflow: Callable[[datetime, Any], None]
+
+
+_periodic: dict[str, Periodic] = {}
+
+
+def register_periodic(name: str, cron: str, action: Callable[[datetime], None]) -> None:
+    """Declare periodic work before the process becomes a worker (run_workers creates its schedule)."""
+    from dbos import DBOS
+
+    def fire(scheduled_at: datetime, _context: Any) -> None:
+        action(scheduled_at)
+
+    workflow = DBOS.workflow(name=f"countycloud.periodic.{name}")(fire)
+    _periodic[name] = Periodic(name, cron, workflow)
+
+
+def _ensure_schedules() -> None:
+    from dbos import DBOS
+
+    existing = {schedule["schedule_name"]: schedule for schedule in DBOS.list_schedules()}
+    for periodic in _periodic.values():
+        found = existing.get(periodic.name)
+        if found is not None and found["schedule"] == periodic.cron:
+            continue
+        if found is not None:
+            DBOS.delete_schedule(periodic.name)
+        with contextlib.suppress(Exception):  # another worker created it just now
+            DBOS.create_schedule(schedule_name=periodic.name, workflow_fn=periodic.workflow,
+                                 schedule=periodic.cron, queue_name=WORKER_QUEUE)
+
+
 def run_workers(engine: Engine, stop: threading.Event | None = None) -> threading.Thread:
     """Make this process a worker: it takes jobs from the workers' queue, heartbeats, and takes over
     dead workers' jobs. Returns the heartbeat thread (ended by setting `stop`)."""
     _ensure_dbos(engine, worker=True)
+    _ensure_schedules()
     stop = stop or threading.Event()
     _heartbeat(engine)
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,32 @@ def test_a_submitted_job_runs_on_a_worker_and_a_dead_workers_job_is_taken_over(
     finally:
         stop.set()
         worker.kill()
+
+
+def test_periodic_work_fires_on_a_worker_once_per_fire_time(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups and probes register periodic work; a worker runs each fire time once."""
+    monkeypatch.setattr(jobs, "_periodic", {})
+    fired = tmp_path / "fired.log"
+    lock = threading.Lock()
+
+    def tick(at: datetime) -> None:
+        with lock, fired.open("a") as log:
+            log.write(at.isoformat() + "\n")
+
+    jobs.register_periodic("test-tick", "* * * * * *", tick)  # every second
+    stop = threading.Event()
+    try:
+        jobs.run_workers(engine, stop)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(fired.read_text().split() if fired.exists() else []) < 3:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        from dbos import DBOS
+
+        DBOS.delete_schedule("test-tick")
+    times = fired.read_text().split()
+    assert len(times) >= 3, times
+    assert len(set(times)) == len(times), "each fire time ran once"

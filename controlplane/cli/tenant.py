@@ -56,17 +56,37 @@ def create_command(
         help="The counties' slugs, e.g. keelung; several are provisioned at once.", show_default=False)],
     cold: Annotated[bool, typer.Option("--cold", help="Boot from the golden image instead of cloning "
                                                       "the site's prebooted template.")] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Queue the jobs for the service's workers (`countycloud serve`); print their ids.",
+    )] = False,
 ) -> None:
     """Provision declared counties: their VMs, addresses and configuration (a resumable job each)."""
     actor = cli_actor()
     with user_errors():  # an unknown county: a clear message, exit 2, nothing started
         requests = [operations.request_create(actor, tenant, cold=cold) for tenant in dict.fromkeys(tenants)]
+    if no_wait:
+        submit_all(requests)
+        return
     if len(requests) == 1:
         job_id = run_job(requests[0])
         show_command(requests[0].target)
         console.print(f"[green]job {job_id} succeeded[/]")
         return
     create_many(requests)
+
+
+def submit_all(requests: list[operations.JobRequest]) -> None:
+    """Queue each job for the workers; a line `TARGET JOB_ID` each (a county already queued or
+    running keeps its job)."""
+    try:
+        with user_errors():
+            refs = [operations.submit(request) for request in requests]
+    finally:
+        jobs.shutdown()
+    if not jobs.live_workers(bootstrap.engine()):
+        errors.print("no worker is running: the jobs wait until `countycloud serve` starts")
+    for ref in refs:
+        console.print(f"{ref.target} {ref.id}", markup=False, highlight=False)
 
 
 def create_many(requests: list[operations.JobRequest]) -> None:

@@ -7,6 +7,8 @@ would parse.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from inventory.jobs import StepResult
@@ -30,10 +32,21 @@ class ConfigureArgs(JobArgs):
     tenant: str = Field(min_length=1, max_length=63)
 
 
+VcpuCount = Annotated[int, Field(ge=1, le=MAX_VCPUS)]
+MemoryMiB = Annotated[int, Field(ge=1, le=MAX_MEMORY_MIB)]
+
+
+class ResizeAsked(JobArgs):
+    """A resize as asked: a size left out stays as it is."""
+
+    vcpus: VcpuCount | None = None
+    memory_mb: MemoryMiB | None = None
+
+
 class ResizeArgs(JobArgs):
     vm: str = Field(min_length=1, max_length=120)
-    vcpus: int = Field(ge=1, le=MAX_VCPUS)
-    memory_mb: int = Field(ge=1, le=MAX_MEMORY_MIB)
+    vcpus: VcpuCount
+    memory_mb: MemoryMiB
 
 
 class RetireArgs(JobArgs):

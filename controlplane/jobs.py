@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,6 +72,11 @@ OUTPUT_KEEP_CHARS = 200_000
 # the machine's bring-up places, provisioning/bringup.py).
 WORKER_QUEUE = "countycloud-jobs"
 WORKER_CONCURRENCY = 16
+# Jobs that act at a site go on that site's queue: at most SITE_CONCURRENCY of them run at once across
+# all workers, so one site's burst (13 creates) cannot take every worker slot from the other's (a
+# failover). Workers listen to the queues of the sites they are told at start.
+SITE_QUEUE_PREFIX = "countycloud-jobs-site-"
+SITE_CONCURRENCY = 13
 # A worker writes its heartbeat this often; one not seen for WORKER_DEAD_AFTER_S is dead and a live
 # worker takes over its jobs (the issue asks for a takeover within 30 s).
 WORKER_HEARTBEAT_S = 2.0
@@ -245,8 +250,9 @@ class _Process:
         self.workflow: Callable[[str], str] | None = None
         # Set when Ctrl-C cut a foreground wait short: shutdown() then ends the process at once.
         self.interrupted = False
-        # Whether this process takes jobs from the workers' queue (`countycloud serve`).
-        self.worker = False
+        # The workers' queues this process takes jobs from (`countycloud serve`); none for a CLI.
+        self.listening: list[str] = []
+        self.registered_queues: set[str] = set()
 
 
 _proc = _Process()
@@ -304,7 +310,21 @@ class _QuietStepFailures(logging.Filter):
 _quiet = _QuietStepFailures()
 
 
-def _ensure_dbos(engine: Engine, *, worker: bool = False) -> None:
+def site_queue(site: str | None) -> str:
+    return WORKER_QUEUE if site is None else f"{SITE_QUEUE_PREFIX}{site}"
+
+
+def _register_site_queue(queue: str) -> None:
+    from dbos import DBOS
+
+    if queue != WORKER_QUEUE and queue not in _proc.registered_queues:
+        DBOS.register_queue(queue, global_concurrency=SITE_CONCURRENCY,
+                            worker_concurrency=min(WORKER_CONCURRENCY, SITE_CONCURRENCY),
+                            polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        _proc.registered_queues.add(queue)
+
+
+def _ensure_dbos(engine: Engine, *, worker: bool = False, sites: Sequence[str] = ()) -> None:
     """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
     from dbos import DBOS
 
@@ -313,7 +333,8 @@ def _ensure_dbos(engine: Engine, *, worker: bool = False) -> None:
         if _proc.workflow is None:
             # Registered once per process, before the first launch (DBOS requires it for recovery).
             _proc.workflow = DBOS.workflow(name="countycloud.job")(_job_workflow)
-        if _proc.dbos_url == target and (_proc.worker or not worker):
+        listening = [WORKER_QUEUE, *(site_queue(site) for site in sites)] if worker else []
+        if _proc.dbos_url == target and (not worker or set(listening) <= set(_proc.listening)):
             _proc.engine = engine
             return
         if _proc.dbos_url is not None:
@@ -333,12 +354,15 @@ def _ensure_dbos(engine: Engine, *, worker: bool = False) -> None:
         # resumed by one CLI is never picked up by another CLI that happens to be running (which
         # would then cut it off when it exits).
         # A CLI listens to its own queue only; a worker (`countycloud serve`) to the shared one too.
-        DBOS.listen_queues([_proc.queue_name, WORKER_QUEUE] if worker else [_proc.queue_name])
+        DBOS.listen_queues([_proc.queue_name, *listening])
         DBOS.launch()
         DBOS.register_queue(_proc.queue_name, polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
         DBOS.register_queue(WORKER_QUEUE, worker_concurrency=WORKER_CONCURRENCY,
                             polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
-        _proc.worker = worker
+        _proc.registered_queues = set()
+        for queue in listening:
+            _register_site_queue(queue)
+        _proc.listening = listening
         _proc.launch_s = time.perf_counter() - began
         _proc.dbos_url = target
         _proc.engine = engine
@@ -583,7 +607,7 @@ def _reusable(engine: Engine, kind: JobKind, target: str, args: dict[str, Any]) 
 
 
 def submit(engine: Engine, kind: JobKind, target: str, args: Mapping[str, Any], *,
-           artifacts_root: Path | None = None) -> str:
+           artifacts_root: Path | None = None, site: str | None = None) -> str:
     """Queue a job for the workers (`countycloud serve`) and return its id at once. An unfinished job
     for the same target and arguments is that job: queued again if nobody is running it."""
     args = dict(args)
@@ -593,22 +617,28 @@ def submit(engine: Engine, kind: JobKind, target: str, args: Mapping[str, Any], 
         existing = _reusable(engine, kind, target, args)
         if existing is not None:
             if not _running(engine, existing):
-                requeue(engine, existing.id)
+                requeue(engine, existing.id, site=site)
             return existing.id
         job_id = _create(engine, kind, target, args, artifacts_root)
         if job_id is None:
             continue
         _ensure_dbos(engine)
-        from dbos import DBOS, SetWorkflowID
-
-        assert _proc.workflow is not None
-        with SetWorkflowID(job_id):
-            DBOS.enqueue_workflow(WORKER_QUEUE, _proc.workflow, job_id)
+        _enqueue(job_id, site)
         return job_id
     raise JobConflict(f"could not create or find the {kind.value} job for {target}")
 
 
-def requeue(engine: Engine, job_id: str) -> None:
+def _enqueue(job_id: str, site: str | None) -> None:
+    from dbos import DBOS, SetWorkflowID
+
+    assert _proc.workflow is not None
+    queue = site_queue(site)
+    _register_site_queue(queue)
+    with SetWorkflowID(job_id):
+        DBOS.enqueue_workflow(queue, _proc.workflow, job_id)
+
+
+def requeue(engine: Engine, job_id: str, *, site: str | None = None) -> None:
     """Put a crashed or failed job back on the workers' queue (it continues where it stopped)."""
     view = get_job(engine, job_id, with_steps=False)
     if view.status == JobStatus.SUCCEEDED:
@@ -618,17 +648,17 @@ def requeue(engine: Engine, job_id: str) -> None:
     if _runner_alive(view.runner):
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
     _ensure_dbos(engine)
-    from dbos import DBOS, SetWorkflowID
+    from dbos import DBOS
 
+    queue = site_queue(site)
+    _register_site_queue(queue)
     status = DBOS.get_workflow_status(job_id)
     if status is None:
-        assert _proc.workflow is not None
-        with SetWorkflowID(job_id):
-            DBOS.enqueue_workflow(WORKER_QUEUE, _proc.workflow, job_id)
+        _enqueue(job_id, site)
     elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
-        DBOS.resume_workflow(job_id, queue_name=WORKER_QUEUE)
+        DBOS.resume_workflow(job_id, queue_name=queue)
     elif status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=WORKER_QUEUE)
+        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=queue)
     with session_scope(engine) as session:
         job = session.get(Job, job_id)
         if job is not None and job.status is JobStatus.FAILED:
@@ -643,7 +673,8 @@ def _queued_for_workers(engine: Engine, job_id: str) -> bool:
     from dbos import DBOS
 
     status = DBOS.get_workflow_status(job_id)
-    return status is not None and status.status == "ENQUEUED" and status.queue_name == WORKER_QUEUE
+    return (status is not None and status.status == "ENQUEUED"
+            and (status.queue_name or "").startswith(WORKER_QUEUE))
 
 
 # ---------------------------------------------------------------- workers (the service)
@@ -748,10 +779,11 @@ def _ensure_schedules() -> None:
                                  schedule=periodic.cron, queue_name=WORKER_QUEUE)
 
 
-def run_workers(engine: Engine, stop: threading.Event | None = None) -> threading.Thread:
-    """Make this process a worker: it takes jobs from the workers' queue, heartbeats, and takes over
-    dead workers' jobs. Returns the heartbeat thread (ended by setting `stop`)."""
-    _ensure_dbos(engine, worker=True)
+def run_workers(engine: Engine, stop: threading.Event | None = None, *,
+                sites: Sequence[str] = ()) -> threading.Thread:
+    """Make this process a worker: it takes jobs from the workers' queue and the queues of `sites`,
+    heartbeats, and takes over dead workers' jobs. Returns the heartbeat thread (ended by `stop`)."""
+    _ensure_dbos(engine, worker=True, sites=sites)
     _ensure_schedules()
     stop = stop or threading.Event()
     _heartbeat(engine)

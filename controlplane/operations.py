@@ -59,6 +59,8 @@ class JobRequest:
     args: dict[str, Any]
     # Unfinished jobs to cancel before this one starts (e.g. a county's provision, when retiring it).
     cancel_first: tuple[str, ...] = field(default=())
+    # The site the job acts at: its queue there bounds how many jobs run at that site at once.
+    site: str | None = None
 
 
 # --- authorisation ---------------------------------------------------------------------------
@@ -198,7 +200,8 @@ def request_create(actor: Actor, slug: str, *, cold: bool = False) -> JobRequest
                            f"(`countycloud tenant retire {slug}`)")
         if not queries.vms_of(tenant):
             raise InvalidInput(f"tenant {slug} declares no VMs")
-    return JobRequest(actor, Action.PROVISION, JobKind.PROVISION, slug, args)
+        site = tenant.home_site.name
+    return JobRequest(actor, Action.PROVISION, JobKind.PROVISION, slug, args, site=site)
 
 
 def vm_of(slug: str, vm: str | None) -> str:
@@ -240,13 +243,15 @@ def request_resize(actor: Actor, slug: str, *, vcpus: int | None = None, memory_
         steps.check_resize(bootstrap.platform(), name, vcpus, memory_mb)
     except ProvisioningError as error:
         raise InvalidInput(str(error)) from None
-    return JobRequest(actor, Action.RESIZE, JobKind.RESIZE, name, args)
+    return JobRequest(actor, Action.RESIZE, JobKind.RESIZE, name, args,
+                      site=records.vm_site(bootstrap.engine(), name))
 
 
 def request_configure(actor: Actor, slug: str) -> JobRequest:
     authorize(actor, Action.CONFIGURE, tenant=slug)
     vm_of_any(slug)
-    return JobRequest(actor, Action.CONFIGURE, JobKind.CONFIGURE, slug, _args(ConfigureArgs, tenant=slug))
+    return JobRequest(actor, Action.CONFIGURE, JobKind.CONFIGURE, slug, _args(ConfigureArgs, tenant=slug),
+                      site=records.home_site(bootstrap.engine(), slug))
 
 
 def vm_of_any(slug: str) -> None:
@@ -263,7 +268,8 @@ def request_retire(actor: Actor, slug: str, *, purge: bool = False) -> JobReques
         _get_tenant(session, slug)
     pending = tuple(job.id for job in jobs.list_jobs(bootstrap.engine(), target=slug, with_steps=False)
                     if job.kind in CANCELLED_BY_RETIRE and job.status not in jobs.FINISHED)
-    return JobRequest(actor, Action.RETIRE, JobKind.RETIRE, slug, args, cancel_first=pending)
+    return JobRequest(actor, Action.RETIRE, JobKind.RETIRE, slug, args, cancel_first=pending,
+                      site=records.home_site(bootstrap.engine(), slug))
 
 
 # --- submitting and running ----------------------------------------------------------------------
@@ -290,7 +296,7 @@ def submit(request: JobRequest) -> JobRef:
     _cancel_first(request)
     try:
         job_id = jobs.submit(bootstrap.engine(), request.kind, request.target, request.args,
-                             artifacts_root=bootstrap.platform().artifacts_dir)
+                             artifacts_root=bootstrap.platform().artifacts_dir, site=request.site)
     except jobs.JobConflict as error:
         raise Conflict(str(error)) from None
     _record(request, job_id, "submitted")
@@ -354,11 +360,21 @@ def resume_job(actor: Actor, job_id: str) -> JobRef:
     authorize(actor, Action.JOB_CONTROL, tenant=_job_tenant(view))
     bootstrap.register_job_builders()
     try:
-        jobs.requeue(bootstrap.engine(), job_id)
+        jobs.requeue(bootstrap.engine(), job_id, site=_job_site(view))
     except jobs.JobError as error:
         raise Conflict(str(error)) from None
     _record(JobRequest(actor, Action.JOB_CONTROL, view.kind, view.target, {}), job_id, "resumed")
     return JobRef(job_id, view.kind, view.target)
+
+
+def _job_site(view: jobs.JobView) -> str | None:
+    """The site a recorded job acts at (its queue), where the inventory still knows its target."""
+    try:
+        if view.kind is JobKind.RESIZE:
+            return records.vm_site(bootstrap.engine(), view.target)
+        return records.home_site(bootstrap.engine(), view.target)
+    except queries.NotFound:
+        return None
 
 
 def cancel_job(actor: Actor, job_id: str) -> None:

@@ -71,7 +71,7 @@ def main() -> int:
         return 0
     if mode == "worker":
         # A `countycloud serve` worker: takes submitted jobs from the shared queue until killed.
-        jobs.run_workers(engine)
+        jobs.run_workers(engine, sites=["primary"])
         print("worker", jobs._proc.executor_id, flush=True)
         time.sleep(120)
         return 0

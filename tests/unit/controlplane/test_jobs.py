@@ -349,12 +349,13 @@ def test_a_submitted_job_runs_on_a_worker_and_a_dead_workers_job_is_taken_over(
         assert worker.stdout is not None and worker.stdout.readline().startswith("worker")
         began = time.monotonic()
         args = {"workdir": str(tmp_path), "crash": True, "slow": False}
-        job_id = jobs.submit(engine, JobKind.PROVISION, fake_job.TARGET, args, artifacts_root=tmp_path)
+        job_id = jobs.submit(engine, JobKind.PROVISION, fake_job.TARGET, args, artifacts_root=tmp_path,
+                             site="primary")
         assert time.monotonic() - began < 5, "submit returns at once"
         assert worker.wait(timeout=60) == -signal.SIGKILL  # step two killed the worker running the job
         assert ran(tmp_path) == ["one", "two"]
         died = time.monotonic()
-        jobs.run_workers(engine, stop)
+        jobs.run_workers(engine, stop, sites=["primary"])
         _wait_for(engine, job_id, JobStatus.SUCCEEDED, timeout_s=60)
         takeover_s = time.monotonic() - died
         assert takeover_s <= 30, f"taken over after {takeover_s:.1f} s"
@@ -391,3 +392,35 @@ def test_periodic_work_fires_on_a_worker_once_per_fire_time(
     times = fired.read_text().split()
     assert len(times) >= 3, times
     assert len(set(times)) == len(times), "each fire time ran once"
+
+
+def test_a_sites_queue_bounds_its_jobs_without_holding_back_the_other_site(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "_builders", dict(jobs._builders))
+    monkeypatch.setattr(jobs, "SITE_CONCURRENCY", 1)
+    spans: dict[str, tuple[float, float]] = {}
+
+    def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        def work(ctx: StepContext) -> str:
+            began = time.monotonic()
+            time.sleep(1.5)
+            spans[str(args["vm"])] = (began, time.monotonic())
+            return "resized"
+
+        return [Step("resize", work, "resize")]
+
+    jobs.register_builder(JobKind.RESIZE, build)
+    stop = threading.Event()
+    try:
+        jobs.run_workers(engine, stop, sites=["primary", "secondary"])
+        ids = [jobs.submit(engine, JobKind.RESIZE, vm, {"vm": vm}, artifacts_root=tmp_path, site=site)
+               for vm, site in (("p-1", "primary"), ("p-2", "primary"), ("s-1", "secondary"))]
+        for job_id in ids:
+            _wait_for(engine, job_id, JobStatus.SUCCEEDED, timeout_s=60)
+    finally:
+        stop.set()
+    (a_start, a_end), (b_start, _b_end) = sorted([spans["p-1"], spans["p-2"]])
+    assert b_start >= a_end, "two jobs ran at once at a site limited to one"
+    s_start, s_end = spans["s-1"]
+    assert s_start < a_end and a_start < s_end, "the secondary's job waited for the primary's"

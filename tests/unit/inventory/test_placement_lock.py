@@ -21,7 +21,8 @@ sites:
   - name: primary
     role: primary
     hosts:
-      - {name: p1, vcpus: 2, memory_mb: 2048, disk_gb: 10, cpu_allocation_ratio: 1.0, ram_allocation_ratio: 1.0}
+      - {name: p1, vcpus: 2, memory_mb: 2048, disk_gb: 10,
+         cpu_allocation_ratio: 1.0, ram_allocation_ratio: 1.0}
 size_templates:
   - {name: whole, vcpus: 2, memory_mb: 2048, data_disk_mb: 256}
 networks:

@@ -45,7 +45,8 @@ async def _client(base: str, token: str, line_id: int, bad: bool, start: asyncio
 
 async def _storm(base: str, token: str, line_id: int) -> list[tuple[bool, int, dict[str, Any]]]:
     start = asyncio.Event()
-    tasks = [asyncio.create_task(_client(base, token, line_id, i < BAD_CLIENTS, start)) for i in range(CLIENTS)]
+    tasks = [asyncio.create_task(_client(base, token, line_id, i < BAD_CLIENTS, start))
+             for i in range(CLIENTS)]
     await asyncio.sleep(0.2)  # every client connected and waiting: they arrive together
     start.set()
     return [result for batch in await asyncio.gather(*tasks) for result in batch]
@@ -99,7 +100,8 @@ def test_item2_writer_decides_each_request_on_its_own(db_url: str) -> None:
         engine.dispose()
 
     valid = [o for i, o in enumerate(outcomes) if i % 8 not in (3, 5)]
-    assert len(valid) == 48 and all(o.accepted for o in valid), [o.errors for o in valid if not o.accepted][:2]
+    assert len(valid) == 48
+    assert all(o.accepted for o in valid), [o.errors for o in valid if not o.accepted][:2]
     huge = [o for i, o in enumerate(outcomes) if i % 8 == 3]
     assert all(not o.accepted and o.errors[0].code.value == "id_out_of_range" for o in huge)
     orphan = [o for i, o in enumerate(outcomes) if i % 8 == 5]

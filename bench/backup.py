@@ -13,7 +13,8 @@ Measured, side by side in one run:
   copy (strategy "copy"), median of 5;
 - overhead_pct: backup.restic's calls against the same restic commands run by hand, median of 5;
 - round_s: all 13 counties, one backup each, then one `restic copy` for all new snapshots;
-- restore_s: that county's database from the offsite repository into a new file, integrity-checked.
+- restore_s: that county's database from the offsite repository into a new file, integrity-checked
+  (integrity_check and quick_check also reported alone: the rounds skip the check, see CopyCheck).
 Not measured here (null): rpo_s and rpo_replicated_s (10 minutes of steady writes through the app
 in VMs; no replication stream yet) and verify_s (needs a template clone). The database is copied on
 the host, not inside a guest, so the "app-consistent through the SSH forward" path is not in these
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup import platformdb, repository, restserver  # noqa: E402
+from backup.platformdb import CopyCheck  # noqa: E402
 from backup.repository import Pair  # noqa: E402
 from backup.restic import Restic  # noqa: E402
 
@@ -141,7 +144,8 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
     def snapshot_copy(database: Path) -> Path:
         copy = scratch / f"{database.stem}.sqlite"
         copy.unlink(missing_ok=True)
-        return platformdb.sqlite_copy(database, copy)
+        # No check per round (it dominated the round: see restore_phases); verification checks.
+        return platformdb.sqlite_copy(database, copy, CopyCheck.NONE)
 
     def backup_into(repo: Any, copy: Path, slug: str) -> str:
         with copy.open("rb") as source:
@@ -158,6 +162,7 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
     big = databases[0]
     seed = 10_000
     per_strategy: dict[str, list[float]] = {"copy": [], "both": []}
+    phases: dict[str, list[float]] = {"sqlite_copy_s": [], "backup_s": [], "offsite_copy_s": []}
     overhead_wrapper: list[float] = []
     overhead_hand: list[float] = []
     for _ in range(REPEAT):
@@ -166,10 +171,14 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             add_vouchers(big, CHANGE_VOUCHERS, seed)
 
             def one_county(strategy: str = strategy) -> None:
-                copy = snapshot_copy(big)
-                snapshot = backup_into(pair.primary, copy, big.stem)
+                copy_s, copy = timed(lambda: snapshot_copy(big))
+                backup_s, snapshot = timed(lambda: backup_into(pair.primary, copy, big.stem))
                 if strategy == "copy":
-                    restic.copy(pair.offsite, pair.primary, snapshot_ids=[snapshot])
+                    offsite_s, _ = timed(
+                        lambda: restic.copy(pair.offsite, pair.primary, snapshot_ids=[snapshot]))
+                    for name, value in (("sqlite_copy_s", copy_s), ("backup_s", backup_s),
+                                        ("offsite_copy_s", offsite_s)):
+                        phases[name].append(value)
                 else:
                     backup_into(pair.offsite, copy, big.stem)
 
@@ -208,15 +217,18 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
 
     # Restore the big county from the offsite repository into a new file, integrity-checked.
     newest = restic.snapshots(pair.offsite, tags=[f"county={big.stem}"])[-1]
-    restores = []
+    restores: list[float] = []
+    restore_phases: dict[str, list[float]] = {"dump_s": [], "integrity_check_s": [], "quick_check_s": []}
     for attempt in range(3):
         target = scratch / f"restored-{attempt}.db"
-
-        def restore(target: Path = target) -> None:
-            restic.dump(pair.offsite, newest.id, f"/{big.stem}.sqlite", target)
-            platformdb.check_sqlite(target)
-
-        restores.append(timed(restore)[0])
+        dump_s, _ = timed(lambda target=target: restic.dump(pair.offsite, newest.id, f"/{big.stem}.sqlite",
+                                                              target))
+        check_s, _ = timed(lambda target=target: platformdb.check_sqlite(target))
+        quick_s, _ = timed(lambda target=target: platformdb.check_sqlite(target, CopyCheck.QUICK))
+        restore_phases["dump_s"].append(dump_s)
+        restore_phases["integrity_check_s"].append(check_s)
+        restore_phases["quick_check_s"].append(quick_s)
+        restores.append(dump_s + check_s)
 
     hand = median(overhead_hand)
     wrapped = median(overhead_wrapper)
@@ -240,6 +252,9 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             "wrapped_backup_and_copy_s": wrapped,
             "by_hand_backup_and_copy_s": hand,
         },
+        "incremental_phases": {name: median(values) for name, values in phases.items()},
+        "restore_phases": {name: median(values) for name, values in restore_phases.items()},
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "not_measured": "rpo_s, rpo_replicated_s, verify_s need VMs / replication (null)",
     }
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -109,6 +110,19 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
+def children_cpu_s() -> float:
+    """CPU seconds used so far by finished child processes (restic): less swayed by the shared
+    machine's load than wall time, so the strategies are also compared by it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_cpu(action: Callable[[], Any]) -> tuple[float, float]:
+    cpu = children_cpu_s()
+    wall, _ = timed(action)
+    return wall, children_cpu_s() - cpu
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
@@ -162,6 +176,7 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
     big = databases[0]
     seed = 10_000
     per_strategy: dict[str, list[float]] = {"copy": [], "both": []}
+    per_strategy_cpu: dict[str, list[float]] = {"copy": [], "both": []}
     phases: dict[str, list[float]] = {"sqlite_copy_s": [], "backup_s": [], "offsite_copy_s": []}
     overhead_wrapper: list[float] = []
     overhead_hand: list[float] = []
@@ -182,7 +197,9 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
                 else:
                     backup_into(pair.offsite, copy, big.stem)
 
-            per_strategy[strategy].append(timed(one_county)[0])
+            wall, cpu = timed_cpu(one_county)
+            per_strategy[strategy].append(wall)
+            per_strategy_cpu[strategy].append(cpu)
         # overhead: the same two commands (backup --stdin, copy of that snapshot) by hand and wrapped
         seed += 1
         add_vouchers(big, CHANGE_VOUCHERS, seed)
@@ -203,7 +220,7 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             backup_into(pair.primary, snapshot_copy(db), db.stem)
         restic.copy(pair.offsite, pair.primary)
 
-    round_s, _ = timed(round_copy)
+    round_s, round_cpu = timed_cpu(round_copy)
     for index, db in enumerate(databases):
         add_vouchers(db, CHANGE_VOUCHERS, 60_000 + index)
 
@@ -213,7 +230,7 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             backup_into(pair.primary, copy, db.stem)
             backup_into(pair.offsite, copy, db.stem)
 
-    round_both_s, _ = timed(round_both)
+    round_both_s, round_both_cpu = timed_cpu(round_both)
 
     # Restore the big county from the offsite repository into a new file, integrity-checked.
     newest = restic.snapshots(pair.offsite, tags=[f"county={big.stem}"])[-1]
@@ -247,6 +264,10 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             "both_county_s": median(per_strategy["both"]),
             "copy_round_s": round(round_s, 2),
             "both_round_s": round(round_both_s, 2),
+            "copy_county_restic_cpu_s": median(per_strategy_cpu["copy"]),
+            "both_county_restic_cpu_s": median(per_strategy_cpu["both"]),
+            "copy_round_restic_cpu_s": round(round_cpu, 2),
+            "both_round_restic_cpu_s": round(round_both_cpu, 2),
             "first_round_backup_s": round(first_s, 2),
             "first_round_copy_s": round(first_copy_s, 2),
             "wrapped_backup_and_copy_s": wrapped,

@@ -256,3 +256,33 @@ def process_cpu_seconds() -> float:
     """This process's CPU time so far (user + system): what a probe costs is measured with it."""
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)
+
+
+# --------------------------------------------------------------------------- rollup file
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write the whole file or nothing (a crash mid-write leaves the previous rollups)."""
+    import json
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, ensure_ascii=False, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def read_json(path: Path) -> object | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from controlplane import audit, auth
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
+from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
 from controlplane.web import console
@@ -53,8 +54,8 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
                     "`Authorization: Bearer <token>` (`countycloud token create`). Every error is "
                     '`{"code": ..., "message": ...}`.',
         docs_url="/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.state.ctx = ctx
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)

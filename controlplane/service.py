@@ -63,9 +63,9 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     return app
 
 
-def operations() -> Operations:
+def operations(module: str = "controlplane.operations") -> Operations:
     """The use-case layer (controlplane.operations), loaded when the service starts."""
-    return cast(Operations, importlib.import_module("controlplane.operations"))
+    return cast(Operations, importlib.import_module(module))
 
 
 def context_from_settings(settings: Settings) -> ServiceContext:
@@ -77,7 +77,8 @@ def context_from_settings(settings: Settings) -> ServiceContext:
         max_failures_per_address=settings.login_max_failures_per_address,
         window_s=settings.login_window_s, session_hours=settings.session_hours,
     )
-    return ServiceContext(engine=bootstrap.engine(), ops=operations(), state_dir=settings.state_dir,
+    return ServiceContext(engine=bootstrap.engine(), ops=operations(settings.service_operations),
+                          state_dir=settings.state_dir,
                           limits=limits, cookie_secure=settings.cookie_secure)
 
 

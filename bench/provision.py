@@ -26,9 +26,14 @@ Its own environment: state dir /var/lib/countycloud-bench, guest ports 27000-279
 28000-28499, the shared image cache. `setup --no-templates`, `inventory apply` and `template build
 primary` (the site every sample county lives at) run first and are not timed.
 
+Issue #14 (item 12) adds, for the N counties from templates: clone13_ratio = clone13_all_ready_s
+÷ bare_boot_s of the same run (so the bare boot runs whenever N > 1, even with --skip-single), and
+clone13_command_s = the whole `tenant create` naming all N, from its start until it exits (every
+job finished: converges, or their skips, included).
+
 Last line: one JSON object with p1_ratio, ready_s, bare_boot_s, clone_ready_s, clone_ratio,
-clone13_all_ready_s, clone_rss_mb_max, counties, all_ready_s, rss_mb_max, cold13_all_ready_s,
-cold13_rss_mb_max (null when not measured).
+clone13_all_ready_s, clone13_ratio, clone13_command_s, clone_rss_mb_max, counties, all_ready_s,
+rss_mb_max, cold13_all_ready_s, cold13_rss_mb_max (null when not measured).
 Run: .venv/bin/python bench/provision.py [--counties 13] [--skip-cold13]
 """
 
@@ -85,7 +90,7 @@ POLL_S = 0.1
 # very guests they time. A county is seen serving at most this much late.
 ADDRESS_POLL_S = 0.25
 GOALS = {"p1_ratio": 1.25, "clone_ratio": 0.10, "clone13_all_ready_s": 30.0, "clone_rss_mb_max": 400.0,
-         "all_ready_s": 240.0, "rss_mb_max": 600.0}
+         "all_ready_s": 240.0, "rss_mb_max": 600.0, "clone13_ratio": 0.5, "clone13_command_s": 60.0}
 
 
 def say(text: str) -> None:
@@ -327,8 +332,66 @@ def watch_address(county: County, stop: threading.Event) -> None:
         time.sleep(ADDRESS_POLL_S)
 
 
+@dataclass
+class CpuShare:
+    """Where the machine's CPU went between the first command's start and the last county serving:
+    the whole machine (busy = not idle), each county's QEMU, the `tenant create` process with the
+    children it waited for (mkfs, qemu-img, haproxy -c...), the site's libvirtd and HAProxy."""
+
+    began: Any = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def _busy(times: Any) -> float:
+        return float(times.user + times.system + getattr(times, "irq", 0) + getattr(times, "softirq", 0)
+                     + getattr(times, "nice", 0))
+
+    @staticmethod
+    def _named(fragment: str) -> float:
+        total = 0.0
+        for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+            argv = " ".join(proc.info["cmdline"] or [])
+            if fragment in (proc.info["name"] or "") and str(STATE_DIR) in argv and proc.info["cpu_times"]:
+                total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+        return total
+
+    def start(self) -> None:
+        self.began = (psutil.cpu_times(), self._named("libvirtd"), self._named("haproxy"), time.monotonic())
+
+    def stop(self, counties: list[County]) -> None:
+        if self.began is None or self.result:
+            return
+        machine, libvirtd, haproxy, at = self.began
+        now = psutil.cpu_times()
+        qemu: dict[str, float] = {}
+        for county in counties:
+            for vm, pid in county.pids.items():
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue
+                qemu[vm] = round(times.user + times.system, 2)
+        clis: dict[int, float] = {}
+        for county in counties:
+            if county.proc is not None and county.proc.pid not in clis:
+                try:
+                    times = psutil.Process(county.proc.pid).cpu_times()
+                except psutil.Error:
+                    continue
+                clis[county.proc.pid] = (times.user + times.system + times.children_user
+                                         + times.children_system)
+        self.result = {
+            "window_s": round(time.monotonic() - at, 2), "cores": os.cpu_count(),
+            "machine_busy_s": round(self._busy(now) - self._busy(machine), 1),
+            "qemu_s": round(sum(qemu.values()), 1), "qemu_s_each": qemu,
+            "cli_s": round(sum(clis.values()), 1),
+            "libvirtd_s": round(self._named("libvirtd") - libvirtd, 1),
+            "haproxy_s": round(self._named("haproxy") - haproxy, 1),
+        }
+
+
 def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int | None,
-              label: str) -> float | None:
+              label: str, cpu: CpuShare | None = None) -> float | None:
     """Start `tenant create` for every county, poll their addresses; returns the seconds from the
     first start until all answered /healthz 200 (None if any never did). `concurrency` None: one
     `tenant create` naming every county (they are provisioned together in one process); a number:
@@ -341,6 +404,8 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int | N
     began = time.monotonic()
     said_all = False
     next_rss = 0.0
+    if cpu is not None:
+        cpu.start()
     try:
         while waiting or running:
             # The pool bounds counties on their way to serving: a command whose county already
@@ -383,6 +448,9 @@ def provision(cli: Cli, counties: list[County], cold: bool, concurrency: int | N
                 next_rss = time.monotonic() + 0.5
             if not said_all and not waiting and all(c.ready_s is not None for c in counties):
                 said_all = True
+                if cpu is not None:
+                    sample_rss(running)  # every QEMU's pid known before their CPU is read
+                    cpu.stop(counties)
                 say(f"  all {len(counties)} healthy; waiting for the commands to finish")
             time.sleep(POLL_S)
         # Every command has ended; a county that serves is seen within a few more polls.
@@ -424,7 +492,10 @@ def job_steps(cli: Cli, slug: str) -> dict[str, Any]:
         return {}
     job = json.loads(cli.run("job", "show", listed[0]["id"], "--json", check=False))
     return {"job": job["id"], "status": job["status"], "job_s": round(job["duration_s"] or 0.0, 2),
-            "steps": {step["name"]: round(step["duration_s"] or 0.0, 2) for step in job["steps"]}}
+            "steps": {step["name"]: round(step["duration_s"] or 0.0, 2) for step in job["steps"]},
+            # When each step ran and what it said: kept in the run's log folder, not the JSON line.
+            "detail": [(step["name"], step["started_at"], step["finished_at"], step["output"][-300:])
+                       for step in job["steps"]]}
 
 
 def single(cli: Cli, slug: str, cold: bool, label: str) -> dict[str, Any]:
@@ -436,8 +507,10 @@ def single(cli: Cli, slug: str, cold: bool, label: str) -> dict[str, Any]:
         if ready is None:
             raise RuntimeError(f"{slug} never answered through its address "
                                f"(log: {cli.logs}/{label}-{slug}.log)")
+        steps = job_steps(cli, slug)
+        steps.pop("detail", None)
         return {"ready_s": round(ready, 2), "command_s": round(county.exit_s or 0.0, 2), "rc": county.rc,
-                "rss_mb": round(county.rss_mb, 1), "load": load, **job_steps(cli, slug)}
+                "rss_mb": round(county.rss_mb, 1), "load": load, **steps}
     finally:
         retire(cli, [slug])
 
@@ -447,8 +520,15 @@ def many(cli: Cli, slugs: list[str], cold: bool, concurrency: int | None, label:
     counties = [describe(cli, slug) for slug in slugs]
     load = load_note()
     try:
-        ready = provision(cli, counties, cold=cold, concurrency=concurrency, label=label)
+        cpu = CpuShare()
+        ready = provision(cli, counties, cold=cold, concurrency=concurrency, label=label, cpu=cpu)
         jobs = {c.slug: job_steps(cli, c.slug) for c in counties}
+        # Every job's steps, for finding where the time went (the JSON line keeps the slowest only).
+        (cli.logs / f"{label}-jobs.json").write_text(json.dumps(
+            {c.slug: {"ready_s": c.ready_s, "command_s": c.exit_s, **jobs[c.slug]} for c in counties},
+            indent=1))
+        for job in jobs.values():
+            job.pop("detail", None)
     finally:
         retire(cli, slugs)
     slowest = max(counties, key=lambda c: c.ready_s if c.ready_s is not None else float("inf"))
@@ -461,6 +541,7 @@ def many(cli: Cli, slugs: list[str], cold: bool, concurrency: int | None, label:
         "command_failed": [c.slug for c in counties if c.rc != 0],
         "command_s_max": round(max(c.exit_s or 0.0 for c in counties), 2), "load": load,
         "slowest": {"county": slowest.slug, **jobs.get(slowest.slug, {})},
+        "cpu_until_all_serve": cpu.result,
         "step_s_max": step_maxima(jobs.values()),
     }
 
@@ -500,7 +581,8 @@ def main() -> int:
                         help="the same for --cold (TCG boots contend for the cores)")
     parser.add_argument("--source", choices=("head", "worktree"), default="head",
                         help="run the CLI from a snapshot of HEAD (default) or from the work tree")
-    parser.add_argument("--skip-single", action="store_true", help="no bare/cold/clone single figures")
+    parser.add_argument("--skip-single", action="store_true",
+                        help="no cold/clone single figures (the bare boot still runs for clone13_ratio)")
     args = parser.parse_args()
     if not 1 <= args.counties <= 13:
         parser.error("--counties takes 1 to 13")
@@ -516,8 +598,8 @@ def main() -> int:
     cli = Cli(source=source, env=env, logs=logs)
     out: dict[str, Any] = {key: None for key in (
         "p1_ratio", "ready_s", "bare_boot_s", "clone_ready_s", "clone_ratio", "clone13_all_ready_s",
-        "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max", "cold13_all_ready_s",
-        "cold13_rss_mb_max")}
+        "clone13_ratio", "clone13_command_s", "clone_rss_mb_max", "counties", "all_ready_s", "rss_mb_max",
+        "cold13_all_ready_s", "cold13_rss_mb_max")}
     out.update(bare_ssh_s=None, source=str(source), logs=str(logs))
 
     say(f"setup (not timed; may rebuild the golden image and templates) from {source}")
@@ -583,7 +665,10 @@ def main() -> int:
                else f"{min(args.clone_concurrency, len(chosen))} commands at a time")
         say(f"{len(chosen)} counties from templates, {how}")
         clones = many(cli, chosen, cold=False, concurrency=args.clone_concurrency, label="clone-many")
-        out.update(clone13_all_ready_s=clones["all_ready_s"], clone_rss_mb_max=clones["rss_mb_max"],
+        out.update(clone13_all_ready_s=clones["all_ready_s"],
+                   clone13_ratio=ratio(clones["all_ready_s"], out["bare_boot_s"]),
+                   clone13_command_s=clones["command_s_max"] if not clones["command_failed"] else None,
+                   clone_rss_mb_max=clones["rss_mb_max"],
                    counties=len(chosen), all_ready_s=clones["all_ready_s"], rss_mb_max=clones["rss_mb_max"],
                    clone_many=clones)
 
@@ -593,8 +678,9 @@ def main() -> int:
         out.update(cold13_all_ready_s=colds["all_ready_s"], cold13_rss_mb_max=colds["rss_mb_max"],
                    cold_many=colds)
 
+    if not args.skip_single or args.counties > 1:
+        phase("bare", bare_phase)  # the denominator of clone13_ratio as well
     if not args.skip_single:
-        phase("bare", bare_phase)
         phase("cold", cold_phase)
         phase("clone", clone_phase)
     if args.counties > 1:

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     guest_port_last: int = 22999
     gateway_port_first: int = 21000
     gateway_port_last: int = 21999
+    # The secondary site's backup REST server (rclone serve restic) on 127.0.0.1: below the
+    # ephemeral range and clear of the guest and gateway ranges; 23000-23009 are kept for backup
+    # servers (the bench uses 23009, the tests 23100-23199).
+    backup_rest_port: int = 23000
     # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
     # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
     # first of them within seconds (docs/benchmarks.md).

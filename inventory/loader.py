@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from inventory.checks import Path, Problem, check, dotted
+from inventory.errors import InventoryError
 from inventory.schemas import Declaration
 
 DEMO = "demo.yaml"
@@ -34,7 +35,7 @@ class Located:
     message: str
 
 
-class DeclarationError(Exception):
+class DeclarationError(InventoryError):
     """The declaration cannot be used; `problems` lists every one found, each with its line."""
 
     def __init__(self, source: str, problems: list[Located]) -> None:

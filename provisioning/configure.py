@@ -2,6 +2,16 @@
 (on each guest's forwarded port on 127.0.0.1), and one-off commands with fabric.
 
 Each playbook run is a folder (inputs, artifacts, events) kept with the job that ran it.
+
+A converge is skipped for a VM whose guest already serves with the declared settings. The guest's
+launcher records the digest of the settings it serves with at every activation (a clone's, a cold
+boot's, and after Ansible restarts it), in /run/countycloud/settings-digest; the host reads that
+file through the guest agent (no process in the guest, a few milliseconds) and compares it with the
+declared settings' digest (vmplan.settings_digest). Why the guest and not a file on the host written
+with the seed disk: the seed's settings are applied only when the guest has none yet, so what the
+seed says and what the guest serves with can differ (a re-run against a running VM after a changed
+setting); only the guest knows. A guest that cannot say (an image from before the record, the agent
+not answering) is converged, as before.
 """
 
 from __future__ import annotations
@@ -9,19 +19,25 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning import seed
+from provisioning import guest, seed
+from provisioning.errors import ProvisioningError
 from provisioning.guest import CommandResult
-from provisioning.vmplan import APP_GUEST_PORT, VmPlan, app_env
+from provisioning.hypervisor import Hypervisor, HypervisorError
+from provisioning.vmplan import APP_GUEST_PORT, VmPlan, app_env, settings_digest
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+# Written by the guest's launcher (provisioning/image/files/launcher.py, SETTINGS_DIGEST).
+GUEST_SETTINGS_DIGEST = "/run/countycloud/settings-digest"
+SKIPPED = "skipped: settings digest matches"
 _SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
 
 
-class ConfigureError(RuntimeError):
+class ConfigureError(ProvisioningError):
     """A playbook run failed; the message names the host, the task and the run folder."""
 
 
@@ -88,6 +104,47 @@ def run_playbook(playbook: str, plans: Sequence[VmPlan], ssh_key: Path, run_dir:
             f"{'; '.join(failures) or 'see run folder'} [{run_dir}]"
         )
     return outcome
+
+
+def unconverged(plans: Sequence[VmPlan], guest_digests: Mapping[str, str | None]) -> list[VmPlan]:
+    """Pure: the VMs whose guest does not report serving with their declared settings."""
+    return [plan for plan in plans if guest_digests.get(plan.name) != settings_digest(plan)]
+
+
+def guest_settings_digest(hv: Hypervisor, vm: str) -> str | None:
+    """The digest the guest's launcher recorded, or None when the guest cannot say."""
+    try:
+        recorded = guest.read_file(hv, vm, GUEST_SETTINGS_DIGEST, limit=128)
+    except HypervisorError:  # the agent did not answer (AgentTimeout is one): converge to be sure
+        return None
+    return recorded.decode(errors="replace").strip() or None if recorded else None
+
+
+def guest_digests(plans: Sequence[VmPlan],
+                  hypervisor: Callable[[str], AbstractContextManager[Hypervisor]]) -> dict[str, str | None]:
+    """What each VM's guest recorded, through `hypervisor(site)` (Platform.hypervisor)."""
+    digests: dict[str, str | None] = {}
+    for plan in plans:
+        with hypervisor(plan.site) as hv:
+            digests[plan.name] = guest_settings_digest(hv, plan.name)
+    return digests
+
+
+def skipped(plans: Sequence[VmPlan]) -> str:
+    return f"{SKIPPED} for {len(plans)} VM(s): {', '.join(settings_digest(plan) for plan in plans)}"
+
+
+def converge_stale(plans: Sequence[VmPlan], guest_digests: Mapping[str, str | None],
+                   run: Callable[[Sequence[VmPlan]], str]) -> str:
+    """Converge only the VMs whose settings differ from what their guest serves with (`run` converges;
+    provisioning's takes its turn among other counties' converges first, so a county whose guest
+    already matches never waits for one)."""
+    stale = unconverged(plans, guest_digests)
+    if not stale:
+        return skipped(plans)
+    current = [plan for plan in plans if plan not in stale]
+    said = run(stale)
+    return f"{said}; {skipped(current)}" if current else said
 
 
 def converge(plans: Sequence[VmPlan], ssh_key: Path, artifacts: Path) -> str:

@@ -93,6 +93,11 @@ class GatewayPaths:
         return self.root / "haproxy.log"
 
     @property
+    def rum_socket(self) -> Path:
+        """Where HAProxy sends each request's timing line (monitoring.rum listens here)."""
+        return self.root / "rum.sock"
+
+    @property
     def lock(self) -> Path:
         return self.root / "apply.lock"
 
@@ -144,12 +149,15 @@ def _parse_state(raw: str) -> ServerState:
 class HAProxyGateway:
     """One HAProxy for the platform, kept in step with a list of frontends by `apply`."""
 
-    def __init__(self, directory: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None) -> None:
-        """directory: the gateway's own folder (config, sockets, pidfile, log), created on apply."""
+    def __init__(self, directory: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None,
+                 real_user_timing: bool = True) -> None:
+        """directory: the gateway's own folder (config, sockets, pidfile, log), created on apply.
+        real_user_timing: log every request's timers to `paths.rum_socket` (off only to measure its cost)."""
         self.paths = GatewayPaths(directory)
         self.binary = binary
         self.timeouts = timeouts or Timeouts()
-        for sock in (self.paths.master_socket, self.paths.runtime_socket):
+        self.real_user_timing = real_user_timing
+        for sock in (self.paths.master_socket, self.paths.runtime_socket, self.paths.rum_socket):
             if len(str(sock)) > _UNIX_PATH_MAX:
                 raise GatewayError(f"socket path {sock} is longer than {_UNIX_PATH_MAX} bytes; "
                                    "use a shorter state directory")
@@ -157,7 +165,8 @@ class HAProxyGateway:
     # ------------------------------------------------------------ apply
 
     def render(self, frontends: Sequence[Frontend]) -> str:
-        return render(frontends, self.paths.runtime_socket, self.timeouts)
+        return render(frontends, self.paths.runtime_socket, self.timeouts,
+                      self.paths.rum_socket if self.real_user_timing else None)
 
     def apply(self, frontends: Sequence[Frontend]) -> ApplyResult:
         """Make the running HAProxy serve exactly these frontends, without dropping a request.
@@ -359,6 +368,25 @@ class HAProxyGateway:
             states.append(ServerStatus(row.get("pxname", ""), server, _parse_state(raw), raw,
                                        row.get("check_status", "")))
         return states
+
+    def vouch_up(self, tenant: str, servers: Sequence[str]) -> list[str]:
+        """Tell the running worker these servers of a county are healthy now (`set server BE/SRV
+        health up`); returns those it accepted (none when HAProxy is not running).
+
+        For a caller that has just seen each server's app answer its health check itself: a county
+        whose address was added while its VM was still coming up has been checked DOWN, and would
+        otherwise wait up to a check interval for its next check to bring it UP. Checks go on as
+        before and take it DOWN again if it fails them.
+        """
+        accepted: list[str] = []
+        for server in servers:
+            try:
+                answer = _ask(self.paths.runtime_socket, f"set server be_{tenant}/{server} health up")
+            except OSError:
+                return accepted
+            if not answer.strip():  # the runtime API says nothing on success, why not otherwise
+                accepted.append(server)
+        return accepted
 
     def backend_state(self, tenant: str) -> dict[str, ServerStatus]:
         name = f"be_{tenant}"

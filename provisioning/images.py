@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning import locks
+from provisioning.errors import ProvisioningError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RECIPE_DIR = Path(__file__).resolve().parent / "image"
@@ -41,13 +42,17 @@ MASKED_UNITS = (
     # ifupdown-pre is a full `udevadm settle` (8 s under TCG); our one NIC needs no wait.
     "ifupdown-pre.service", "getty-static.service",
 )
+# The unprivileged user the county's app serves as (the launcher drops root to it after activation;
+# provisioning/image/files/launcher.py). A fixed system id, so its files mean the same in every image.
+APP_USER = "tenant-app"
+APP_UID = 990
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng", "ext4")
 IMAGE_SIZE = "2G"
 KEEP_IMAGES = 2
 Log = Callable[[str], None]
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(ProvisioningError):
     """The golden image could not be built; the message says which step and why."""
 
 
@@ -70,7 +75,7 @@ def _hash_tree(root: Path, digest: hashlib._Hash) -> None:
 def base_key() -> str:
     """Changes with what the base root file system is made of, not with unrelated edits here."""
     digest = hashlib.sha256()
-    recipe = (SUITE, GUEST_PACKAGES, MASKED_UNITS, INITRD_MODULES, IMAGE_SIZE)
+    recipe = (SUITE, GUEST_PACKAGES, MASKED_UNITS, INITRD_MODULES, IMAGE_SIZE, APP_USER, APP_UID)
     digest.update(repr(recipe).encode())
     for step in (_configure_guest, _build_base):
         digest.update(inspect.getsource(step).encode())
@@ -169,6 +174,10 @@ def _build_base(cache_dir: Path, key: str, log: Log) -> Path:
           str(rootfs), debian_mirror()], "debootstrap", log)
     _configure_guest(rootfs)
     _chroot(rootfs, "update-initramfs -u -k all", "initramfs", log)
+    _chroot(rootfs, f"groupadd --system --gid {APP_UID} {APP_USER} && "
+                    f"useradd --system --uid {APP_UID} --gid {APP_UID} --home-dir /nonexistent "
+                    f"--no-create-home --shell /usr/sbin/nologin {APP_USER}",
+            "the app's unprivileged user", log)
     wheels = rootfs / "tmp/wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     # `pip wheel` (not download): some packages (odfpy) ship only an sdist. Host and guest are the

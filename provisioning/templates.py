@@ -19,6 +19,7 @@ from pathlib import Path
 
 from provisioning import disks, locks, savefile
 from provisioning.domain_xml import render_domain_xml
+from provisioning.errors import ProvisioningError
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import Hypervisor
 from provisioning.images import GoldenImage
@@ -54,7 +55,7 @@ BOOT_TIMEOUT_S = 300.0
 Log = Callable[[str], None]
 
 
-class TemplateError(RuntimeError):
+class TemplateError(ProvisioningError):
     """A template is missing, stale or unusable; the message names it and the reason."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from tenant_app.domains import PERIOD
 from tenant_app.models import Certification, PaymentVoucher
 from tenant_app.rules.vouchers import VoucherLineData
 from tenant_app.services.certification import today
@@ -95,7 +96,7 @@ async def read(request: Request) -> tuple[dict[str, object], VoucherInput | None
         parsed = VoucherInput(
             payee=text("payee")[:200], payee_account=text("payee_account")[:64],
             description=text("description"),
-            period=parse_optional_int(text("period"), "期別") or today().month,
+            period=parse_optional_int(text("period"), "期別", PERIOD) or today().month,
             certification_id=parse_optional_int(text("certification_id"), "簽證"), lines=lines,
             einvoices=parse_invoice_numbers(text("einvoices")),
         )

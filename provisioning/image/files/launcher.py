@@ -11,17 +11,27 @@ How it is told what to do:
   agent's file API, no process started) and then hot-plugs the seed and data disks;
 - the template itself: no seed ever comes; it waits, and is saved waiting.
 
+The app does not run as root: activation needs root (the clock, mounts, the hostname, the pool's
+reseed, files under /etc), serving does not. Once activated, this process gives the county's data
+to the unprivileged APP_USER and becomes that user for good (setgroups, setgid, setuid: real,
+effective and saved ids, so no capability is left to get back). It is the same process on every
+path: a clone's restored launcher, a cold boot's, and the one systemd starts again when Ansible
+restarts the app after a changed setting. No fork, no exec: a clone pays nothing for it.
+
 sshd is not restarted for the new host key: Debian's sshd re-executes itself for every connection
 and that child reads the host keys from disk, so the next connection already shows this county's
 key (tests/integration/vm checks it with ssh-keyscan). A restart would be a process and a key load
 competing with the app's start on the clone's one vCPU.
 """
 
+import asyncio
 import ctypes
 import fcntl
 import gc
+import hashlib
 import logging.config  # noqa: F401  (uvicorn configures logging with it at start)
 import os
+import pwd
 import shutil
 import socket
 import time
@@ -31,7 +41,8 @@ import alembic.command  # noqa: F401
 import uvicorn
 import uvicorn.lifespan.on
 import uvicorn.loops.auto
-import uvicorn.protocols.http.auto  # noqa: F401
+import uvicorn.main
+import uvicorn.protocols.http.auto
 from fastapi import FastAPI
 
 import tenant_app.__main__ as entry
@@ -44,6 +55,10 @@ SETTINGS = "/etc/tenant-app.env"
 ACTIVATE_REQUEST = f"{RUN}/activate-request"
 ACTIVATED = f"{RUN}/activated"
 FAILED = f"{RUN}/activation-error"
+# The digest of the settings this process serves with, read by the host through the guest agent
+# (provisioning/configure.py): equal to the declared settings' digest, no Ansible converge is needed.
+SETTINGS_DIGEST = f"{RUN}/settings-digest"
+APP_USER = "tenant-app"  # made in the golden image (provisioning/images.py)
 SEED_DIR = f"{RUN}/seed"
 DATA_DIR = "/srv/tenant-data"
 EMPTY_DB = "/opt/tenant-app/empty.db"
@@ -112,6 +127,46 @@ def set_clock() -> bool:
     return True
 
 
+def settings_digest(text: str) -> str:
+    """sha256 of the settings as provisioning renders them (one KEY=VALUE line each, each ending in a
+    newline; provisioning.vmplan.settings_digest), so a copy that lost its last newline still matches."""
+    canonical = "".join(f"{line}\n" for line in text.splitlines())
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def record_settings_digest() -> None:
+    with open(SETTINGS, encoding="utf-8") as settings_file:
+        digest = settings_digest(settings_file.read())
+    with open(SETTINGS_DIGEST + ".new", "w") as record:
+        record.write(digest + "\n")
+    os.replace(SETTINGS_DIGEST + ".new", SETTINGS_DIGEST)
+
+
+def hand_over(account: pwd.struct_passwd) -> None:
+    """The county's data belongs to the app's user (the directory too: SQLite makes its -wal and -shm
+    files beside the database). Done at every activation, so data made by a root app before this
+    change, or by a root command, is handed over too. The settings are readable by the app's group."""
+    uid, gid = account.pw_uid, account.pw_gid
+    os.chown(DATA_DIR, uid, gid)
+    os.chmod(DATA_DIR, 0o750)
+    with os.scandir(DATA_DIR) as entries:
+        for entry in entries:
+            if entry.name != "lost+found" and not entry.is_symlink():
+                os.chown(entry.path, uid, gid)
+    os.chown(SETTINGS, 0, gid)
+    os.chmod(SETTINGS, 0o640)
+
+
+def drop_privileges(account: pwd.struct_passwd) -> None:
+    """Become the app's user for good: no supplementary groups, then group, then user (the order
+    matters: once the uid is not 0, the gid can no longer change)."""
+    os.setgroups([])
+    os.setresgid(account.pw_gid, account.pw_gid, account.pw_gid)
+    os.setresuid(account.pw_uid, account.pw_uid, account.pw_uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise OSError(f"could not drop root for {APP_USER}")
+
+
 def activate(devices: dict[bytes, str]) -> bool:
     """Make this VM its county; True when its database is a fresh copy of the migrated empty one."""
     mount(devices[SEED_LABEL], SEED_DIR, MS_RDONLY)
@@ -146,6 +201,27 @@ def activate(devices: dict[bytes, str]) -> bool:
     return fresh_database
 
 
+class CountyServer(uvicorn.Server):
+    """uvicorn's server, waking once a second instead of ten times when idle.
+
+    uvicorn's main loop wakes every 0.1 s to refresh its Date header (which has a one-second
+    resolution) and to notice a shutdown. Under TCG every wakeup of an idle guest is host CPU
+    (the guest's timer, scheduler and Python, emulated), paid by every county that already serves
+    while the others come up. The counter steps by ten so each tick is a "once a second" tick.
+    """
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000
+            await asyncio.sleep(1.0)
+            should_exit = await self.on_tick(counter)
+
+
+setattr(uvicorn.main, "Server", CountyServer)  # noqa: B010  (uvicorn.run builds `Server` from there)
+
+
 def prepare() -> FastAPI:
     """What every county's app does before it serves, done before the wait (so a template is saved
     with it done): the ORM's mappers, the migration scripts and the queries of a start-up, run on a
@@ -156,6 +232,9 @@ def prepare() -> FastAPI:
         settings_file.write(f"TENANT_APP_DATABASE_URL=sqlite:///{scratch}\n")
     try:
         entry.migrate(load_settings(scratch_settings))
+        # /healthz compares the database with the scripts' head, read once per process: read it here,
+        # not on a clone's first health check.
+        tenant_app.migrations.head_revision()
     finally:
         os.unlink(scratch)
         os.unlink(scratch_settings)
@@ -182,19 +261,24 @@ def wait_and_activate() -> bool:
 
 def main() -> None:
     os.makedirs(RUN, exist_ok=True)
+    account = pwd.getpwnam(APP_USER)  # before the wait: a clone reads no /etc/passwd
     app = prepare()
     # The template builder saves the guest once this marker exists: imports done, settings awaited.
     with open(f"{RUN}/launcher-waiting", "w") as marker:
         marker.write(str(os.getpid()))
     try:
         fresh_database = wait_and_activate()
+        hand_over(account)
+        settings = load_settings(SETTINGS)
+        record_settings_digest()
     except OSError as error:
         with open(FAILED, "w") as failure:
             failure.write(f"{error}\n")
         raise
     if os.path.exists(FAILED):
         os.unlink(FAILED)
-    entry.serve(load_settings(SETTINGS), app=app, migrated=fresh_database)
+    drop_privileges(account)
+    entry.serve(settings, app=app, migrated=fresh_database)
 
 
 if __name__ == "__main__":

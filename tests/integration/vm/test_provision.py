@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.vm.conftest import INVENTORY, Cloud, needs_clones
@@ -27,7 +29,8 @@ def test_county_serves_through_its_address_from_a_template_clone(cloud: Cloud, k
     assert all(step["status"] == "succeeded" for step in steps.values())
     assert "cloned the template state" in steps["keelung-accounting-1:start"]["output"]
     assert "activation requested" in steps["keelung-accounting-1:identity"]["output"]
-    assert "converged" in steps["configure"]["output"]
+    # The guest already serves with the declared settings (its seed's), so Ansible is not run.
+    assert steps["configure"]["output"].startswith("skipped: settings digest matches for 1 VM(s)")
 
 
 def test_county_vm_has_its_own_identity_and_settings(cloud: Cloud, keelung: str) -> None:
@@ -74,3 +77,46 @@ def test_changed_settings_converge_with_ansible(cloud: Cloud, keelung: str, tmp_
     assert "converged 1 VM(s)" in steps["configure"]["output"]
     run_dir = Path(steps["configure"]["output"].strip().rsplit("run folder ", 1)[1])
     assert (run_dir / "artifacts").is_dir(), "each playbook run's folder is kept with its job"
+
+
+APP_USER = "tenant-app"
+AUDIT_COUNT = (
+    "setpriv --reuid=tenant-app --regid=tenant-app --clear-groups /opt/tenant-app/venv/bin/python -c "
+    "\"import sqlite3; db = sqlite3.connect('file:/srv/tenant-data/tenant.db?mode=ro', uri=True); "
+    "print(db.execute('select count(*) from audit_event where action = ?', "
+    "('auth.login_failed',)).fetchone()[0])\""
+)
+
+
+def test_county_app_serves_as_an_unprivileged_user_and_writes_its_database(cloud: Cloud,
+                                                                            keelung: str) -> None:
+    listening = cloud.exec(keelung, "ss -Hltnp 'sport = :8080'")
+    pids = re.findall(r"pid=(\d+)", listening)
+    assert pids, f"nothing listens on the app's port: {listening!r}"
+    app_uid = int(cloud.exec(keelung, f"id -u {APP_USER}").strip())
+    assert app_uid != 0
+    for pid in set(pids):
+        lines = cloud.exec(keelung, f"cat /proc/{pid}/status").splitlines()
+        status = dict(line.split(":", 1) for line in lines if ":" in line)
+        # Real, effective, saved and file-system ids: none of them root, so root cannot be taken back.
+        assert [int(uid) for uid in status["Uid"].split()] == [app_uid] * 4, status["Uid"]
+        assert 0 not in [int(gid) for gid in status["Gid"].split()], status["Gid"]
+        assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+        assert status["Groups"].strip() == ""
+    owners = cloud.exec(keelung, "stat -c '%U %n' /srv/tenant-data /srv/tenant-data/tenant.db")
+    assert owners.split() == [APP_USER, "/srv/tenant-data", APP_USER, "/srv/tenant-data/tenant.db"]
+    # The settings hold the app's secret: readable by its group, not by anyone.
+    assert cloud.exec(keelung, "stat -c '%a %U %G' /etc/tenant-app.env").split() == ["640", "root", APP_USER]
+
+    # The app still writes its database: a failed log-in through the county's address is audited
+    # (a read-only or unreadable database would answer 500, or nothing).
+    before = int(cloud.exec(keelung, AUDIT_COUNT).strip())
+    with httpx.Client(base_url=f"http://127.0.0.1:{cloud.address(keelung)}", timeout=30) as client:
+        form = client.get("/login")
+        assert form.status_code == 200
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token, "the log-in form has no CSRF field"
+        refused = client.post("/login", data={"username": "nobody-here", "password": "wrong-password",
+                                              "csrf_token": token.group(1), "next": "/"})
+    assert refused.status_code == 401, refused.text[:500]
+    assert int(cloud.exec(keelung, AUDIT_COUNT).strip()) == before + 1

@@ -1,0 +1,126 @@
+"""Skipping a converge whose settings the guest already serves with: the digest the guest's launcher
+records (provisioning/image/files/launcher.py) against the declared one (vmplan.settings_digest), the
+decision in provisioning.configure, and reading the record through a fake guest agent."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from provisioning import configure, seed, vmplan
+from provisioning.hypervisor import AgentTimeout, Hypervisor
+from provisioning.vmplan import VmPlan, app_env
+from tests.unit.provisioning.test_guest_agent import FakeHypervisor, FileAgent
+
+PLAN = VmPlan(
+    name="keelung-accounting-1", uuid="c7a5fdbd-cdaf-4455-926a-d65c16db1809", tenant="keelung",
+    county_name="基隆市", site="primary", vcpus=1, memory_mib=1024, data_disk_mib=256,
+    ssh_port=42001, app_port=42002, app_secret="s3cret", settings={"county_name": "基隆市"},
+)
+OTHER = dataclasses.replace(PLAN, name="keelung-accounting-2", uuid="0b6f3c1e-6d7a-4c35-9a1e-7f1f0e2d9c11",
+                            ssh_port=42003, app_port=42004)
+LAUNCHER = Path(configure.__file__).resolve().parent / "image" / "files" / "launcher.py"
+
+
+@pytest.fixture(scope="module")
+def launcher() -> ModuleType:
+    """The guest's launcher as a module (it imports the app and uvicorn, as in the guest; nothing runs)."""
+    spec = importlib.util.spec_from_file_location("countycloud_guest_launcher", LAUNCHER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_guest_records_the_digest_the_host_declares(launcher: ModuleType) -> None:
+    written = seed.render_env(app_env(PLAN))  # what the seed disk and Ansible write to the guest
+    assert launcher.settings_digest(written) == vmplan.settings_digest(PLAN)
+    # A copy that lost its last newline (a templating engine's habit) is the same settings.
+    assert launcher.settings_digest(written.rstrip("\n")) == vmplan.settings_digest(PLAN)
+    changed = dataclasses.replace(PLAN, settings={"county_name": "基隆市政府"})
+    assert launcher.settings_digest(written) != vmplan.settings_digest(changed)
+
+
+def test_the_launcher_writes_the_record_where_the_host_reads_it(launcher: ModuleType, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = tmp_path / "tenant-app.env"
+    settings.write_text(seed.render_env(app_env(PLAN)), encoding="utf-8")
+    record = tmp_path / "settings-digest"
+    monkeypatch.setattr(launcher, "SETTINGS", str(settings))
+    monkeypatch.setattr(launcher, "SETTINGS_DIGEST", str(record))
+    launcher.record_settings_digest()
+    assert record.read_text() == vmplan.settings_digest(PLAN) + "\n"
+    assert Path(launcher.SETTINGS_DIGEST).name == Path(configure.GUEST_SETTINGS_DIGEST).name
+    assert configure.GUEST_SETTINGS_DIGEST == "/run/countycloud/settings-digest"
+    assert launcher.RUN + "/settings-digest" == configure.GUEST_SETTINGS_DIGEST
+
+
+def test_only_vms_whose_guest_differs_or_cannot_say_are_unconverged() -> None:
+    changed = dataclasses.replace(OTHER, settings={"county_name": "基隆市政府"})
+    digests = {PLAN.name: vmplan.settings_digest(PLAN), OTHER.name: vmplan.settings_digest(OTHER)}
+    assert configure.unconverged([PLAN, OTHER], digests) == []
+    assert configure.unconverged([PLAN, changed], digests) == [changed]
+    assert configure.unconverged([PLAN, OTHER], {PLAN.name: vmplan.settings_digest(PLAN)}) == [OTHER]
+    assert configure.unconverged([PLAN], {PLAN.name: None}) == [PLAN]
+
+
+def test_a_matching_guest_is_skipped_without_running_ansible() -> None:
+    ran: list[Sequence[VmPlan]] = []
+
+    def run(stale: Sequence[VmPlan]) -> str:
+        ran.append(stale)
+        return f"converged {len(stale)} VM(s)"
+
+    digests = {PLAN.name: vmplan.settings_digest(PLAN), OTHER.name: vmplan.settings_digest(OTHER)}
+    said = configure.converge_stale([PLAN, OTHER], digests, run)
+    assert said.startswith("skipped: settings digest matches for 2 VM(s)")
+    assert ran == []
+
+
+def test_a_changed_setting_still_converges_and_only_that_vm() -> None:
+    ran: list[Sequence[VmPlan]] = []
+
+    def run(stale: Sequence[VmPlan]) -> str:
+        ran.append(stale)
+        return f"converged {len(stale)} VM(s)"
+
+    changed = dataclasses.replace(PLAN, settings={"county_name": "基隆市政府"})
+    digests = {PLAN.name: vmplan.settings_digest(PLAN), OTHER.name: vmplan.settings_digest(OTHER)}
+    said = configure.converge_stale([changed, OTHER], digests, run)
+    assert ran == [[changed]]
+    assert said.startswith("converged 1 VM(s); skipped: settings digest matches for 1 VM(s)")
+
+
+def test_the_record_is_read_through_the_agent_and_missing_or_silent_means_unknown() -> None:
+    recorded = {configure.GUEST_SETTINGS_DIGEST: (vmplan.settings_digest(PLAN) + "\n").encode()}
+    assert configure.guest_settings_digest(FileAgent(recorded), PLAN.name) == vmplan.settings_digest(PLAN)
+    assert configure.guest_settings_digest(FileAgent({}), PLAN.name) is None  # an image without it
+
+    class Silent(FakeHypervisor):
+        def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+                  timeout_s: int = 10) -> Any:
+            raise AgentTimeout(f"guest agent of {name} did not answer {command}")
+
+    assert configure.guest_settings_digest(Silent([]), PLAN.name) is None
+
+
+def test_guest_digests_asks_each_vms_own_site() -> None:
+    asked: list[str] = []
+    agent = FileAgent({configure.GUEST_SETTINGS_DIGEST: b"0123456789abcdef\n"})
+
+    @contextmanager
+    def hypervisor(site: str) -> Iterator[Hypervisor]:
+        asked.append(site)
+        yield agent
+
+    elsewhere = dataclasses.replace(OTHER, site="secondary")
+    digests = configure.guest_digests([PLAN, elsewhere], hypervisor)
+    assert digests == {PLAN.name: "0123456789abcdef", elsewhere.name: "0123456789abcdef"}
+    assert asked == ["primary", "secondary"]

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from controlplane import audit, auth
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
+from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
 from controlplane.web import console
@@ -53,8 +54,8 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
                     "`Authorization: Bearer <token>` (`countycloud token create`). Every error is "
                     '`{"code": ..., "message": ...}`.',
         docs_url="/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.state.ctx = ctx
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
@@ -62,9 +63,9 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     return app
 
 
-def operations() -> Operations:
+def operations(module: str = "controlplane.operations") -> Operations:
     """The use-case layer (controlplane.operations), loaded when the service starts."""
-    return cast(Operations, importlib.import_module("controlplane.operations"))
+    return cast(Operations, importlib.import_module(module))
 
 
 def context_from_settings(settings: Settings) -> ServiceContext:
@@ -76,7 +77,8 @@ def context_from_settings(settings: Settings) -> ServiceContext:
         max_failures_per_address=settings.login_max_failures_per_address,
         window_s=settings.login_window_s, session_hours=settings.session_hours,
     )
-    return ServiceContext(engine=bootstrap.engine(), ops=operations(), state_dir=settings.state_dir,
+    return ServiceContext(engine=bootstrap.engine(), ops=operations(settings.service_operations),
+                          state_dir=settings.state_dir,
                           limits=limits, cookie_secure=settings.cookie_secure)
 
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     login_window_s: int = Field(default=900, ge=1)
     # Set when the console is served over HTTPS (behind a TLS proxy): cookies are then Secure.
     cookie_secure: bool = False
+    # The use-case module the service calls. Only tests change it (to a backend that records jobs
+    # without booting VMs); it must provide controlplane.operations' functions.
+    service_operations: str = "controlplane.operations"
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -171,7 +171,11 @@ def _yaml_problem(error: yaml.MarkedYAMLError) -> Located:
 
 def load_text(text: str, source: str = "<declaration>") -> Declaration:
     """Parse and validate a declaration; DeclarationError with every problem and its line otherwise."""
-    loader = _StrictLoader(text)
+    try:
+        # The reader checks the characters when it is made: a control character fails here already.
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as error:
+        raise DeclarationError(source, [Located(None, f"invalid YAML: {error}")]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -96,7 +96,9 @@ def install(app: FastAPI, *, html: HtmlErrors | None = None,
                               else ErrorCode.FAILED)
         detail: Any = error.detail
         message = detail if isinstance(detail, str) else str(detail)
-        response = answer(request, code, message, error.status_code)
+        # A body that is not even JSON is bad input like any other: 422, as validation errors are.
+        status = MAPPING[ErrorCode.INVALID].http_status if error.status_code == 400 else error.status_code
+        response = answer(request, code, message, status)
         if error.headers:
             response.headers.update(error.headers)
         return response

@@ -36,6 +36,9 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoesc
                    trim_blocks=True, lstrip_blocks=True)
 
 router = APIRouter(include_in_schema=False)
+# Every form field has a default: a signed-out browser's post is sent to sign in, and a missing
+# field is refused by the use case with its own message, rather than a bare 422.
+Csrf = Annotated[str, Form(max_length=100)]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -123,8 +126,8 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-def login(request: Request, username: Annotated[str, Form(max_length=100)],
-          password: Annotated[str, Form(max_length=1024)], csrf: Annotated[str, Form(max_length=100)],
+def login(request: Request, username: Annotated[str, Form(max_length=100)] = "",
+          password: Annotated[str, Form(max_length=1024)] = "", csrf: Csrf = "",
           next: Annotated[str, Form(max_length=500)] = "/") -> Response:
     ctx = context(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
@@ -153,7 +156,7 @@ def login(request: Request, username: Annotated[str, Form(max_length=100)],
 
 @router.post("/logout")
 @guarded
-def logout(request: Request, csrf: Annotated[str, Form(max_length=100)]) -> Response:
+def logout(request: Request, csrf: Csrf = "") -> Response:
     _actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
     auth.sign_out(context(request).engine, request.cookies.get(SESSION_COOKIE, ""))
@@ -234,7 +237,7 @@ def _int(value: str, name: str) -> int | None:
 
 @router.post("/tenants/{slug}/{operation}")
 @guarded
-def tenant_operation(request: Request, slug: str, operation: str, csrf: Annotated[str, Form(max_length=100)],
+def tenant_operation(request: Request, slug: str, operation: str, csrf: Csrf = "",
                      vcpus: Annotated[str, Form(max_length=10)] = "",
                      memory_mb: Annotated[str, Form(max_length=10)] = "",
                      purge: Annotated[str, Form(max_length=10)] = "",
@@ -284,7 +287,7 @@ def job_page(request: Request, job_id: str) -> Response:
 @router.post("/jobs/{job_id}/{control}")
 @guarded
 def job_control(request: Request, job_id: str, control: str,
-                csrf: Annotated[str, Form(max_length=100)]) -> Response:
+                csrf: Csrf = "") -> Response:
     actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
     ops = context(request).ops
@@ -318,9 +321,10 @@ def _users(request: Request, actor: Actor, csrf: str, **extra: Any) -> Response:
 
 @router.post("/users")
 @guarded
-def add_user(request: Request, csrf: Annotated[str, Form(max_length=100)],
-             name: Annotated[str, Form(max_length=63)], role: Annotated[str, Form(max_length=20)],
-             password: Annotated[str, Form(max_length=1024)],
+def add_user(request: Request, csrf: Csrf = "",
+             name: Annotated[str, Form(max_length=63)] = "",
+             role: Annotated[str, Form(max_length=20)] = "",
+             password: Annotated[str, Form(max_length=1024)] = "",
              tenant: Annotated[str, Form(max_length=63)] = "") -> Response:
     actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
@@ -334,7 +338,7 @@ def add_user(request: Request, csrf: Annotated[str, Form(max_length=100)],
 @router.post("/users/{name}/{change}")
 @guarded
 def change_user(request: Request, name: str, change: str,
-                csrf: Annotated[str, Form(max_length=100)]) -> Response:
+                csrf: Csrf = "") -> Response:
     actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
     if change not in ("disable", "enable"):
@@ -345,8 +349,8 @@ def change_user(request: Request, name: str, change: str,
 
 @router.post("/password")
 @guarded
-def change_password(request: Request, csrf: Annotated[str, Form(max_length=100)],
-                    password: Annotated[str, Form(max_length=1024)]) -> Response:
+def change_password(request: Request, csrf: Csrf = "",
+                    password: Annotated[str, Form(max_length=1024)] = "") -> Response:
     actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
     auth.set_password(context(request).engine, actor, actor.name, password)
@@ -358,7 +362,7 @@ def change_password(request: Request, csrf: Annotated[str, Form(max_length=100)]
 
 @router.post("/tokens")
 @guarded
-def new_token(request: Request, csrf: Annotated[str, Form(max_length=100)],
+def new_token(request: Request, csrf: Csrf = "",
               label: Annotated[str, Form(max_length=120)] = "") -> Response:
     actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
@@ -369,7 +373,7 @@ def new_token(request: Request, csrf: Annotated[str, Form(max_length=100)],
 
 @router.post("/tokens/{token_id}/revoke")
 @guarded
-def revoke_token(request: Request, token_id: str, csrf: Annotated[str, Form(max_length=100)]) -> Response:
+def revoke_token(request: Request, token_id: str, csrf: Csrf = "") -> Response:
     actor, expected = _signed_in(request)
     _check_csrf(expected, csrf)
     auth.revoke_token(context(request).engine, actor, token_id)

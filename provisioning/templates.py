@@ -50,7 +50,9 @@ TEMPLATE_VCPUS = 1
 DEFAULT_MEMORY_MIB = 1024
 SSH_GUEST_PORT = 22
 APP_GUEST_PORT = 8080
-BOOT_TIMEOUT_S = 300.0
+# Generous: a template boots once per image and site, untimed, and on a 2-core machine that others
+# load to 10 and more a TCG boot of the app took over 300 s.
+BOOT_TIMEOUT_S = 900.0
 Log = Callable[[str], None]
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from fastapi import FastAPI
 
@@ -83,15 +83,12 @@ def context_from_settings(settings: Settings) -> ServiceContext:
 
 
 def start_workers(ctx: ServiceContext) -> None:
-    """The job workers run in this process beside the API (controlplane.jobs.run_workers)."""
-    from controlplane import jobs
+    """The job workers run in this process beside the API: every job kind's builder registered (so a
+    taken-over job can be rebuilt here), listening to every site's queue."""
+    from controlplane import bootstrap, workers
 
-    run_workers: Any = getattr(jobs, "run_workers", None)
-    if run_workers is None:
-        log.warning("this build has no job workers (controlplane.jobs.run_workers); jobs only run "
-                    "from the CLI")
-        return
-    run_workers(ctx.engine)
+    bootstrap.register_job_builders()
+    workers.run_workers(ctx.engine, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:

@@ -491,14 +491,19 @@ class Restic:
             raise classify(f"{command} {repo.location}", message, process.returncode)
         return _Completed(out or b"", message, process.returncode, wall)
 
-    def _remove_if_stale(self, repo: Repository, locked: RepositoryLocked) -> bool:
-        """Unlock when the holder named in the error is a process of this host that is gone."""
+    def _remove_if_stale(self, repo: Repository, locked: RepositoryLocked,
+                         *others: Repository) -> bool:
+        """Unlock when the holder named in the error is a process of this host that is gone.
+
+        restic's message does not say which repository held the lock when a command opens two
+        (copy, init --from-repo): each is unlocked, which removes stale locks only."""
         if locked.holder_pid is None or locked.holder_host != socket.gethostname():
             return False
         if _process_exists(locked.holder_pid):
             return False
-        log.info("restic: removing the stale lock of gone process %s on %s", locked.holder_pid, repo)
-        self.unlock(repo)
+        for each in (repo, *others):
+            log.info("restic: removing stale locks (gone process %s) on %s", locked.holder_pid, each)
+            self.unlock(each)
         return True
 
     # -- commands
@@ -673,7 +678,7 @@ class Restic:
         try:
             done = self._once(destination, "copy", argv, None, None, timeout_s, (0,))
         except RepositoryLocked as locked:
-            if not (self.clear_stale_locks and self._remove_if_stale(destination, locked)):
+            if not (self.clear_stale_locks and self._remove_if_stale(destination, locked, source)):
                 raise
             done = self._once(destination, "copy", argv, None, None, timeout_s, (0,))
         copied, skipped = parse_copy_output(done.stdout.decode(errors="replace"))

@@ -251,6 +251,28 @@ def test_lock_of_a_killed_restic_is_removed_and_a_live_one_is_kept(sites: Sites,
     assert lock_files(repo_dir) == []
 
 
+def test_a_stale_exclusive_lock_in_the_source_does_not_stop_the_offsite_copy(
+        sites: Sites, tmp_path: Path) -> None:
+    restic, pair = sites.restic, sites.pair
+    primary_dir = Path(pair.primary.location)
+    restic.backup_paths(pair.primary, [random_file(tmp_path / "src" / "big", 30_000_000)])
+    # `check --read-data` holds an exclusive lock while it reads; killed -9, the lock stays
+    checker = subprocess.Popen(restic._argv("check", ["--read-data"], json_output=False),
+                               env=restic._env(pair.primary), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_lock(primary_dir)
+    finally:
+        checker.kill()
+        checker.wait()
+    if not lock_files(primary_dir):
+        pytest.skip("check finished before it could be killed")
+    # copy locks its source too (non-exclusive): it meets the lock, whose process is gone, and removes it
+    copied = restic.copy(pair.offsite, pair.primary)
+    assert len(copied.copied) == 1
+    assert lock_files(primary_dir) == []
+
+
 def test_timeout_interrupts_restic_and_leaves_no_lock(sites: Sites) -> None:
     restic, repo = sites.restic, sites.pair.primary
     read_end, write_end = os.pipe()

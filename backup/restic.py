@@ -392,6 +392,14 @@ def _check_snapshot_id(snapshot_id: str) -> str:
     return snapshot_id
 
 
+def _offset(fd: int) -> int | None:
+    """The position of a seekable descriptor (a file), None for a pipe."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 def _process_exists(pid: int) -> bool:
     """Whether a process with this pid exists (what restic itself tests, with signal 0)."""
     try:
@@ -553,16 +561,16 @@ class Restic:
         """Back up what `source` (an open file or pipe) yields until EOF as one file, `filename`."""
         args = [*self._backup_options(tags, host), "--stdin", "--stdin-filename", filename]
         argv = self._argv("backup", args, json_output=True)
+        fd = source if isinstance(source, int) else source.fileno()
+        start = _offset(fd)
         try:
             done = self._once(repo, "backup", argv, source, None, timeout_s, (0,))
         except RepositoryLocked as locked:
-            # restic refused before reading: a file source can be read again from its start.
-            if not (isinstance(source, int) or not source.seekable()) and self.clear_stale_locks \
-                    and self._remove_if_stale(repo, locked):
-                source.seek(0)
-                done = self._once(repo, "backup", argv, source, None, timeout_s, (0,))
-            else:
+            # restic refused before reading; a file (not a pipe) can be read again from where it was.
+            if start is None or not (self.clear_stale_locks and self._remove_if_stale(repo, locked)):
                 raise
+            os.lseek(fd, start, os.SEEK_SET)
+            done = self._once(repo, "backup", argv, source, None, timeout_s, (0,))
         return _backup_result(done)
 
     def backup_command(

@@ -7,12 +7,13 @@ No database table: the witness must keep working when the platform database does
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from dr.health import Observation
+from dr.health import Observation, SiteStatusReport, WatchRules, watch
 from dr.targets import dr_dir, write_atomically
 
 
@@ -54,3 +55,10 @@ def read(state_dir: Path) -> list[Observation]:
             except ValidationError:
                 continue
     return found
+
+
+def verdicts(
+    state_dir: Path, sites: Iterable[str], rules: WatchRules, now: float | None = None
+) -> dict[str, SiteStatusReport]:
+    """The site watch as the service runs it: every vantage point's file read, every site judged."""
+    return watch(sites, read(state_dir), rules, time.time() if now is None else now)

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
+from sqlalchemy.orm import Session
 
+from inventory import queries
 from inventory.enums import Lifecycle
 from inventory.models import Site, Vm
 from provisioning.address import SERVING_ROLE
@@ -55,6 +57,12 @@ def from_inventory(state_dir: Path, sites: Iterable[Site], vms: Iterable[Vm]) ->
                    counties=dict(sorted(counties.get(site.name, {}).items())))
         for site in sorted(sites, key=lambda s: s.name)
     ]
+
+
+def from_database(session: Session, state_dir: Path) -> list[SiteTarget]:
+    """The targets as the inventory records them now (for the service to write each time placement
+    changes, and before starting a witness)."""
+    return from_inventory(state_dir, queries.list_sites(session), queries.list_vms(session))
 
 
 def write_atomically(path: Path, text: str) -> None:

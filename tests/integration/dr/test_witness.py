@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dr import observations
-from dr.health import Observation, SiteStatusReport, SiteVerdict, WatchRules, site_status
+from dr.health import Observation, SiteStatusReport, SiteVerdict, WatchRules
 from dr.targets import SiteTarget, write_targets
 from provisioning import sites
 
@@ -119,8 +119,8 @@ def _libvirtd_pid(site: sites.SitePaths) -> int | None:
 
 
 def status(state_dir: Path) -> tuple[SiteStatusReport, list[Observation]]:
-    seen = observations.read(state_dir)
-    return site_status("primary", seen, RULES, time.time()), seen
+    """The watch as the service runs it (dr.observations.verdicts), and what it read."""
+    return observations.verdicts(state_dir, ["primary"], RULES)["primary"], observations.read(state_dir)
 
 
 def wait_until_up_with_daemon(state_dir: Path, timeout_s: float = 30.0) -> None:

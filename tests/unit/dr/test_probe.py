@@ -19,7 +19,14 @@ import pytest
 from dr import observations
 from dr.health import Observation
 from dr.probe import DaemonCheck, Prober
-from dr.targets import SiteTarget, from_inventory, read_targets, targets_path, write_targets
+from dr.targets import (
+    SiteTarget,
+    from_database,
+    from_inventory,
+    read_targets,
+    targets_path,
+    write_targets,
+)
 from inventory.enums import Lifecycle, SiteRole, VmRole
 from inventory.models import Host, Site, Tenant, Vm
 from provisioning.sites import site_paths
@@ -176,3 +183,25 @@ def test_recent_keeps_the_window() -> None:
 def test_a_vantage_name_that_is_no_file_name_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="vantage point"):
         observations.path_of(tmp_path, name)
+
+
+def test_targets_from_the_database_follow_placement(sqlite_url: str, tmp_path: Path) -> None:
+    from inventory import declare, queries
+    from inventory.db import make_engine, migrate, session_scope
+    from inventory.loader import load_sample
+
+    migrate(sqlite_url)
+    with session_scope(make_engine(sqlite_url)) as session:
+        declare.apply(session, load_sample())
+        taichung = queries.get_vm(session, next(
+            vm.name for vm in queries.vms_of(queries.get_tenant(session, "taichung"))))
+        penghu = queries.get_vm(session, next(
+            vm.name for vm in queries.vms_of(queries.get_tenant(session, "penghu"))))
+        queries.place_vm(session, taichung)
+        queries.place_vm(session, penghu, queries.get_site(session, "secondary"))
+        session.flush()
+        targets = {t.site: t for t in from_database(session, tmp_path)}
+        assert taichung.app_port is not None and penghu.app_port is not None
+        assert targets["primary"].counties == {"taichung": taichung.app_port}
+        assert targets["secondary"].counties == {"penghu": penghu.app_port}
+        assert targets["primary"].libvirt_uri == site_paths(tmp_path, "primary").uri

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -155,6 +156,22 @@ def check_tiers(plan: RecoveryPlan, known: Collection[str]) -> list[Problem]:
     return problems
 
 
+def check_rto_order(plan: RecoveryPlan, known: Collection[str]) -> list[Problem]:
+    """A tier starts when the one before it has finished, and RTO counts from the site failure: a
+    later tier cannot expect to be serving sooner than an earlier one."""
+    problems = []
+    ordered = sorted(enumerate(plan.tiers), key=lambda pair: pair[1].order)
+    for (_, earlier), (index, later) in pairwise(ordered):
+        if later.rto_s < earlier.rto_s:
+            problems.append(Problem(
+                ("tiers", index, "rto_s"),
+                f"tier {later.name!r} expects an RTO of {later.rto_s} s, less than tier {earlier.name!r} "
+                f"before it ({earlier.rto_s} s); RTO counts from the site failure and a tier starts when "
+                "the one before it is serving",
+            ))
+    return problems
+
+
 def check_counties(plan: RecoveryPlan, known: Collection[str]) -> list[Problem]:
     """Every known county in exactly one tier, and no county the inventory does not declare."""
     problems = []
@@ -204,7 +221,7 @@ def check_roles(plan: RecoveryPlan, known: Collection[str]) -> list[Problem]:
 
 
 CHECKS: tuple[Callable[[RecoveryPlan, Collection[str]], list[Problem]], ...] = (
-    check_tiers, check_counties, check_roles,
+    check_tiers, check_rto_order, check_counties, check_roles,
 )
 
 

@@ -124,6 +124,10 @@ CASES = [
     ("two tiers with one name",
      plan_text(tier("t1", 1, ["a", "b"]), tier("t1", 2, ["c", "d", "e"])),
      ("name: t1", 2), ["duplicate tier name 't1'"]),
+    ("a later tier expecting a shorter RTO",
+     plan_text(tier("t1", 1, ["a", "b"]), tier("t2", 2, ["c", "d", "e"])).replace("rto_s: 30", "rto_s: 20", 2)
+     .replace("rto_s: 20", "rto_s: 30", 1),
+     ("rto_s: 20", 1), ["tier 't2' expects an RTO of 20 s, less than tier 't1' before it (30 s)"]),
     ("a step by an undeclared role",
      plan_text(tier("t1", 1, SMALL)).replace("{role: operator", "{role: dba"),
      ("{role: dba", 1), ["unknown role 'dba'", "roles: operator"]),

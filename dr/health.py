@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Opinion(StrEnum):
@@ -104,6 +104,12 @@ class Observation(BaseModel):
     daemon_ok: bool
     counties_checked: int = Field(ge=0)
     counties_ok: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _counts(self) -> Observation:
+        if self.counties_ok > self.counties_checked:
+            raise ValueError(f"{self.counties_ok} counties answered of {self.counties_checked} checked")
+        return self
 
     @property
     def site_failed(self) -> bool:

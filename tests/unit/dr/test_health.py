@@ -4,6 +4,7 @@ may judge it have seen it failed (daemon silent AND no county answering) continu
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from dr.health import Observation, Opinion, SiteVerdict, Vantage, WatchRules, opinion, site_status
 
@@ -146,3 +147,9 @@ def test_the_quorum_counts_configured_vantage_points_not_reporting_ones() -> Non
     one = WatchRules(vantages=(Vantage(name="service"),))
     assert site_status("primary", series("service", "UFFFF"), one, now_after("UFFFF")).verdict \
         is SiteVerdict.DOWN
+
+
+def test_an_observation_cannot_count_more_answers_than_checks() -> None:
+    with pytest.raises(ValidationError, match="3 counties answered of 2 checked"):
+        Observation(vantage="w", site="primary", at=T0, took_s=0.0, daemon_ok=False,
+                    counties_checked=2, counties_ok=3)

@@ -29,10 +29,10 @@ from inventory.checks import Path, Problem, dotted
 from inventory.loader import (
     DeclarationError,
     Located,
-    _line_of,
-    _positions,
-    _StrictLoader,
-    _yaml_problem,
+    StrictLoader,
+    line_of,
+    node_positions,
+    yaml_problem,
 )
 from inventory.schemas import Declaration
 
@@ -279,12 +279,12 @@ def _message(error: ErrorDetails) -> str:
 def load_text(text: str, known: Collection[str], source: str = "<recovery plan>") -> RecoveryPlan:
     """Parse, validate and cross-check a plan against the known county slugs; PlanError listing
     every problem with its line otherwise."""
-    loader = _StrictLoader(text)
+    loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
-        raise PlanError(source, [_yaml_problem(error)]) from None
+        raise PlanError(source, [yaml_problem(error)]) from None
     except yaml.YAMLError as error:
         raise PlanError(source, [Located(None, f"invalid YAML: {error}")]) from None
     finally:
@@ -294,16 +294,16 @@ def load_text(text: str, known: Collection[str], source: str = "<recovery plan>"
         raise PlanError(source, [Located(line, "a recovery plan is a mapping with keys "
                                                f"{', '.join(RecoveryPlan.model_fields)}")])
     lines: dict[Path, int] = {}
-    _positions(node, (), lines)
+    node_positions(node, (), lines)
     try:
         plan = RecoveryPlan.model_validate(data)
     except ValidationError as error:
         raise PlanError(
-            source, [Located(_line_of(tuple(d["loc"]), lines), _message(d)) for d in error.errors()]
+            source, [Located(line_of(tuple(d["loc"]), lines), _message(d)) for d in error.errors()]
         ) from None
     problems = check(plan, known)
     if problems:
-        raise PlanError(source, [Located(_line_of(p.path, lines), f"{dotted(p.path)}: {p.message}")
+        raise PlanError(source, [Located(line_of(p.path, lines), f"{dotted(p.path)}: {p.message}")
                                  for p in problems])
     return plan
 

@@ -195,14 +195,21 @@ class RumListener:
     rather than wait).
     """
 
-    def __init__(self, path: Path, on_lines: Callable[[list[str]], None], poll_s: float = 0.2) -> None:
+    def __init__(self, path: Path, on_lines: Callable[[list[str]], None], poll_s: float = 0.2,
+                 nice: int = 19) -> None:
         self.receiver = RumReceiver(path)
         self._on_lines = on_lines
         self._poll_s = poll_s
+        self._nice = nice
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rum-listener", daemon=True)
 
     def _run(self) -> None:
+        # Lowest priority for this thread only (on Linux the nice value is per thread): when the
+        # machine is busy the gateway and the counties come first, and the lines this thread cannot
+        # keep up with are dropped by HAProxy (real-user timing is then a sample, never a brake).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while not self._stop.is_set():
             if self.receiver.wait(self._poll_s):
                 lines = self.receiver.drain()

@@ -80,6 +80,7 @@ class Split(NamedTuple):
         return float(self[_INDEX[component]])
 
 
+# Split's fields follow Component's order (rollups rely on it).
 _INDEX = {Component.TOTAL: 0, Component.NETWORK: 1, Component.QUEUE: 2, Component.SERVER: 3,
           Component.APP: 4, Component.DB: 5}
 

@@ -22,7 +22,9 @@ the database may be reachable by people with no access to the VM's files. Its li
 someone who also holds the county's secret (root in the VM) can re-sign any head; a head row and
 tail saved earlier and put back together (a rollback to an older state of the whole log) are
 indistinguishable from that older state; an emptied log with no head row looks like a new county.
-Only a copy of `head()` kept off the VM (backup manifests) detects those.
+Only a copy of `head()` kept off the VM (backup manifests) detects those. Changing the county's
+secret makes the next append find a head it cannot verify, which it records (and verify reports)
+like a forged one: a secret rotation is an event the auditors see in the log.
 
 `append` runs inside the caller's transaction, so an audited change and its audit entry commit or
 roll back together. Appends are serialised: on PostgreSQL by a transaction-scoped advisory lock,
@@ -92,7 +94,7 @@ def _key_for(session: Session) -> bytes | None:
 
 
 def head_mac(key: bytes, seq: int, entry_hash_: str) -> str:
-    return hmac.new(key, f"{seq}:{entry_hash_}".encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.new(key, f"{seq}:{entry_hash_}".encode(), hashlib.sha256).hexdigest()
 
 
 class AnchorFinding(StrEnum):
@@ -306,12 +308,16 @@ def _evidence_error(seq: int, action: str, payload: str, adoptions: int) -> Audi
     than the anchor, or a set-up tool's). Any later start means the signed head was taken away."""
     if action not in (AuditAction.HEAD_MISMATCH, AuditAction.HEAD_ANCHORED):
         return None
-    found = json.loads(payload)
-    finding = AnchorFinding(found.get("finding", AnchorFinding.MISSING))
+    try:  # written by append, unless someone wrote it by hand: then it is no evidence of anything
+        found = json.loads(payload)
+        finding = AnchorFinding(found["finding"])
+        anchored_seq, found_seq = int(found.get("anchored_seq", 0)), int(found.get("found_seq", 0))
+    except (ValueError, TypeError, KeyError):
+        finding, anchored_seq, found_seq = AnchorFinding.MISSING, 0, 0
     began = finding in (AnchorFinding.FRESH, AnchorFinding.UNSIGNED)
     if action == AuditAction.HEAD_ANCHORED and began and adoptions == 0:
         return None
-    return _anchor_error(seq, finding, int(found.get("anchored_seq", 0)), int(found.get("found_seq", 0)),
+    return _anchor_error(seq, finding, anchored_seq, found_seq,
                          f"第 {seq} 筆紀錄記載：", f"entry {seq} records that ")
 
 

@@ -280,3 +280,10 @@ def test_the_migration_anchors_an_existing_log_which_the_app_then_adopts(db_url:
         assert _errors(eng) == [(4, audit.AuditErrorCode.TRUNCATED_TAIL)]
     finally:
         eng.dispose()
+
+
+def test_a_hand_written_head_entry_is_reported_not_a_crash(keyed: Engine) -> None:
+    _fill(keyed, 1)
+    with session_scope(keyed) as session:  # someone forges a "signing began" entry with junk in it
+        audit.append(session, "mallory", audit.AuditAction.HEAD_ANCHORED, {"finding": "🙂"})
+    assert _errors(keyed) == [(3, audit.AuditErrorCode.HEAD_UNANCHORED)]

@@ -140,6 +140,7 @@ IdParam = Annotated[int, ID.interval(), ID.text_validator()]
 PeriodParam = Annotated[int, PERIOD.interval(), PERIOD.text_validator()]
 PageSizeParam = Annotated[int, PAGE_SIZE.interval(), PAGE_SIZE.text_validator()]
 OffsetParam = Annotated[int, OFFSET.interval(), OFFSET.text_validator()]
+YearParam = Annotated[int, YEAR.interval(), YEAR.text_validator()]
 
 # Bounds of collections and free text in a body, so no list or string costs unbounded work.
 MAX_LINES = 200  # lines of one voucher or journal entry

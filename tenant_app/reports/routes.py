@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from tenant_app.auth import Principal, check_agency, require_action
+from tenant_app.domains import IdParam, PeriodParam, YearParam
 from tenant_app.reports import catalog
 from tenant_app.reports.catalog import ExportFormat, ReportKind, ReportRequest
 from tenant_app.reports.execution import UnknownFiscalYearError
@@ -41,9 +42,9 @@ def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
 def download(
     request: Request,
     kind: ReportKind,
-    year: int,
-    period: int = Query(13, ge=1, le=13),
-    agency: int | None = None,
+    year: YearParam,
+    period: PeriodParam = 13,
+    agency: IdParam | None = None,
     fmt: ExportFormat = Query(ExportFormat.HTML, alias="format"),
     principal: Principal = Depends(require_action(Action.RUN_REPORTS)),
 ) -> Response:

@@ -28,16 +28,16 @@ def change_password(current_password: str = Form(""), new_password: str = Form("
     me = current.user
     # Guessing the current password from a borrowed session counts against the log-in throttle.
     limiter, client = login_limiter(current.request), client_of(current.request)
-    throttle = limiter.check(me.username, client)
+    throttle = limiter.begin(me.username, client)  # counted as it starts, as a log-in is
     if not throttle.allowed:
         minutes = -(-throttle.retry_after_s // 60)
         return current.render("account.html", status_code=status.HTTP_429_TOO_MANY_REQUESTS,
                               form_error=f"失敗次數過多，請於 {minutes} 分鐘後再試。")
     user = current.db.get_one(User, me.user_id)
     if not passwords.verify_password(current_password, user.password_hash):
-        limiter.record_failure(me.username, client)
         return current.render("account.html", status_code=status.HTTP_403_FORBIDDEN,
                               form_error="目前密碼錯誤。")
+    limiter.succeeded(me.username, client)
     if new_password != confirm_password:
         return current.render("account.html", status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
                               form_error="兩次輸入的新密碼不一致。")

@@ -1,8 +1,9 @@
 """稽核紀錄 (auditors): the hash-chained audit log, newest first, with the chain verified on view.
 
 Verification is B's audit.verify over the whole chain: an edited, deleted or reordered entry is
-reported with its sequence number. The newest hash is shown so it can be noted down and compared
-later (dropping the newest entries cannot be seen from the table alone).
+reported with its sequence number, and so is a truncated tail: the chain's head is anchored in a
+signed row (audit.py) that a raw-SQL delete cannot re-sign. The newest hash is still shown, to be
+noted down outside the county's VM (whoever holds the county's secret could re-sign the head).
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         restic, repo = _restic(platform, site), pair(site).primary
         mine = restic.snapshots(repo, tags=[county, f"{JOB_TAG}={ctx.job_id}"])
         if mine:  # a killed attempt of this job already stored it: never a second restore point
-            return Snapshotted(snapshot_id=mine[-1].id, data_added=0, duration_s=0.0, reused=True)
+            # restic 0.14's backup summary names a snapshot by its short id: so does this result
+            return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
         staged = Path(ctx.result("copy", Staged).path)
         tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}"]
         done = consistent.store(restic, repo, staged, args.tenant, tags=tags)

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from backup import figures
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def county_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    database = tmp_path_factory.mktemp("county") / "tenant.db"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TENANT_APP_DATABASE_URL": f"sqlite:///{database}",
-           "TENANT_APP_SECRET": "figures-test-secret-0123456789abcdef"}
-    for command in (["migrate"], ["generate", "60"]):
-        subprocess.run([sys.executable, "-m", "tenant_app", *command], env=env, check=True, timeout=300,
-                       capture_output=True)
-    return database
 
 
 def test_figures_of_a_generated_county(county_db: Path) -> None:

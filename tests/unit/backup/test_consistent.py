@@ -48,3 +48,19 @@ def test_stage_copies_a_database_and_a_failed_producer_leaves_nothing(tmp_path: 
         consistent.stage(consistent.copy_argv(str(missing), python=sys.executable, scratch_dir=str(tmp_path)),
                          tmp_path / "other.db")
     assert not (tmp_path / "other.db").exists() and not (tmp_path / "other.db.partial").exists()
+
+
+def test_the_remote_command_string_survives_a_shell_and_copies_the_database(tmp_path: Path) -> None:
+    """What ssh hands the guest's shell is the last argv item: run it through sh here."""
+    source = tmp_path / "dir with space" / "tenant.db"
+    source.parent.mkdir()
+    with sqlite3.connect(source) as db:
+        db.execute("CREATE TABLE t (v TEXT)")
+        db.execute("INSERT INTO t VALUES ('it''s here')")
+    remote = consistent.ssh_argv(tmp_path / "key", 22000, consistent.copy_argv(
+        str(source), python=sys.executable, scratch_dir=str(tmp_path)))[-1]
+    target = tmp_path / "copy.db"
+    consistent.stage(["sh", "-c", remote], target)
+    with sqlite3.connect(target) as copy:
+        assert copy.execute("SELECT v FROM t").fetchone()[0] == "it's here"
+    assert list(tmp_path.glob("countycloud-backup-*")) == []  # the copy's scratch file is removed

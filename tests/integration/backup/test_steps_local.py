@@ -123,3 +123,25 @@ def test_restored_disk_refuses_what_is_not_a_ccdata_disk_and_a_disk_too_small(co
     with pytest.raises(restored.RestoredDiskError, match="cannot hold"):
         restored.make(tmp_path / "small.img", 8, county_db)
     assert not (tmp_path / "small.img").exists()
+
+
+def test_in_place_swap_keeps_the_disk_before_and_a_rerun_changes_nothing(platform: Platform,
+                                                                         tmp_path: Path) -> None:
+    in_place = steps.restore_steps({"tenant": "keelung", "mode": "in-place", "site": "primary"}, platform)
+    chosen = Chosen(snapshot_id="a1b2c3d4" + "0" * 56, taken_at="2026-12-04T00:00:00+00:00", recorded={},
+                    clone_name="keelung-accounting-1", clone_uuid="u", ssh_port=1, app_port=2)
+    ctx = StepContext(job_id="job-s", args={}, artifacts=tmp_path,
+                      previous={"check": chosen.model_dump(mode="json")})
+    own = platform.site("primary").disks / "vms" / "keelung-accounting-1" / "data.img"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"the county's disk before")
+    new = steps.restored_disk(platform.site("primary").disks, chosen)
+    new.parent.mkdir(parents=True)
+    new.write_bytes(b"restored")
+    said = run(in_place, "swap", ctx)
+    kept = own.with_name("data.img.before-a1b2c3d4")
+    assert str(kept) in said
+    assert own.read_bytes() == b"restored" and kept.read_bytes() == b"the county's disk before"
+    assert not new.exists()
+    assert "already swapped" in run(in_place, "swap", ctx)
+    assert own.read_bytes() == b"restored" and kept.read_bytes() == b"the county's disk before"

@@ -26,13 +26,18 @@ from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F4
 
 
 @pytest.fixture
-def platform(engine: Engine, tmp_path: Path) -> Iterator[Platform]:  # noqa: F811
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def platform(engine: Engine, tmp_path: Path, port: int) -> Iterator[Platform]:  # noqa: F811
     records.place(engine, "keelung")  # ports, UUID, host: what a provisioned county has
     platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
                         domain_type=DomainType.QEMU)
     yield platform
-    # the secondary's REST server, by its pid file (the same whatever port it was given)
-    restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(0))
+    # the secondary's REST server the steps started (restserver.stop checks its folder and port)
+    restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(port))
 
 
 def run(step_list: list[Step], name: str, ctx: StepContext) -> Any:
@@ -44,8 +49,7 @@ def run(step_list: list[Step], name: str, ctx: StepContext) -> Any:
 
 
 def test_backup_round_then_restore_onto_a_new_data_disk(platform: Platform, county_db: Path,
-                                                       tmp_path: Path) -> None:
-    port = free_port()
+                                                       tmp_path: Path, port: int) -> None:
     backup = steps.backup_steps({"tenant": "keelung", "rest_port": port}, platform)
     artifacts = tmp_path / "job-b"
     artifacts.mkdir()
@@ -97,8 +101,7 @@ def test_backup_round_then_restore_onto_a_new_data_disk(platform: Platform, coun
 
 
 def test_fetch_refuses_a_restore_point_whose_figures_differ(platform: Platform, county_db: Path,
-                                                           tmp_path: Path) -> None:
-    port = free_port()
+                                                           tmp_path: Path, port: int) -> None:
     restic = Restic(cache_dir=tmp_path / "cache")
     pair = repository.ensure_pair(restic, platform.state_dir, "primary", "secondary", port)
     recorded = figures.read(county_db)

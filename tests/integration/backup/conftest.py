@@ -7,7 +7,10 @@ the end by its pid file.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,3 +57,19 @@ def sites(tmp_path: Path, restic_runner: Restic) -> Iterator[Sites]:
         yield Sites(state_dir, restic_runner, pair, port)
     finally:
         restserver.stop(pair.offsite_server)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def county_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A county database made by the app itself: `python -m tenant_app migrate`, then `generate 60`
+    (which seeds the demo county first). Tests copy it before changing it."""
+    database = tmp_path_factory.mktemp("county") / "tenant.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TENANT_APP_DATABASE_URL": f"sqlite:///{database}",
+           "TENANT_APP_SECRET": "figures-test-secret-0123456789abcdef"}
+    for command in (["migrate"], ["generate", "60"]):
+        subprocess.run([sys.executable, "-m", "tenant_app", *command], env=env, check=True, timeout=300,
+                       capture_output=True)
+    return database

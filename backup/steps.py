@@ -1,0 +1,422 @@
+"""Job step lists for a county's backup round and for restoring / verifying a restore point.
+
+Backup round:  check -> copy (app-consistent, backup/consistent.py) -> figures -> snapshot -> offsite
+-> retention. The figures are read from the staged copy before the snapshot because they are stored
+as the snapshot's own tags (backup/figures.py says why); the snapshot is the one restic call that
+makes a restore point.
+
+Restore (`mode`: verify, copy, in-place): check (choose the snapshot) -> fetch (restic dump, integrity
+check, figures compared with those recorded) -> data-disk (a NEW ccdata disk with the restored
+tenant.db) -> then a VM brought up on it with provisioning.vm's operations at the chosen site:
+verify and copy use a clone of their own (own name, UUID and ports, no tenant address); in-place
+stops the county's VM, swaps its data disk (the old one kept beside it), and starts it again. Every
+VM bring-up ends by reading the figures back from the running app's database over SSH.
+
+Every step is idempotent: the snapshot step finds the snapshot a killed attempt of the same job
+made (tag job=ID) instead of making a second; disks are linked into place only when complete; the
+VM operations are idempotent themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from backup import consistent, figures, repository, restored
+from backup.figures import Figures
+from backup.platformdb import CopyCheck, check_sqlite
+from backup.policy import ProtectionTier, policy_of
+from backup.restic import Repository, Restic, Snapshot, SnapshotNotFound
+from inventory.jobs import JobKind, Step, StepContext, StepResult, StepsBuilder
+from provisioning import images, records, templates, vm
+from provisioning.address import port_free
+from provisioning.hypervisor import DomainState
+from provisioning.platform import Platform
+from provisioning.vmplan import VmPaths, VmPlan
+
+DEFAULT_REST_PORT = int(os.environ.get("COUNTYCLOUD_BACKUP_REST_PORT", "23000"))
+# Forwards of restore clones (verify / copy): a block of the backup range, clear of the gateway's
+# (21000-21999), the guests' (22000-22999) and the backup servers' (23000-23199) ports.
+CLONE_PORTS = range(23200, 23400)
+JOB_TAG = "job"
+STAGED_NAME = "tenant.db"
+
+
+class RestoreMode(StrEnum):
+    VERIFY = "verify"  # prove the restore point: clone up, /healthz, figures, torn down
+    COPY = "copy"  # the same clone, left running under its own name for inspection
+    IN_PLACE = "in-place"  # the county's own VM on the restored disk
+
+
+class BackupArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tenant: str
+    offsite_site: str = "secondary"
+    rest_port: int = DEFAULT_REST_PORT
+    tier: ProtectionTier = ProtectionTier.BACKUP
+
+
+class RestoreArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tenant: str
+    mode: RestoreMode = RestoreMode.VERIFY
+    snapshot: str | None = None  # None: the newest of the county at `from_site`'s repository
+    site: str = "secondary"  # where the restored VM runs (verification: the secondary)
+    from_site: str = "secondary"  # whose repository the snapshot is read from (the offsite one)
+    primary_site: str = "primary"
+    rest_port: int = DEFAULT_REST_PORT
+
+
+# --- results handed between steps --------------------------------------------------------------
+
+class Staged(StepResult):
+    path: str
+    bytes: int
+
+    def summary(self) -> str:
+        return f"copy of {self.bytes} bytes staged, quick_check ok"
+
+
+class Snapshotted(StepResult):
+    snapshot_id: str
+    data_added: int
+    duration_s: float
+    reused: bool = False  # found from a killed attempt of this job, not made now
+
+    def summary(self) -> str:
+        made = "found (made by an earlier attempt of this job)" if self.reused else "made"
+        return f"snapshot {self.snapshot_id[:8]} {made}, {self.data_added} bytes added"
+
+
+class Chosen(StepResult):
+    snapshot_id: str
+    taken_at: str
+    recorded: dict[str, str]  # the figures recorded with it (its tags)
+    clone_name: str
+    clone_uuid: str
+    ssh_port: int
+    app_port: int
+
+    def summary(self) -> str:
+        return f"snapshot {self.snapshot_id[:8]} of {self.taken_at}; VM {self.clone_name}"
+
+
+class Fetched(StepResult):
+    path: str
+    bytes: int
+    figures: Figures
+
+    def summary(self) -> str:
+        return f"{self.bytes} bytes, integrity_check ok, figures as recorded: {self.figures.summary()}"
+
+
+class Proven(StepResult):
+    healthz_port: int
+    figures: Figures
+
+    def summary(self) -> str:
+        return f"/healthz answered on 127.0.0.1:{self.healthz_port}; figures as recorded"
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+def clone_name(tenant: str, job_id: str, mode: RestoreMode) -> str:
+    """The restored VM's own name: a hostname (<= 63), stable for the job (a rerun finds its VM)."""
+    suffix = hashlib.sha256(job_id.encode()).hexdigest()[:6]
+    kind = "verify" if mode is RestoreMode.VERIFY else "copy"
+    return f"{tenant[:63 - len(kind) - len(suffix) - 2]}-{kind}-{suffix}"
+
+
+def clone_uuid(job_id: str) -> str:
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"countycloud:restore:{job_id}"))
+
+
+def choose_ports(is_free: Callable[[int], bool], ports: range = CLONE_PORTS) -> tuple[int, int]:
+    """Two free ports (SSH, app) from the clones' block."""
+    found = [port for port in ports if is_free(port)][:2]
+    if len(found) < 2:
+        raise RuntimeError(f"no two free ports in {ports.start}-{ports.stop - 1} for a restore clone")
+    return found[0], found[1]
+
+
+def choose_snapshot(snapshots: list[Snapshot], wanted: str | None) -> Snapshot:
+    """The snapshot asked for by id (full or short), or the newest; the error says what exists."""
+    if not snapshots:
+        raise SnapshotNotFound("restore", "the county has no restore point in this repository")
+    if wanted is None:
+        return max(snapshots, key=lambda snapshot: snapshot.time)
+    for snapshot in snapshots:
+        if snapshot.id.startswith(wanted) or wanted.startswith(snapshot.short_id):
+            return snapshot
+    raise SnapshotNotFound("restore", f"no restore point {wanted} of this county "
+                           f"(have {', '.join(s.short_id for s in snapshots[-5:])} ...)")
+
+
+def clone_plan(county: VmPlan, chosen: Chosen, site: str) -> VmPlan:
+    """The county's VM as a clone of its own: same size, settings and secret (the restored database's
+    signing keys are wrapped with it), its own name, UUID, ports and site."""
+    return replace(county, name=chosen.clone_name, uuid=chosen.clone_uuid, site=site,
+                   ssh_port=chosen.ssh_port, app_port=chosen.app_port)
+
+
+def restored_disk(site_disks: Path, chosen: Chosen) -> Path:
+    """Where a restore's new data disk is made: the site's disks, named by VM and restore point."""
+    return site_disks / "restored" / f"{chosen.clone_name}-{chosen.snapshot_id[:8]}.img"
+
+
+# --- edges used by the steps -------------------------------------------------------------------
+
+def _restic(platform: Platform, site: str) -> Restic:
+    return Restic(cache_dir=repository.site_backup(platform.state_dir, site).cache_dir)
+
+
+def _repositories(platform: Platform, primary: str, offsite: str, port: int) -> repository.Pair:
+    return repository.pair(platform.state_dir, primary, offsite, port)
+
+
+def _repository_of(platform: Platform, site: str, primary: str, port: int) -> Repository:
+    """A site's repository as this control plane reaches it: the primary's by path, another's by REST."""
+    backup = repository.site_backup(platform.state_dir, site)
+    return backup.local() if site == primary else backup.remote(port)
+
+
+def _county_plan(platform: Platform, tenant: str) -> VmPlan:
+    plans = records.load_plans(platform.engine, tenant)
+    if len(plans) != 1:
+        raise RuntimeError(f"tenant {tenant}: {len(plans)} VMs; backups take a one-VM county's database")
+    return plans[0]
+
+
+# --- backup round ------------------------------------------------------------------------------
+
+def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
+    args = BackupArgs.model_validate(raw)
+    county = consistent.county_tag(args.tenant)
+
+    def pair(primary: str) -> repository.Pair:
+        return _repositories(platform, primary, args.offsite_site, args.rest_port)
+
+    def check(ctx: StepContext) -> str:
+        site = records.current_site(platform.engine, args.tenant)
+        plan = _county_plan(platform, args.tenant)
+        made = repository.ensure_pair(_restic(platform, site), platform.state_dir, site, args.offsite_site,
+                                      args.rest_port)
+        return (f"tenant {args.tenant} at {site}: VM {plan.name}, SSH 127.0.0.1:{plan.ssh_port}; "
+                f"repositories {made.primary.location} and {made.offsite.location}")
+
+    def copy(ctx: StepContext) -> Staged:
+        plan = _county_plan(platform, args.tenant)
+        staged = ctx.artifacts / STAGED_NAME
+        size = consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), staged)
+        # integrity_check is the verification's: too slow for every round (CopyCheck says why)
+        check_sqlite(staged, CopyCheck.QUICK)
+        return Staged(path=str(staged), bytes=size)
+
+    def read_figures(ctx: StepContext) -> Figures:
+        return figures.read(Path(ctx.result("copy", Staged).path))
+
+    def snapshot(ctx: StepContext) -> Snapshotted:
+        site = records.current_site(platform.engine, args.tenant)
+        restic, repo = _restic(platform, site), pair(site).primary
+        mine = restic.snapshots(repo, tags=[county, f"{JOB_TAG}={ctx.job_id}"])
+        if mine:  # a killed attempt of this job already stored it: never a second restore point
+            # restic 0.14's backup summary names a snapshot by its short id: so does this result
+            return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
+        staged = Path(ctx.result("copy", Staged).path)
+        tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}"]
+        done = consistent.store(restic, repo, staged, args.tenant, tags=tags)
+        staged.unlink(missing_ok=True)
+        return Snapshotted(snapshot_id=done.snapshot_id, data_added=done.data_added,
+                           duration_s=done.duration_s)
+
+    def offsite(ctx: StepContext) -> str:
+        site = records.current_site(platform.engine, args.tenant)
+        repositories = pair(site)
+        snapshot_id = ctx.result("snapshot", Snapshotted).snapshot_id
+        done = _restic(platform, site).copy(repositories.offsite, repositories.primary,
+                                            snapshot_ids=[snapshot_id])
+        return f"copied {len(done.copied)}, already there {len(done.skipped)} ({done.wall_s:.2f} s)"
+
+    def retention(ctx: StepContext) -> str:
+        site = records.current_site(platform.engine, args.tenant)
+        repositories, restic = pair(site), _restic(platform, site)
+        keep = policy_of(args.tier).retention
+        # One group per county (its snapshots carry host=slug): the figures and job tags differ on
+        # every snapshot, so grouping by tags would make each snapshot a group of its own.
+        said = []
+        for where, repo in (("primary", repositories.primary), ("offsite", repositories.offsite)):
+            done = restic.forget(repo, keep, tags=[county], group_by="host")
+            said.append(f"{where}: kept {len(done.kept)}, forgot {len(done.removed)}")
+        return "; ".join(said) + " (pruning is scheduled apart)"
+
+    return [
+        Step("check", check, "the county's VM, both repositories (made if missing)"),
+        Step("copy", copy, "online backup of the county's database in its guest, over SSH"),
+        Step("figures", read_figures, "voucher count, certified per line, journal balance"),
+        Step("snapshot", snapshot, "restic backup --stdin, figures as tags"),
+        Step("offsite", offsite, "restic copy to the secondary site"),
+        Step("retention", retention, "forget by the tier's retention, both repositories"),
+    ]
+
+
+# --- restore / verify --------------------------------------------------------------------------
+
+def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
+    args = RestoreArgs.model_validate(raw)
+    in_place = args.mode is RestoreMode.IN_PLACE
+
+    def source() -> tuple[Restic, Repository]:
+        return (_restic(platform, args.primary_site),
+                _repository_of(platform, args.from_site, args.primary_site, args.rest_port))
+
+    def check(ctx: StepContext) -> Chosen:
+        restic, repo = source()
+        points = restic.snapshots(repo, tags=[consistent.county_tag(args.tenant)])
+        chosen = choose_snapshot(points, args.snapshot)
+        county = _county_plan(platform, args.tenant)
+        if in_place:
+            home = records.current_site(platform.engine, args.tenant)
+            if args.site != home:
+                raise RuntimeError(f"an in-place restore runs where {args.tenant} runs ({home}), "
+                                   f"not at {args.site}; restore as a copy to bring it up elsewhere")
+            name, uuid, ssh_port, app_port = county.name, county.uuid, county.ssh_port, county.app_port
+        else:
+            name, uuid = clone_name(args.tenant, ctx.job_id, args.mode), clone_uuid(ctx.job_id)
+            ssh_port, app_port = choose_ports(port_free)
+        return Chosen(snapshot_id=chosen.id, taken_at=chosen.time.isoformat(),
+                      recorded=figures.from_tags(chosen.tags), clone_name=name, clone_uuid=uuid,
+                      ssh_port=ssh_port, app_port=app_port)
+
+    def fetch(ctx: StepContext) -> Fetched:
+        chosen = ctx.result("check", Chosen)
+        restic, repo = source()
+        done = restic.dump(repo, chosen.snapshot_id, f"/{consistent.DATABASE_FILENAME}",
+                           ctx.artifacts / STAGED_NAME)
+        check_sqlite(done.target, CopyCheck.FULL)
+        found = figures.read(done.target)
+        differ = figures.differences(chosen.recorded, found)
+        if differ:
+            raise figures.FiguresError(f"snapshot {chosen.snapshot_id[:8]}: {'; '.join(differ)}")
+        return Fetched(path=str(done.target), bytes=done.bytes, figures=found)
+
+    def restored_disk_path(chosen: Chosen) -> Path:
+        return restored_disk(platform.site(args.site).disks, chosen)
+
+    def plan(ctx: StepContext) -> VmPlan:
+        return clone_plan(_county_plan(platform, args.tenant), ctx.result("check", Chosen), args.site)
+
+    def paths(ctx: StepContext) -> VmPaths:
+        chosen = ctx.result("check", Chosen)
+        # in place, the restored disk is swapped into the VM's own data disk path (step swap)
+        return vm.vm_disks(platform, args.site, chosen.clone_name,
+                           data_disk=None if in_place else restored_disk_path(chosen))
+
+    def data_disk(ctx: StepContext) -> str:
+        chosen = ctx.result("check", Chosen)
+        fetched = Path(ctx.result("fetch", Fetched).path)
+        target = restored_disk_path(chosen)
+        made = restored.make(target, plan(ctx).data_disk_mib, fetched)
+        return f"{'made' if made else 'kept'} {target}"
+
+    def stop(ctx: StepContext) -> str:
+        chosen = ctx.result("check", Chosen)
+        with platform.hypervisor(args.site) as hv:
+            removed = vm.tear_down(hv, chosen.clone_name, paths(ctx), purge=False)
+        return ", ".join(removed) or "already stopped"
+
+    def swap(ctx: StepContext) -> str:
+        chosen = ctx.result("check", Chosen)
+        own, new = paths(ctx).data_disk, restored_disk_path(chosen)
+        kept = own.with_name(f"{own.name}.before-{chosen.snapshot_id[:8]}")
+        if not new.exists() and own.exists() and kept.exists():
+            return f"already swapped (the disk before is {kept})"
+        if own.exists() and not kept.exists():
+            os.link(own, kept)
+        os.replace(new, own)
+        return f"{own} is the restored disk; the one before is kept as {kept}"
+
+    def bring_disks(ctx: StepContext) -> str:
+        the_plan = plan(ctx)
+        backing = _template(platform, args.site, the_plan, ctx).system_disk
+        with platform.hypervisor(args.site) as hv:
+            return ", ".join(vm.make_disks(hv, the_plan, paths(ctx), system_backing=backing,
+                                           ssh_key=platform.ssh_key))
+
+    def start(ctx: StepContext) -> str:
+        the_plan = plan(ctx)
+        with platform.hypervisor(args.site) as hv:
+            exists = hv.state(the_plan.name) is not DomainState.MISSING
+            template = None if exists else _template(platform, args.site, the_plan, ctx)
+            image = None if exists else _image(platform, args.site, ctx)
+            return vm.start(hv, the_plan, paths(ctx), mode=vm.BringUp.CLONE, image=image, template=template,
+                            domain_type=platform.domain_type).how
+
+    def activate(ctx: StepContext) -> str:
+        chosen = ctx.result("check", Chosen)
+        with platform.hypervisor(args.site) as hv:
+            done = vm.activate(hv, chosen.clone_name, paths(ctx))
+        return f"agent after {done.agent_wait_s:.2f} s; plugged {', '.join(done.plugged) or 'nothing'}"
+
+    def prove(ctx: StepContext) -> Proven:
+        chosen = ctx.result("check", Chosen)
+        with platform.hypervisor(args.site) as hv:
+            vm.wait_ready(hv, chosen.clone_name, chosen.app_port, platform.boot_timeout_s)
+        served = ctx.artifacts / "served.db"
+        consistent.stage(consistent.guest_copy_argv(platform.ssh_key, chosen.ssh_port), served)
+        found = figures.read(served)
+        differ = figures.differences(chosen.recorded, found)
+        if differ:
+            raise figures.FiguresError(f"the restored VM serves other figures: {'; '.join(differ)}")
+        return Proven(healthz_port=chosen.app_port, figures=found)
+
+    def tear_down(ctx: StepContext) -> str:
+        chosen = ctx.result("check", Chosen)
+        with platform.hypervisor(args.site) as hv:
+            removed = vm.tear_down(hv, chosen.clone_name, paths(ctx), purge=True)
+        for scratch in ctx.artifacts.glob("*.db"):
+            scratch.unlink()
+        return ", ".join(removed) or "nothing left"
+
+    steps = [
+        Step("check", check, "choose the restore point and the VM's name and ports"),
+        Step("fetch", fetch, "restic dump, integrity_check, figures against those recorded"),
+        Step("data-disk", data_disk, "a new ccdata disk holding the restored tenant.db"),
+    ]
+    if in_place:
+        steps += [Step("stop", stop, "the county's VM down (its data disk kept)"),
+                  Step("swap", swap, "the restored disk in place; the one before kept beside it")]
+    steps += [
+        Step("disks", bring_disks, "system overlay on the site's template, seed disk"),
+        Step("start", start, "clone of the site's prebooted template"),
+        Step("activate", activate, "identity, seed and the restored data disk"),
+        Step("prove", prove, "/healthz, then the served database's figures against those recorded"),
+    ]
+    if args.mode is RestoreMode.VERIFY:
+        steps.append(Step("tear-down", tear_down, "the verification clone and its disks removed"))
+    return steps
+
+
+def _image(platform: Platform, site: str, ctx: StepContext) -> images.GoldenImage:
+    return images.at_site(images.ensure(platform.cache_dir, log=ctx.log), platform.site(site).images)
+
+
+def _template(platform: Platform, site: str, plan: VmPlan, ctx: StepContext) -> templates.Template:
+    image = _image(platform, site, ctx)
+    with platform.hypervisor(site) as hv:
+        template = templates.build(hv, platform.site(site), image, platform.domain_type, plan.memory_mib,
+                                   log=ctx.log)
+    templates.check_usable(template)
+    return template
+
+
+def builders() -> dict[JobKind, StepsBuilder]:
+    """What the control plane registers (controlplane/bootstrap.register_job_builders)."""
+    return {JobKind.BACKUP: backup_steps, JobKind.RESTORE: restore_steps}

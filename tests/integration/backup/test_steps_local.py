@@ -1,0 +1,150 @@
+"""backup/steps.py steps run with real restic, a real REST server and real mkfs.ext4 / debugfs, on
+the demo inventory, each run twice (a rerun after a crash must leave the same state). The steps that
+need a guest (copy over SSH; disks/start/activate/prove/tear-down on a VM) are left to the VM test:
+here `copy` is stood in for by a staged county database made by the app itself."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from backup import consistent, figures, repository, restored, restserver, steps
+from backup.figures import Figures
+from backup.restic import Restic
+from backup.steps import Chosen, Fetched, Snapshotted, Staged
+from inventory.jobs import Step, StepContext, StepResult
+from provisioning import records
+from provisioning.platform import Platform
+from provisioning.spec import DomainType
+from tests.integration.backup.conftest import free_port
+from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def platform(engine: Engine, tmp_path: Path, port: int) -> Iterator[Platform]:  # noqa: F811
+    records.place(engine, "keelung")  # ports, UUID, host: what a provisioned county has
+    platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
+                        domain_type=DomainType.QEMU)
+    yield platform
+    # the secondary's REST server the steps started (restserver.stop checks its folder and port)
+    restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(port))
+
+
+def run(step_list: list[Step], name: str, ctx: StepContext) -> Any:
+    [step] = [step for step in step_list if step.name == name]
+    result = step.run(ctx)
+    if isinstance(result, StepResult):  # what a later step reads back is the checkpointed JSON
+        ctx.previous = {**ctx.previous, name: result.model_dump(mode="json")}
+    return result
+
+
+def test_backup_round_then_restore_onto_a_new_data_disk(platform: Platform, county_db: Path,
+                                                       tmp_path: Path, port: int) -> None:
+    backup = steps.backup_steps({"tenant": "keelung", "rest_port": port}, platform)
+    artifacts = tmp_path / "job-b"
+    artifacts.mkdir()
+    ctx = StepContext(job_id="job-b", args={}, artifacts=artifacts)
+    assert "repositories" in run(backup, "check", ctx)
+    assert "repositories" in run(backup, "check", ctx)  # made once, found the second time
+
+    # `copy` needs the guest; its result is a staged app database, as here
+    staged = artifacts / "tenant.db"
+    shutil.copy(county_db, staged)
+    ctx.previous = {"copy": Staged(path=str(staged), bytes=staged.stat().st_size).model_dump(mode="json")}
+    found = run(backup, "figures", ctx)
+    assert isinstance(found, Figures) and found.vouchers == 60
+
+    first = run(backup, "snapshot", ctx)
+    assert isinstance(first, Snapshotted) and not first.reused
+    assert not staged.exists()  # the staged copy is removed once stored
+    again = run(backup, "snapshot", ctx)  # a rerun after a kill: the same restore point, not a second
+    assert isinstance(again, Snapshotted) and again.reused and again.snapshot_id == first.snapshot_id
+    ctx.previous = {**ctx.previous, "snapshot": first.model_dump(mode="json")}
+
+    restic = Restic(cache_dir=tmp_path / "cache-check")
+    pair = repository.pair(platform.state_dir, "primary", "secondary", port)
+    [point] = restic.snapshots(pair.primary, tags=["county=keelung"])
+    assert figures.from_tags(point.tags) == found.tags()
+    assert point.hostname == "keelung"
+
+    assert run(backup, "offsite", ctx).startswith("copied 1")
+    assert run(backup, "offsite", ctx).startswith("copied 0, already there 1")
+    [offsite_point] = restic.snapshots(pair.offsite, tags=["county=keelung"])
+    assert figures.from_tags(offsite_point.tags) == found.tags()
+    assert "primary: kept 1, forgot 0; offsite: kept 1, forgot 0" in run(backup, "retention", ctx)
+
+    # verify from the offsite repository: choose it, fetch and check it, make a new data disk
+    verify = steps.restore_steps({"tenant": "keelung", "rest_port": port}, platform)
+    rctx = StepContext(job_id="job-r", args={}, artifacts=tmp_path / "job-r")
+    rctx.artifacts.mkdir()
+    chosen = run(verify, "check", rctx)
+    assert isinstance(chosen, Chosen)
+    assert chosen.snapshot_id == offsite_point.id and chosen.recorded == found.tags()
+    assert chosen.clone_name.startswith("keelung-verify-") and chosen.ssh_port != chosen.app_port
+    fetched = run(verify, "fetch", rctx)
+    assert isinstance(fetched, Fetched) and fetched.figures == found
+    assert "made" in run(verify, "data-disk", rctx)
+    assert "kept" in run(verify, "data-disk", rctx)
+    disk = steps.restored_disk(platform.site("secondary").disks, chosen)
+    from_disk = restored.read_database(disk, tmp_path / "from-disk.db")
+    assert figures.read(from_disk) == found
+
+
+def test_fetch_refuses_a_restore_point_whose_figures_differ(platform: Platform, county_db: Path,
+                                                           tmp_path: Path, port: int) -> None:
+    restic = Restic(cache_dir=tmp_path / "cache")
+    pair = repository.ensure_pair(restic, platform.state_dir, "primary", "secondary", port)
+    recorded = figures.read(county_db)
+    wrong = recorded.model_copy(update={"vouchers": recorded.vouchers + 1})
+    consistent.store(restic, pair.primary, county_db, "keelung", tags=figures.to_tags(wrong))
+    verify = steps.restore_steps({"tenant": "keelung", "rest_port": port, "from_site": "primary",
+                                  "site": "primary"}, platform)
+    rctx = StepContext(job_id="job-x", args={}, artifacts=tmp_path / "job-x")
+    rctx.artifacts.mkdir()
+    run(verify, "check", rctx)
+    with pytest.raises(figures.FiguresError, match="vouchers: recorded 61, restored 60"):
+        run(verify, "fetch", rctx)
+
+
+def test_restored_disk_refuses_what_is_not_a_ccdata_disk_and_a_disk_too_small(county_db: Path,
+                                                                              tmp_path: Path) -> None:
+    other = tmp_path / "other.img"
+    other.write_bytes(b"someone's data")
+    with pytest.raises(restored.RestoredDiskError, match="refusing"):
+        restored.make(other, 64, county_db)
+    assert other.read_bytes() == b"someone's data"
+    with pytest.raises(restored.RestoredDiskError, match="cannot hold"):
+        restored.make(tmp_path / "small.img", 8, county_db)
+    assert not (tmp_path / "small.img").exists()
+
+
+def test_in_place_swap_keeps_the_disk_before_and_a_rerun_changes_nothing(platform: Platform,
+                                                                         tmp_path: Path) -> None:
+    in_place = steps.restore_steps({"tenant": "keelung", "mode": "in-place", "site": "primary"}, platform)
+    chosen = Chosen(snapshot_id="a1b2c3d4" + "0" * 56, taken_at="2026-12-04T00:00:00+00:00", recorded={},
+                    clone_name="keelung-accounting-1", clone_uuid="u", ssh_port=1, app_port=2)
+    ctx = StepContext(job_id="job-s", args={}, artifacts=tmp_path,
+                      previous={"check": chosen.model_dump(mode="json")})
+    own = platform.site("primary").disks / "vms" / "keelung-accounting-1" / "data.img"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"the county's disk before")
+    new = steps.restored_disk(platform.site("primary").disks, chosen)
+    new.parent.mkdir(parents=True)
+    new.write_bytes(b"restored")
+    said = run(in_place, "swap", ctx)
+    kept = own.with_name("data.img.before-a1b2c3d4")
+    assert str(kept) in said
+    assert own.read_bytes() == b"restored" and kept.read_bytes() == b"the county's disk before"
+    assert not new.exists()
+    assert "already swapped" in run(in_place, "swap", ctx)
+    assert own.read_bytes() == b"restored" and kept.read_bytes() == b"the county's disk before"

@@ -1,0 +1,111 @@
+"""backup/steps.py: the step lists' names and order, and every pure part."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import create_engine
+
+from backup import steps
+from backup.restic import Snapshot, SnapshotNotFound
+from backup.steps import Chosen, RestoreMode
+from inventory.jobs import JobKind
+from provisioning.platform import Platform
+from provisioning.spec import DomainType
+from provisioning.vmplan import VmPlan
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Platform:
+    # building a step list touches nothing: an empty engine and folders are enough
+    return Platform(engine=create_engine("sqlite://"), state_dir=tmp_path / "state",
+                    cache_dir=tmp_path / "cache", domain_type=DomainType.QEMU)
+
+
+def names(step_list: list[steps.Step]) -> list[str]:
+    return [step.name for step in step_list]
+
+
+def test_builders_cover_backup_and_restore(platform: Platform) -> None:
+    built = steps.builders()
+    assert set(built) == {JobKind.BACKUP, JobKind.RESTORE}
+    assert names(built[JobKind.BACKUP]({"tenant": "keelung"}, platform))[0] == "check"
+    assert names(built[JobKind.RESTORE]({"tenant": "keelung"}, platform))[0] == "check"
+
+
+def test_backup_round_order(platform: Platform) -> None:
+    assert names(steps.backup_steps({"tenant": "keelung"}, platform)) == [
+        "check", "copy", "figures", "snapshot", "offsite", "retention"]
+
+
+def test_restore_step_lists_per_mode(platform: Platform) -> None:
+    up = ["disks", "start", "activate", "prove"]
+    assert names(steps.restore_steps({"tenant": "keelung"}, platform)) == [
+        "check", "fetch", "data-disk", *up, "tear-down"]
+    assert names(steps.restore_steps({"tenant": "keelung", "mode": "copy"}, platform)) == [
+        "check", "fetch", "data-disk", *up]
+    in_place = {"tenant": "keelung", "mode": "in-place", "site": "primary"}
+    assert names(steps.restore_steps(in_place, platform)) == [
+        "check", "fetch", "data-disk", "stop", "swap", *up]
+
+
+def test_same_args_same_steps_and_unknown_args_refused(platform: Platform) -> None:
+    args = {"tenant": "keelung", "mode": "verify", "snapshot": "abcd1234"}
+    assert names(steps.restore_steps(args, platform)) == names(steps.restore_steps(dict(args), platform))
+    with pytest.raises(ValidationError):
+        steps.restore_steps({"tenant": "keelung", "mode": "sideways"}, platform)
+    with pytest.raises(ValidationError):
+        steps.backup_steps({"tenant": "keelung", "extra": 1}, platform)
+
+
+def test_clone_name_is_a_hostname_stable_per_job_and_distinct_between_jobs() -> None:
+    name = steps.clone_name("keelung", "job-1", RestoreMode.VERIFY)
+    assert name == steps.clone_name("keelung", "job-1", RestoreMode.VERIFY)
+    assert name != steps.clone_name("keelung", "job-2", RestoreMode.VERIFY)
+    assert name.startswith("keelung-verify-")
+    assert steps.clone_name("keelung", "job-1", RestoreMode.COPY).startswith("keelung-copy-")
+    long = steps.clone_name("x" * 80, "job-1", RestoreMode.VERIFY)
+    assert len(long) <= 63 and re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", long)
+    assert steps.clone_uuid("job-1") == steps.clone_uuid("job-1") != steps.clone_uuid("job-2")
+
+
+def test_choose_ports_skips_busy_ones_and_says_when_none_are_left() -> None:
+    busy = {23200, 23202}
+    assert steps.choose_ports(lambda port: port not in busy) == (23201, 23203)
+    with pytest.raises(RuntimeError, match="no two free ports"):
+        steps.choose_ports(lambda port: port == 23250)
+
+
+def _snapshot(snapshot_id: str, minutes: int) -> Snapshot:
+    return Snapshot(id=snapshot_id * 8, short_id=snapshot_id * 1, time=datetime(2026, 12, 4, tzinfo=UTC)
+                    + timedelta(minutes=minutes), hostname="keelung", paths=("/tenant.db",), tags=())
+
+
+def test_choose_snapshot_newest_by_default_by_full_or_short_id_otherwise() -> None:
+    old, new = _snapshot("aaaaaaaa", 1), _snapshot("bbbbbbbb", 2)
+    assert steps.choose_snapshot([new, old], None) is new
+    assert steps.choose_snapshot([new, old], "aaaaaaaa") is old
+    assert steps.choose_snapshot([new, old], old.id) is old
+    with pytest.raises(SnapshotNotFound, match="no restore point cccc"):
+        steps.choose_snapshot([new, old], "cccc")
+    with pytest.raises(SnapshotNotFound, match="no restore point"):
+        steps.choose_snapshot([], None)
+
+
+def test_clone_plan_keeps_the_countys_size_settings_and_secret_with_its_own_identity(tmp_path: Path) -> None:
+    county = VmPlan(name="keelung-accounting-1", uuid="u-1", tenant="keelung", county_name="Keelung",
+                    site="primary", vcpus=2, memory_mib=1024, data_disk_mib=256, ssh_port=22000,
+                    app_port=22001, app_secret="s3cret", settings={"locale": "zh-TW"})
+    chosen = Chosen(snapshot_id="f" * 64, taken_at="2026-12-04T00:00:00+00:00", recorded={},
+                    clone_name="keelung-verify-abc123", clone_uuid="u-2", ssh_port=23200, app_port=23201)
+    clone = steps.clone_plan(county, chosen, "secondary")
+    assert (clone.name, clone.uuid, clone.site, clone.ssh_port, clone.app_port) == (
+        "keelung-verify-abc123", "u-2", "secondary", 23200, 23201)
+    assert (clone.app_secret, clone.settings, clone.memory_mib, clone.data_disk_mib, clone.tenant) == (
+        "s3cret", {"locale": "zh-TW"}, 1024, 256, "keelung")
+    expected = tmp_path / "restored" / "keelung-verify-abc123-ffffffff.img"
+    assert steps.restored_disk(tmp_path, chosen) == expected

@@ -52,6 +52,10 @@ def register_job_builders() -> None:
     jobs.register_builder(JobKind.RESIZE, steps.resize_steps)
     jobs.register_builder(JobKind.RETIRE, steps.retire_steps)
     jobs.register_builder(JobKind.CONFIGURE, steps.configure_steps)
+    from backup import steps as backup_steps  # only processes that run jobs pay for its imports
+
+    for kind, build in backup_steps.builders().items():
+        jobs.register_builder(kind, build)
     jobs.set_default_context(platform())
 
 

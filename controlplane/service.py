@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
+import anyio
 from fastapi import FastAPI
 
 from controlplane import audit, auth
@@ -40,13 +42,14 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # In a thread: DBOS refuses its blocking calls where an event loop runs.
         if on_start is not None:
-            on_start(ctx)
+            await anyio.to_thread.run_sync(on_start, ctx)
         try:
             yield
         finally:
             if on_stop is not None:
-                on_stop(ctx)
+                await anyio.to_thread.run_sync(on_stop, ctx)
 
     app = FastAPI(
         title="CountyCloud control plane", version="1",
@@ -82,21 +85,23 @@ def context_from_settings(settings: Settings) -> ServiceContext:
                           limits=limits, cookie_secure=settings.cookie_secure)
 
 
-def start_workers(ctx: ServiceContext) -> None:
-    """The job workers run in this process beside the API (controlplane.jobs.run_workers)."""
-    from controlplane import jobs
+_workers_stop = threading.Event()
 
-    run_workers: Any = getattr(jobs, "run_workers", None)
-    if run_workers is None:
-        log.warning("this build has no job workers (controlplane.jobs.run_workers); jobs only run "
-                    "from the CLI")
-        return
-    run_workers(ctx.engine)
+
+def start_workers(ctx: ServiceContext) -> None:
+    """The job workers run in this process beside the API: the shared queue and every site's queue,
+    with the platform's job builders (controlplane.jobs.run_workers)."""
+    from controlplane import bootstrap, jobs
+
+    bootstrap.register_job_builders()
+    _workers_stop.clear()
+    jobs.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
     from controlplane import jobs
 
+    _workers_stop.set()
     jobs.shutdown()
 
 

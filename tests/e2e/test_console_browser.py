@@ -153,6 +153,7 @@ def test_sign_in_see_the_counties_and_watch_a_create_live(service: dict[str, str
         expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
         expect(page.locator("#steps tr[data-step=wait-ready]")).to_contain_text("wait-ready done")
         expect(page.locator("#live")).to_be_hidden()
+        expect(page.locator("#job-controls")).to_be_hidden()  # nothing left to cancel
         _shot(page, "console_job_done.png")
     finally:
         runner.join(timeout=90)

@@ -5,7 +5,7 @@ restore point to trust. Plain functions over plain data; no restic, no clock (ca
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -110,6 +110,16 @@ def to_copy(primary: Sequence[RestorePoint], copied_originals: Iterable[str]) ->
         return any(snapshot_id.startswith(other) or other.startswith(snapshot_id) for other in copied)
 
     return sorted((point for point in primary if not held(point.snapshot_id)), key=lambda p: p.taken_at)
+
+
+def with_offsite(primary: Sequence[RestorePoint], copied_originals: Iterable[str]) -> list[RestorePoint]:
+    """The primary's points, each marked offsite when the offsite holds a copy of it (by restic's
+    `original`), oldest first: what an operator's list of restore points shows."""
+    missing = {point.snapshot_id for point in to_copy(primary, copied_originals)}
+    return sorted(
+        (replace(point, offsite=point.snapshot_id not in missing) for point in primary),
+        key=lambda point: point.taken_at,
+    )
 
 
 def is_due(last_taken: datetime | None, now: datetime, interval: timedelta = DEFAULT_INTERVAL) -> bool:

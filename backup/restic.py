@@ -392,6 +392,14 @@ def _check_snapshot_id(snapshot_id: str) -> str:
     return snapshot_id
 
 
+def _offset(fd: int) -> int | None:
+    """The position of a seekable descriptor (a file), None for a pipe."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 def _process_exists(pid: int) -> bool:
     """Whether a process with this pid exists (what restic itself tests, with signal 0)."""
     try:
@@ -491,14 +499,19 @@ class Restic:
             raise classify(f"{command} {repo.location}", message, process.returncode)
         return _Completed(out or b"", message, process.returncode, wall)
 
-    def _remove_if_stale(self, repo: Repository, locked: RepositoryLocked) -> bool:
-        """Unlock when the holder named in the error is a process of this host that is gone."""
+    def _remove_if_stale(self, repo: Repository, locked: RepositoryLocked,
+                         *others: Repository) -> bool:
+        """Unlock when the holder named in the error is a process of this host that is gone.
+
+        restic's message does not say which repository held the lock when a command opens two
+        (copy, init --from-repo): each is unlocked, which removes stale locks only."""
         if locked.holder_pid is None or locked.holder_host != socket.gethostname():
             return False
         if _process_exists(locked.holder_pid):
             return False
-        log.info("restic: removing the stale lock of gone process %s on %s", locked.holder_pid, repo)
-        self.unlock(repo)
+        for each in (repo, *others):
+            log.info("restic: removing stale locks (gone process %s) on %s", locked.holder_pid, each)
+            self.unlock(each)
         return True
 
     # -- commands
@@ -548,16 +561,16 @@ class Restic:
         """Back up what `source` (an open file or pipe) yields until EOF as one file, `filename`."""
         args = [*self._backup_options(tags, host), "--stdin", "--stdin-filename", filename]
         argv = self._argv("backup", args, json_output=True)
+        fd = source if isinstance(source, int) else source.fileno()
+        start = _offset(fd)
         try:
             done = self._once(repo, "backup", argv, source, None, timeout_s, (0,))
         except RepositoryLocked as locked:
-            # restic refused before reading: a file source can be read again from its start.
-            if not (isinstance(source, int) or not source.seekable()) and self.clear_stale_locks \
-                    and self._remove_if_stale(repo, locked):
-                source.seek(0)
-                done = self._once(repo, "backup", argv, source, None, timeout_s, (0,))
-            else:
+            # restic refused before reading; a file (not a pipe) can be read again from where it was.
+            if start is None or not (self.clear_stale_locks and self._remove_if_stale(repo, locked)):
                 raise
+            os.lseek(fd, start, os.SEEK_SET)
+            done = self._once(repo, "backup", argv, source, None, timeout_s, (0,))
         return _backup_result(done)
 
     def backup_command(
@@ -673,7 +686,7 @@ class Restic:
         try:
             done = self._once(destination, "copy", argv, None, None, timeout_s, (0,))
         except RepositoryLocked as locked:
-            if not (self.clear_stale_locks and self._remove_if_stale(destination, locked)):
+            if not (self.clear_stale_locks and self._remove_if_stale(destination, locked, source)):
                 raise
             done = self._once(destination, "copy", argv, None, None, timeout_s, (0,))
         copied, skipped = parse_copy_output(done.stdout.decode(errors="replace"))

@@ -13,7 +13,8 @@ Measured, side by side in one run:
   copy (strategy "copy"), median of 5;
 - overhead_pct: backup.restic's calls against the same restic commands run by hand, median of 5;
 - round_s: all 13 counties, one backup each, then one `restic copy` for all new snapshots;
-- restore_s: that county's database from the offsite repository into a new file, integrity-checked.
+- restore_s: that county's database from the offsite repository into a new file, integrity-checked
+  (integrity_check and quick_check also reported alone: the rounds skip the check, see CopyCheck).
 Not measured here (null): rpo_s and rpo_replicated_s (10 minutes of steady writes through the app
 in VMs; no replication stream yet) and verify_s (needs a template clone). The database is copied on
 the host, not inside a guest, so the "app-consistent through the SSH forward" path is not in these
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup import platformdb, repository, restserver  # noqa: E402
+from backup.platformdb import CopyCheck  # noqa: E402
 from backup.repository import Pair  # noqa: E402
 from backup.restic import Restic  # noqa: E402
 
@@ -106,6 +110,19 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
+def children_cpu_s() -> float:
+    """CPU seconds used so far by finished child processes (restic): less swayed by the shared
+    machine's load than wall time, so the strategies are also compared by it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_cpu(action: Callable[[], Any]) -> tuple[float, float]:
+    cpu = children_cpu_s()
+    wall, _ = timed(action)
+    return wall, children_cpu_s() - cpu
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
@@ -141,7 +158,8 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
     def snapshot_copy(database: Path) -> Path:
         copy = scratch / f"{database.stem}.sqlite"
         copy.unlink(missing_ok=True)
-        return platformdb.sqlite_copy(database, copy)
+        # No check per round (it dominated the round: see restore_phases); verification checks.
+        return platformdb.sqlite_copy(database, copy, CopyCheck.NONE)
 
     def backup_into(repo: Any, copy: Path, slug: str) -> str:
         with copy.open("rb") as source:
@@ -158,6 +176,8 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
     big = databases[0]
     seed = 10_000
     per_strategy: dict[str, list[float]] = {"copy": [], "both": []}
+    per_strategy_cpu: dict[str, list[float]] = {"copy": [], "both": []}
+    phases: dict[str, list[float]] = {"sqlite_copy_s": [], "backup_s": [], "offsite_copy_s": []}
     overhead_wrapper: list[float] = []
     overhead_hand: list[float] = []
     for _ in range(REPEAT):
@@ -166,14 +186,20 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             add_vouchers(big, CHANGE_VOUCHERS, seed)
 
             def one_county(strategy: str = strategy) -> None:
-                copy = snapshot_copy(big)
-                snapshot = backup_into(pair.primary, copy, big.stem)
+                copy_s, copy = timed(lambda: snapshot_copy(big))
+                backup_s, snapshot = timed(lambda: backup_into(pair.primary, copy, big.stem))
                 if strategy == "copy":
-                    restic.copy(pair.offsite, pair.primary, snapshot_ids=[snapshot])
+                    offsite_s, _ = timed(
+                        lambda: restic.copy(pair.offsite, pair.primary, snapshot_ids=[snapshot]))
+                    for name, value in (("sqlite_copy_s", copy_s), ("backup_s", backup_s),
+                                        ("offsite_copy_s", offsite_s)):
+                        phases[name].append(value)
                 else:
                     backup_into(pair.offsite, copy, big.stem)
 
-            per_strategy[strategy].append(timed(one_county)[0])
+            wall, cpu = timed_cpu(one_county)
+            per_strategy[strategy].append(wall)
+            per_strategy_cpu[strategy].append(cpu)
         # overhead: the same two commands (backup --stdin, copy of that snapshot) by hand and wrapped
         seed += 1
         add_vouchers(big, CHANGE_VOUCHERS, seed)
@@ -194,7 +220,7 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             backup_into(pair.primary, snapshot_copy(db), db.stem)
         restic.copy(pair.offsite, pair.primary)
 
-    round_s, _ = timed(round_copy)
+    round_s, round_cpu = timed_cpu(round_copy)
     for index, db in enumerate(databases):
         add_vouchers(db, CHANGE_VOUCHERS, 60_000 + index)
 
@@ -204,19 +230,22 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             backup_into(pair.primary, copy, db.stem)
             backup_into(pair.offsite, copy, db.stem)
 
-    round_both_s, _ = timed(round_both)
+    round_both_s, round_both_cpu = timed_cpu(round_both)
 
     # Restore the big county from the offsite repository into a new file, integrity-checked.
     newest = restic.snapshots(pair.offsite, tags=[f"county={big.stem}"])[-1]
-    restores = []
+    restores: list[float] = []
+    restore_phases: dict[str, list[float]] = {"dump_s": [], "integrity_check_s": [], "quick_check_s": []}
     for attempt in range(3):
         target = scratch / f"restored-{attempt}.db"
-
-        def restore(target: Path = target) -> None:
-            restic.dump(pair.offsite, newest.id, f"/{big.stem}.sqlite", target)
-            platformdb.check_sqlite(target)
-
-        restores.append(timed(restore)[0])
+        dump_s, _ = timed(lambda target=target: restic.dump(pair.offsite, newest.id, f"/{big.stem}.sqlite",
+                                                              target))
+        check_s, _ = timed(lambda target=target: platformdb.check_sqlite(target))
+        quick_s, _ = timed(lambda target=target: platformdb.check_sqlite(target, CopyCheck.QUICK))
+        restore_phases["dump_s"].append(dump_s)
+        restore_phases["integrity_check_s"].append(check_s)
+        restore_phases["quick_check_s"].append(quick_s)
+        restores.append(dump_s + check_s)
 
     hand = median(overhead_hand)
     wrapped = median(overhead_wrapper)
@@ -235,11 +264,18 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
             "both_county_s": median(per_strategy["both"]),
             "copy_round_s": round(round_s, 2),
             "both_round_s": round(round_both_s, 2),
+            "copy_county_restic_cpu_s": median(per_strategy_cpu["copy"]),
+            "both_county_restic_cpu_s": median(per_strategy_cpu["both"]),
+            "copy_round_restic_cpu_s": round(round_cpu, 2),
+            "both_round_restic_cpu_s": round(round_both_cpu, 2),
             "first_round_backup_s": round(first_s, 2),
             "first_round_copy_s": round(first_copy_s, 2),
             "wrapped_backup_and_copy_s": wrapped,
             "by_hand_backup_and_copy_s": hand,
         },
+        "incremental_phases": {name: median(values) for name, values in phases.items()},
+        "restore_phases": {name: median(values) for name, values in restore_phases.items()},
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "not_measured": "rpo_s, rpo_replicated_s, verify_s need VMs / replication (null)",
     }
 

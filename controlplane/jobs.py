@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import session_scope
@@ -324,7 +324,7 @@ def _register_site_queue(queue: str) -> None:
         _proc.registered_queues.add(queue)
 
 
-def _ensure_dbos(engine: Engine, *, worker: bool = False, sites: Sequence[str] = ()) -> None:
+def launch(engine: Engine, *, worker: bool = False, sites: Sequence[str] = ()) -> None:
     """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
     from dbos import DBOS
 
@@ -366,6 +366,11 @@ def _ensure_dbos(engine: Engine, *, worker: bool = False, sites: Sequence[str] =
         _proc.launch_s = time.perf_counter() - began
         _proc.dbos_url = target
         _proc.engine = engine
+
+
+def executor_id() -> str:
+    """This process's DBOS executor id (a worker's heartbeat row is keyed by it)."""
+    return _proc.executor_id
 
 
 def shutdown() -> None:
@@ -622,7 +627,7 @@ def submit(engine: Engine, kind: JobKind, target: str, args: Mapping[str, Any], 
         job_id = _create(engine, kind, target, args, artifacts_root)
         if job_id is None:
             continue
-        _ensure_dbos(engine)
+        launch(engine)
         _enqueue(job_id, site)
         return job_id
     raise JobConflict(f"could not create or find the {kind.value} job for {target}")
@@ -647,7 +652,7 @@ def requeue(engine: Engine, job_id: str, *, site: str | None = None) -> None:
         raise JobConflict(f"job {job_id} was cancelled; start a new one")
     if _runner_alive(view.runner):
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS
 
     queue = site_queue(site)
@@ -669,7 +674,7 @@ def _queued_for_workers(engine: Engine, job_id: str) -> bool:
     """Waiting on the workers' queue while a worker is alive to take it."""
     if not live_workers(engine):
         return False
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS
 
     status = DBOS.get_workflow_status(job_id)
@@ -699,112 +704,6 @@ def live_workers(engine: Engine, *, now: datetime | None = None) -> list[str]:
         return list(session.scalars(select(Worker.executor_id).where(Worker.seen_at >= cutoff)))
 
 
-def _heartbeat(engine: Engine) -> None:
-    with session_scope(engine) as session:
-        row = session.get(Worker, _proc.executor_id)
-        if row is None:
-            session.add(Worker(executor_id=_proc.executor_id, host=socket.gethostname(), pid=os.getpid(),
-                               started_at=_now(), seen_at=_now()))
-        else:
-            row.seen_at = _now()
-
-
-def _claim_dead_workers(engine: Engine) -> list[str]:
-    """Executors whose heartbeat stopped, each claimed by exactly one live worker (the one whose
-    delete of its row took effect)."""
-    cutoff = _now() - timedelta(seconds=WORKER_DEAD_AFTER_S)
-    with session_scope(engine) as session:
-        dead = list(session.scalars(select(Worker.executor_id).where(Worker.seen_at < cutoff)))
-    claimed = []
-    for executor in dead:
-        with session_scope(engine) as session:
-            gone = session.execute(
-                delete(Worker).where(Worker.executor_id == executor, Worker.seen_at < cutoff))
-            if getattr(gone, "rowcount", 0) == 1:
-                claimed.append(executor)
-    return claimed
-
-
-def take_over(engine: Engine) -> list[str]:
-    """Recover the unfinished jobs of workers that died (kill -9, a lost machine) in this worker.
-
-    DBOS recovers only its own executor's workflows when it starts, so a live worker does it for the
-    dead one; steps are idempotent, so the interrupted step simply runs again here."""
-    from dbos import DBOS
-
-    taken: list[str] = []
-    for executor in _claim_dead_workers(engine):
-        handles = DBOS._recover_pending_workflows([executor])
-        taken += [handle.get_workflow_id() for handle in handles]
-    return taken
-
-
-@dataclass(frozen=True)
-class Periodic:
-    """Work the service does on a schedule (backups, probes): a DBOS workflow fired by a cron
-    expression (six fields: seconds first) and run on the workers' queue, once per fire time across
-    every worker sharing the database."""
-
-    name: str
-    cron: str
-    workflow: Callable[[datetime, Any], None]
-
-
-_periodic: dict[str, Periodic] = {}
-
-
-def register_periodic(name: str, cron: str, action: Callable[[datetime], None]) -> None:
-    """Declare periodic work before the process becomes a worker (run_workers creates its schedule)."""
-    from dbos import DBOS
-
-    def fire(scheduled_at: datetime, _context: Any) -> None:
-        action(scheduled_at)
-
-    workflow = DBOS.workflow(name=f"countycloud.periodic.{name}")(fire)
-    _periodic[name] = Periodic(name, cron, workflow)
-
-
-def _ensure_schedules() -> None:
-    from dbos import DBOS
-
-    existing = {schedule["schedule_name"]: schedule for schedule in DBOS.list_schedules()}
-    for periodic in _periodic.values():
-        found = existing.get(periodic.name)
-        if found is not None and found["schedule"] == periodic.cron:
-            continue
-        if found is not None:
-            DBOS.delete_schedule(periodic.name)
-        with contextlib.suppress(Exception):  # another worker created it just now
-            DBOS.create_schedule(schedule_name=periodic.name, workflow_fn=periodic.workflow,
-                                 schedule=periodic.cron, queue_name=WORKER_QUEUE)
-
-
-def run_workers(engine: Engine, stop: threading.Event | None = None, *,
-                sites: Sequence[str] = ()) -> threading.Thread:
-    """Make this process a worker: it takes jobs from the workers' queue and the queues of `sites`,
-    heartbeats, and takes over dead workers' jobs. Returns the heartbeat thread (ended by `stop`)."""
-    _ensure_dbos(engine, worker=True, sites=sites)
-    _ensure_schedules()
-    stop = stop or threading.Event()
-    _heartbeat(engine)
-
-    def beat() -> None:
-        while not stop.wait(WORKER_HEARTBEAT_S):
-            try:
-                _heartbeat(engine)
-                taken = take_over(engine)
-                if taken:
-                    logging.getLogger(__name__).warning("took over jobs of dead workers: %s", taken)
-            except Exception:  # the database away for a moment: try again at the next beat
-                logging.getLogger(__name__).exception("worker heartbeat failed")
-        with contextlib.suppress(Exception), session_scope(engine) as session:
-            session.execute(delete(Worker).where(Worker.executor_id == _proc.executor_id))
-
-    thread = threading.Thread(target=beat, name="countycloud-worker-heartbeat", daemon=True)
-    thread.start()
-    return thread
-
-
 def start(
     engine: Engine,
     kind: JobKind,
@@ -830,7 +729,7 @@ def start(
             _proc.overrides[existing.id] = (steps_builder, context)
             if _running(engine, existing):
                 # Run by a live worker (the service, or another CLI) right now: follow it, never twice.
-                _ensure_dbos(engine)
+                launch(engine)
                 return _wait(engine, existing.id, on_progress)
             return resume(engine, existing.id, context=context, on_progress=on_progress)
         job_id = _create(engine, kind, target, args, artifacts_root)
@@ -857,7 +756,7 @@ def start_many(
     One process instead of one per target: on 2 cores the CLI's own start-up, repeated for 13
     counties, was a third of their time to serve.
     """
-    _ensure_dbos(engine)
+    launch(engine)
     outcomes: dict[str, str | JobError] = {}
 
     def run(target: str) -> None:
@@ -896,7 +795,7 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
     if job_id not in _proc.overrides:
         _proc.overrides[job_id] = (None, context)
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS
 
     status = DBOS.get_workflow_status(job_id)
@@ -914,7 +813,7 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
 
 def _launch_new(engine: Engine, job_id: str) -> None:
     """Start the job's workflow in this process, under the job's id (so a rerun finds the same one)."""
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS, SetWorkflowID
 
     assert _proc.workflow is not None
@@ -989,7 +888,7 @@ def cancel(engine: Engine, job_id: str) -> None:
         raise JobConflict(f"job {job_id} already succeeded")
     if _runner_alive(view.runner):
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS
 
     if DBOS.get_workflow_status(job_id) is not None:

@@ -90,6 +90,8 @@ def _tenant_row(tenant: Tenant) -> dict[str, Any]:
     return {
         "tenant": tenant.slug, "name": tenant.name, "status": tenant.status.value,
         "site": tenant.home_site.name,
+        # Where it runs when that is not its home (after a failover); None at home.
+        "running_site": tenant.running_site.name if tenant.running_site else None,
         "address": f"http://127.0.0.1:{tenant.gateway_port}/" if tenant.gateway_port else None,
         "vms": [
             {"name": vm.name, "role": vm.role.value, "status": vm.status.value, "vcpus": vm.vcpus,
@@ -200,7 +202,7 @@ def request_create(actor: Actor, slug: str, *, cold: bool = False) -> JobRequest
                            f"(`countycloud tenant retire {slug}`)")
         if not queries.vms_of(tenant):
             raise InvalidInput(f"tenant {slug} declares no VMs")
-        site = tenant.home_site.name
+        site = tenant.current_site.name
     return JobRequest(actor, Action.PROVISION, JobKind.PROVISION, slug, args, site=site)
 
 
@@ -251,7 +253,7 @@ def request_configure(actor: Actor, slug: str) -> JobRequest:
     authorize(actor, Action.CONFIGURE, tenant=slug)
     vm_of_any(slug)
     return JobRequest(actor, Action.CONFIGURE, JobKind.CONFIGURE, slug, _args(ConfigureArgs, tenant=slug),
-                      site=records.home_site(bootstrap.engine(), slug))
+                      site=records.current_site(bootstrap.engine(), slug))
 
 
 def vm_of_any(slug: str) -> None:
@@ -269,7 +271,7 @@ def request_retire(actor: Actor, slug: str, *, purge: bool = False) -> JobReques
     pending = tuple(job.id for job in jobs.list_jobs(bootstrap.engine(), target=slug, with_steps=False)
                     if job.kind in CANCELLED_BY_RETIRE and job.status not in jobs.FINISHED)
     return JobRequest(actor, Action.RETIRE, JobKind.RETIRE, slug, args, cancel_first=pending,
-                      site=records.home_site(bootstrap.engine(), slug))
+                      site=records.current_site(bootstrap.engine(), slug))
 
 
 # --- submitting and running ----------------------------------------------------------------------
@@ -372,7 +374,7 @@ def _job_site(view: jobs.JobView) -> str | None:
     try:
         if view.kind is JobKind.RESIZE:
             return records.vm_site(bootstrap.engine(), view.target)
-        return records.home_site(bootstrap.engine(), view.target)
+        return records.current_site(bootstrap.engine(), view.target)
     except queries.NotFound:
         return None
 

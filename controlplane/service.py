@@ -89,13 +89,13 @@ _workers_stop = threading.Event()
 
 
 def start_workers(ctx: ServiceContext) -> None:
-    """The job workers run in this process beside the API: the shared queue and every site's queue,
-    with the platform's job builders (controlplane.jobs.run_workers)."""
-    from controlplane import bootstrap, jobs
+    """The job workers run in this process beside the API: every job kind's builder registered (so a
+    taken-over job can be rebuilt here), listening to every site's queue."""
+    from controlplane import bootstrap, workers
 
     bootstrap.register_job_builders()
     _workers_stop.clear()
-    jobs.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
+    workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:

@@ -52,7 +52,7 @@ class DeclarationError(InventoryError):
         ]
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of keeping the last one."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
@@ -71,7 +71,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _positions(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
+def node_positions(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
     """Record the line of every key and item under `node`; a key's own line wins over its value's."""
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -79,13 +79,13 @@ def _positions(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
             if isinstance(key_node, yaml.ScalarNode):
                 child = (*path, key_node.value)
                 lines.setdefault(child, key_node.start_mark.line + 1)
-                _positions(value_node, child, lines)
+                node_positions(value_node, child, lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _positions(item, (*path, index), lines)
+            node_positions(item, (*path, index), lines)
 
 
-def _line_of(path: Path, lines: dict[Path, int]) -> int | None:
+def line_of(path: Path, lines: dict[Path, int]) -> int | None:
     for end in range(len(path), -1, -1):
         if path[:end] in lines:
             return lines[path[:end]]
@@ -155,11 +155,11 @@ def _from_validation(error: ValidationError, lines: dict[Path, int]) -> list[Loc
         loc: Path = tuple(detail["loc"])
         # A union (e.g. a setting's value) fails once per member: report the first, once.
         key = _known_prefix(loc, lines) if detail["type"] not in ("extra_forbidden", "missing") else loc
-        found.setdefault(key, Located(_line_of(loc, lines), _message(detail)))
+        found.setdefault(key, Located(line_of(loc, lines), _message(detail)))
     return list(found.values())
 
 
-def _yaml_problem(error: yaml.MarkedYAMLError) -> Located:
+def yaml_problem(error: yaml.MarkedYAMLError) -> Located:
     # The problem mark is where the parser gave up; the context mark (e.g. an unclosed "{") is often
     # the line to fix, so name both.
     mark = error.problem_mark or error.context_mark
@@ -173,14 +173,14 @@ def load_text(text: str, source: str = "<declaration>") -> Declaration:
     """Parse and validate a declaration; DeclarationError with every problem and its line otherwise."""
     try:
         # The reader checks the characters when it is made: a control character fails here already.
-        loader = _StrictLoader(text)
+        loader = StrictLoader(text)
     except yaml.YAMLError as error:
         raise DeclarationError(source, [Located(None, f"invalid YAML: {error}")]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
-        raise DeclarationError(source, [_yaml_problem(error)]) from None
+        raise DeclarationError(source, [yaml_problem(error)]) from None
     except yaml.YAMLError as error:
         raise DeclarationError(source, [Located(None, f"invalid YAML: {error}")]) from None
     finally:
@@ -195,7 +195,7 @@ def load_text(text: str, source: str = "<declaration>") -> Declaration:
                              f"{', '.join(Declaration.model_fields)}")]
         )
     lines: dict[Path, int] = {}
-    _positions(node, (), lines)
+    node_positions(node, (), lines)
     try:
         declaration = Declaration.model_validate(data)
     except ValidationError as error:
@@ -203,7 +203,7 @@ def load_text(text: str, source: str = "<declaration>") -> Declaration:
     problems: list[Problem] = check(declaration)
     if problems:
         raise DeclarationError(
-            source, [Located(_line_of(p.path, lines), f"{dotted(p.path)}: {p.message}") for p in problems]
+            source, [Located(line_of(p.path, lines), f"{dotted(p.path)}: {p.message}") for p in problems]
         )
     return declaration
 

@@ -196,7 +196,7 @@ def place_vm(session: Session, vm: Vm, site: Site | None = None, *, actor: str =
     A VM already on a host of that site stays there. NoHostFits (from inventory.placement) says per
     host why nothing fits; nothing is recorded then.
     """
-    site = site or vm.tenant.home_site
+    site = site or vm.tenant.current_site
     if vm.host is not None and vm.host.site_id == site.id:
         return vm.host
     lock_placement(session, site)
@@ -211,6 +211,20 @@ def place_vm(session: Session, vm: Vm, site: Site | None = None, *, actor: str =
     )
     session.flush()
     return host
+
+
+def set_running_site(tenant: Tenant, site: Site | None, *, actor: str, note: str = "") -> None:
+    """Record where the county runs now (None: back at its home site); journaled."""
+    running = None if site is None or site.id == tenant.home_site_id else site
+    before = tenant.running_site.name if tenant.running_site else None
+    after = running.name if running else None
+    if before == after:
+        return
+    tenant.running_site = running
+    journal.record(
+        _session_of(tenant), actor=actor, kind=ObjectKind.TENANT, name=tenant.slug,
+        action=ChangeAction.CHANGE, before={"running_site": before}, after={"running_site": after}, note=note,
+    )
 
 
 def release_host(vm: Vm, *, actor: str, note: str = "") -> None:

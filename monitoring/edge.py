@@ -195,14 +195,21 @@ class RumListener:
     rather than wait).
     """
 
-    def __init__(self, path: Path, on_lines: Callable[[list[str]], None], poll_s: float = 0.2) -> None:
+    def __init__(self, path: Path, on_lines: Callable[[list[str]], None], poll_s: float = 0.2,
+                 nice: int = 19) -> None:
         self.receiver = RumReceiver(path)
         self._on_lines = on_lines
         self._poll_s = poll_s
+        self._nice = nice
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rum-listener", daemon=True)
 
     def _run(self) -> None:
+        # Lowest priority for this thread only (on Linux the nice value is per thread): when the
+        # machine is busy the gateway and the counties come first, and the lines this thread cannot
+        # keep up with are dropped by HAProxy (real-user timing is then a sample, never a brake).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while not self._stop.is_set():
             if self.receiver.wait(self._poll_s):
                 lines = self.receiver.drain()
@@ -256,3 +263,33 @@ def process_cpu_seconds() -> float:
     """This process's CPU time so far (user + system): what a probe costs is measured with it."""
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)
+
+
+# --------------------------------------------------------------------------- rollup file
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write the whole file or nothing (a crash mid-write leaves the previous rollups)."""
+    import json
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, ensure_ascii=False, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def read_json(path: Path) -> object | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None

@@ -43,6 +43,8 @@ class VmCounters:
     balloon_max_kib: float
     net_bytes: float  # received + sent, every interface
     disk_bytes: float  # read + written, every disk
+    # From the guest's balloon driver (unused/available), when the guest reports them.
+    memory_used_pct: float | None = None
 
 
 def vm_counters(values: Mapping[str, float], at: float) -> VmCounters:
@@ -51,6 +53,8 @@ def vm_counters(values: Mapping[str, float], at: float) -> VmCounters:
         balloon_kib=values.get("balloon.current", 0.0), balloon_max_kib=values.get("balloon.maximum", 0.0),
         net_bytes=sum(v for k, v in values.items() if _NET_BYTES.match(k)),
         disk_bytes=sum(v for k, v in values.items() if _BLOCK_BYTES.match(k)),
+        memory_used_pct=(100.0 * (1 - values["balloon.unused"] / values["balloon.available"])
+                         if values.get("balloon.available") and "balloon.unused" in values else None),
     )
 
 
@@ -64,6 +68,7 @@ class VmUsage:
     memory_max_mib: float
     net_bytes_per_s: float
     disk_bytes_per_s: float
+    memory_used_pct: float | None = None
 
 
 def vm_usage(site: str, vm: str, before: VmCounters, after: VmCounters) -> VmUsage:
@@ -71,7 +76,7 @@ def vm_usage(site: str, vm: str, before: VmCounters, after: VmCounters) -> VmUsa
     cpu = 100.0 * max(after.cpu_ns - before.cpu_ns, 0.0) / 1e9 / seconds / after.vcpus
     return VmUsage(site, vm, min(cpu, 100.0), after.vcpus, after.balloon_kib / 1024,
                    after.balloon_max_kib / 1024, max(after.net_bytes - before.net_bytes, 0.0) / seconds,
-                   max(after.disk_bytes - before.disk_bytes, 0.0) / seconds)
+                   max(after.disk_bytes - before.disk_bytes, 0.0) / seconds, after.memory_used_pct)
 
 
 def read_vms(hypervisor: Hypervisor, at: float) -> dict[str, VmCounters]:

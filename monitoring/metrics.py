@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from monitoring.hoststats import HostUsage, VmUsage
 from monitoring.probes import ProbeResult
-from monitoring.rollups import HOUR_S, QUANTILES, Rollup, RollupStore, hour_of
+from monitoring.rollups import HOUR_S, QUANTILES, RollupStore, hour_of
 from monitoring.rum import ParseStats
 from monitoring.timings import Component
 
@@ -41,12 +41,12 @@ class RollupCollector(Collector):
         failures = GaugeMetricFamily("countycloud_transaction_failures",
                                      "Failed answers (5xx) over the last hour",
                                      labels=["county", "transaction", "source"])
-        merged: dict[tuple[str, str, str], Rollup] = {}
-        for key, rollup in self.store.select(since=hour_of(self.clock() - self.window_s)).items():
-            merged.setdefault((key.county, key.transaction.value, key.source.value), Rollup()).merge(rollup)
-        for labels, rollup in sorted(merged.items()):
-            counts.add_metric(list(labels), rollup.count)
-            failures.add_metric(list(labels), rollup.failures)
+        merged = self.store.merged(hour_of(self.clock() - self.window_s),
+                                   lambda k: (k.county, k.transaction.value, k.source.value))
+        for group, rollup in sorted(merged.items(), key=lambda item: str(item[0])):
+            labels = [str(part) for part in group] if isinstance(group, tuple) else [str(group)]
+            counts.add_metric(labels, rollup.count)
+            failures.add_metric(labels, rollup.failures)
             for component in Component:
                 for q in QUANTILES:
                     value = rollup.quantile(component, q)

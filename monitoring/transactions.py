@@ -9,6 +9,7 @@ route templates (`{name}` stands for one path segment), so a line here reads lik
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,12 +171,20 @@ class _Compiled:
 
 
 class TransactionTable:
-    """The table, compiled once; `classify` is what the gateway log parser calls per line."""
+    """The table, compiled once; `classify` is what the gateway log parser calls per line.
 
-    def __init__(self, routes: Sequence[Route] = ROUTES) -> None:
+    Answers are cached (a county's users ask for the same few URLs over and over); the cache is
+    bounded, so ids in paths cannot grow it.
+    """
+
+    def __init__(self, routes: Sequence[Route] = ROUTES, cache_size: int = 8192) -> None:
         self._rows = tuple(_Compiled(route, _compile(route.pattern)) for route in routes)
+        self.classify = functools.lru_cache(maxsize=cache_size)(self._classify)  # type: ignore[method-assign]
 
     def classify(self, method: str, path: str, query: str = "") -> Transaction:
+        return self._classify(method, path, query)
+
+    def _classify(self, method: str, path: str, query: str = "") -> Transaction:
         path = path.split("?", 1)[0] or "/"
         params: dict[str, list[str]] | None = None
         method = method.upper()

@@ -49,9 +49,10 @@ def vm_names(engine: Engine, tenant: str) -> list[str]:
         return [vm.name for vm in queries.vms_of(queries.get_tenant(session, tenant))]
 
 
-def home_site(engine: Engine, tenant: str) -> str:
+def current_site(engine: Engine, tenant: str) -> str:
+    """Where the county runs: its home site, or the one it was failed over to."""
     with session_scope(engine) as session:
-        return queries.get_tenant(session, tenant).home_site.name
+        return queries.get_tenant(session, tenant).current_site.name
 
 
 def gateway_port(engine: Engine, tenant: str) -> int:
@@ -82,13 +83,13 @@ def check_provision(engine: Engine, tenant_slug: str) -> tuple[str, dict[str, li
             queries.place_vm(session, vm)  # NoHostFits explains per host; rolled back below
         if tenant.gateway_port is None:
             raise ProvisioningError(f"tenant {tenant_slug} has no address port; apply the inventory first")
-        site = tenant.home_site.name
+        site = tenant.current_site.name
         session.rollback()  # the check decides nothing; `place` records
     return site, forwards_of
 
 
 def place(engine: Engine, tenant_slug: str) -> Placed:
-    """Choose hosts at the tenant's home site and record each VM's identity (once)."""
+    """Choose hosts where the tenant runs and record each VM's identity (once)."""
     with session_scope(engine) as session:
         tenant = queries.get_tenant(session, tenant_slug)
         queries.set_status(tenant, Lifecycle.PROVISIONING, actor=ACTOR)
@@ -103,7 +104,7 @@ def place(engine: Engine, tenant_slug: str) -> Placed:
             hosts[vm.name] = host.name
             targets.append(VmTarget(name=vm.name, site=host.site.name, memory_mib=vm.memory_mb,
                                     vcpus=vm.vcpus, app_port=vm.app_port))
-        return Placed(site=tenant.home_site.name, vms=tuple(targets), hosts=hosts)
+        return Placed(site=tenant.current_site.name, vms=tuple(targets), hosts=hosts)
 
 
 def _random_mac() -> str:
@@ -144,4 +145,4 @@ def vm_site(engine: Engine, vm_name: str) -> str:
     """Where the VM is placed, else its tenant's home site."""
     with session_scope(engine) as session:
         vm = queries.get_vm(session, vm_name)
-        return vm.host.site.name if vm.host else vm.tenant.home_site.name
+        return vm.host.site.name if vm.host else vm.tenant.current_site.name

@@ -331,7 +331,7 @@ def resize_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
 def _check_retire(platform: Platform, tenant: str) -> str:
     if records.tenant_status(platform.engine, tenant) is Lifecycle.RETIRED:
         return f"tenant {tenant} is already retired"
-    site = records.home_site(platform.engine, tenant)
+    site = records.current_site(platform.engine, tenant)
     if not _site_up(platform, site):
         raise ProvisioningError(f"site {site} is down; start it to retire {tenant}")
     return f"tenant {tenant} at site {site}"

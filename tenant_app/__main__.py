@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = load_settings(args.settings_file)
+    from tenant_app import audit
+
+    # Every command that may append to the audit log signs its head as the county's app does.
+    audit.anchor_key(settings.database_url, settings.secret)
     if args.command == "serve":
         serve(settings, args.log_level)
     elif args.command == "migrate":

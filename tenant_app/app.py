@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 import tenant_app.services.journal  # noqa: F401  (registers the posted-entry immutability guard)
-from tenant_app import timing
+from tenant_app import audit, timing
 from tenant_app.api import errors as api_errors
 from tenant_app.api.fastpath import CertifyFastPath
 from tenant_app.api.limits import RequestLimits
@@ -140,6 +140,8 @@ def build_app() -> FastAPI:
 def bind(app: FastAPI, settings: Settings) -> FastAPI:
     """Give an app from `build_app` its county: settings, database engine and certification writer."""
     app_metrics: AppMetrics = app.state.metrics
+    # The audit head this county's app writes is signed with its secret (tenant_app/audit.py).
+    audit.anchor_key(settings.database_url, settings.secret)
     engine = make_engine(settings.database_url)
     timing.instrument(engine)
     writer = CertificationWriter(engine, batch_max=settings.certify_batch_max, mode=_writer_mode(settings),

@@ -502,3 +502,15 @@ class AuditEvent(Base):
     payload: Mapped[str] = mapped_column(Text, default="{}")  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The audit chain's newest (seq, hash), rewritten by audit.append in the same transaction as
+    each entry and signed with a key derived from the county's secret (which the database never
+    holds), so that deleting the newest entries shows even though no later entry links to them."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1: one row
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64), default="")  # "" when written without the key

@@ -131,7 +131,7 @@ def validation_error(raw_problems: list[dict[str, Any]]) -> RuleError:
                          "the request body is not valid JSON", {"problems": problems})
     coded = next((p for p in problems if p["type"] in _KNOWN_CODES), None)
     if coded is None:
-        return RuleError(ErrorCode.INVALID_INPUT, "輸入資料格式錯誤", "the request body is not valid",
+        return RuleError(ErrorCode.INVALID_INPUT, "輸入資料格式錯誤", "the request is not valid",
                          {"problems": problems})
     code = ErrorCode(coded["type"])
     where = ".".join(coded["loc"])

@@ -74,7 +74,9 @@ def _check_references(session: Session, agency_id: int, fiscal_year_id: int,
 def close_period(session: Session, agency_id: int, fiscal_year_id: int, period: int, *,
                  user_id: int | None) -> PeriodClose:
     closed = closed_periods(session, agency_id, fiscal_year_id)
-    refuse_if(check_close(period, closed), status=409)
+    errors = check_close(period, closed)
+    # Out of range is a bad request (422); closed already or out of order is a conflict (409).
+    refuse_if(errors, status=422 if errors and errors[0].code is ErrorCode.PERIOD_OUT_OF_RANGE else 409)
     row = PeriodClose(agency_id=agency_id, fiscal_year_id=fiscal_year_id, period=period, closed_by_id=user_id)
     session.add(row)
     session.flush()

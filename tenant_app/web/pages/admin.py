@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import select
 
 from tenant_app.auth import issue_api_token, revoke_api_token
-from tenant_app.domains import TOKEN_DAYS, IdParam
+from tenant_app.domains import ID, TOKEN_DAYS, DomainError, IdParam
 from tenant_app.enums import Role
 from tenant_app.models import Agency, ApiToken, User
 from tenant_app.security.permissions import Action
@@ -31,7 +31,13 @@ def _agencies(current: Page) -> list[Agency]:
 
 async def _agency_ids(current: Page) -> list[int]:
     form = await current.request.form()
-    return [int(v) for v in form.getlist("agency_ids") if isinstance(v, str) and v.isdigit()]
+    ids = []
+    for value in form.getlist("agency_ids"):
+        try:  # "²".isdigit() is true but int("²") fails: read ids through their domain
+            ids.append(ID.from_text(value))
+        except DomainError:
+            continue  # a box that is not an agency id is no grant, as before
+    return ids
 
 
 def _role(raw: str) -> Role:

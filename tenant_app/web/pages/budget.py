@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 
 from tenant_app import audit
@@ -45,8 +47,8 @@ def _render(current: Page, status_code: int = 200, error: str | None = None,
 
 
 @router.post("/budget/transfer")
-def transfer(from_line_id: IdParam = Form(...), to_line_id: IdParam = Form(...), amount: str = Form(""),
-             reason: str = Form(""), current: Page = Depends(form_page)) -> Response:
+def transfer(from_line_id: Annotated[IdParam, Form()], to_line_id: Annotated[IdParam, Form()],
+             amount: str = Form(""), reason: str = Form(""), current: Page = Depends(form_page)) -> Response:
     """流用 between object codes of one programme; the 20% and no-personnel rules are A's."""
     user = current.require(TRANSFER_ACTION)
     agency = current.require_agency()

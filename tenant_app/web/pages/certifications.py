@@ -6,6 +6,8 @@ message and figures: the balance the service saw and the amount asked.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import select
 
@@ -55,7 +57,7 @@ def certifications(current: Page = Depends(user_page)) -> Response:
 
 @router.post("/certifications")
 async def certify(
-    budget_line_id: IdParam = Form(...),
+    budget_line_id: Annotated[IdParam, Form()],
     amount: str = Form(""),
     purpose: str = Form(""),
     period: str = Form(""),

@@ -6,6 +6,8 @@ one for anybody. Only a delegation that has not begun can be withdrawn (see user
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import or_, select
 
@@ -64,8 +66,9 @@ def delegations(current: Page = Depends(user_page)) -> Response:
 
 @router.post("/delegations")
 def create(
-    delegate_id: IdParam = Form(...), valid_from: str = Form(""), valid_to: str = Form(""),
-    reason: str = Form(""), principal_id: IdParam | None = Form(None), current: Page = Depends(form_page),
+    delegate_id: Annotated[IdParam, Form()], valid_from: str = Form(""), valid_to: str = Form(""),
+    reason: str = Form(""), principal_id: Annotated[IdParam | None, Form()] = None,
+    current: Page = Depends(form_page),
 ) -> Response:
     user = current.require(Action.DELEGATE)
     # Only the administrator names someone else as the principal; everyone else delegates for themselves.

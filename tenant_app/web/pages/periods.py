@@ -6,6 +6,8 @@ a closed period accepts no more postings.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response
 from sqlalchemy import select
 
@@ -37,7 +39,7 @@ def periods(current: Page = Depends(user_page)) -> Response:
 
 
 @router.post("/periods/close")
-def close(period: PeriodParam = Form(...), current: Page = Depends(form_page)) -> Response:
+def close(period: Annotated[PeriodParam, Form()], current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.CLOSE_PERIOD)
     agency = current.require_agency()
     year = current.require_fiscal_year()

@@ -7,6 +7,7 @@ restic`; every check below looks at what restic really stored or returned.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,7 +46,9 @@ def random_file(path: Path, size: int) -> Path:
 
 
 def lock_files(repo_dir: Path) -> list[Path]:
-    return sorted((repo_dir / "locks").iterdir())
+    """The repository's lock files (a restic killed while writing one leaves a `-tmp-` file that
+    restic does not read as a lock)."""
+    return sorted(path for path in (repo_dir / "locks").iterdir() if re.fullmatch(r"[0-9a-f]{64}", path.name))
 
 
 def test_backup_copy_offsite_and_restore_byte_identical(sites: Sites, tmp_path: Path) -> None:
@@ -249,6 +252,44 @@ def test_lock_of_a_killed_restic_is_removed_and_a_live_one_is_kept(sites: Sites,
     result = restic.forget(repo, Retention(keep_last=1))
     assert len(result.kept) == 1
     assert lock_files(repo_dir) == []
+
+
+def _leave_stale_exclusive_lock(restic: Restic, repo: Repository) -> None:
+    """`check --read-data` holds an exclusive lock while it reads; killed -9, the lock stays."""
+    checker = subprocess.Popen(restic._argv("check", ["--read-data"], json_output=False),
+                               env=restic._env(repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_lock(Path(repo.location))
+    finally:
+        checker.kill()
+        checker.wait()
+    if not lock_files(Path(repo.location)):
+        pytest.skip("check finished before it could be killed")
+
+
+def test_a_stale_exclusive_lock_in_the_source_does_not_stop_the_offsite_copy(
+        sites: Sites, tmp_path: Path) -> None:
+    restic, pair = sites.restic, sites.pair
+    restic.backup_paths(pair.primary, [random_file(tmp_path / "src" / "big", 30_000_000)])
+    _leave_stale_exclusive_lock(restic, pair.primary)
+    # copy locks its source too (non-exclusive): it meets the lock, whose process is gone, and removes it
+    copied = restic.copy(pair.offsite, pair.primary)
+    assert len(copied.copied) == 1
+    assert lock_files(Path(pair.primary.location)) == []
+
+
+def test_a_stale_exclusive_lock_does_not_stop_a_backup_from_a_file(sites: Sites, tmp_path: Path) -> None:
+    restic, repo = sites.restic, sites.pair.primary
+    restic.backup_paths(repo, [random_file(tmp_path / "src" / "big", 30_000_000)])
+    _leave_stale_exclusive_lock(restic, repo)
+    data = random_file(tmp_path / "src" / "county.db", 200_000)
+    with data.open("rb") as source:
+        done = restic.backup_stdin(repo, source, filename="county.sqlite")
+    # the retry read the file from its start: the whole of it is in the snapshot
+    assert done.total_bytes_processed == 200_000
+    restic.dump(repo, done.snapshot_id, "/county.sqlite", tmp_path / "back.db")
+    assert (tmp_path / "back.db").read_bytes() == data.read_bytes()
+    assert lock_files(Path(repo.location)) == []
 
 
 def test_timeout_interrupts_restic_and_leaves_no_lock(sites: Sites) -> None:

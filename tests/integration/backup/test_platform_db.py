@@ -4,6 +4,7 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -128,6 +129,21 @@ def test_sqlite_copy_is_consistent_while_a_writer_keeps_writing(tmp_path: Path) 
     # a prefix of the writes, none missing: every row up to the newest copied one is there
     assert count > 0 and count == top
     assert mode == "delete"
+
+
+@pytest.mark.parametrize("check", [platformdb.CopyCheck.FULL, platformdb.CopyCheck.QUICK])
+def test_a_damaged_sqlite_copy_fails_its_check(tmp_path: Path, check: platformdb.CopyCheck) -> None:
+    path = tmp_path / "damaged.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, pad TEXT)")
+        db.executemany("INSERT INTO t VALUES (?, ?)", ((n, "x" * 300) for n in range(3000)))
+    platformdb.check_sqlite(path, check)  # intact: passes
+    size = path.stat().st_size
+    with path.open("r+b") as raw:
+        raw.seek(size // 2)
+        raw.write(os.urandom(4096))
+    with pytest.raises(PlatformDbError):
+        platformdb.check_sqlite(path, check)
 
 
 def test_pg_dump_failure_leaves_no_snapshot(sites: Sites, tmp_path: Path) -> None:

@@ -57,12 +57,14 @@ class RumLines:
 
 @dataclass(frozen=True)
 class Platform:
-    """Three counties behind the real gateway, all the same seeded data:
-    base (app direct), slownet (a proxy adds 100 ms each way before the same app), slowapp (an app
-    that waits 200 ms inside its own timing)."""
+    """Three counties behind the real gateway, all served by ONE app process, each through a TCP
+    proxy on 127.0.0.1: base (no delay), slownet (its proxy holds every chunk 100 ms each way),
+    slowapp (no delay; its requests carry the test delay header, so the app waits 200 ms inside its
+    own timing)."""
 
     gateway: HAProxyGateway
     rum: RumLines
+    proxy: DelayProxy
     addresses: dict[str, int]
     app_ports: dict[str, int]
     account: ProbeAccount
@@ -76,14 +78,14 @@ def platform(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     if not HAPROXY.exists():
         pytest.skip("haproxy is not installed")
     work = tmp_path_factory.mktemp("platform")
+    # Every county reaches the app through a proxy (the same hops); only slownet's one delays.
     with (app_server(seeded.copy(work, "base"), log_path=work / "base.log") as base_port,
-          app_server(seeded.copy(work, "slowapp"), server_delay_ms=INJECTED_MS,
-                     log_path=work / "slowapp.log") as slow_app_port,
-          DelayProxy(base_port, one_way_s=INJECTED_MS / 2000) as proxy):
-        backends = {"base": base_port, "slownet": proxy.port, "slowapp": slow_app_port}
+          DelayProxy(base_port, one_way_s=INJECTED_MS / 2000) as proxy,
+          DelayProxy(base_port, one_way_s=0.0) as plain):
+        backends = {"base": plain.port, "slownet": proxy.port, "slowapp": plain.port}
         with gateway(backends) as (gw, addresses):
             lines = RumLines()
             with RumListener(gw.paths.rum_socket, lines.add):
                 for county in backends:
                     gw.wait_for(county, f"{county}-vm", ServerState.UP)
-                yield Platform(gw, lines, addresses, backends, seeded.account)
+                yield Platform(gw, lines, proxy, addresses, backends, seeded.account)

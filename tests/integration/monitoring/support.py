@@ -18,8 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from monitoring.probes import ProbeAccount
-from monitoring.timings import Split
+from monitoring.edge import CurlClient
+from monitoring.probes import ProbeAccount, Target
+from monitoring.timings import Split, parse_server_timing, split
 from provisioning.gateway import Backend, Frontend
 from provisioning.haproxy import HAProxyGateway
 from tenant_app.db import make_engine, session_scope
@@ -29,7 +30,7 @@ from tenant_app.probe_account import ensure_probe_account
 from tenant_app.seed import seed_demo
 from tenant_app.settings import Settings
 
-from .app_server import DELAY_VARIABLE
+from .app_server import ACTUAL_HEADER, DELAY_HEADER, DELAY_VARIABLE
 
 SECRET = "monitoring-test-secret-0123456789"
 
@@ -93,6 +94,7 @@ class DelayProxy:
         self.upstream_port = upstream_port
         self.one_way_s = one_way_s
         self.port = 0
+        self.lateness_s: list[float] = []  # how late past its due time each chunk went out
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -106,6 +108,7 @@ class DelayProxy:
                 if not data:
                     break
                 await asyncio.sleep(max(due - self._loop.time(), 0.0))
+                self.lateness_s.append(self._loop.time() - due)
                 writer.write(data)
                 await writer.drain()
             writer.close()
@@ -136,6 +139,11 @@ class DelayProxy:
         self._loop.run_forever()
         server.close()
 
+    def injected_ms(self) -> float:
+        """What one request-answer exchange actually gained: a chunk each way, as late as they went."""
+        late = statistics.median(self.lateness_s) if self.lateness_s else 0.0
+        return 2 * (self.one_way_s + late) * 1000
+
     def __enter__(self) -> DelayProxy:
         self._thread.start()
         self._ready.wait(10)
@@ -165,17 +173,52 @@ def gateway(counties: dict[str, int], *, real_user_timing: bool = True) -> Itera
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _median(splits: list[Split], part: str) -> float:
-    return statistics.median(getattr(s, f"{part}_ms") for s in splits)
+def interleaved_splits(targets: dict[str, Target], injected_ms: float, n: int,
+                       warm_up: int) -> tuple[dict[str, list[Split]], float]:
+    """Open the probe's budget line n times per county, round-robin over base / slownet / slowapp
+    (each on its own kept-alive curl session), so load on the machine falls on all three alike.
+    Requests to slowapp carry the test delay header. The split is the probe's: curl's total minus
+    the app's Server-Timing. Also returns the server delay as it actually happened (median, ms)."""
+    delay = {DELAY_HEADER: f"{injected_ms:g}"}
+    clients = {county: CurlClient(t.base_url) for county, t in targets.items()}
+    splits: dict[str, list[Split]] = {county: [] for county in targets}
+    actual: list[float] = []
+    try:
+        for i in range(n + warm_up):
+            for county, target in targets.items():
+                headers = {"Authorization": f"Bearer {target.account.api_token}",
+                           **(delay if county == "slowapp" else {})}
+                answer = clients[county].request(
+                    "GET", f"/api/v1/budget-lines/{target.account.budget_line_id}", headers=headers)
+                if answer.status != 200:
+                    raise RuntimeError(f"{county}: {answer.status}")
+                if i >= warm_up:
+                    timing = parse_server_timing(answer.headers.get("server-timing"))
+                    splits[county].append(split(answer.phases.total_ms, timing))
+                    if county == "slowapp":
+                        actual.append(float(answer.headers[ACTUAL_HEADER]))
+    finally:
+        for client in clients.values():
+            client.close()
+    return splits, statistics.median(actual)
 
 
-def attribution_errors(by_county: dict[str, list[Split]], injected_ms: float) -> dict[str, float]:
+def _shift(changed: list[Split], base: list[Split], part: str) -> float:
+    """The median of paired differences (the i-th request of each county went out back to back),
+    which cancels the machine's drifting load better than a difference of medians."""
+    return statistics.median(getattr(c, f"{part}_ms") - getattr(b, f"{part}_ms")
+                             for c, b in zip(changed, base, strict=True))
+
+
+def attribution_errors(by_county: dict[str, list[Split]], network_injected_ms: float,
+                       server_injected_ms: float) -> dict[str, float]:
     """How far each side's change is from what was injected (ms), for counties base (nothing
-    injected), slownet (injected on the network) and slowapp (injected in the server)."""
+    injected), slownet (injected on the network) and slowapp (injected in the server). The injected
+    amounts are as they happened (nominally 200 ms; a loaded machine's timers run late)."""
     base, net, app = by_county["base"], by_county["slownet"], by_county["slowapp"]
     return {
-        "network delay -> network": abs(_median(net, "network") - _median(base, "network") - injected_ms),
-        "network delay -> not server": abs(_median(net, "server") - _median(base, "server")),
-        "server delay -> server": abs(_median(app, "server") - _median(base, "server") - injected_ms),
-        "server delay -> not network": abs(_median(app, "network") - _median(base, "network")),
+        "network delay -> network": abs(_shift(net, base, "network") - network_injected_ms),
+        "network delay -> not server": abs(_shift(net, base, "server")),
+        "server delay -> server": abs(_shift(app, base, "server") - server_injected_ms),
+        "server delay -> not network": abs(_shift(app, base, "network")),
     }

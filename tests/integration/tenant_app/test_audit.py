@@ -141,3 +141,149 @@ def test_concurrent_appends_keep_one_unbroken_chain(engine: Engine) -> None:
     with session_scope(engine) as session:
         assert audit.head(session)[0] == 60
         assert audit.verify(session) == []
+
+
+# ---------------------------------------------------------------- the anchored head (issue 14, item 8)
+
+KEYED_SECRET = "county-secret-for-audit-tests"
+
+
+@pytest.fixture
+def keyed(db_url: str, engine: Engine) -> Engine:
+    """The engine of a database whose audit head is signed, as the county's app signs it."""
+    audit.anchor_key(db_url, KEYED_SECRET)
+    return engine
+
+
+def _errors(engine: Engine) -> list[tuple[int, audit.AuditErrorCode]]:
+    return _codes(engine)
+
+
+def _sql(engine: Engine, statement: str, **params: Any) -> None:
+    """Tampering with raw SQL, as someone with the database (but not the VM's settings) could."""
+    with engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def test_a_signed_log_records_when_signing_began(keyed: Engine) -> None:
+    _fill(keyed, 2)
+    with session_scope(keyed) as session:
+        first = session.get_one(AuditEvent, 1)
+        assert (first.actor, first.action) == (audit.ANCHOR_ACTOR, audit.AuditAction.HEAD_ANCHORED)
+        assert audit.payload_of(first)["finding"] == "fresh"
+        assert audit.head(session)[0] == 3
+    assert _errors(keyed) == []
+
+
+def test_deleting_the_newest_entries_is_detected(keyed: Engine) -> None:
+    _fill(keyed, 5)  # entries 2..6 after the one that records the start of signing
+    _sql(keyed, "DELETE FROM audit_event WHERE seq > 4")
+    errors = _errors(keyed)
+    assert errors == [(4, audit.AuditErrorCode.TRUNCATED_TAIL)]
+    with session_scope(keyed) as session:
+        assert "5..6 were deleted" in audit.verify(session)[0].message_en
+
+
+def test_a_rewritten_head_row_cannot_be_signed_without_the_key(keyed: Engine) -> None:
+    _fill(keyed, 5)
+    four = _row(keyed, 4)
+    _sql(keyed, "DELETE FROM audit_event WHERE seq > 4")
+    forged_with_another_key = audit.head_mac(b"k" * 32, 4, four["hash"])
+    for mac in ("", forged_with_another_key):
+        _sql(keyed, "UPDATE audit_head SET seq = 4, hash = :h, mac = :m", h=four["hash"], m=mac)
+        assert _errors(keyed) == [(4, audit.AuditErrorCode.HEAD_UNANCHORED)]
+    _sql(keyed, "DELETE FROM audit_head")
+    assert _errors(keyed) == [(4, audit.AuditErrorCode.HEAD_UNANCHORED)]
+
+
+def test_newest_entries_replaced_with_a_recomputed_chain_are_detected(keyed: Engine) -> None:
+    _fill(keyed, 5)
+    row = _row(keyed, 6)
+    forged = audit.entry_hash(6, row["at"], "mallory", row["action"], row["payload"], row["prev_hash"])
+    _overwrite(keyed, 6, {"actor": "mallory", "hash": forged})
+    assert _errors(keyed) == [(6, audit.AuditErrorCode.HEAD_MISMATCH)]
+
+
+def test_the_next_append_keeps_the_evidence_of_a_truncation(keyed: Engine) -> None:
+    _fill(keyed, 5)
+    _sql(keyed, "DELETE FROM audit_event WHERE seq > 4")
+    _fill(keyed, 1)  # the app carries on
+    with session_scope(keyed) as session:
+        rows = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+        assert [r.seq for r in rows] == [1, 2, 3, 4, 7, 8]  # numbered on from the anchored head
+        assert rows[4].action == audit.AuditAction.HEAD_MISMATCH
+        assert audit.payload_of(rows[4])["anchored_seq"] == 6
+        assert audit.head(session) == (8, rows[-1].hash)
+    # Signed again at the new head, and still reported: the gap, and what entry 7 found.
+    assert _errors(keyed) == [(7, audit.AuditErrorCode.SEQUENCE_GAP),
+                              (7, audit.AuditErrorCode.TRUNCATED_TAIL)]
+
+
+def test_a_truncation_with_a_forged_unsigned_head_stays_on_record_after_the_next_append(
+    keyed: Engine,
+) -> None:
+    _fill(keyed, 5)
+    four = _row(keyed, 4)
+    _sql(keyed, "DELETE FROM audit_event WHERE seq > 4")
+    # Made to look like a head written by a tool without the key, which the app adopts ...
+    _sql(keyed, "UPDATE audit_head SET seq = 4, hash = :h, mac = ''", h=four["hash"])
+    _fill(keyed, 1)
+    # ... but signing began at entry 1: a second beginning is reported, for good.
+    assert _errors(keyed) == [(5, audit.AuditErrorCode.HEAD_UNANCHORED)]
+    _fill(keyed, 2)
+    assert _errors(keyed) == [(5, audit.AuditErrorCode.HEAD_UNANCHORED)]
+
+
+def test_without_the_key_a_plain_truncation_is_still_seen(engine: Engine) -> None:
+    _fill(engine, 4)
+    _sql(engine, "DELETE FROM audit_event WHERE seq = 4")
+    assert _errors(engine) == [(3, audit.AuditErrorCode.TRUNCATED_TAIL)]
+
+
+def test_the_first_adoption_of_an_unsigned_head_is_not_an_error_a_second_one_is(
+    db_url: str, engine: Engine
+) -> None:
+    _fill(engine, 3)  # written by a tool without the county's key
+    audit.anchor_key(db_url, KEYED_SECRET)
+    _fill(engine, 1)
+    with session_scope(engine) as session:
+        actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)).all()
+    assert actions[3] == audit.AuditAction.HEAD_ANCHORED and len(actions) == 5
+    assert _errors(engine) == []
+    # Later someone deletes the tail and the anchor row: the app re-anchors, on the record.
+    _sql(engine, "DELETE FROM audit_event WHERE seq > 4")
+    _sql(engine, "DELETE FROM audit_head")
+    _fill(engine, 1)
+    assert _errors(engine) == [(5, audit.AuditErrorCode.HEAD_UNANCHORED)]
+
+
+def test_the_migration_anchors_an_existing_log_which_the_app_then_adopts(db_url: str) -> None:
+    from alembic import command
+
+    from tenant_app.migrations import alembic_config, upgrade
+
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    try:
+        _fill(eng, 3)
+        command.downgrade(alembic_config(db_url), "0002")  # a county from before the anchor
+        with eng.connect() as conn:
+            assert not eng.dialect.has_table(conn, "audit_head")
+        upgrade(db_url)
+        with eng.connect() as conn:
+            head = conn.execute(text("SELECT seq, hash, mac FROM audit_head")).one()
+        assert (head.seq, head.mac) == (3, "") and head.hash == _row(eng, 3)["hash"]
+        audit.anchor_key(db_url, KEYED_SECRET)
+        _fill(eng, 1)
+        assert _errors(eng) == []
+        _sql(eng, "DELETE FROM audit_event WHERE seq = 5")
+        assert _errors(eng) == [(4, audit.AuditErrorCode.TRUNCATED_TAIL)]
+    finally:
+        eng.dispose()
+
+
+def test_a_hand_written_head_entry_is_reported_not_a_crash(keyed: Engine) -> None:
+    _fill(keyed, 1)
+    with session_scope(keyed) as session:  # someone forges a "signing began" entry with junk in it
+        audit.append(session, "mallory", audit.AuditAction.HEAD_ANCHORED, {"finding": "🙂"})
+    assert _errors(keyed) == [(3, audit.AuditErrorCode.HEAD_UNANCHORED)]

@@ -18,6 +18,7 @@ from backup.policy import (
     rpo,
     rpo_seconds_worst,
     to_copy,
+    with_offsite,
 )
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -66,6 +67,12 @@ def test_to_copy_lists_the_points_the_offsite_lacks_oldest_first() -> None:
     missing = to_copy(primary, ["aaaaaaaa"])
     assert [p.snapshot_id for p in missing] == ["bbbbbbbb11", "cccccccc11"]
     assert to_copy(primary, ["aaaaaaaa11", "bbbbbbbb", "cccccccc11"]) == []
+
+
+def test_with_offsite_marks_the_points_that_have_a_copy() -> None:
+    primary = [point("bbbbbbbb11", 60), point("aaaaaaaa11", 0)]
+    marked = with_offsite(primary, ["aaaaaaaa"])
+    assert [(p.snapshot_id, p.offsite) for p in marked] == [("aaaaaaaa11", True), ("bbbbbbbb11", False)]
 
 
 def test_is_due() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from controlplane import jobs
+from controlplane import jobs, workers
 from inventory.db import make_engine
 from inventory.jobs import JobKind, Step, StepContext
 
@@ -71,7 +71,7 @@ def main() -> int:
         return 0
     if mode == "worker":
         # A `countycloud serve` worker: takes submitted jobs from the shared queue until killed.
-        jobs.run_workers(engine, sites=["primary"])
+        workers.run_workers(engine, sites=["primary"])
         print("worker", jobs._proc.executor_id, flush=True)
         time.sleep(120)
         return 0

@@ -214,3 +214,25 @@ def test_resize_with_neither_size_exits_2_before_any_job(applied: Path, cli: typ
     assert "give --vcpus, --memory or both" in result.stderr
 
     assert jobs.list_jobs(bootstrap.engine()) == []
+
+
+def test_a_county_running_away_from_home_keeps_plan_and_apply_working(applied: Path,
+                                                                      cli: typer.Typer) -> None:
+    """Issue 15: a failover records where a county runs apart from its declared home, so the YAML is
+    not edited and `inventory plan` still shows nothing to change, only where it runs."""
+    from inventory import queries
+    from inventory.db import session_scope
+
+    with session_scope(bootstrap.engine()) as session:
+        tenant = queries.get_tenant(session, "keelung")
+        queries.set_running_site(tenant, queries.get_site(session, "secondary"), actor="test")
+    planned = json.loads(invoke(cli, "inventory", "plan", "--json").stdout)
+    assert planned["changes"] == []
+    assert planned["running_elsewhere"] == {"keelung": {"home": "primary", "running_at": "secondary"}}
+    assert "keelung: running at secondary after failover" in invoke(cli, "inventory", "plan").stdout
+    assert as_json(invoke(cli, "inventory", "apply", "--json"))["changes"] == []
+    shown = as_json(invoke(cli, "tenant", "show", "keelung", "--json"))
+    assert (shown["site"], shown["running_site"]) == ("primary", "secondary")
+    with session_scope(bootstrap.engine()) as session:
+        queries.set_running_site(queries.get_tenant(session, "keelung"), None, actor="test")  # failback
+    assert json.loads(invoke(cli, "inventory", "plan", "--json").stdout)["running_elsewhere"] == {}

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from controlplane import jobs
+from controlplane import jobs, workers
 from inventory.db import make_engine, migrate, session_scope
 from inventory.jobs import Job, JobKind, JobStatus, Step, StepContext, StepStatus
 
@@ -355,7 +355,7 @@ def test_a_submitted_job_runs_on_a_worker_and_a_dead_workers_job_is_taken_over(
         assert worker.wait(timeout=60) == -signal.SIGKILL  # step two killed the worker running the job
         assert ran(tmp_path) == ["one", "two"]
         died = time.monotonic()
-        jobs.run_workers(engine, stop, sites=["primary"])
+        workers.run_workers(engine, stop, sites=["primary"])
         _wait_for(engine, job_id, JobStatus.SUCCEEDED, timeout_s=60)
         takeover_s = time.monotonic() - died
         assert takeover_s <= 30, f"taken over after {takeover_s:.1f} s"
@@ -369,7 +369,7 @@ def test_periodic_work_fires_on_a_worker_once_per_fire_time(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backups and probes register periodic work; a worker runs each fire time once."""
-    monkeypatch.setattr(jobs, "_periodic", {})
+    monkeypatch.setattr(workers, "_periodic", {})
     fired = tmp_path / "fired.log"
     lock = threading.Lock()
 
@@ -377,10 +377,10 @@ def test_periodic_work_fires_on_a_worker_once_per_fire_time(
         with lock, fired.open("a") as log:
             log.write(at.isoformat() + "\n")
 
-    jobs.register_periodic("test-tick", "* * * * * *", tick)  # every second
+    workers.register_periodic("test-tick", "* * * * * *", tick)  # every second
     stop = threading.Event()
     try:
-        jobs.run_workers(engine, stop)
+        workers.run_workers(engine, stop)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(fired.read_text().split() if fired.exists() else []) < 3:
             time.sleep(0.2)
@@ -413,7 +413,7 @@ def test_a_sites_queue_bounds_its_jobs_without_holding_back_the_other_site(
     jobs.register_builder(JobKind.RESIZE, build)
     stop = threading.Event()
     try:
-        jobs.run_workers(engine, stop, sites=["primary", "secondary"])
+        workers.run_workers(engine, stop, sites=["primary", "secondary"])
         ids = [jobs.submit(engine, JobKind.RESIZE, vm, {"vm": vm}, artifacts_root=tmp_path, site=site)
                for vm, site in (("p-1", "primary"), ("p-2", "primary"), ("s-1", "secondary"))]
         for job_id in ids:

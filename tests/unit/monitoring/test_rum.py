@@ -33,3 +33,10 @@ def test_bad_lines_are_counted_and_skipped_without_stopping_the_stream() -> None
     assert len(samples) == 2 == stats.samples
     assert stats.lines == 7
     assert stats.skipped == {Skip.FOREIGN: 2, Skip.MALFORMED: 2, Skip.ABORTED: 1}
+
+
+def test_a_connection_closed_before_its_request_is_aborted_not_malformed() -> None:
+    # As HAProxy logs a client that opened a connection and closed it without a request (wrk does
+    # at the end of a run): no timers, no captured header.
+    line = 'ccrum1 1796393979.951 fe_fast 400 <BADREQ> "<BADREQ>" "<BADREQ>" -1 -1 -1 -1 0 0 CR-- \n'
+    assert parse_line(line) is Skip.ABORTED

@@ -16,7 +16,7 @@ import pytest
 
 from provisioning import disks, templates
 from provisioning.domain_xml import render_domain_xml
-from provisioning.hypervisor import AgentTimeout, Hypervisor
+from provisioning.hypervisor import AgentTimeout, Hypervisor, HypervisorError
 from provisioning.images import GoldenImage
 from provisioning.savefile import HEADER, MAGIC, SaveFileError, read_header
 from provisioning.sites import SitePaths, site_paths
@@ -260,9 +260,11 @@ def test_a_template_made_by_an_older_recipe_is_stale_and_rebuilt_beside_it(site:
 class BootingHypervisor(RecordingHypervisor):
     """Pretends to boot the template: the agent answers, `save` writes a state file of the defined XML."""
 
-    def __init__(self, fail_agent: bool = False) -> None:
+    def __init__(self, fail_agent: bool = False, absent_reads: int = 0) -> None:
         super().__init__()
         self.fail_agent = fail_agent
+        self.absent_reads = absent_reads
+        self.opened: list[str] = []
         self.defined: list[str] = []
         self.started: list[str] = []
         self.saved: list[tuple[str, Path]] = []
@@ -285,6 +287,16 @@ class BootingHypervisor(RecordingHypervisor):
             assert arguments is not None
             self.commands.append([arguments["path"], *arguments["arg"]])
             return {"pid": 1}
+        if command == "guest-file-open":
+            assert arguments is not None
+            self.opened.append(arguments["path"])
+            if len(self.opened) <= self.absent_reads:  # the launcher is not waiting yet
+                raise HypervisorError(f"guest-file-open {arguments['path']}: No such file or directory")
+            return 7
+        if command == "guest-file-read":
+            return {"count": 4, "buf-b64": "MzE0Cg==", "eof": True}
+        if command == "guest-file-close":
+            return {}
         return {"exited": True, "exitcode": 0}
 
     def save(self, name: str, path: Path) -> None:
@@ -294,14 +306,16 @@ class BootingHypervisor(RecordingHypervisor):
 
 def test_build_boots_once_saves_freezes_and_records(site: SitePaths, tmp_path: Path) -> None:
     image = _image(tmp_path)
-    hv = BootingHypervisor()
+    hv = BootingHypervisor(absent_reads=1)
     lines: list[str] = []
     template = templates.build(hv, site, image, DomainType.QEMU, 2048, log=lines.append)
     name = f"cc-template-{KEY}-2048m-r4"
     assert hv.started == [name]
     assert hv.undefined == [name, name]  # a leftover from a crash first, then the booted template
     assert hv.saved == [(name, template.state_file)]
-    assert ["/bin/test", "-e", "/run/countycloud/launcher-waiting"] in hv.commands
+    # It waited for the launcher by reading its marker (no process in the guest), until it appeared.
+    assert hv.opened == ["/run/countycloud/launcher-waiting"] * 2
+    assert len(hv.commands) == 2
     # Saved with only memory in use (page cache dropped) and without udev (clones hot-plug disks).
     assert hv.commands[-2] == ["/bin/sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches"]
     assert hv.commands[-1][:2] == ["/bin/systemctl", "stop"] and "systemd-udevd.service" in hv.commands[-1]

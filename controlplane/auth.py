@@ -259,8 +259,8 @@ def create_token(engine: Engine, actor: Actor, user_name: str, label: str = "") 
         _require(actor, Action.MANAGE_USERS)
     else:
         _require(actor, Action.OWN_TOKENS)
-    if len(label) > 120:
-        raise InvalidInput("a token's label has at most 120 characters")
+    if len(label) > 120 or "\x00" in label:
+        raise InvalidInput("a token's label has at most 120 characters, none of them NUL")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(6)
     with session_scope(engine) as session:
@@ -370,6 +370,8 @@ def _give_back(engine: Engine, key: str, *, reset: bool) -> None:
 def sign_in(engine: Engine, name: str, password: str, source: str, limits: Limits = Limits()) -> SignedIn:
     """Check a name and password under the throttle; a new session on success."""
     window = timedelta(seconds=limits.window_s)
+    if "\x00" in name or not name:
+        raise AuthError("wrong user name or password")  # no such name can exist (PostgreSQL text)
     user_key, address_key = f"user:{name[:100]}", f"addr:{source[:100]}"
     if not _take_slot(engine, address_key, limits.max_failures_per_address, window):
         raise Throttled("too many failed sign-ins from this address; try again later")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
+import anyio
 from fastapi import FastAPI
 
 from controlplane import audit, auth
@@ -40,13 +42,14 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # In a thread: DBOS refuses its blocking calls where an event loop runs.
         if on_start is not None:
-            on_start(ctx)
+            await anyio.to_thread.run_sync(on_start, ctx)
         try:
             yield
         finally:
             if on_stop is not None:
-                on_stop(ctx)
+                await anyio.to_thread.run_sync(on_stop, ctx)
 
     app = FastAPI(
         title="CountyCloud control plane", version="1",
@@ -82,18 +85,23 @@ def context_from_settings(settings: Settings) -> ServiceContext:
                           limits=limits, cookie_secure=settings.cookie_secure)
 
 
+_workers_stop = threading.Event()
+
+
 def start_workers(ctx: ServiceContext) -> None:
     """The job workers run in this process beside the API: every job kind's builder registered (so a
     taken-over job can be rebuilt here), listening to every site's queue."""
     from controlplane import bootstrap, workers
 
     bootstrap.register_job_builders()
-    workers.run_workers(ctx.engine, sites=bootstrap.site_names())
+    _workers_stop.clear()
+    workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
     from controlplane import jobs
 
+    _workers_stop.set()
     jobs.shutdown()
 
 

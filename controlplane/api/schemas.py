@@ -15,6 +15,8 @@ USER_NAME = r"^[a-z][a-z0-9._-]{0,62}$"
 JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$"
 TOKEN_ID = r"^[A-Za-z0-9_]{1,40}$"
 MAX_YAML = 512 * 1024
+# Free text stored or compared in the database: PostgreSQL refuses NUL in text, so it is bad input.
+NO_NUL = r"^[^\x00]*$"
 
 
 class Strict(BaseModel):
@@ -59,7 +61,7 @@ class PasswordSet(Strict):
 
 class TokenCreate(Strict):
     user: str | None = Field(default=None, pattern=USER_NAME, description="Default: yourself.")
-    label: str = Field(default="", max_length=120)
+    label: str = Field(default="", max_length=120, pattern=NO_NUL)
 
 
 class Error(BaseModel):

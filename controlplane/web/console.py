@@ -17,6 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine, select
 
 from controlplane import audit, auth
 from controlplane.actors import Actor
@@ -25,8 +26,10 @@ from controlplane.api import schemas
 from controlplane.api.deps import SESSION_COOKIE, client_address, context
 from controlplane.errors import MAPPING, ErrorCode, Forbidden, InvalidInput
 from controlplane.roles import Action, Role, allows
+from controlplane.web.health import HealthCache, port_of
 from controlplane.web.i18n import Lang, pick, translate
-from inventory.jobs import JobStatus
+from inventory.db import session_scope
+from inventory.jobs import Job, JobStatus
 
 LANG_COOKIE = "cc_lang"
 LOGIN_CSRF_COOKIE = "cc_login_csrf"
@@ -191,17 +194,43 @@ def _health(row: dict[str, Any]) -> str:
     return "unknown" if healthy is None else ("healthy" if healthy else "unhealthy")
 
 
+def _last_jobs(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each county's newest job (a resize is recorded against its VM), in one query."""
+    owner = {row["tenant"]: row["tenant"] for row in rows}
+    owner.update({vm["name"]: row["tenant"] for row in rows for vm in row.get("vms", [])})
+    newest: dict[str, dict[str, Any]] = {}
+    if not owner:
+        return newest
+    with session_scope(engine) as session:
+        found = session.execute(select(Job.id, Job.kind, Job.status, Job.target)
+                                .where(Job.target.in_(list(owner))).order_by(Job.created_at))
+        for job_id, kind, status, target in found:
+            newest[owner[target]] = {"id": job_id, "kind": kind.value, "status": status.value}
+    return newest
+
+
+def _with_health(request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    health: HealthCache = request.app.state.health
+    ports = {row["tenant"]: port for row in rows
+             if row.get("status") == "active" and (port := port_of(row.get("address"))) is not None}
+    known = health.get(ports)
+    last = _last_jobs(context(request).engine, rows)
+    return [{**row, "healthy": row.get("healthy", known.get(row["tenant"])),
+             "last_job": row.get("last_job") or last.get(row["tenant"])} for row in rows]
+
+
 @router.get("/")
 @guarded
 def dashboard(request: Request) -> Response:
     actor, csrf = _signed_in(request)
     ops = context(request).ops
     sites = ops.list_sites(actor) if actor.role != Role.COUNTY else []
-    tenants = ops.list_tenants(actor)
+    tenants = _with_health(request, ops.list_tenants(actor))
     by_site: dict[str, list[dict[str, Any]]] = {}
     for row in tenants:
         by_site.setdefault(str(row.get("site")), []).append({**row, "health": _health(row)})
-    names = [s["name"] for s in sites] + sorted(set(by_site) - {s["name"] for s in sites})
+    site_name = [str(s.get("site") or s.get("name")) for s in sites]
+    names = site_name + sorted(set(by_site) - set(site_name))
     return render(request, "dashboard.html", actor=actor, csrf=csrf, sites=sites, site_names=names,
                   by_site=by_site, total=len(tenants))
 
@@ -268,7 +297,8 @@ def tenant_operation(request: Request, slug: str, operation: str, csrf: Csrf = "
 def jobs_page(request: Request, status: Annotated[str | None, Query(max_length=20)] = None) -> Response:
     actor, csrf = _signed_in(request)
     wanted = JobStatus(status) if status in set(JobStatus) else None
-    views = context(request).ops.list_jobs(actor, limit=100, status=wanted)
+    target = actor.tenant if actor.role == Role.COUNTY else None
+    views = context(request).ops.list_jobs(actor, limit=100, target=target, status=wanted)
     return render(request, "jobs.html", actor=actor, csrf=csrf, jobs=views, wanted=wanted,
                   statuses=list(JobStatus))
 
@@ -397,6 +427,7 @@ def audit_page(request: Request, before: Annotated[int | None, Query(ge=1, le=2*
 
 
 def install(app: FastAPI) -> None:
+    app.state.health = HealthCache()
     app.include_router(router)
 
 

@@ -3,14 +3,16 @@ user (and token) per role, and the fake use-case backend (tests/unit/controlplan
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from controlplane import audit, auth
+from controlplane import audit, auth, bootstrap
 from controlplane.actors import cli_actor
 from controlplane.api.deps import ServiceContext
 from controlplane.roles import Role
@@ -38,26 +40,32 @@ class Service:
     engine: Engine
     ops: FakeOperations
     tokens: dict[str, str] = field(default_factory=dict)  # user name -> bearer secret
+    real: bool = False  # the routes call controlplane.operations, not the fake
 
     def bearer(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
 
-def make_service(url: str, state_dir: Path, *, limits: auth.Limits | None = None) -> Iterator[Service]:
+def make_service(url: str, state_dir: Path, *, limits: auth.Limits | None = None,
+                 real: bool = False) -> Iterator[Service]:
+    """With `real`, the routes call controlplane.operations itself (wired through bootstrap, whose
+    settings the caller points at `url` and `state_dir`); jobs are submitted but no worker runs."""
     migrate(url)
     audit.configure(state_dir)
-    engine = make_engine(url)
+    engine = bootstrap.engine() if real else make_engine(url)
     with session_scope(engine) as session:
         declare.apply(session, load_sample(), actor="test")
-    ops = FakeOperations(engine)
+    fake = FakeOperations(engine)
+    ops: Any = importlib.import_module("controlplane.operations") if real else fake
     generous = auth.Limits(max_failures_per_user=1000, max_failures_per_address=1000)
     ctx = ServiceContext(engine=engine, ops=ops, state_dir=state_dir, limits=limits or generous,
                          sse_poll_s=0.05, sse_max_s=20)
-    service = Service(build_app(ctx), engine, ops)
+    service = Service(build_app(ctx), engine, fake, real=real)
     for name, (role, tenant) in ROLE_USERS.items():
         auth.create_user(engine, cli_actor(), name, role, tenant=tenant, password=PASSWORD)
         service.tokens[name] = auth.create_token(engine, cli_actor(), name, "tests")[1]
     try:
         yield service
     finally:
-        engine.dispose()
+        if not real:
+            engine.dispose()

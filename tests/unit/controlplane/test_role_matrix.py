@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, update
 
-from controlplane import auth
+from controlplane import audit, auth, bootstrap
 from controlplane.actors import cli_actor
 from controlplane.models import User
 from controlplane.roles import Role
@@ -65,7 +65,7 @@ API_CASES = [
          route=f"{API}/tenants/{{slug}}/configure"),
     case("POST", f"{API}/tenants/{OWN}/retire", PROVISIONERS, {"purge": False}, 202,
          route=f"{API}/tenants/{{slug}}/retire"),
-    case("POST", f"{API}/inventory/plan", PROVISIONERS, {"yaml": SMALL_YAML}),
+    case("POST", f"{API}/inventory/plan", PLATFORM_READERS, {"yaml": SMALL_YAML}),
     case("POST", f"{API}/inventory/apply", PROVISIONERS, {"yaml": "tenants: []\n"}),
     case("GET", f"{API}/jobs", EVERYONE),
     case("GET", f"{API}/jobs/{OWN_JOB}", EVERYONE, route=f"{API}/jobs/{{job_id}}"),
@@ -116,9 +116,19 @@ PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/lang/{code}"), ("GET"
           ("POST", "/logout"), ("POST", "/password")}
 
 
-@pytest.fixture
-def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
-    for svc in make_service(db_url, tmp_path / "state"):
+@pytest.fixture(params=["fake", "real"])
+def service(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[Service]:
+    """Over the fake use-case backend (every allowed call succeeds), and over controlplane.operations
+    itself (an allowed call may still be refused by the world: no VM to resize, say)."""
+    real = request.param == "real"
+    if real:
+        state = request.getfixturevalue("state")  # the control plane's settings in a tmp folder
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", db_url)
+        for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
+            cached.cache_clear()
+        tmp_path = state.parent
+    for svc in make_service(db_url, tmp_path / "state", real=real):
         auth.create_user(svc.engine, cli_actor(), "bystander", Role.AUDITOR)
         with session_scope(svc.engine) as session:
             for job_id, target in ((OWN_JOB, OWN), (OTHER_JOB, OTHER)):
@@ -137,6 +147,16 @@ def _reset(service: Service, method: str, response: Any) -> None:
         session.execute(update(Job).where(Job.id.in_([OWN_JOB, OTHER_JOB])).values(status=JobStatus.FAILED))
         session.execute(update(User).where(User.name == "central").values(disabled=False))
         session.execute(delete(User).where(User.name.in_(["newbie", "webbie"])))
+
+
+def _agrees(service: Service, c: Case, role: str, expected: int, status: int) -> bool:
+    """The real use cases may answer an allowed call with the world's refusal (409: nothing to
+    resize yet; 422: the VM cannot take that size), and hide another county's job as 404."""
+    if not service.real or status >= 500:
+        return False
+    if expected == 403:
+        return status == 404 and role == "liaison" and OTHER in c.path
+    return expected < 400 and status in (409, 422)
 
 
 def _spare_token(service: Service) -> str:
@@ -170,7 +190,9 @@ def test_every_api_route_as_every_role(service: Service) -> None:
                 expected = c.ok
             else:
                 expected = 403
-            if response.status_code != expected:
+            if _agrees(service, c, role, expected, response.status_code):
+                pass
+            elif response.status_code != expected:
                 wrong.append(f"{c.method} {c.path} as {role}: {response.status_code} (want {expected}) "
                              f"{response.text[:160]}")
             elif expected >= 400:
@@ -220,7 +242,9 @@ def test_every_console_route_as_every_role(service: Service) -> None:
                 expected = c.ok
             else:
                 expected = 403
-            if response.status_code != expected:
+            if _agrees(service, c, role, expected, response.status_code):
+                pass
+            elif response.status_code != expected:
                 wrong.append(f"{c.method} {c.path} as {role}: {response.status_code} (want {expected})")
             elif role == ANON:
                 assert response.headers["location"].startswith("/login")
@@ -234,7 +258,7 @@ def test_a_form_without_the_session_csrf_token_is_refused(service: Service) -> N
     for token in ("", "0" * 64):
         response = client.post(f"/tenants/{OWN}/create", data={"csrf": token}, follow_redirects=False)
         assert response.status_code == 422
-    assert service.ops.submitted == []
+    assert service.ops.submitted == [] and audit.list_events(service.engine, target=OWN) == []
     # The sign-in form's own token: a login posted from elsewhere (no cookie-bound token) is refused.
     client.cookies.clear()
     response = client.post("/login", data={"username": "central", "password": PASSWORD, "csrf": "x"},

@@ -162,9 +162,11 @@ def show_tenant(actor: Actor, slug: str, *, probe_health: bool = True) -> dict[s
 
 def list_jobs(actor: Actor, *, limit: int = 50, target: str | None = None,
               status: JobStatus | None = None) -> list[jobs.JobView]:
-    authorize(actor, Action.READ, tenant=target if actor.role is Role.COUNTY else None)
     if actor.role is Role.COUNTY:
-        target = actor.tenant
+        target = target or actor.tenant  # a county lists its own jobs, and may not name another's
+        authorize(actor, Action.READ, tenant=target)
+    else:
+        authorize(actor, Action.READ)
     return jobs.list_jobs(bootstrap.engine(), limit=limit, target=target, status=status)
 
 

@@ -74,3 +74,13 @@ def test_submit_queues_the_job_and_audits_who_asked_and_a_cancel(applied: Path) 
 
 def test_the_cli_acts_as_admin_for_its_os_user() -> None:
     assert cli_actor().role is Role.ADMIN
+
+
+def test_a_county_lists_its_own_jobs_and_may_not_name_anothers(applied: Path) -> None:
+    ref = operations.create_tenant(actor(Role.CENTRAL_IT), "keelung")
+    operations.create_tenant(actor(Role.CENTRAL_IT), "penghu")
+    keelung = actor(Role.COUNTY, tenant="keelung")
+    assert [view.id for view in operations.list_jobs(keelung)] == [ref.id]
+    with pytest.raises(Forbidden):
+        operations.list_jobs(keelung, target="penghu")
+    assert len(operations.list_jobs(actor(Role.AUDITOR))) == 2

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from controlplane import bootstrap, operations
+from controlplane import auth, bootstrap, operations
 from controlplane.actors import cli_actor
-from controlplane.cli.common import EXIT_USAGE, console, errors, user_errors
+from controlplane.cli.common import EXIT_FAILED, EXIT_USAGE, console, errors, user_errors
 from controlplane.cli.tenant import create_many, run_job, show_command
 from inventory.db import session_scope
 from inventory.declare import apply
@@ -66,6 +66,23 @@ def _seed_demo_data(county: str) -> None:
         errors.print(f"{county}: seeding demo data failed: {(result.stderr or result.stdout).strip()}")
 
 
+def _start_service() -> tuple[str, str]:
+    """The service (API, console, job workers) in the background, started once; its address and the
+    admin's password (from the 0600 file written at its first start; printed here, never logged)."""
+    from controlplane import service
+    from controlplane.cli import serve
+
+    settings = bootstrap.settings()
+    address = f"http://{serve.HOST}:{settings.service_port}/"
+    service.first_admin(service.context_from_settings(settings))
+    if serve.running_pid(settings.state_dir) is None and \
+            serve.start_background(settings.state_dir, settings.service_port, address) != 0:
+        raise typer.Exit(EXIT_FAILED)
+    password_file = settings.state_dir / auth.ADMIN_PASSWORD_FILE
+    lines = password_file.read_text().splitlines() if password_file.exists() else []
+    return address, lines[1] if len(lines) > 1 else f"(see {password_file})"
+
+
 def demo_command(
     counties: Annotated[int, typer.Option(help="How many of the 13 sample counties to bring up.")] = 1,
     cold: Annotated[bool, typer.Option("--cold", help="Boot instead of cloning the template.")] = False,
@@ -92,14 +109,21 @@ def demo_command(
     show_command(FIRST_COUNTY)
     with session_scope(bootstrap.engine()) as session:
         port = get_tenant(session, FIRST_COUNTY).gateway_port
+    console_address, admin_password = _start_service()
     console.print(f"""
 [bold green]基隆市 (keelung) is serving[/] after {time.monotonic() - started:.0f} s: http://127.0.0.1:{port}/
   sample login: {SAMPLE_LOGIN[0]} / {SAMPLE_LOGIN[1]}   (other roles: fin-chief, fin-head, auditor, admin)
 
+[bold green]The CountyCloud console[/]: {console_address}  (API and its docs: {console_address}docs)
+  sign in as admin / {admin_password}
+  (the password is kept in {bootstrap.settings().state_dir / auth.ADMIN_PASSWORD_FILE}, readable by root only;
+   stop the service with `countycloud serve --stop`)
+
 Next, try (the CLI is .venv/bin/countycloud):
   countycloud tenant list
   countycloud tenant exec keelung -- uptime
-  countycloud tenant resize keelung --vcpus 2 --memory 768
+  countycloud tenant resize keelung --vcpus 2
+  countycloud tenant create yilan --no-wait  (the service's workers run it; watch it in the console)
   countycloud tenant create taichung        (any of the 13 sample counties; --cold boots instead)
   countycloud tenant create penghu kinmen   (several at once)
   countycloud job list

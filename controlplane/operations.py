@@ -86,23 +86,6 @@ def _args(model: type[JobArgs], **values: Any) -> dict[str, Any]:
 
 # --- reading -----------------------------------------------------------------------------------
 
-def _tenant_row(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "tenant": tenant.slug, "name": tenant.name, "status": tenant.status.value,
-        "site": tenant.home_site.name,
-        # Where it runs when that is not its home (after a failover); None at home.
-        "running_site": tenant.running_site.name if tenant.running_site else None,
-        "address": f"http://127.0.0.1:{tenant.gateway_port}/" if tenant.gateway_port else None,
-        "vms": [
-            {"name": vm.name, "role": vm.role.value, "status": vm.status.value, "vcpus": vm.vcpus,
-             "memory_mb": vm.memory_mb, "host": vm.host.name if vm.host else None,
-             "site": vm.host.site.name if vm.host else None,
-             "ssh_port": vm.ssh_port, "app_port": vm.app_port}
-            for vm in queries.vms_of(tenant)
-        ],
-    }
-
-
 def _get_tenant(session: Any, slug: str) -> Tenant:
     try:
         return queries.get_tenant(session, slug)
@@ -142,7 +125,8 @@ def list_hosts(actor: Actor) -> list[dict[str, Any]]:
 def list_tenants(actor: Actor) -> list[dict[str, Any]]:
     authorize(actor, Action.READ, tenant=actor.tenant)
     with session_scope(bootstrap.engine()) as session:
-        return [_tenant_row(t) for t in queries.list_tenants(session) if _visible(actor, t.slug)]
+        rows = queries.tenant_rows(session, None if actor.role is not Role.COUNTY else [str(actor.tenant)])
+    return rows
 
 
 def list_vms(actor: Actor) -> list[dict[str, Any]]:
@@ -152,7 +136,8 @@ def list_vms(actor: Actor) -> list[dict[str, Any]]:
 def show_tenant(actor: Actor, slug: str, *, probe_health: bool = True) -> dict[str, Any]:
     authorize(actor, Action.READ, tenant=slug)
     with session_scope(bootstrap.engine()) as session:
-        row = _tenant_row(_get_tenant(session, slug))
+        _get_tenant(session, slug)  # NotFoundError naming close matches
+        [row] = queries.tenant_rows(session, [slug])
     gateway = records.gateway_port(bootstrap.engine(), slug) if row["address"] else None
     row["healthy"] = address.healthy(gateway) if gateway and probe_health else None
     last = jobs.list_jobs(bootstrap.engine(), limit=1, target=slug, with_steps=False)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from difflib import get_close_matches
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from inventory import journal
-from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, SiteStatus
+from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, SiteStatus, VmRole
 from inventory.errors import InventoryError
 from inventory.models import Host, Site, Tenant, Vm
 from inventory.placement import HostLoad, Need, choose_host
@@ -264,3 +264,35 @@ def record_vm_size(
         _session_of(vm), actor=actor, kind=ObjectKind.VM, name=vm.name, action=ChangeAction.CHANGE,
         before=before, after={"vcpus": vcpus, "memory_mb": memory_mb}, note=note,
     )
+
+
+def tenant_rows(session: Session, slugs: list[str] | None = None) -> list[dict[str, object]]:
+    """Every tenant (or those named) as plain rows with their VMs, in two queries: listing a
+    thousand counties through ORM objects and their relationships took a second."""
+    home, running = aliased(Site), aliased(Site)
+    tenants = (select(Tenant.id, Tenant.slug, Tenant.name, Tenant.status, Tenant.gateway_port,
+                      home.name.label("site"), running.name.label("running_site"))
+               .join(home, Tenant.home_site_id == home.id)
+               .outerjoin(running, Tenant.running_site_id == running.id)
+               .order_by(Tenant.slug))
+    if slugs is not None:
+        tenants = tenants.where(Tenant.slug.in_(slugs))
+    rows = {row.id: row for row in session.execute(tenants)}
+    vms = (select(Vm.tenant_id, Vm.name, Vm.role, Vm.status, Vm.vcpus, Vm.memory_mb, Vm.ssh_port,
+                  Vm.app_port, Host.name.label("host"), Site.name.label("site"))
+           .outerjoin(Host, Vm.host_id == Host.id).outerjoin(Site, Host.site_id == Site.id)
+           .where(Vm.tenant_id.in_(list(rows))).order_by(Vm.name))
+    vms_of_tenant: dict[int, list[dict[str, object]]] = {tenant_id: [] for tenant_id in rows}
+    for vm in session.execute(vms):
+        vms_of_tenant[vm.tenant_id].append({
+            "name": vm.name, "role": VmRole(vm.role).value, "status": Lifecycle(vm.status).value,
+            "vcpus": vm.vcpus, "memory_mb": vm.memory_mb, "host": vm.host, "site": vm.site,
+            "ssh_port": vm.ssh_port, "app_port": vm.app_port,
+        })
+    return [
+        {"tenant": row.slug, "name": row.name, "status": Lifecycle(row.status).value, "site": row.site,
+         "running_site": row.running_site,
+         "address": f"http://127.0.0.1:{row.gateway_port}/" if row.gateway_port else None,
+         "vms": vms_of_tenant[tenant_id]}
+        for tenant_id, row in rows.items()
+    ]

@@ -1,2 +1,3 @@
-"""Scheduled restic backups of every tenant, replicated offsite, with retention and restore
-verification. (Not built yet.)"""
+"""Backups of every county and of the platform database: restic repositories per site (restic.py,
+repository.py), the offsite REST server (restserver.py), policy (policy.py) and the platform
+database (platformdb.py). Rounds, verification and restore jobs are not built yet (docs/backup.md)."""

@@ -77,8 +77,9 @@ def check_port_ranges() -> None:
     try:
         check_port_range(current.guest_port_first, current.guest_port_last, "guest ports", ephemeral)
         check_port_range(current.gateway_port_first, current.gateway_port_last, "gateway ports", ephemeral)
+        check_port_range(current.backup_rest_port, current.backup_rest_port, "backup REST port", ephemeral)
     except ValueError as error:
-        raise ProvisioningError(f"settings: {error} (COUNTYCLOUD_*_PORT_FIRST/LAST)") from None
+        raise ProvisioningError(f"settings: {error} (COUNTYCLOUD_*_PORT*)") from None
 
 
 def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImage:

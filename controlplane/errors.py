@@ -72,3 +72,30 @@ class Conflict(ControlPlaneError):
 
 class Forbidden(ControlPlaneError):
     code = ErrorCode.FORBIDDEN
+
+
+def classify(error: BaseException) -> tuple[ErrorCode, str] | None:
+    """The stable code and the operator's message of any package's error; None for a bug (which
+    the entry points let through, so it is seen and fixed, not hidden behind a message)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from controlplane.jobs import JobConflict, JobError, JobFailed, JobNotFound
+    from inventory.errors import InventoryError
+    from inventory.loader import DeclarationError
+    from inventory.queries import NotFound
+    from provisioning.errors import ProvisioningError
+
+    message = str(error)
+    if isinstance(error, ControlPlaneError):
+        return error.code, message
+    if isinstance(error, NotFound | JobNotFound):
+        return ErrorCode.NOT_FOUND, message
+    if isinstance(error, DeclarationError):
+        return ErrorCode.INVALID, "\n".join(error.lines())
+    if isinstance(error, JobConflict):
+        return ErrorCode.CONFLICT, message
+    if isinstance(error, InventoryError | ProvisioningError | JobFailed | JobError):
+        return ErrorCode.FAILED, message
+    if isinstance(error, SQLAlchemyError):
+        return ErrorCode.UNAVAILABLE, f"the platform database failed: {error}"
+    return None

@@ -26,9 +26,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +44,10 @@ from inventory.jobs import (
     JobStep,
     Step,
     StepContext,
+    StepResult,
     StepsBuilder,
     StepStatus,
+    Worker,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +67,20 @@ QUEUE_POLL_S = 0.1
 # Output is flushed to the database at most this often while a step runs (and always at its end).
 LOG_FLUSH_S = 0.5
 OUTPUT_KEEP_CHARS = 200_000
+# The queue that `countycloud serve` workers take submitted jobs from, on every machine sharing the
+# database; each worker runs at most WORKER_CONCURRENCY jobs at once (VM bring-up is also paced by
+# the machine's bring-up places, provisioning/bringup.py).
+WORKER_QUEUE = "countycloud-jobs"
+WORKER_CONCURRENCY = 16
+# Jobs that act at a site go on that site's queue: at most SITE_CONCURRENCY of them run at once across
+# all workers, so one site's burst (13 creates) cannot take every worker slot from the other's (a
+# failover). Workers listen to the queues of the sites they are told at start.
+SITE_QUEUE_PREFIX = "countycloud-jobs-site-"
+SITE_CONCURRENCY = 13
+# A worker writes its heartbeat this often; one not seen for WORKER_DEAD_AFTER_S is dead and a live
+# worker takes over its jobs (the issue asks for a takeover within 30 s).
+WORKER_HEARTBEAT_S = 2.0
+WORKER_DEAD_AFTER_S = 10.0
 
 
 class JobError(Exception):
@@ -216,7 +232,7 @@ class _Live:
 
     steps: list[Step]
     context: Any
-    previous: dict[str, str | None] = field(default_factory=dict)
+    previous: dict[str, Any] = field(default_factory=dict)
 
 
 class _Process:
@@ -234,6 +250,9 @@ class _Process:
         self.workflow: Callable[[str], str] | None = None
         # Set when Ctrl-C cut a foreground wait short: shutdown() then ends the process at once.
         self.interrupted = False
+        # The workers' queues this process takes jobs from (`countycloud serve`); none for a CLI.
+        self.listening: list[str] = []
+        self.registered_queues: set[str] = set()
 
 
 _proc = _Process()
@@ -252,9 +271,11 @@ def _runner_alive(runner: str | None) -> bool:
     if not runner:
         return False
     host, _, pid = runner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        # Another machine's runner: we cannot see it. Treat as gone (operators resume deliberately).
+    if not pid.isdigit():
         return False
+    if host != socket.gethostname():
+        # Another machine's runner: alive while it is a worker whose heartbeat is fresh.
+        return _proc.engine is not None and _worker_alive(_proc.engine, host, int(pid))
     if int(pid) == os.getpid():
         return False
     try:
@@ -289,7 +310,21 @@ class _QuietStepFailures(logging.Filter):
 _quiet = _QuietStepFailures()
 
 
-def _ensure_dbos(engine: Engine) -> None:
+def site_queue(site: str | None) -> str:
+    return WORKER_QUEUE if site is None else f"{SITE_QUEUE_PREFIX}{site}"
+
+
+def _register_site_queue(queue: str) -> None:
+    from dbos import DBOS
+
+    if queue != WORKER_QUEUE and queue not in _proc.registered_queues:
+        DBOS.register_queue(queue, global_concurrency=SITE_CONCURRENCY,
+                            worker_concurrency=min(WORKER_CONCURRENCY, SITE_CONCURRENCY),
+                            polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        _proc.registered_queues.add(queue)
+
+
+def launch(engine: Engine, *, worker: bool = False, sites: Sequence[str] = ()) -> None:
     """Launch DBOS once per process for this database (relaunch if the database changes, as in tests)."""
     from dbos import DBOS
 
@@ -298,7 +333,8 @@ def _ensure_dbos(engine: Engine) -> None:
         if _proc.workflow is None:
             # Registered once per process, before the first launch (DBOS requires it for recovery).
             _proc.workflow = DBOS.workflow(name="countycloud.job")(_job_workflow)
-        if _proc.dbos_url == target:
+        listening = [WORKER_QUEUE, *(site_queue(site) for site in sites)] if worker else []
+        if _proc.dbos_url == target and (not worker or set(listening) <= set(_proc.listening)):
             _proc.engine = engine
             return
         if _proc.dbos_url is not None:
@@ -317,12 +353,24 @@ def _ensure_dbos(engine: Engine) -> None:
         # Resumed jobs go onto this process's own queue, and the process listens to no other: a job
         # resumed by one CLI is never picked up by another CLI that happens to be running (which
         # would then cut it off when it exits).
-        DBOS.listen_queues([_proc.queue_name])
+        # A CLI listens to its own queue only; a worker (`countycloud serve`) to the shared one too.
+        DBOS.listen_queues([_proc.queue_name, *listening])
         DBOS.launch()
         DBOS.register_queue(_proc.queue_name, polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        DBOS.register_queue(WORKER_QUEUE, worker_concurrency=WORKER_CONCURRENCY,
+                            polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        _proc.registered_queues = set()
+        for queue in listening:
+            _register_site_queue(queue)
+        _proc.listening = listening
         _proc.launch_s = time.perf_counter() - began
         _proc.dbos_url = target
         _proc.engine = engine
+
+
+def executor_id() -> str:
+    """This process's DBOS executor id (a worker's heartbeat row is keyed by it)."""
+    return _proc.executor_id
 
 
 def shutdown() -> None:
@@ -424,7 +472,7 @@ class _StepLog:
         self.flushed_at = time.monotonic()
 
 
-def _execute_step(job_id: str, index: int) -> str | None:
+def _execute_step(job_id: str, index: int) -> str | dict[str, Any] | None:
     """Body of one DBOS step: run the job's step `index`, mirroring its state into JobStep."""
     engine = _engine()
     live = _proc.live[job_id]
@@ -451,11 +499,13 @@ def _execute_step(job_id: str, index: int) -> str | None:
         message = f"{type(error).__name__}: {error}"
         _finish_step(engine, job_id, index, StepStatus.FAILED, began, log.text(), message)
         raise StepFailed(step.name, message) from error
+    said = result.summary() if isinstance(result, StepResult) else result
     output = log.text()
-    if result:
-        output += result if result.endswith("\n") else result + "\n"
+    if said:
+        output += said if said.endswith("\n") else said + "\n"
     _finish_step(engine, job_id, index, StepStatus.SUCCEEDED, began, output[-OUTPUT_KEEP_CHARS:], None)
-    return result
+    # What DBOS checkpoints and later steps read: plain JSON data, never a pickled class of ours.
+    return result.model_dump(mode="json") if isinstance(result, StepResult) else result
 
 
 def _finish_step(engine: Engine, job_id: str, index: int, status: StepStatus, began: float,
@@ -526,6 +576,134 @@ def _unfinished(engine: Engine, kind: JobKind, target: str) -> Job | None:
         ).first()
 
 
+def _create(engine: Engine, kind: JobKind, target: str, args: dict[str, Any],
+            artifacts_root: Path | None) -> str | None:
+    """A new job row, or None when another process created this target's job just now."""
+    job_id = _new_job_id(kind, target)
+    root = artifacts_root or _default_artifacts_root()
+    try:
+        with session_scope(engine) as session:
+            session.add(Job(id=job_id, kind=kind, target=target, args=args, status=JobStatus.PENDING,
+                            created_at=_now(), artifacts_dir=str(root / job_id)))
+    except IntegrityError:
+        return None
+    return job_id
+
+
+def _reusable(engine: Engine, kind: JobKind, target: str, args: dict[str, Any]) -> JobView | None:
+    """The unfinished job a request for (kind, target, args) continues, if any.
+
+    An unfinished job with other arguments blocks a new one, unless it failed at its check step:
+    then nothing was done, and it is cancelled so a corrected request goes ahead."""
+    existing = _unfinished(engine, kind, target)
+    if existing is None:
+        return None
+    if existing.args == args:
+        return get_job(engine, existing.id)
+    view = get_job(engine, existing.id)
+    if view.status is JobStatus.FAILED and view.steps and view.steps[0].status is StepStatus.FAILED:
+        _mirror_job_end(engine, view.id, JobStatus.CANCELLED, view.error)
+        return None
+    raise JobConflict(
+        f"job {existing.id} ({kind.value} {target}) is unfinished with other arguments "
+        f"{existing.args}; resume it (`countycloud job resume {existing.id}`) or cancel it "
+        f"(`countycloud job cancel {existing.id}`)"
+    )
+
+
+def submit(engine: Engine, kind: JobKind, target: str, args: Mapping[str, Any], *,
+           artifacts_root: Path | None = None, site: str | None = None) -> str:
+    """Queue a job for the workers (`countycloud serve`) and return its id at once. An unfinished job
+    for the same target and arguments is that job: queued again if nobody is running it."""
+    args = dict(args)
+    if kind not in _builders:
+        raise JobError(f"no step builder registered for job kind {kind.value!r}")
+    for _attempt in range(3):
+        existing = _reusable(engine, kind, target, args)
+        if existing is not None:
+            if not _running(engine, existing):
+                requeue(engine, existing.id, site=site)
+            return existing.id
+        job_id = _create(engine, kind, target, args, artifacts_root)
+        if job_id is None:
+            continue
+        launch(engine)
+        _enqueue(job_id, site)
+        return job_id
+    raise JobConflict(f"could not create or find the {kind.value} job for {target}")
+
+
+def _enqueue(job_id: str, site: str | None) -> None:
+    from dbos import DBOS, SetWorkflowID
+
+    assert _proc.workflow is not None
+    queue = site_queue(site)
+    _register_site_queue(queue)
+    with SetWorkflowID(job_id):
+        DBOS.enqueue_workflow(queue, _proc.workflow, job_id)
+
+
+def requeue(engine: Engine, job_id: str, *, site: str | None = None) -> None:
+    """Put a crashed or failed job back on the workers' queue (it continues where it stopped)."""
+    view = get_job(engine, job_id, with_steps=False)
+    if view.status == JobStatus.SUCCEEDED:
+        return
+    if view.status == JobStatus.CANCELLED:
+        raise JobConflict(f"job {job_id} was cancelled; start a new one")
+    if _runner_alive(view.runner):
+        raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
+    launch(engine)
+    from dbos import DBOS
+
+    queue = site_queue(site)
+    _register_site_queue(queue)
+    status = DBOS.get_workflow_status(job_id)
+    if status is None:
+        _enqueue(job_id, site)
+    elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
+        DBOS.resume_workflow(job_id, queue_name=queue)
+    elif status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=queue)
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status is JobStatus.FAILED:
+            job.status, job.error = JobStatus.PENDING, None
+
+
+def _queued_for_workers(engine: Engine, job_id: str) -> bool:
+    """Waiting on the workers' queue while a worker is alive to take it."""
+    if not live_workers(engine):
+        return False
+    launch(engine)
+    from dbos import DBOS
+
+    status = DBOS.get_workflow_status(job_id)
+    return (status is not None and status.status == "ENQUEUED"
+            and (status.queue_name or "").startswith(WORKER_QUEUE))
+
+
+# ---------------------------------------------------------------- workers (the service)
+
+
+def _worker_alive(engine: Engine, host: str, pid: int) -> bool:
+    cutoff = _now() - timedelta(seconds=WORKER_DEAD_AFTER_S)
+    with session_scope(engine) as session:
+        return session.scalars(select(Worker.executor_id).where(
+            Worker.host == host, Worker.pid == pid, Worker.seen_at >= cutoff)).first() is not None
+
+
+def _running(engine: Engine, job: JobView) -> bool:
+    """Someone runs this job now: this process, another live process, or a live worker will."""
+    return job.id in _proc.live or _runner_alive(job.runner) or _queued_for_workers(engine, job.id)
+
+
+def live_workers(engine: Engine, *, now: datetime | None = None) -> list[str]:
+    """Executor ids of workers whose heartbeat is fresh."""
+    cutoff = (now or _now()) - timedelta(seconds=WORKER_DEAD_AFTER_S)
+    with session_scope(engine) as session:
+        return list(session.scalars(select(Worker.executor_id).where(Worker.seen_at >= cutoff)))
+
+
 def start(
     engine: Engine,
     kind: JobKind,
@@ -546,23 +724,16 @@ def start(
     if steps_builder is None and kind not in _builders:
         raise JobError(f"no step builder registered for job kind {kind.value!r}")
     for _attempt in range(3):
-        existing = _unfinished(engine, kind, target)
+        existing = _reusable(engine, kind, target, args)
         if existing is not None:
-            if existing.args != args:
-                raise JobConflict(
-                    f"job {existing.id} ({kind.value} {target}) is unfinished with other arguments "
-                    f"{existing.args}; resume it (`countycloud job resume {existing.id}`) or cancel it "
-                    f"(`countycloud job cancel {existing.id}`)"
-                )
             _proc.overrides[existing.id] = (steps_builder, context)
+            if _running(engine, existing):
+                # Run by a live worker (the service, or another CLI) right now: follow it, never twice.
+                launch(engine)
+                return _wait(engine, existing.id, on_progress)
             return resume(engine, existing.id, context=context, on_progress=on_progress)
-        job_id = _new_job_id(kind, target)
-        root = artifacts_root or _default_artifacts_root()
-        try:
-            with session_scope(engine) as session:
-                session.add(Job(id=job_id, kind=kind, target=target, args=args, status=JobStatus.PENDING,
-                                created_at=_now(), artifacts_dir=str(root / job_id)))
-        except IntegrityError:
+        job_id = _create(engine, kind, target, args, artifacts_root)
+        if job_id is None:
             continue  # another process created the job for this target just now: resume that one
         _proc.overrides[job_id] = (steps_builder, context)
         _launch_new(engine, job_id)
@@ -585,7 +756,7 @@ def start_many(
     One process instead of one per target: on 2 cores the CLI's own start-up, repeated for 13
     counties, was a third of their time to serve.
     """
-    _ensure_dbos(engine)
+    launch(engine)
     outcomes: dict[str, str | JobError] = {}
 
     def run(target: str) -> None:
@@ -624,7 +795,7 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
     if job_id not in _proc.overrides:
         _proc.overrides[job_id] = (None, context)
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS
 
     status = DBOS.get_workflow_status(job_id)
@@ -642,7 +813,7 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
 
 def _launch_new(engine: Engine, job_id: str) -> None:
     """Start the job's workflow in this process, under the job's id (so a rerun finds the same one)."""
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS, SetWorkflowID
 
     assert _proc.workflow is not None
@@ -717,7 +888,7 @@ def cancel(engine: Engine, job_id: str) -> None:
         raise JobConflict(f"job {job_id} already succeeded")
     if _runner_alive(view.runner):
         raise JobConflict(f"job {job_id} is being run right now by process {view.runner}")
-    _ensure_dbos(engine)
+    launch(engine)
     from dbos import DBOS
 
     if DBOS.get_workflow_status(job_id) is not None:
@@ -734,7 +905,7 @@ def get_job(engine: Engine, job_id: str, *, with_steps: bool = True) -> JobView:
 
 
 def list_jobs(engine: Engine, *, limit: int = 50, target: str | None = None,
-              status: JobStatus | None = None) -> list[JobView]:
+              status: JobStatus | None = None, with_steps: bool = True) -> list[JobView]:
     """Newest first, with their steps (a job has a handful, so this stays one small query each)."""
     with session_scope(engine) as session:
         query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
@@ -742,7 +913,7 @@ def list_jobs(engine: Engine, *, limit: int = 50, target: str | None = None,
             query = query.where(Job.target == target)
         if status is not None:
             query = query.where(Job.status == status)
-        return [_view(job) for job in session.scalars(query)]
+        return [_view(job, with_steps) for job in session.scalars(query)]
 
 
 def _default_artifacts_root() -> Path:

@@ -28,10 +28,30 @@ class Settings(BaseSettings):
     guest_port_last: int = 22999
     gateway_port_first: int = 21000
     gateway_port_last: int = 21999
+    # The secondary site's backup REST server (rclone serve restic) on 127.0.0.1: below the
+    # ephemeral range and clear of the guest and gateway ranges; 23000-23009 are kept for backup
+    # servers (the bench uses 23009, the tests 23100-23199).
+    backup_rest_port: int = 23000
     # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
     # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
     # first of them within seconds (docs/benchmarks.md).
     bringup_places: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+
+    # The service (`countycloud serve`): API, console and job workers on 127.0.0.1. The port is below
+    # the ephemeral range for the same reason as the guests' ports.
+    service_port: int = Field(default=8600, ge=1, le=65535)
+    # Console sessions end this long after sign-in.
+    session_hours: float = Field(default=12.0, gt=0)
+    # Failed sign-ins allowed per user name and per client address within the window, before
+    # further attempts are refused (HTTP 429) until the window has passed.
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: int = Field(default=900, ge=1)
+    # Set when the console is served over HTTPS (behind a TLS proxy): cookies are then Secure.
+    cookie_secure: bool = False
+    # The use-case module the service calls. Only tests change it (to a backend that records jobs
+    # without booting VMs); it must provide controlplane.operations' functions.
+    service_operations: str = "controlplane.operations"
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from inventory import journal
 from inventory.enums import RELEASED, REMOVABLE, ChangeAction, Lifecycle, ObjectKind
+from inventory.errors import InventoryError
 from inventory.models import Host, Image, Network, Site, SizeTemplate, Tenant, Vm
 from inventory.ports import PortRanges, allocate
 from inventory.queries import used_ports
@@ -71,7 +72,7 @@ class Change:
         }
 
 
-class ApplyRefused(Exception):
+class ApplyRefused(InventoryError):
     """The declaration asks for something that must not be done silently; nothing was changed."""
 
     def __init__(self, reasons: list[str]) -> None:

@@ -42,6 +42,9 @@ class Lifecycle(StrEnum):
     FAILED = "failed"
     RETIRING = "retiring"
     RETIRED = "retired"
+    # A VM at a failed site that must never serve again as it is: its site is down or unreachable,
+    # its county runs elsewhere, and a returning site must not start it or put it back in an address.
+    FENCED = "fenced"
 
 
 # A VM in one of these states has nothing real behind it (never built, or already torn down), so its

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -54,6 +55,20 @@ class StepStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class StepResult(BaseModel):
+    """What a step hands to the steps after it: typed data, recorded with the job (as JSON) so that a
+    resumed job gives later steps the same values without running the step again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def summary(self) -> str:
+        """One line for the job's record (what `job show` and the console print)."""
+        return ", ".join(f"{key} {value}" for key, value in self.model_dump(mode="json").items())
+
+
+ResultT = TypeVar("ResultT", bound=StepResult)
+
+
 @dataclass
 class StepContext:
     """What a running step may know and do: its job, the job's args, a log, and a folder of its own."""
@@ -61,13 +76,24 @@ class StepContext:
     job_id: str
     args: Mapping[str, Any]
     artifacts: Path
-    # Outputs of the steps before this one, by step name (replayed from the checkpoint after a crash).
-    previous: Mapping[str, str | None] = field(default_factory=dict)
+    # What the steps before this one returned, by step name (replayed from the checkpoint after a
+    # crash): a StepResult's JSON form, or the text a step returned.
+    previous: Mapping[str, Any] = field(default_factory=dict)
     _log: Callable[[str], None] = field(default=lambda _line: None, repr=False)
 
     def log(self, text: str) -> None:
         """Append output lines to this step's record (visible in `job show` while the step runs)."""
         self._log(text)
+
+    def result(self, step: str, kind: type[ResultT]) -> ResultT:
+        """The typed result of an earlier step of this job."""
+        raw = self.previous.get(step)
+        if not isinstance(raw, dict):
+            raise LookupError(f"job {self.job_id}: step {step!r} has no recorded {kind.__name__}")
+        return kind.model_validate(raw)
+
+    def result_or_none(self, step: str, kind: type[ResultT]) -> ResultT | None:
+        return self.result(step, kind) if isinstance(self.previous.get(step), dict) else None
 
 
 @dataclass(frozen=True)
@@ -76,7 +102,7 @@ class Step:
     because a step interrupted by a crash is run again on resume."""
 
     name: str
-    run: Callable[[StepContext], str | None]
+    run: Callable[[StepContext], str | StepResult | None]
     description: str = ""
 
 
@@ -140,3 +166,16 @@ class JobStep(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
     job: Mapped[Job] = relationship(back_populates="steps")
+
+
+class Worker(Base):
+    """A process that runs jobs (a `countycloud serve`), with its heartbeat: a worker whose heartbeat
+    stops is dead, and a live worker takes over its unfinished jobs."""
+
+    __tablename__ = "workers"
+
+    executor_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from inventory.checks import Path, Problem, check, dotted
+from inventory.errors import InventoryError
 from inventory.schemas import Declaration
 
 DEMO = "demo.yaml"
@@ -34,7 +35,7 @@ class Located:
     message: str
 
 
-class DeclarationError(Exception):
+class DeclarationError(InventoryError):
     """The declaration cannot be used; `problems` lists every one found, each with its line."""
 
     def __init__(self, source: str, problems: list[Located]) -> None:
@@ -170,7 +171,11 @@ def _yaml_problem(error: yaml.MarkedYAMLError) -> Located:
 
 def load_text(text: str, source: str = "<declaration>") -> Declaration:
     """Parse and validate a declaration; DeclarationError with every problem and its line otherwise."""
-    loader = _StrictLoader(text)
+    try:
+        # The reader checks the characters when it is made: a control character fails here already.
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as error:
+        raise DeclarationError(source, [Located(None, f"invalid YAML: {error}")]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

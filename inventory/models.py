@@ -129,6 +129,9 @@ class Tenant(Timestamped, Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[Lifecycle] = mapped_column(enum_column(Lifecycle), default=Lifecycle.PLANNED)
     home_site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    # Where the county runs now when that is not its declared home (after a failover); None: at home.
+    # Kept apart from the declaration, so a failover edits no YAML and `inventory apply` still works.
+    running_site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
     network_id: Mapped[int] = mapped_column(ForeignKey("networks.id"), index=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
     gateway_port: Mapped[int | None] = mapped_column(Integer, unique=True)
@@ -137,10 +140,16 @@ class Tenant(Timestamped, Base):
     # Generated once when the tenant is first added; never shown in plans or the change log.
     app_secret: Mapped[str] = mapped_column(String(128))
 
-    home_site: Mapped[Site] = relationship()
+    home_site: Mapped[Site] = relationship(foreign_keys=[home_site_id])
+    running_site: Mapped[Site | None] = relationship(foreign_keys=[running_site_id])
     network: Mapped[Network] = relationship()
     image: Mapped[Image] = relationship()
     vms: Mapped[list[Vm]] = relationship(back_populates="tenant", order_by="Vm.name")
+
+    @property
+    def current_site(self) -> Site:
+        """Where the county runs: its home, or the site it was failed over to."""
+        return self.running_site or self.home_site
 
     def __repr__(self) -> str:
         return f"Tenant({self.slug!r}, {self.status})"

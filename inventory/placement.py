@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from inventory.errors import InventoryError
+
 
 @dataclass(frozen=True)
 class Need:
@@ -90,7 +92,7 @@ class HostLoad:
         )
 
 
-class NoHostFits(Exception):
+class NoHostFits(InventoryError):
     """No host can take the VM; `reasons` maps each host's name to why not."""
 
     def __init__(self, vm: str, reasons: dict[str, list[str]]) -> None:

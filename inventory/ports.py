@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from inventory.errors import InventoryError
 
-class PortsExhausted(Exception):
+
+class PortsExhausted(InventoryError):
     """Not enough free ports left in a range."""
 
 

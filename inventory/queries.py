@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from difflib import get_close_matches
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, object_session
 
 from inventory import journal
 from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, SiteStatus
+from inventory.errors import InventoryError
 from inventory.models import Host, Site, Tenant, Vm
 from inventory.placement import HostLoad, Need, choose_host
 
 
-class NotFound(LookupError):
+class NotFound(InventoryError, LookupError):
     """An inventory object that does not exist; the message says what exists instead."""
 
 
@@ -140,6 +141,13 @@ def host_loads(session: Session, site: Site) -> list[HostLoad]:
     return loads
 
 
+def lock_placement(session: Session, site: Site) -> None:
+    """Serialise placements at `site` until this transaction ends: two placements that both read the
+    hosts' loads before either records its choice would overcommit a host. A no-op write to the
+    site's row takes PostgreSQL's row lock and SQLite's write lock, before the loads are read."""
+    session.execute(update(Site).where(Site.id == site.id).values(name=Site.name))
+
+
 # --- writes (journaled) --------------------------------------------------------------------------
 
 
@@ -184,9 +192,10 @@ def place_vm(session: Session, vm: Vm, site: Site | None = None, *, actor: str =
     A VM already on a host of that site stays there. NoHostFits (from inventory.placement) says per
     host why nothing fits; nothing is recorded then.
     """
-    site = site or vm.tenant.home_site
+    site = site or vm.tenant.current_site
     if vm.host is not None and vm.host.site_id == site.id:
         return vm.host
+    lock_placement(session, site)
     loads = host_loads(session, site)
     chosen = choose_host(vm.name, Need(vm.vcpus, vm.memory_mb, vm.data_disk_mb), loads)
     host = get_host(session, chosen.name)
@@ -198,6 +207,20 @@ def place_vm(session: Session, vm: Vm, site: Site | None = None, *, actor: str =
     )
     session.flush()
     return host
+
+
+def set_running_site(tenant: Tenant, site: Site | None, *, actor: str, note: str = "") -> None:
+    """Record where the county runs now (None: back at its home site); journaled."""
+    running = None if site is None or site.id == tenant.home_site_id else site
+    before = tenant.running_site.name if tenant.running_site else None
+    after = running.name if running else None
+    if before == after:
+        return
+    tenant.running_site = running
+    journal.record(
+        _session_of(tenant), actor=actor, kind=ObjectKind.TENANT, name=tenant.slug,
+        action=ChangeAction.CHANGE, before={"running_site": before}, after={"running_site": after}, note=note,
+    )
 
 
 def release_host(vm: Vm, *, actor: str, note: str = "") -> None:

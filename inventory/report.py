@@ -41,6 +41,8 @@ class TenantRow:
     name: str
     status: str
     site: str
+    # Where it runs when that is not its declared home (after a failover).
+    running_site: str | None
     network: str
     image: str
     gateway_port: int | None
@@ -97,6 +99,7 @@ def snapshot(session: Session) -> InventoryView:
             name=t.name,
             status=t.status.value,
             site=t.home_site.name,
+            running_site=t.running_site.name if t.running_site else None,
             network=t.network.name,
             image=t.image.name,
             gateway_port=t.gateway_port,

@@ -15,15 +15,19 @@ from pathlib import Path
 
 from inventory.enums import Lifecycle, VmRole
 from inventory.models import Tenant
+from provisioning.errors import ProvisioningError
 from provisioning.gateway import Backend, Frontend
 from provisioning.haproxy import ApplyAction, HAProxyGateway
 
 # Tenants in these states have an address; a retired one's frontend is dropped.
 ADDRESSED = frozenset({Lifecycle.PROVISIONING, Lifecycle.ACTIVE, Lifecycle.FAILED})
 SERVING_ROLE = VmRole.ACCOUNTING
+# VMs in these states are never a backend: torn down, or fenced at a failed site (a site coming back
+# must not put them back behind their county's address).
+NOT_SERVING = frozenset({Lifecycle.RETIRED, Lifecycle.FENCED})
 
 
-class NotHealthy(RuntimeError):
+class NotHealthy(ProvisioningError):
     """An address did not answer /healthz with 200 in time."""
 
 
@@ -35,7 +39,7 @@ def frontends(tenants: Iterable[Tenant]) -> list[Frontend]:
         backends = tuple(
             Backend(name=vm.name, host_port=vm.app_port)
             for vm in tenant.vms
-            if vm.role is SERVING_ROLE and vm.app_port is not None and vm.status is not Lifecycle.RETIRED
+            if vm.role is SERVING_ROLE and vm.app_port is not None and vm.status not in NOT_SERVING
         )
         result.append(Frontend(tenant=tenant.slug, listen_port=tenant.gateway_port, backends=backends))
     return sorted(result, key=lambda frontend: frontend.tenant)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning import guest, seed
+from provisioning.errors import ProvisioningError
 from provisioning.guest import CommandResult
 from provisioning.hypervisor import Hypervisor, HypervisorError
 from provisioning.vmplan import APP_GUEST_PORT, VmPlan, app_env, settings_digest
@@ -36,7 +37,7 @@ SKIPPED = "skipped: settings digest matches"
 _SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
 
 
-class ConfigureError(RuntimeError):
+class ConfigureError(ProvisioningError):
     """A playbook run failed; the message names the host, the task and the run folder."""
 
 

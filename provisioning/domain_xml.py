@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from provisioning.errors import ProvisioningError
 from provisioning.spec import LOOPBACK, BridgeNetwork, Disk, DomainType, Forward, UserNetwork, VMSpec
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -30,7 +31,7 @@ _ENV = jinja2.Environment(
 )
 
 
-class RenderError(ValueError):
+class RenderError(ProvisioningError, ValueError):
     """A spec the renderer refuses to turn into XML (a network-rule violation)."""
 
 

@@ -14,15 +14,24 @@ from pathlib import Path
 
 import jinja2
 
+from provisioning.errors import ProvisioningError
+
 # The network rule: the gateway listens on, and forwards to, loopback only.
 LOOPBACK = "127.0.0.1"
 HEALTH_PATH = "/healthz"
+# Real-user timing: one line per request, sent to a unix datagram socket that monitoring.rum reads.
+# Timers (ms): TR request headers received, Tw queue, Tc connect to server, Tr server's response
+# headers, Ta whole active time; %hs is the captured Server-Timing of the app. Fields are
+# space-separated, path and query quoted; monitoring.rum parses exactly this.
+RUM_LOG_TAG = "ccrum1"
+RUM_LOG_FORMAT = (RUM_LOG_TAG + r" %Ts.%ms %ft %ST %HM %{+Q}HP %{+Q}HQ %TR %Tw %Tc %Tr %Ta %B %tsc %hs")
+RUM_SERVER_TIMING_LEN = 120
 # HAProxy identifiers allow more, but county slugs and VM names never need it and it keeps the
 # rendered names (fe_<slug>, be_<slug>) safe to use on the runtime API's command line.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
-class GatewayError(ValueError):
+class GatewayError(ProvisioningError, ValueError):
     """Frontends the gateway refuses to render, with a message an operator can act on."""
 
 
@@ -121,11 +130,14 @@ _ENV = jinja2.Environment(
 )
 
 
-def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeouts | None = None) -> str:
+def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeouts | None = None,
+           rum_socket: Path | None = None) -> str:
     """The whole haproxy.cfg for these frontends (sorted by tenant, so the text is stable).
 
     runtime_socket is the admin socket of the workers; it also hands the listening sockets to the
     next worker on reload (`expose-fd listeners`), which is what makes the reload hitless.
+    rum_socket: where each request's timing line goes (None: no request log). HAProxy sends
+    datagrams and drops them when nobody listens, so a stopped reader never slows a county.
     """
     problems = validate(frontends)
     if problems:
@@ -136,4 +148,7 @@ def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeou
         timeouts=timeouts or Timeouts(),
         loopback=LOOPBACK,
         health_path=HEALTH_PATH,
+        rum_socket=str(rum_socket) if rum_socket else None,
+        rum_log_format=RUM_LOG_FORMAT,
+        rum_server_timing_len=RUM_SERVER_TIMING_LEN,
     )

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioning.errors import ProvisioningError
 from provisioning.hypervisor import AgentTimeout, Hypervisor, HypervisorError
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
@@ -24,7 +25,7 @@ class CommandResult:
         return self.rc == 0
 
 
-class GuestCommandError(RuntimeError):
+class GuestCommandError(ProvisioningError):
     """A command inside the guest failed; the message carries its exit code and output."""
 
 

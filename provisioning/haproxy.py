@@ -93,6 +93,11 @@ class GatewayPaths:
         return self.root / "haproxy.log"
 
     @property
+    def rum_socket(self) -> Path:
+        """Where HAProxy sends each request's timing line (monitoring.rum listens here)."""
+        return self.root / "rum.sock"
+
+    @property
     def lock(self) -> Path:
         return self.root / "apply.lock"
 
@@ -144,12 +149,15 @@ def _parse_state(raw: str) -> ServerState:
 class HAProxyGateway:
     """One HAProxy for the platform, kept in step with a list of frontends by `apply`."""
 
-    def __init__(self, directory: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None) -> None:
-        """directory: the gateway's own folder (config, sockets, pidfile, log), created on apply."""
+    def __init__(self, directory: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None,
+                 real_user_timing: bool = True) -> None:
+        """directory: the gateway's own folder (config, sockets, pidfile, log), created on apply.
+        real_user_timing: log every request's timers to `paths.rum_socket` (off only to measure its cost)."""
         self.paths = GatewayPaths(directory)
         self.binary = binary
         self.timeouts = timeouts or Timeouts()
-        for sock in (self.paths.master_socket, self.paths.runtime_socket):
+        self.real_user_timing = real_user_timing
+        for sock in (self.paths.master_socket, self.paths.runtime_socket, self.paths.rum_socket):
             if len(str(sock)) > _UNIX_PATH_MAX:
                 raise GatewayError(f"socket path {sock} is longer than {_UNIX_PATH_MAX} bytes; "
                                    "use a shorter state directory")
@@ -157,7 +165,8 @@ class HAProxyGateway:
     # ------------------------------------------------------------ apply
 
     def render(self, frontends: Sequence[Frontend]) -> str:
-        return render(frontends, self.paths.runtime_socket, self.timeouts)
+        return render(frontends, self.paths.runtime_socket, self.timeouts,
+                      self.paths.rum_socket if self.real_user_timing else None)
 
     def apply(self, frontends: Sequence[Frontend]) -> ApplyResult:
         """Make the running HAProxy serve exactly these frontends, without dropping a request.

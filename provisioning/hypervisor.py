@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import libvirt
 import libvirt_qemu
+
+from provisioning.errors import ProvisioningError
 
 # libvirt prints every error to stderr by default; we raise them as HypervisorError instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -42,7 +45,7 @@ _STATES = {
 }
 
 
-class HypervisorError(RuntimeError):
+class HypervisorError(ProvisioningError):
     """A libvirt call failed; the message names the site, the domain and libvirt's reason."""
 
 
@@ -116,12 +119,44 @@ class Hypervisor:
         info = self.info(name)
         return info.state if info else DomainState.MISSING
 
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Read-only counters of every running domain, for monitoring: libvirt's bulk stats
+        (cpu.time ns, balloon.current/maximum KiB, vcpu.current, net.N.rx.bytes, block.N.rd.bytes...)
+        over the basics from info(), which every driver has."""
+        flags = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+                 | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE
+                 | libvirt.VIR_DOMAIN_STATS_BLOCK)
+        try:
+            found = self._conn.getAllDomainStats(flags, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+        except libvirt.libvirtError as error:
+            raise HypervisorError(f"site {self.site}: domain stats: {error.get_error_message()}") from error
+        usage: dict[str, dict[str, float]] = {}
+        for domain, values in found:
+            _state, max_kib, kib, vcpus, cpu_ns = domain.info()
+            basics = {"cpu.time": cpu_ns, "balloon.current": kib, "balloon.maximum": max_kib,
+                      "vcpu.current": vcpus}
+            bulk = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+            usage[domain.name()] = {**{k: float(v) for k, v in basics.items()}, **bulk}
+        return usage
+
     def names(self) -> list[str]:
         return sorted(domain.name() for domain in self._conn.listAllDomains())
 
     def xml(self, name: str, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         return str(self._require(name).XMLDesc(flags))
+
+    def max_vcpus(self, name: str) -> int:
+        """The most vCPUs the running domain can be given live (its `<vcpu>` element)."""
+        found = ElementTree.fromstring(self.xml(name)).findtext("vcpu")
+        if found is None:
+            raise HypervisorError(f"site {self.site}: {name} has no <vcpu> in its XML")
+        return int(found)
+
+    def disk_targets(self, name: str) -> set[str]:
+        """The target devices (vda, vdb, ...) of the domain's disks as they are now."""
+        root = ElementTree.fromstring(self.xml(name))
+        return {target.get("dev", "") for target in root.iterfind("devices/disk/target")}
 
     def qemu_pid(self, name: str) -> int | None:
         """The QEMU process of a running domain (libvirt's API does not expose it)."""

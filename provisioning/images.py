@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning import locks
+from provisioning.errors import ProvisioningError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RECIPE_DIR = Path(__file__).resolve().parent / "image"
@@ -51,7 +52,7 @@ KEEP_IMAGES = 2
 Log = Callable[[str], None]
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(ProvisioningError):
     """The golden image could not be built; the message says which step and why."""
 
 

@@ -37,6 +37,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
 
+from provisioning.errors import ProvisioningError
+
 MAGIC = b"LibvirtQemudSave"
 PARTIAL_MAGIC = b"LibvirtQemudPart"  # libvirt writes this first and the real magic only when done
 SUPPORTED_VERSION = 2
@@ -68,7 +70,7 @@ class SaveFormat(IntEnum):
     ZSTD = 5
 
 
-class SaveFileError(Exception):
+class SaveFileError(ProvisioningError):
     """A state file we will not use; the message names the file and the reason."""
 
     def __init__(self, path: Path, reason: str) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 
+from provisioning.errors import ProvisioningError
+
 SEED_LABEL = "ccseed"  # the guest finds its seed by label: /dev/disk/by-label/ccseed
 DATA_LABEL = "ccdata"
 SEED_SIZE = "4M"
@@ -36,7 +38,7 @@ _BAD_VALUE_RE = re.compile(r"[\x00-\x1f\x7f\"'\\]")
 _SBIN = ("/usr/sbin", "/sbin")
 
 
-class SeedError(Exception):
+class SeedError(ProvisioningError):
     """Settings or a disk we refuse to write; the message names what and why."""
 
 
@@ -187,3 +189,15 @@ def make_data_disk(path: Path, size_mib: int) -> DataDiskResult:
     finally:
         tmp.unlink(missing_ok=True)
     return DataDiskResult.CREATED
+
+
+def new_host_key(comment: str) -> tuple[bytes, bytes]:
+    """An SSH ed25519 host key pair in OpenSSH's file formats (private, public), made in process."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public + b" " + comment.encode() + b"\n"

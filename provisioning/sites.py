@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from provisioning.errors import ProvisioningError
+
 # Host folders libvirt uses, and the name of each one's private copy inside a site folder.
 _BIND_MOUNTS = {
     "run": "/run/libvirt",
@@ -37,7 +39,7 @@ class SiteState(StrEnum):
     DOWN = "down"
 
 
-class SiteError(RuntimeError):
+class SiteError(ProvisioningError):
     """A site daemon could not be started or reached; the message says which and why."""
 
 

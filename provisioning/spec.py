@@ -14,6 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from provisioning.errors import ProvisioningError
+
 # The host side of every port forward. Not a field anywhere, so no spec can carry another address:
 # the network rule forbids any other host address on these machines.
 LOOPBACK = "127.0.0.1"
@@ -36,7 +38,7 @@ _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC_RE = re.compile(r"^(?:[0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
-class SpecError(ValueError):
+class SpecError(ProvisioningError, ValueError):
     """A VM spec that cannot describe a valid guest; the message says which field and why."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from provisioning import disks, guest, locks, savefile
 from provisioning.domain_xml import render_domain_xml
+from provisioning.errors import ProvisioningError
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import Hypervisor
 from provisioning.images import GoldenImage
@@ -57,7 +58,7 @@ LAUNCHER_WAITING = "/run/countycloud/launcher-waiting"  # written by the guest's
 Log = Callable[[str], None]
 
 
-class TemplateError(RuntimeError):
+class TemplateError(ProvisioningError):
     """A template is missing, stale or unusable; the message names it and the reason."""
 
 

@@ -21,6 +21,11 @@ APP_GUEST_PORT = 8080
 SEED_TARGET = "vdb"
 DATA_TARGET = "vdc"
 GUEST_DATA_DIR = "/srv/tenant-data"
+# Where the gateway's connections come from as the guest sees them: QEMU user networking hands a
+# hostfwd connection to the guest from its host alias, 10.0.2.2 by default (netdev_arg sets no
+# `net=`/`host=`). The app believes X-Forwarded-For/-Proto only from this address, and HAProxy sets
+# both, so the log-in throttle counts the real client and a client cannot claim another address.
+GUEST_VIEW_OF_GATEWAY = "10.0.2.2"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class VmPaths:
     # Files that live for seconds (a clone's copy of the template state): in memory, never written
     # back to disk. None: beside the VM's disks.
     scratch: Path | None = None
+    # The county's data disk when it is not the VM's own (a restored copy attached elsewhere).
+    data_disk_path: Path | None = None
 
     @property
     def system_disk(self) -> Path:
@@ -58,7 +65,7 @@ class VmPaths:
 
     @property
     def data_disk(self) -> Path:
-        return self.directory / "data.img"
+        return self.data_disk_path or self.directory / "data.img"
 
     @property
     def agent_socket(self) -> Path:
@@ -88,8 +95,8 @@ class VmPaths:
         return self.directory / "ssh_host_ed25519_key"
 
 
-def vm_paths(site: SitePaths, vm_name: str) -> VmPaths:
-    return VmPaths(site.disks / "vms" / vm_name, scratch=site.scratch)
+def vm_paths(site: SitePaths, vm_name: str, *, data_disk: Path | None = None) -> VmPaths:
+    return VmPaths(site.disks / "vms" / vm_name, scratch=site.scratch, data_disk_path=data_disk)
 
 
 def forwards(plan: VmPlan) -> tuple[Forward, ...]:
@@ -111,6 +118,7 @@ def app_env(plan: VmPlan) -> dict[str, str]:
         "TENANT_APP_DATABASE_URL": f"sqlite:///{GUEST_DATA_DIR}/tenant.db",
         "TENANT_APP_HOST": "0.0.0.0",  # inside the guest; the host side of the forward is 127.0.0.1
         "TENANT_APP_PORT": str(APP_GUEST_PORT),
+        "TENANT_APP_TRUSTED_PROXIES": GUEST_VIEW_OF_GATEWAY,
     }
     env.update({f"TENANT_APP_{key.upper()}": value for key, value in sorted(plan.settings.items())})
     return env

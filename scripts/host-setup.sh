@@ -10,6 +10,7 @@ APT_PACKAGES=(
   haproxy restic rclone
   postgresql python3-venv python3-dev
   chromium chromium-driver fonts-noto-cjk wrk openssh-client sshpass
+  prometheus  # promtool checks and unit-tests deploy/prometheus rules; the demo scrapes /metrics
 )
 
 missing=()

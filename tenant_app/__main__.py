@@ -38,8 +38,10 @@ def serve(settings: Settings, log_level: str = "warning", *, app: FastAPI | None
 
     if not migrated:
         migrate(settings)
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; the app
+    # decides whom to believe itself (settings.trusted_proxies, security/proxies.py).
     uvicorn.run(bind(app or build_app(), settings), host=settings.host, port=settings.port,
-                log_level=log_level, access_log=False)
+                log_level=log_level, access_log=False, proxy_headers=False)
 
 
 def _seed(settings: Settings) -> None:

@@ -19,12 +19,13 @@ import tenant_app.services.journal  # noqa: F401  (registers the posted-entry im
 from tenant_app import timing
 from tenant_app.api import errors as api_errors
 from tenant_app.api.fastpath import CertifyFastPath
+from tenant_app.api.limits import RequestLimits
 from tenant_app.api.naive import naive_engine
 from tenant_app.api.naive import router as naive_router
 from tenant_app.api.router import include_api
 from tenant_app.db import make_engine, session_factory
 from tenant_app.metrics import CONTENT_TYPE_LATEST, AppMetrics
-from tenant_app.middleware import ServerTimingMiddleware
+from tenant_app.middleware import ForwardedMiddleware, ServerTimingMiddleware
 from tenant_app.migrations import is_current
 from tenant_app.reports.routes import router as reports_router
 from tenant_app.services.budget import apply_all_due
@@ -119,7 +120,11 @@ def build_app() -> FastAPI:
 
     # Added first so it runs inside ServerTimingMiddleware: fast-path answers are timed and counted too.
     app.add_middleware(CertifyFastPath)
+    # Outside the fast path: size, JSON depth and media type are bounded before any body is parsed.
+    app.add_middleware(RequestLimits)
     app.add_middleware(ServerTimingMiddleware, metrics=app_metrics)
+    # Outermost: everything inside sees the client and scheme the trusted gateway reports.
+    app.add_middleware(ForwardedMiddleware)
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["ops"])
     app.add_api_route("/metrics", _metrics, methods=["GET"], tags=["ops"])
 

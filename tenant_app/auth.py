@@ -112,7 +112,7 @@ def normalise_username(username: str) -> str:
 def authenticate(
     db: Session, username: str, password: str, client: str, limiter: LoginRateLimiter
 ) -> LoginResult:
-    """Check a username and password, counting failures per (username, client) against `limiter`.
+    """Check a username and password, counting failures per user and client against `limiter`.
 
     Call it with nothing pending: it ends (rolls back) the caller's open transaction before hashing,
     because on SQLite that transaction holds the write lock, and a morning of log-ins must not queue
@@ -120,7 +120,9 @@ def authenticate(
     caller's to commit.
     """
     name = normalise_username(username)
-    throttle = limiter.check(name, client)
+    # Counted as a failure from the start (refunded on success): parallel guesses cannot all pass
+    # the check before the first has been counted.
+    throttle = limiter.begin(name, client)
     if not throttle.allowed:
         return LoginResult(LoginOutcome.THROTTLED, retry_after_s=throttle.retry_after_s)
     row = db.execute(select(User.id, User.password_hash).where(User.username == name)).first()
@@ -133,13 +135,12 @@ def authenticate(
         ok, new_hash = passwords.verify_and_update(password, row.password_hash)
     user = db.get(User, row.id) if row is not None else None
     if user is None or not ok or not user.active:
-        limiter.record_failure(name, client)
         # The attempted name is recorded (never the password): repeated guessing shows in the log.
         audit.append(db, name[:64], AuthAuditAction.LOGIN_FAILED, {"client": client})
         return LoginResult(LoginOutcome.BAD_CREDENTIALS)
     if new_hash is not None:  # argon2 parameters changed since the hash was made
         user.password_hash = new_hash
-    limiter.reset(name, client)
+    limiter.succeeded(name, client)
     audit.append(db, user.username, AuthAuditAction.LOGIN, {"client": client})
     return LoginResult(LoginOutcome.OK, user=user)
 

@@ -33,8 +33,9 @@ def is_sqlite(url: str) -> bool:
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the
-    # last commits, which the platform's WAL streaming covers.
+    # NORMAL is durable across application crashes in WAL mode; an OS crash, or the VM killed with
+    # its site, can lose the last commits the app acknowledged. Nothing streams the WAL off the VM
+    # yet: choosing FULL or continuous replication is the backup issue's, by measurement.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")

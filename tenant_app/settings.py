@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tenant_app.security.proxies import TrustedProxies
 
 SETTINGS_FILE_VARIABLE = "TENANT_APP_SETTINGS_FILE"
 # The values of services.certify_writer.WriterMode (settings must not import the services).
@@ -35,6 +37,19 @@ class Settings(BaseSettings):
     # Where certification groups are committed: inline, thread or async (None: by database; see
     # services/certify_writer.py for the measurements behind the defaults).
     certify_writer_mode: WriterModeName | None = None
+    # Addresses or networks (comma-separated) whose X-Forwarded-For / X-Forwarded-Proto the app
+    # believes: the gateway only. Empty: the direct peer is the client, whatever headers it sends.
+    # The platform sets the gateway's address as the guest sees it (provisioning/vmplan.py).
+    trusted_proxies: str = ""
+    # The county is published over HTTPS only (TLS ended in front of the app): every response
+    # carries HSTS and every cookie the Secure flag even when no trusted proxy says "https".
+    served_over_tls: bool = False
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        TrustedProxies.parse(value)  # a typo must stop the start, not silently trust nobody
+        return value
 
 
 def load_settings(env_file: str | Path | None = None) -> Settings:

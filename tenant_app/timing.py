@@ -1,6 +1,7 @@
 """Server-Timing: the app's own time and the time spent in the database, per request.
 
-The platform's probes subtract `app;dur` from what they measure to split server from network time.
+The platform (monitoring.probes for its own probes, monitoring.rum for real users' requests seen at
+the gateway) subtracts `app;dur` from the time it measures to split server from network time.
 A request-scoped accumulator lives in a ContextVar; the engine's cursor events add to it. Work done
 in the certification writer thread is reported back and added by the waiting handler.
 """

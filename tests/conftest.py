@@ -11,6 +11,22 @@ import pytest
 from tests.support import postgres
 
 
+@pytest.fixture(autouse=True)
+def _fresh_wiring() -> Iterator[None]:
+    """controlplane.bootstrap wires settings and the database once per process: each test gets the
+    settings of its own environment, and its engine is closed after it."""
+    from controlplane import bootstrap
+
+    cached = (bootstrap.settings, bootstrap.engine, bootstrap.platform)
+    for wiring in cached:
+        wiring.cache_clear()
+    yield
+    if bootstrap.engine.cache_info().currsize:
+        bootstrap.engine().dispose()
+    for wiring in cached:
+        wiring.cache_clear()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: every test that takes it runs once on SQLite and once on PostgreSQL."""

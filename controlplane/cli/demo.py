@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from controlplane import bootstrap
+from controlplane import bootstrap, operations
+from controlplane.actors import cli_actor
 from controlplane.cli.common import EXIT_USAGE, console, errors, user_errors
 from controlplane.cli.tenant import create_many, run_job, show_command
 from inventory.db import session_scope
 from inventory.declare import apply
-from inventory.jobs import JobKind
 from inventory.loader import load_sample
 from inventory.ports import PortRange, PortRanges
 from inventory.queries import get_tenant, list_tenants
-from provisioning import configure, steps
+from provisioning import configure, records
 
 FIRST_COUNTY = "keelung"  # 基隆市, the county the demo brings up first
 # tenant_app's demo county (seeded inside the guest): a clerk of the finance agency.
@@ -60,7 +60,7 @@ def _seed_demo_data(county: str) -> None:
     platform = bootstrap.platform()
     with session_scope(platform.engine) as session:
         vm = next(vm.name for vm in get_tenant(session, county).vms)
-    plan = steps.load_plan(platform, vm)
+    plan = records.load_plan(platform.engine, vm)
     result = configure.ssh_run(plan, platform.ssh_key, "tenant-app seed")
     if not result.ok:
         errors.print(f"{county}: seeding demo data failed: {(result.stderr or result.stdout).strip()}")
@@ -80,10 +80,12 @@ def demo_command(
     _apply_sample()
     chosen = _counties(counties)
     console.rule(f"tenant create {' '.join(chosen)}")
-    if len(chosen) == 1:
-        run_job(JobKind.PROVISION, chosen[0], {"tenant": chosen[0], "cold": cold})
+    with user_errors():
+        requests = [operations.request_create(cli_actor(), county, cold=cold) for county in chosen]
+    if len(requests) == 1:
+        run_job(requests[0])
     else:
-        create_many(chosen, cold)  # together, as `tenant create A B C` does
+        create_many(requests)  # together, as `tenant create A B C` does
     for county in chosen:
         _seed_demo_data(county)
     console.rule("ready")

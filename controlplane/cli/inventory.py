@@ -20,12 +20,12 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from inventory.db import make_engine, migrate, session_scope
+from inventory.db import session_scope
 from inventory.declare import ApplyRefused, Change, apply, plan
 from inventory.enums import ChangeAction
 from inventory.loader import DeclarationError, load_file, sample_path
 from inventory.placement import NoHostFits
-from inventory.ports import PortRange, PortRanges, PortsExhausted
+from inventory.ports import PortRanges, PortsExhausted
 from inventory.report import snapshot
 from inventory.schemas import Declaration
 
@@ -54,24 +54,16 @@ def register(app: typer.Typer) -> None:
 # --- wiring --------------------------------------------------------------------------------------
 
 
-def _settings() -> Any:
-    from controlplane.settings import load
-
-    return load()
-
-
 def _engine() -> Engine:
-    url = _settings().database_url
-    migrate(url)
-    return make_engine(url)
+    from controlplane import bootstrap
+
+    return bootstrap.engine()
 
 
 def _port_ranges() -> PortRanges:
-    settings = _settings()
-    return PortRanges(
-        guest=PortRange(settings.guest_port_first, settings.guest_port_last, "guest ports"),
-        gateway=PortRange(settings.gateway_port_first, settings.gateway_port_last, "gateway ports"),
-    )
+    from controlplane import inventory_ops
+
+    return inventory_ops.port_ranges()
 
 
 def _declaration(file: Path | None) -> Declaration:
@@ -123,11 +115,21 @@ def _details(change: Change) -> str:
     return ""
 
 
-def _print_changes(changes: list[Change], as_json: bool, *, applied: bool, source: str) -> None:
+def _running_elsewhere(session: Any) -> dict[str, dict[str, str]]:
+    """Counties that run away from their declared home (after a failover): not a change to apply."""
+    return {t.slug: {"home": t.site, "running_at": t.running_site}
+            for t in snapshot(session).tenants if t.running_site}
+
+
+def _print_changes(changes: list[Change], as_json: bool, *, applied: bool, source: str,
+                   elsewhere: dict[str, dict[str, str]]) -> None:
     if as_json:
-        print(json.dumps({"source": source, "applied": applied, "changes": [c.to_dict() for c in changes]},
-                         ensure_ascii=False, indent=2))
+        print(json.dumps({"source": source, "applied": applied, "changes": [c.to_dict() for c in changes],
+                          "running_elsewhere": elsewhere}, ensure_ascii=False, indent=2))
         return
+    for slug, where in elsewhere.items():
+        console.print(f"{slug}: running at {where['running_at']} after failover (declared home "
+                      f"{where['home']}); failback returns it")
     if not changes:
         console.print(f"{source}: no changes; the inventory matches the declaration.")
         return
@@ -154,7 +156,8 @@ def plan_command(file: FileArgument = None, as_json: JsonOption = False) -> None
     source = str(file) if file is not None else "demo.yaml (embedded)"
     with _failures(), session_scope(_engine()) as session:
         changes = plan(session, declaration)
-    _print_changes(changes, as_json, applied=False, source=source)
+        elsewhere = _running_elsewhere(session)
+    _print_changes(changes, as_json, applied=False, source=source, elsewhere=elsewhere)
 
 
 @inventory_app.command("apply")
@@ -164,7 +167,8 @@ def apply_command(file: FileArgument = None, as_json: JsonOption = False) -> Non
     source = str(file) if file is not None else "demo.yaml (embedded)"
     with _failures(), session_scope(_engine()) as session:
         changes = apply(session, declaration, actor=_actor(), ports=_port_ranges())
-    _print_changes(changes, as_json, applied=True, source=source)
+        elsewhere = _running_elsewhere(session)
+    _print_changes(changes, as_json, applied=True, source=source, elsewhere=elsewhere)
 
 
 @inventory_app.command("show")
@@ -182,9 +186,10 @@ def show_command(as_json: JsonOption = False) -> None:
     for h in view.hosts:
         hosts.add_row(h.name, h.site, str(h.vms), f"{h.vcpus_used} / {h.vcpus_total}",
                       f"{h.memory_mb_used} / {h.memory_mb_total}", f"{h.disk_mb_used} / {h.disk_mb_total}")
-    tenants = Table("tenant", "name", "status", "site", "address port", "VMs", title="Tenants")
+    tenants = Table("tenant", "name", "status", "site", "running at", "address port", "VMs", title="Tenants")
     for t in view.tenants:
-        tenants.add_row(t.slug, t.name, t.status, t.site, _value(t.gateway_port), str(t.vms))
+        tenants.add_row(t.slug, t.name, t.status, t.site, _value(t.running_site), _value(t.gateway_port),
+                        str(t.vms))
     vms = Table("VM", "role", "size", "status", "vCPU", "MB", "host", "ssh", "app", title="VMs")
     for v in view.vms:
         size = f"{v.size} (resize due)" if v.needs_resize else v.size

@@ -43,10 +43,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _engine() -> Engine:
-    from controlplane.settings import load
-    from inventory.db import make_engine
+    from controlplane import bootstrap
 
-    return make_engine(load().database_url)
+    return bootstrap.engine()
 
 
 def _seconds(value: float | None) -> str:

@@ -1,24 +1,27 @@
-"""`countycloud tenant create | list | show | resize | retire | exec`: counties on their VMs."""
+"""`countycloud tenant create | list | show | configure | resize | retire | exec`: counties on their VMs.
+
+Each command asks the use-case layer (controlplane.operations), which holds the rules; this module
+only parses arguments and prints.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from controlplane import bootstrap, jobs
-from controlplane.cli.common import EXIT_FAILED, EXIT_USAGE, console, errors, user_errors
+from controlplane import bootstrap, jobs, operations
+from controlplane.actors import cli_actor
+from controlplane.cli.common import EXIT_FAILED, console, errors, user_errors
 from controlplane.cli.job import job_progress
-from inventory.db import session_scope
-from inventory.enums import Lifecycle
-from inventory.jobs import JobKind, StepStatus
-from inventory.queries import get_tenant, get_vm, list_tenants, vms_of
-from provisioning import address, configure, steps
+from inventory.jobs import StepStatus
+from provisioning import configure, records
 
 tenant_app = typer.Typer(no_args_is_help=True,
                          help="Counties: create, list, show, configure, resize, retire, exec.")
@@ -29,42 +32,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tenant_app, name="tenant")
 
 
-def run_job(kind: JobKind, target: str, args: dict[str, Any], quiet: bool = False) -> str:
-    """Run (or resume) the job for this target to its end; exit 1 with the failing step's message."""
-    bootstrap.register_job_builders()
-    platform = bootstrap.platform()
+def run_job(request: operations.JobRequest, quiet: bool = False) -> str:
+    """Run (or resume, or follow) the requested job to its end; exit 1 with the failing step's message."""
     try:
         with user_errors():
-            if quiet:
-                return jobs.start(platform.engine, kind, target, args, context=platform,
-                                  artifacts_root=platform.artifacts_dir)
-            with job_progress() as on_progress:
-                return jobs.start(platform.engine, kind, target, args, context=platform,
-                                  artifacts_root=platform.artifacts_dir, on_progress=on_progress)
-    except jobs.JobFailed as error:
-        errors.print(f"[bold red]job {error.job_id} failed[/]: {escape(error.error)}")
-        errors.print("fix the cause, then rerun the same command "
-                     f"(or `countycloud job resume {error.job_id}`)")
-        raise typer.Exit(EXIT_FAILED) from None
-    except jobs.JobError as error:
-        errors.print(f"[red]{escape(str(error))}[/]")
-        raise typer.Exit(EXIT_FAILED) from None
+            try:
+                if quiet:
+                    return operations.run(request).id
+                with job_progress() as on_progress:
+                    return operations.run(request, on_progress).id
+            except jobs.JobFailed as error:
+                errors.print(f"[bold red]job {error.job_id} failed[/]: {escape(error.error)}")
+                errors.print("fix the cause, then rerun the same command "
+                             f"(or `countycloud job resume {error.job_id}`)")
+                raise typer.Exit(EXIT_FAILED) from None
     finally:
         jobs.shutdown()
-
-
-def _tenant_row(tenant: Any) -> dict[str, Any]:
-    return {
-        "tenant": tenant.slug, "name": tenant.name, "status": tenant.status.value,
-        "site": tenant.home_site.name,
-        "address": f"http://127.0.0.1:{tenant.gateway_port}/" if tenant.gateway_port else None,
-        "vms": [
-            {"name": vm.name, "role": vm.role.value, "status": vm.status.value, "vcpus": vm.vcpus,
-             "memory_mb": vm.memory_mb, "host": vm.host.name if vm.host else None,
-             "ssh_port": vm.ssh_port, "app_port": vm.app_port}
-            for vm in vms_of(tenant)
-        ],
-    }
 
 
 @tenant_app.command("create")
@@ -73,24 +56,42 @@ def create_command(
         help="The counties' slugs, e.g. keelung; several are provisioned at once.", show_default=False)],
     cold: Annotated[bool, typer.Option("--cold", help="Boot from the golden image instead of cloning "
                                                       "the site's prebooted template.")] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Queue the jobs for the service's workers (`countycloud serve`); print their ids.",
+    )] = False,
 ) -> None:
     """Provision declared counties: their VMs, addresses and configuration (a resumable job each)."""
-    chosen = list(dict.fromkeys(tenants))
-    with user_errors(), session_scope(bootstrap.engine()) as session:
-        for tenant in chosen:
-            get_tenant(session, tenant)  # an unknown county: a clear message, exit 2, nothing started
-    if len(chosen) == 1:
-        job_id = run_job(JobKind.PROVISION, chosen[0], {"tenant": chosen[0], "cold": cold})
-        show_command(chosen[0])
+    actor = cli_actor()
+    with user_errors():  # an unknown county: a clear message, exit 2, nothing started
+        requests = [operations.request_create(actor, tenant, cold=cold) for tenant in dict.fromkeys(tenants)]
+    if no_wait:
+        submit_all(requests)
+        return
+    if len(requests) == 1:
+        job_id = run_job(requests[0])
+        show_command(requests[0].target)
         console.print(f"[green]job {job_id} succeeded[/]")
         return
-    create_many(chosen, cold)
+    create_many(requests)
 
 
-def create_many(tenants: list[str], cold: bool) -> None:
+def submit_all(requests: list[operations.JobRequest]) -> None:
+    """Queue each job for the workers; a line `TARGET JOB_ID` each (a county already queued or
+    running keeps its job)."""
+    try:
+        with user_errors():
+            refs = [operations.submit(request) for request in requests]
+    finally:
+        jobs.shutdown()
+    if not jobs.live_workers(bootstrap.engine()):
+        errors.print("no worker is running: the jobs wait until `countycloud serve` starts")
+    for ref in refs:
+        console.print(f"{ref.target} {ref.id}", markup=False, highlight=False)
+
+
+def create_many(requests: list[operations.JobRequest]) -> None:
     """One job per county, all at once in this process; a line as each county serves and finishes."""
-    bootstrap.register_job_builders()
-    platform = bootstrap.platform()
+    tenants = [request.target for request in requests]
     began = time.monotonic()
     said_serving: set[str] = set()
     lock = threading.Lock()
@@ -106,12 +107,7 @@ def create_many(tenants: list[str], cold: bool) -> None:
     console.print(f"provisioning {len(tenants)} counties at once: {', '.join(tenants)}")
     try:
         with user_errors():
-            outcomes = jobs.start_many(
-                platform.engine, JobKind.PROVISION, {t: {"tenant": t, "cold": cold} for t in tenants},
-                context=platform, artifacts_root=platform.artifacts_dir, on_progress=on_progress)
-    except jobs.JobError as error:
-        errors.print(f"[red]{escape(str(error))}[/]")
-        raise typer.Exit(EXIT_FAILED) from None
+            outcomes = operations.run_many(requests, on_progress=on_progress)
     finally:
         jobs.shutdown()
     failed = [tenant for tenant in tenants if isinstance(outcomes[tenant], jobs.JobError)]
@@ -131,8 +127,8 @@ def create_many(tenants: list[str], cold: bool) -> None:
 
 @tenant_app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
-    with user_errors(), session_scope(bootstrap.engine()) as session:
-        rows = [_tenant_row(tenant) for tenant in list_tenants(session)]
+    with user_errors():
+        rows = operations.list_tenants(cli_actor())
     if as_json:
         console.print_json(json.dumps(rows, ensure_ascii=False))
         return
@@ -145,11 +141,8 @@ def list_command(as_json: JsonOption = False) -> None:
 
 @tenant_app.command("show")
 def show_command(tenant: str, as_json: JsonOption = False) -> None:
-    with user_errors(), session_scope(bootstrap.engine()) as session:
-        row = _tenant_row(get_tenant(session, tenant))
-    if row["address"]:
-        port = int(row["address"].rsplit(":", 1)[1].strip("/"))
-        row["healthy"] = address.healthy(port)
+    with user_errors():
+        row = operations.show_tenant(cli_actor(), tenant)
     if as_json:
         console.print_json(json.dumps(row, ensure_ascii=False))
         return
@@ -163,44 +156,29 @@ def show_command(tenant: str, as_json: JsonOption = False) -> None:
     console.print(table)
 
 
-def _vm_of(tenant: str, vm: str | None) -> str:
-    """The one VM a command acts on; refused (before any job starts) unless it has been provisioned."""
-    with user_errors(), session_scope(bootstrap.engine()) as session:
-        if vm is not None:
-            chosen = [get_vm(session, vm)]
-        else:
-            chosen = vms_of(get_tenant(session, tenant))
-            if len(chosen) != 1:
-                names = ", ".join(v.name for v in chosen)
-                errors.print(f"tenant {tenant} has {len(chosen)} VMs ({names}); name one with --vm")
-                raise typer.Exit(EXIT_USAGE)
-        name, status = chosen[0].name, chosen[0].status
-    if status not in (Lifecycle.ACTIVE, Lifecycle.PROVISIONING):
-        errors.print(f"{name} is {status.value}; provision it first (`countycloud tenant create {tenant}`)")
-        raise typer.Exit(EXIT_FAILED)
-    return name
-
-
 @tenant_app.command("configure")
 def configure_command(tenant: str) -> None:
     """Converge a running county to its declared settings with Ansible (after `inventory apply`)."""
-    with user_errors(), session_scope(bootstrap.engine()) as session:
-        get_tenant(session, tenant)
-    job_id = run_job(JobKind.CONFIGURE, tenant, {"tenant": tenant})
+    with user_errors():
+        request = operations.request_configure(cli_actor(), tenant)
+    job_id = run_job(request)
     console.print(f"[green]tenant {tenant} converged[/] (job {job_id})")
 
 
 @tenant_app.command("resize")
 def resize_command(
     tenant: str,
-    vcpus: Annotated[int, typer.Option(help="vCPUs, changed live.")],
-    memory: Annotated[int, typer.Option(help="Memory in MB, changed live (balloon).")],
+    vcpus: Annotated[int | None, typer.Option(help="vCPUs, changed live (default: as now).")] = None,
+    memory: Annotated[int | None, typer.Option(help="Memory in MB, changed live by balloon "
+                                                     "(default: as now).")] = None,
     vm: Annotated[str | None, typer.Option(help="Which VM, when the tenant has several.")] = None,
 ) -> None:
-    """Resize a running VM live (vCPUs up to its maximum, memory by balloon)."""
-    name = _vm_of(tenant, vm)
-    run_job(JobKind.RESIZE, name, {"vm": name, "vcpus": vcpus, "memory_mb": memory})
-    console.print(f"[green]{name}: {vcpus} vCPU, {memory} MB[/]")
+    """Resize a running VM live (vCPUs up to its maximum, memory by balloon). A size the VM cannot
+    take is refused before any job exists (exit 2)."""
+    with user_errors():
+        request = operations.request_resize(cli_actor(), tenant, vcpus=vcpus, memory_mb=memory, vm=vm)
+    run_job(request)
+    console.print(f"[green]{request.target}: {request.args['vcpus']} vCPU, {request.args['memory_mb']} MB[/]")
 
 
 @tenant_app.command("retire")
@@ -209,19 +187,11 @@ def retire_command(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the county's data disk.")] = False,
 ) -> None:
     """Stop and undefine the county's VMs, remove their system disks (data kept unless --purge)."""
-    with user_errors(), session_scope(bootstrap.engine()) as session:
-        get_tenant(session, tenant)
-    # A provision or configure job left unfinished would otherwise be resumed by a later
-    # `tenant create` against a county that no longer has its VMs.
-    for job in jobs.list_jobs(bootstrap.engine(), target=tenant):
-        if job.kind in (JobKind.PROVISION, JobKind.CONFIGURE) and job.status not in jobs.FINISHED:
-            try:
-                jobs.cancel(bootstrap.engine(), job.id)
-            except jobs.JobError as error:  # e.g. its process is still running it
-                errors.print(f"[red]{escape(str(error))}[/]")
-                raise typer.Exit(EXIT_FAILED) from None
-            console.print(f"cancelled unfinished job {job.id} ({job.kind.value})")
-    run_job(JobKind.RETIRE, tenant, {"tenant": tenant, "purge": purge})
+    with user_errors():
+        request = operations.request_retire(cli_actor(), tenant, purge=purge)
+    for job_id in request.cancel_first:
+        console.print(f"cancelling unfinished job {job_id}")
+    run_job(request)
     console.print(f"[green]tenant {tenant} retired[/]" + ("" if purge else " (data disk kept)"))
 
 
@@ -231,13 +201,14 @@ def exec_command(
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
     vm: Annotated[str | None, typer.Option(help="Which VM, when the tenant has several.")] = None,
 ) -> None:
-    """Run one command in the county's VM over SSH (fabric); exits with the command's own code."""
-    name = _vm_of(tenant, vm)
+    """Run one command in the county's VM over SSH (fabric); exits with the command's own code. Each
+    argument reaches the guest as it was given (quoted for the guest's shell)."""
     platform = bootstrap.platform()
     with user_errors():
-        plan = steps.load_plan(platform, name)
+        name = operations.vm_of(tenant, vm)
+        plan = records.load_plan(platform.engine, name)
     try:
-        result = configure.ssh_run(plan, platform.ssh_key, " ".join(command))
+        result = configure.ssh_run(plan, platform.ssh_key, guest_command(command))
     except Exception as error:  # paramiko/fabric raise many types; the operator needs the reason
         errors.print(f"{name}: SSH to 127.0.0.1:{plan.ssh_port} failed: {error}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -245,3 +216,9 @@ def exec_command(
     if result.stderr:
         errors.out(result.stderr, end="")
     raise typer.Exit(result.rc)
+
+
+def guest_command(argv: list[str]) -> str:
+    """The command line the guest's shell runs: every argument quoted, so `sh -c 'echo a; echo b'`
+    stays three arguments (joined with spaces it became `sh -c echo`)."""
+    return shlex.join(argv)

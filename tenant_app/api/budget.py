@@ -12,6 +12,7 @@ from tenant_app.api.deps import get_reader
 from tenant_app.api.schemas import AllotmentIn, AmendmentIn, TransferIn
 from tenant_app.api.views import line_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
+from tenant_app.domains import IdParam
 from tenant_app.enums import AuditAction
 from tenant_app.models import BudgetLine
 from tenant_app.security.permissions import Action
@@ -29,7 +30,7 @@ def line_or_404(db: Session, budget_line_id: int) -> BudgetLine:
 
 
 @router.get("/budget-lines")
-def list_lines(agency_id: int, fiscal_year_id: int | None = None, db: Session = Depends(get_reader),
+def list_lines(agency_id: IdParam, fiscal_year_id: IdParam | None = None, db: Session = Depends(get_reader),
                principal: Principal = Depends(require_action(Action.VIEW))) -> list[dict[str, object]]:
     check_agency(principal, agency_id)
     query = select(BudgetLine).where(BudgetLine.agency_id == agency_id)
@@ -39,7 +40,7 @@ def list_lines(agency_id: int, fiscal_year_id: int | None = None, db: Session = 
 
 
 @router.get("/budget-lines/{budget_line_id}")
-def get_line(budget_line_id: int, db: Session = Depends(get_reader),
+def get_line(budget_line_id: IdParam, db: Session = Depends(get_reader),
              principal: Principal = Depends(require_action(Action.VIEW))) -> dict[str, object]:
     line = line_or_404(db, budget_line_id)
     check_agency(principal, line.agency_id)
@@ -47,7 +48,7 @@ def get_line(budget_line_id: int, db: Session = Depends(get_reader),
 
 
 @router.post("/budget-lines/{budget_line_id}/allotments", status_code=201)
-def allot(budget_line_id: int, body: AllotmentIn, db: Session = Depends(get_db),
+def allot(budget_line_id: IdParam, body: AllotmentIn, db: Session = Depends(get_db),
           principal: Principal = Depends(require_action(Action.POST_JOURNAL))) -> dict[str, object]:
     check_agency(principal, line_or_404(db, budget_line_id).agency_id)
     allotment = budget.allot(db, budget_line_id, body.period, body.amount, user_id=principal.user_id)
@@ -59,7 +60,7 @@ def allot(budget_line_id: int, body: AllotmentIn, db: Session = Depends(get_db),
 
 
 @router.post("/budget-lines/{budget_line_id}/amendments", status_code=201)
-def amend(budget_line_id: int, body: AmendmentIn, db: Session = Depends(get_db),
+def amend(budget_line_id: IdParam, body: AmendmentIn, db: Session = Depends(get_db),
           principal: Principal = Depends(require_action(Action.CLOSE_PERIOD))) -> dict[str, object]:
     check_agency(principal, line_or_404(db, budget_line_id).agency_id)
     document = budget.amend(db, budget_line_id, body.amount, body.reason, user_id=principal.user_id)

@@ -17,6 +17,7 @@ from tenant_app.api.errors import STATUS_BY_CODE, error_body
 from tenant_app.api.schemas import CertifyIn, ReleaseIn
 from tenant_app.api.views import certification_json, outcome_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
+from tenant_app.domains import IdParam
 from tenant_app.enums import AuditAction
 from tenant_app.metrics import AppMetrics
 from tenant_app.models import Certification
@@ -61,7 +62,7 @@ async def certify(body: CertifyIn, request: Request,
 
 @router.get("/certifications")
 def list_certifications(
-    budget_line_id: int, db: Session = Depends(get_reader),
+    budget_line_id: IdParam, db: Session = Depends(get_reader),
     principal: Principal = Depends(require_action(Action.VIEW)),
 ) -> list[dict[str, object]]:
     check_agency(principal, line_or_404(db, budget_line_id).agency_id)
@@ -71,7 +72,7 @@ def list_certifications(
 
 
 @router.post("/certifications/{certification_id}/release")
-def release(certification_id: int, body: ReleaseIn, db: Session = Depends(get_db),
+def release(certification_id: IdParam, body: ReleaseIn, db: Session = Depends(get_db),
             principal: Principal = Depends(require_action(Action.CERTIFY))) -> dict[str, object]:
     cert = db.get(Certification, certification_id)
     if cert is not None:

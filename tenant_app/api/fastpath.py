@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenant_app import auth
 from tenant_app.api.certifications import certify_outcome
+from tenant_app.api.limits import is_json_media_type
 from tenant_app.api.router import API_V1
+from tenant_app.domains import AMOUNT, ID, PERIOD, IntDomain
 from tenant_app.security import tokens
 from tenant_app.security.permissions import Action
 from tenant_app.services.certification import CertifyRequest
@@ -32,22 +34,26 @@ class _Route:
     path_format = PATH
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _in(domain: IntDomain, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and domain.low <= value <= domain.high
 
 
 def parse(body: bytes) -> dict[str, Any] | None:
-    """The certification fields when the body is plainly valid; None sends it to the full route."""
+    """The certification fields when the body is plainly valid; None sends it to the full route.
+
+    Plainly valid means inside the declared domains (tenant_app/domains.py): an id, amount or
+    period outside them goes to the route, which refuses it with its code before it is queued.
+    """
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not set(data) <= _FIELDS:
         return None
-    if not (_is_int(data.get("budget_line_id")) and _is_int(data.get("amount"))):
+    if not (_in(ID, data.get("budget_line_id")) and _in(AMOUNT, data.get("amount"))):
         return None
     period = data.get("period")
-    if period is not None and not (_is_int(period) and 1 <= period <= 13):
+    if period is not None and not _in(PERIOD, period):
         return None
     purpose = data.get("purpose", "")
     if not isinstance(purpose, str) or len(purpose) > 255:
@@ -64,7 +70,7 @@ class CertifyFastPath:
             await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive)
-        principal = _cached_principal(scope)
+        principal = _cached_principal(scope) if _json_or_unset(scope) else None
         data = parse(body) if complete and principal is not None else None
         if data is None or principal is None:
             await self.app(scope, _replay(body, complete, receive), send)
@@ -80,6 +86,12 @@ class CertifyFastPath:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(content)).encode("ascii"))]})
         await send({"type": "http.response.body", "body": content})
+
+
+def _json_or_unset(scope: Scope) -> bool:
+    """Only a JSON body (or one without a Content-Type) is taken here; the route refuses the rest."""
+    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
+    return content_type is None or is_json_media_type(content_type.decode("latin-1"))
 
 
 def _cached_principal(scope: Scope) -> auth.Principal | None:

@@ -12,6 +12,7 @@ from tenant_app.api.deps import get_reader
 from tenant_app.api.schemas import ManualEntryIn, PeriodCloseIn, ReverseIn
 from tenant_app.api.views import entry_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
+from tenant_app.domains import IdParam, OffsetParam, PageSizeParam, PeriodParam
 from tenant_app.enums import AuditAction
 from tenant_app.models import JournalEntry
 from tenant_app.rules.journal import JournalLineData
@@ -23,20 +24,20 @@ router = APIRouter(prefix=API_V1, tags=["journal"])
 
 
 @router.get("/journal")
-def list_entries(agency_id: int, fiscal_year_id: int, period: int | None = None, limit: int = 200,
-                 offset: int = 0, db: Session = Depends(get_reader),
+def list_entries(agency_id: IdParam, fiscal_year_id: IdParam, period: PeriodParam | None = None,
+                 limit: PageSizeParam = 200, offset: OffsetParam = 0, db: Session = Depends(get_reader),
                  principal: Principal = Depends(require_action(Action.VIEW))) -> list[dict[str, object]]:
     check_agency(principal, agency_id)
     query = (select(JournalEntry).options(selectinload(JournalEntry.lines))
              .where(JournalEntry.agency_id == agency_id, JournalEntry.fiscal_year_id == fiscal_year_id))
     if period is not None:
         query = query.where(JournalEntry.period == period)
-    query = query.order_by(JournalEntry.id).limit(min(limit, 1000)).offset(offset)
+    query = query.order_by(JournalEntry.id).limit(limit).offset(offset)
     return [entry_json(entry) for entry in db.scalars(query)]
 
 
 @router.post("/journal/{entry_id}/reverse", status_code=201)
-def reverse(entry_id: int, body: ReverseIn, db: Session = Depends(get_db),
+def reverse(entry_id: IdParam, body: ReverseIn, db: Session = Depends(get_db),
             principal: Principal = Depends(require_action(Action.POST_JOURNAL))) -> dict[str, object]:
     entry = db.get(JournalEntry, entry_id)
     if entry is None:

@@ -1,24 +1,16 @@
-"""Money at the API boundary: integer 元 only. A float (even 100.0), a string or a bool is refused."""
+"""Money at the API boundary: integer 元 only, in the declared range (tenant_app/domains.py).
+
+A float (even 100.0), a string or a bool is refused with `money_not_integer`; an amount outside
+1 .. 10**12 with `money_out_of_range`. Kept as its own module because tests and callers name it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from tenant_app.domains import Amount
+from tenant_app.rules.errors import ErrorCode
 
-from pydantic import BeforeValidator
-from pydantic_core import PydanticCustomError
+MONEY_ERROR_TYPE = ErrorCode.MONEY_NOT_INTEGER.value
 
-MONEY_ERROR_TYPE = "money_not_integer"
+Money = Amount
 
-
-def strict_money(value: Any) -> int:
-    # bool is an int subclass in Python; JSON true must not become 1 元.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError(
-            MONEY_ERROR_TYPE,
-            "金額必須為整數元，不接受小數或字串 (money must be an integer number of 元)",
-            {"value": repr(value)},
-        )
-    return value
-
-
-Money = Annotated[int, BeforeValidator(strict_money)]
+__all__ = ["MONEY_ERROR_TYPE", "Money"]

@@ -11,6 +11,7 @@ from tenant_app.api.deps import get_reader
 from tenant_app.api.schemas import RejectIn, SignIn, VoucherEditIn, VoucherIn
 from tenant_app.api.views import voucher_json
 from tenant_app.auth import Principal, check_agency, get_db, require_action
+from tenant_app.domains import IdParam
 from tenant_app.enums import AuditAction
 from tenant_app.rules.vouchers import VoucherLineData
 from tenant_app.security.permissions import Action
@@ -42,7 +43,7 @@ def create(body: VoucherIn, db: Session = Depends(get_db),
 
 
 @router.get("/vouchers/{voucher_id}")
-def get(voucher_id: int, db: Session = Depends(get_reader),
+def get(voucher_id: IdParam, db: Session = Depends(get_reader),
         principal: Principal = Depends(require_action(Action.VIEW))) -> dict[str, object]:
     voucher = vouchers.get_voucher(db, voucher_id)
     check_agency(principal, voucher.agency_id)
@@ -51,7 +52,7 @@ def get(voucher_id: int, db: Session = Depends(get_reader),
 
 
 @router.put("/vouchers/{voucher_id}")
-def edit(voucher_id: int, body: VoucherEditIn, db: Session = Depends(get_db),
+def edit(voucher_id: IdParam, body: VoucherEditIn, db: Session = Depends(get_db),
          principal: Principal = Depends(require_action(Action.PREPARE_VOUCHER))) -> dict[str, object]:
     _scoped(db, voucher_id, principal)
     voucher = vouchers.edit_voucher(db, voucher_id, payee=body.payee, amount=body.amount, period=body.period,
@@ -64,7 +65,7 @@ def edit(voucher_id: int, body: VoucherEditIn, db: Session = Depends(get_db),
 
 
 @router.post("/vouchers/{voucher_id}/sign")
-def sign(voucher_id: int, body: SignIn, request: Request, db: Session = Depends(get_db),
+def sign(voucher_id: IdParam, body: SignIn, request: Request, db: Session = Depends(get_db),
          principal: Principal = Depends(require_action(Action.SIGN))) -> dict[str, object]:
     _scoped(db, voucher_id, principal)
     voucher = approvals.sign(db, voucher_id, principal.user_id, request.app.state.tenant.settings.secret,
@@ -74,7 +75,7 @@ def sign(voucher_id: int, body: SignIn, request: Request, db: Session = Depends(
 
 
 @router.post("/vouchers/{voucher_id}/reject")
-def reject(voucher_id: int, body: RejectIn, db: Session = Depends(get_db),
+def reject(voucher_id: IdParam, body: RejectIn, db: Session = Depends(get_db),
            principal: Principal = Depends(require_action(Action.SIGN))) -> dict[str, object]:
     _scoped(db, voucher_id, principal)
     voucher = approvals.reject(db, voucher_id, principal.user_id, body.reason,
@@ -84,7 +85,7 @@ def reject(voucher_id: int, body: RejectIn, db: Session = Depends(get_db),
 
 
 @router.post("/vouchers/{voucher_id}/pay")
-def pay(voucher_id: int, db: Session = Depends(get_db),
+def pay(voucher_id: IdParam, db: Session = Depends(get_db),
         principal: Principal = Depends(require_action(Action.PAY))) -> dict[str, object]:
     """Paid only when approvals.verify finds the whole signature chain good at this moment."""
     voucher = vouchers.get_voucher(db, voucher_id)

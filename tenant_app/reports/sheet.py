@@ -113,5 +113,16 @@ def format_cell(value: Cell, kind: ColumnKind) -> str:
     return str(value)
 
 
+# What a spreadsheet program evaluates when it is the first character of a cell typed or pasted in:
+# a formula (=), an implicit formula (+, -, @ in Excel and LibreOffice), or a tab/CR that CSV-style
+# imports split on before reading the rest as a formula (OWASP "CSV injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def is_formula_like(text: str) -> bool:
+    """True for text a spreadsheet could read as a formula: writers must mark it as text, not a value."""
+    return text.startswith(FORMULA_TRIGGERS)
+
+
 def is_numeric(kind: ColumnKind) -> bool:
     return kind in (ColumnKind.MONEY, ColumnKind.RATE, ColumnKind.COUNT)

@@ -12,6 +12,20 @@ class ErrorCode(StrEnum):
     # money at the boundary
     MONEY_NOT_INTEGER = "money_not_integer"
     MONEY_NOT_POSITIVE = "money_not_positive"
+    MONEY_OUT_OF_RANGE = "money_out_of_range"
+    # numbers and requests at the edge (tenant_app/domains.py, api/limits.py)
+    NOT_INTEGER = "not_integer"
+    ID_OUT_OF_RANGE = "id_out_of_range"
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    JSON_TOO_DEEP = "json_too_deep"
+    MALFORMED_JSON = "malformed_json"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    # what the database refused (a constraint behind the services' own checks)
+    REFERENCE_NOT_FOUND = "reference_not_found"
+    DUPLICATE = "duplicate"
+    CONSTRAINT_VIOLATED = "constraint_violated"
     # budget, allotment, transfer
     ALLOTMENT_OVER_BUDGET = "allotment_over_budget"
     PERIOD_OUT_OF_RANGE = "period_out_of_range"
@@ -39,6 +53,7 @@ class ErrorCode(StrEnum):
     JOURNAL_LINE_ONE_SIDED = "journal_line_one_sided"
     JOURNAL_IMMUTABLE = "journal_immutable"
     JOURNAL_ALREADY_REVERSED = "journal_already_reversed"
+    JOURNAL_LINE_OTHER_AGENCY = "journal_line_other_agency"
     PERIOD_CLOSED = "period_closed"
     PERIOD_ALREADY_CLOSED = "period_already_closed"
     PERIOD_EARLIER_OPEN = "period_earlier_open"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from tenant_app.enums import EventKind
 from tenant_app.rules.errors import ErrorCode, RuleError, fmt
+
+FIRST_PERIOD, LAST_PERIOD = 1, 13  # as rules.budget; 13 = year-end adjustments
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,13 @@ def check_period_open(period: int, closed_periods: Collection[int]) -> list[Rule
 
 
 def check_close(period: int, closed_periods: Collection[int]) -> list[RuleError]:
-    """月結 in order: a period closes once, and only after every earlier period."""
+    """月結 in order: a period closes once, and only after every earlier period.
+
+    A period outside 1..13 is refused first, so the scan of earlier periods is at most 12 long.
+    """
+    if not FIRST_PERIOD <= period <= LAST_PERIOD:
+        return [RuleError(ErrorCode.PERIOD_OUT_OF_RANGE, f"期別須在 {FIRST_PERIOD} 至 {LAST_PERIOD} 之間",
+                          f"period must be between {FIRST_PERIOD} and {LAST_PERIOD}", {"period": period})]
     if period in closed_periods:
         return [RuleError(ErrorCode.PERIOD_ALREADY_CLOSED, f"第 {period} 期已結帳",
                           f"period {period} is already closed",
@@ -96,6 +104,35 @@ def check_close(period: int, closed_periods: Collection[int]) -> list[RuleError]
                           f"period {open_before[0]} is still open; close periods in order",
                           {"period": period, "open": open_before})]
     return []
+
+
+def check_line_references(lines: Sequence[JournalLineData], known_accounts: Collection[str],
+                          line_agencies: Mapping[int, tuple[int, int]], agency_id: int,
+                          fiscal_year_id: int) -> list[RuleError]:
+    """Every account exists, and every budget line named is one of this agency's, in this year.
+
+    `line_agencies` maps the budget lines that exist to their (agency, fiscal year).
+    """
+    errors: list[RuleError] = []
+    for line in lines:
+        if line.account_code not in known_accounts:
+            errors.append(RuleError(ErrorCode.REFERENCE_NOT_FOUND, f"查無會計科目 {line.account_code}",
+                                    f"account {line.account_code} does not exist",
+                                    {"account_code": line.account_code}))
+        if line.budget_line_id is None:
+            continue
+        owner = line_agencies.get(line.budget_line_id)
+        if owner is None:
+            errors.append(RuleError(ErrorCode.REFERENCE_NOT_FOUND, f"查無預算科目 {line.budget_line_id}",
+                                    f"budget line {line.budget_line_id} does not exist",
+                                    {"budget_line_id": line.budget_line_id}))
+        elif owner != (agency_id, fiscal_year_id):
+            errors.append(RuleError(ErrorCode.JOURNAL_LINE_OTHER_AGENCY,
+                                    f"預算科目 {line.budget_line_id} 不屬於本機關本年度，不可記入本傳票",
+                                    f"budget line {line.budget_line_id} belongs to another agency or year",
+                                    {"budget_line_id": line.budget_line_id, "agency_id": agency_id,
+                                     "fiscal_year_id": fiscal_year_id}))
+    return errors
 
 
 def check_gapless(numbers: Sequence[int]) -> list[RuleError]:

@@ -29,14 +29,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from tenant_app.rules.errors import ErrorCode, RuleError
+from tenant_app.domains import AMOUNT, ID, PERIOD, DomainError, IntDomain
+from tenant_app.rules.errors import ErrorCode, RuleError, RuleViolationError
 from tenant_app.services.certification import CertifyOutcome, CertifyRequest, commit_group, refused
 from tenant_app.services.posting import RuleBook, load_rule_book
 
 log = logging.getLogger(__name__)
+
+MAX_PURPOSE = 255  # certification.purpose is VARCHAR(255)
 
 
 class WriterMode(StrEnum):
@@ -107,9 +110,15 @@ class CertificationWriter:
         self._thread.shutdown(wait=True)
 
     async def certify(self, request: CertifyRequest) -> tuple[CertifyOutcome, float]:
-        """The outcome, and the database time of the group it was committed in (for Server-Timing)."""
+        """The outcome, and the database time of the group it was committed in (for Server-Timing).
+
+        A request outside the declared domains is refused here, before it can join a group.
+        """
         if self._queue is None:
             raise RuntimeError("certification writer not started")
+        errors = out_of_domain(request)
+        if errors:
+            return refused(request, errors), 0.0
         future: Waiter = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))
         return await future
@@ -200,27 +209,64 @@ class CertificationWriter:
         if self._book is None:
             with conn.begin():
                 self._book = load_rule_book(conn)
-        book = self._book
-        try:
-            with conn.begin():
-                return commit_group(conn, book, requests)
-        except DBAPIError as error:
-            if error.connection_invalidated or len(requests) == 1:
-                raise
-        # One bad request (e.g. a constraint) must not sink the others: retry them one by one.
-        outcomes: list[CertifyOutcome] = []
-        for request in requests:
-            try:
-                with conn.begin():
-                    outcomes += commit_group(conn, book, [request])
-            except DBAPIError as single:
-                outcomes.append(refused(request, [RuleError(
-                    ErrorCode.INVALID_INPUT, "資料庫拒絕此筆簽證",
-                    f"the database refused it: {single.orig}",
-                    {"budget_line_id": request.budget_line_id})]))
-        return outcomes
+        return commit_isolated(conn, self._book, requests)
 
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def out_of_domain(request: CertifyRequest) -> list[RuleError]:
+    """The edge's domains again, for callers that did not come through the API or a form."""
+    errors: list[RuleError] = []
+    checks: list[tuple[IntDomain, int | None]] = [
+        (ID, request.budget_line_id), (AMOUNT, request.amount), (PERIOD, request.period)]
+    for domain, value in checks:
+        if value is None:
+            continue
+        try:
+            domain.from_json(value)
+        except DomainError as error:
+            errors.append(RuleError(error.code, error.message_zh, error.message_en,
+                                    {domain.name: str(value)[:32]}))
+    if len(request.purpose) > MAX_PURPOSE:
+        errors.append(RuleError(ErrorCode.INVALID_INPUT, f"用途說明超過 {MAX_PURPOSE} 字",
+                                f"purpose is longer than {MAX_PURPOSE} characters"))
+    return errors
+
+
+def commit_isolated(conn: Connection, book: RuleBook, requests: list[CertifyRequest]) -> list[CertifyOutcome]:
+    """Commit a group so that no request can fail another: each is decided on its own.
+
+    The whole group is tried in one transaction (the fast, usual case). If the database refuses
+    it (a constraint, a value it cannot store, anything), the group is split in halves and each
+    half retried in its own transaction, down to the single request that fails, which alone is
+    refused with a code. k bad requests in a group of n cost about k * log2(n) extra transactions.
+    """
+    try:
+        with conn.begin():
+            return commit_group(conn, book, requests)
+    except DBAPIError as error:
+        if error.connection_invalidated:
+            raise
+        failure: Exception = error
+    except (RuleViolationError, ArithmeticError, ValueError, TypeError, RuntimeError) as error:
+        failure = error
+    if len(requests) == 1:
+        log.warning("certification refused by the database: %s", str(failure)[:300])
+        return [refused(requests[0], [_database_refusal(failure, requests[0])])]
+    middle = len(requests) // 2
+    return commit_isolated(conn, book, requests[:middle]) + commit_isolated(conn, book, requests[middle:])
+
+
+def _database_refusal(failure: Exception, request: CertifyRequest) -> RuleError:
+    if isinstance(failure, RuleViolationError) and failure.errors:
+        return failure.errors[0]
+    if isinstance(failure, IntegrityError):
+        return RuleError(ErrorCode.CONSTRAINT_VIOLATED, "資料庫拒絕此筆簽證",
+                         "the database refused this certification (a constraint)",
+                         {"budget_line_id": request.budget_line_id})
+    return RuleError(ErrorCode.INVALID_INPUT, "資料庫無法儲存此筆簽證",
+                     "the database could not store this certification",
+                     {"budget_line_id": request.budget_line_id})

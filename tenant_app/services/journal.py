@@ -9,12 +9,13 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from tenant_app.enums import EventKind, JournalKind, SourceType
-from tenant_app.models import JournalEntry, JournalLine, PeriodClose
-from tenant_app.rules.errors import RuleViolationError, refuse_if
+from tenant_app.models import Account, Agency, BudgetLine, FiscalYear, JournalEntry, JournalLine, PeriodClose
+from tenant_app.rules.errors import ErrorCode, RuleError, RuleViolationError, refuse_if
 from tenant_app.rules.journal import (
     JournalLineData,
     check_close,
     check_immutable,
+    check_line_references,
     check_reversible,
     reversed_lines,
 )
@@ -46,17 +47,36 @@ def reverse(session: Session, entry_id: int, *, period: int, user_id: int | None
 def post_manual(session: Session, agency_id: int, fiscal_year_id: int, period: int,
                 lines: Sequence[JournalLineData], *, description: str, user_id: int | None,
                 on: dt.date | None = None) -> Posted:
-    """A 轉帳傳票 typed by an accountant; balanced or refused."""
+    """A 轉帳傳票 typed by an accountant; balanced, on this agency's own accounts and lines, or refused."""
+    _check_references(session, agency_id, fiscal_year_id, lines)
     (posted,) = post(session, load_rule_book(session), agency_id, fiscal_year_id,
                      [Posting(EventKind.ADJUST, period, on or today(), SourceType.MANUAL, None, description,
                               lines=tuple(lines), journal_kind=JournalKind.TRANSFER)], posted_by=user_id)
     return posted
 
 
+def _check_references(session: Session, agency_id: int, fiscal_year_id: int,
+                      lines: Sequence[JournalLineData]) -> None:
+    """What the foreign keys would refuse, refused first with a message that names it."""
+    if session.get(Agency, agency_id) is None or session.get(FiscalYear, fiscal_year_id) is None:
+        raise RuleViolationError([RuleError(
+            ErrorCode.REFERENCE_NOT_FOUND, "查無此機關或會計年度", "the agency or fiscal year does not exist",
+            {"agency_id": agency_id, "fiscal_year_id": fiscal_year_id})])
+    codes = {line.account_code for line in lines}
+    known = set(session.scalars(select(Account.code).where(Account.code.in_(codes))))
+    line_ids = {line.budget_line_id for line in lines if line.budget_line_id is not None}
+    rows = session.execute(select(BudgetLine.id, BudgetLine.agency_id, BudgetLine.fiscal_year_id)
+                           .where(BudgetLine.id.in_(line_ids)))
+    owners = {row.id: (row.agency_id, row.fiscal_year_id) for row in rows}
+    refuse_if(check_line_references(lines, known, owners, agency_id, fiscal_year_id))
+
+
 def close_period(session: Session, agency_id: int, fiscal_year_id: int, period: int, *,
                  user_id: int | None) -> PeriodClose:
     closed = closed_periods(session, agency_id, fiscal_year_id)
-    refuse_if(check_close(period, closed), status=409)
+    errors = check_close(period, closed)
+    # Out of range is a bad request (422); closed already or out of order is a conflict (409).
+    refuse_if(errors, status=422 if errors and errors[0].code is ErrorCode.PERIOD_OUT_OF_RANGE else 409)
     row = PeriodClose(agency_id=agency_id, fiscal_year_id=fiscal_year_id, period=period, closed_by_id=user_id)
     session.add(row)
     session.flush()

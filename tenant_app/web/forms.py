@@ -2,7 +2,8 @@
 
 A form error is raised as FormError with a zh-TW message; the page re-renders the form with it.
 Floats are refused here (ACCOUNTING.md: money is integer 元), and thousands separators typed by
-habit ("12,000") are accepted.
+habit ("12,000") are accepted. Every number is checked against its declared domain
+(tenant_app/domains.py), the same ranges the JSON API enforces.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import re
 from enum import StrEnum
 from typing import TypeVar
 
+from tenant_app.domains import AMOUNT, ID, DomainError, IntDomain
+
 E = TypeVar("E", bound=StrEnum)
+_SHOWN = 40  # characters of a refused value repeated in its message
 
 
 class FormError(ValueError):
@@ -21,7 +25,19 @@ class FormError(ValueError):
         self.message = message
 
 
-_INTEGER = re.compile(r"[0-9]+")
+_INTEGER = re.compile(r"[0-9]{1,20}")
+
+
+def _shown(raw: str) -> str:
+    text = raw.strip()
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
+def _in_domain(value: int, domain: IntDomain, label: str) -> int:
+    try:
+        return domain.check(value)
+    except DomainError as error:
+        raise FormError(f"{label}：{error.message_zh}。") from error
 
 
 def parse_money(raw: str, label: str = "金額") -> int:
@@ -29,22 +45,23 @@ def parse_money(raw: str, label: str = "金額") -> int:
     if not text:
         raise FormError(f"請輸入{label}。")
     if not _INTEGER.fullmatch(text):
-        if re.fullmatch(r"[0-9]*\.[0-9]+", text):
-            raise FormError(f"{label}須為整數元，不接受小數（{raw.strip()}）。")
-        raise FormError(f"{label}格式錯誤：{raw.strip()}")
+        if re.fullmatch(r"[0-9]{0,20}\.[0-9]{1,20}", text):
+            raise FormError(f"{label}須為整數元，不接受小數（{_shown(raw)}）。")
+        raise FormError(f"{label}格式錯誤：{_shown(raw)}")
     value = int(text)
     if value <= 0:
         raise FormError(f"{label}須大於零。")
-    return value
+    return _in_domain(value, AMOUNT, label)
 
 
-def parse_optional_int(raw: str, label: str) -> int | None:
+def parse_optional_int(raw: str, label: str, domain: IntDomain = ID) -> int | None:
+    """A whole number typed into a field, in its domain (ids unless told); '' is None."""
     text = raw.strip()
     if not text:
         return None
     if not _INTEGER.fullmatch(text):
-        raise FormError(f"{label}須為整數：{text}")
-    return int(text)
+        raise FormError(f"{label}須為整數：{_shown(text)}")
+    return _in_domain(int(text), domain, label)
 
 
 def parse_date(raw: str, label: str) -> dt.date:

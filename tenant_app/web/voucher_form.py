@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from tenant_app.domains import MAX_LINES, PERIOD
 from tenant_app.models import Certification, PaymentVoucher
 from tenant_app.rules.vouchers import VoucherLineData
 from tenant_app.services.certification import today
@@ -70,7 +71,9 @@ async def read(request: Request) -> tuple[dict[str, object], VoucherInput | None
         value = data.get(name, "")
         return value.strip() if isinstance(value, str) else ""
 
-    rows = max(LINE_ROWS, sum(1 for key in data if key.endswith("_budget_line_id")))
+    # At most MAX_LINES rows are read back, however many fields a hand-made form sends.
+    sent = sum(1 for key in data if key.endswith("_budget_line_id"))
+    rows = min(MAX_LINES, max(LINE_ROWS, sent))
     line_rows = [{"budget_line_id": text(f"line_{i}_budget_line_id"), "amount": text(f"line_{i}_amount"),
                   "description": text(f"line_{i}_description")} for i in range(rows)]
     values: dict[str, object] = {
@@ -79,6 +82,8 @@ async def read(request: Request) -> tuple[dict[str, object], VoucherInput | None
         "period": text("period"), "einvoices": text("einvoices"), "lines": line_rows,
     }
     try:
+        if sent > MAX_LINES:
+            raise FormError(f"明細最多 {MAX_LINES} 列。")
         if not text("payee"):
             raise FormError("請輸入受款人。")
         lines = []
@@ -95,7 +100,7 @@ async def read(request: Request) -> tuple[dict[str, object], VoucherInput | None
         parsed = VoucherInput(
             payee=text("payee")[:200], payee_account=text("payee_account")[:64],
             description=text("description"),
-            period=parse_optional_int(text("period"), "期別") or today().month,
+            period=parse_optional_int(text("period"), "期別", PERIOD) or today().month,
             certification_id=parse_optional_int(text("certification_id"), "簽證"), lines=lines,
             einvoices=parse_invoice_numbers(text("einvoices")),
         )

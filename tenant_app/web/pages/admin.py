@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import select
 
 from tenant_app.auth import issue_api_token, revoke_api_token
+from tenant_app.domains import ID, TOKEN_DAYS, DomainError, IdParam
 from tenant_app.enums import Role
 from tenant_app.models import Agency, ApiToken, User
 from tenant_app.security.permissions import Action
@@ -30,7 +31,13 @@ def _agencies(current: Page) -> list[Agency]:
 
 async def _agency_ids(current: Page) -> list[int]:
     form = await current.request.form()
-    return [int(v) for v in form.getlist("agency_ids") if isinstance(v, str) and v.isdigit()]
+    ids = []
+    for value in form.getlist("agency_ids"):
+        try:  # "²".isdigit() is true but int("²") fails: read ids through their domain
+            ids.append(ID.from_text(value))
+        except DomainError:
+            continue  # a box that is not an agency id is no grant, as before
+    return ids
 
 
 def _role(raw: str) -> Role:
@@ -89,14 +96,14 @@ def _user(current: Page, user_id: int) -> User:
 
 
 @router.get("/admin/users/{user_id}")
-def user_detail(user_id: int, current: Page = Depends(user_page)) -> Response:
+def user_detail(user_id: IdParam, current: Page = Depends(user_page)) -> Response:
     current.require(Action.MANAGE_USERS)
     return _render_user(current, _user(current, user_id))
 
 
 @router.post("/admin/users/{user_id}")
 async def user_update(
-    user_id: int, display_name: str = Form(""), role: str = Form(""), active: str = Form(""),
+    user_id: IdParam, display_name: str = Form(""), role: str = Form(""), active: str = Form(""),
     current: Page = Depends(form_page),
 ) -> Response:
     admin = current.require(Action.MANAGE_USERS)
@@ -115,7 +122,7 @@ async def user_update(
 
 
 @router.post("/admin/users/{user_id}/password")
-def user_password(user_id: int, password: str = Form(""), current: Page = Depends(form_page)) -> Response:
+def user_password(user_id: IdParam, password: str = Form(""), current: Page = Depends(form_page)) -> Response:
     admin = current.require(Action.MANAGE_USERS)
     try:
         set_password(current.db, user_id, password, actor=admin.username)
@@ -128,12 +135,12 @@ def user_password(user_id: int, password: str = Form(""), current: Page = Depend
 
 
 @router.post("/admin/users/{user_id}/tokens")
-def token_issue(user_id: int, name: str = Form(""), days: str = Form(""),
+def token_issue(user_id: IdParam, name: str = Form(""), days: str = Form(""),
                 current: Page = Depends(form_page)) -> Response:
     admin = current.require(Action.MANAGE_USERS)
     user = _user(current, user_id)
     try:
-        lifetime = parse_optional_int(days, "有效天數")
+        lifetime = parse_optional_int(days, "有效天數", TOKEN_DAYS)
     except FormError as error:
         return _render_user(current, user, status.HTTP_422_UNPROCESSABLE_CONTENT, error.message)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=lifetime) if lifetime else None
@@ -145,7 +152,7 @@ def token_issue(user_id: int, name: str = Form(""), days: str = Form(""),
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
-def token_revoke(token_id: int, current: Page = Depends(form_page)) -> Response:
+def token_revoke(token_id: IdParam, current: Page = Depends(form_page)) -> Response:
     admin = current.require(Action.MANAGE_USERS)
     token = current.db.get(ApiToken, token_id)
     if token is None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
 from tenant_app import audit
+from tenant_app.domains import IdParam
 from tenant_app.models import AuditEvent
 from tenant_app.security.permissions import Action
 from tenant_app.web.context import Page, WebRoute, user_page
@@ -21,7 +22,7 @@ PAGE_SIZE = 100
 
 
 @router.get("/audit")
-def audit_log(before: int | None = None, action: str = "", actor: str = "",
+def audit_log(before: IdParam | None = None, action: str = "", actor: str = "",
               current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW_AUDIT)
     query = select(AuditEvent)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 
 from tenant_app import audit
+from tenant_app.domains import IdParam
 from tenant_app.enums import AuditAction
 from tenant_app.models import BudgetLine
 from tenant_app.rules.errors import RuleViolationError
@@ -44,8 +47,8 @@ def _render(current: Page, status_code: int = 200, error: str | None = None,
 
 
 @router.post("/budget/transfer")
-def transfer(from_line_id: int = Form(...), to_line_id: int = Form(...), amount: str = Form(""),
-             reason: str = Form(""), current: Page = Depends(form_page)) -> Response:
+def transfer(from_line_id: Annotated[IdParam, Form()], to_line_id: Annotated[IdParam, Form()],
+             amount: str = Form(""), reason: str = Form(""), current: Page = Depends(form_page)) -> Response:
     """流用 between object codes of one programme; the 20% and no-personnel rules are A's."""
     user = current.require(TRANSFER_ACTION)
     agency = current.require_agency()

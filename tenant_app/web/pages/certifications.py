@@ -6,10 +6,13 @@ message and figures: the balance the service saw and the amount asked.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import select
 
 from tenant_app import audit
+from tenant_app.domains import PERIOD, IdParam
 from tenant_app.enums import AuditAction
 from tenant_app.models import BudgetLine, Certification
 from tenant_app.security.permissions import Action
@@ -54,7 +57,7 @@ def certifications(current: Page = Depends(user_page)) -> Response:
 
 @router.post("/certifications")
 async def certify(
-    budget_line_id: int = Form(...),
+    budget_line_id: Annotated[IdParam, Form()],
     amount: str = Form(""),
     purpose: str = Form(""),
     period: str = Form(""),
@@ -65,7 +68,7 @@ async def certify(
     form = {"budget_line_id": str(budget_line_id), "amount": amount, "purpose": purpose, "period": period}
     try:
         money = parse_money(amount, "簽證金額")
-        chosen_period = parse_optional_int(period, "期別")
+        chosen_period = parse_optional_int(period, "期別", PERIOD)
     except FormError as error:
         return _render(current, status.HTTP_422_UNPROCESSABLE_CONTENT, form=form, form_error=error.message)
     line = current.db.get(BudgetLine, budget_line_id)
@@ -87,7 +90,7 @@ async def certify(
 
 
 @router.post("/certifications/{certification_id}/release")
-def release(certification_id: int, current: Page = Depends(form_page)) -> Response:
+def release(certification_id: IdParam, current: Page = Depends(form_page)) -> Response:
     """解除保留: give what is left of the encumbrance back to the line (A's release_certification)."""
     user = current.require(Action.CERTIFY)
     cert = current.db.get(Certification, certification_id)

@@ -6,9 +6,12 @@ one for anybody. Only a delegation that has not begun can be withdrawn (see user
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 from sqlalchemy import or_, select
 
+from tenant_app.domains import IdParam
 from tenant_app.enums import Role
 from tenant_app.models import Delegation, User, UserAgency
 from tenant_app.security.permissions import Action
@@ -63,8 +66,9 @@ def delegations(current: Page = Depends(user_page)) -> Response:
 
 @router.post("/delegations")
 def create(
-    delegate_id: int = Form(...), valid_from: str = Form(""), valid_to: str = Form(""),
-    reason: str = Form(""), principal_id: int | None = Form(None), current: Page = Depends(form_page),
+    delegate_id: Annotated[IdParam, Form()], valid_from: str = Form(""), valid_to: str = Form(""),
+    reason: str = Form(""), principal_id: Annotated[IdParam | None, Form()] = None,
+    current: Page = Depends(form_page),
 ) -> Response:
     user = current.require(Action.DELEGATE)
     # Only the administrator names someone else as the principal; everyone else delegates for themselves.
@@ -84,7 +88,7 @@ def create(
 
 
 @router.post("/delegations/{delegation_id}/delete")
-def delete(delegation_id: int, current: Page = Depends(form_page)) -> Response:
+def delete(delegation_id: IdParam, current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.DELEGATE)
     row = current.db.get(Delegation, delegation_id)
     if row is None or not (_is_admin(current) or row.principal_id == user.user_id):

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from tenant_app import audit
+from tenant_app.domains import PERIOD, IdParam
 from tenant_app.enums import AuditAction, JournalKind
 from tenant_app.models import Account, JournalEntry
 from tenant_app.rules.journal import JournalLineData
@@ -28,11 +29,11 @@ PAGE_SIZE = 100
 
 @router.get("/journal")
 def journal_list(kind_raw: str = Query("", alias="kind"), period_raw: str = Query("", alias="period"),
-                 before: int | None = None, current: Page = Depends(user_page)) -> Response:
+                 before: IdParam | None = None, current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW)
     try:  # the filter form sends '' for 全部 / an empty period
         kind = parse_choice(kind_raw, JournalKind, "種類")
-        period = parse_optional_int(period_raw, "期別")
+        period = parse_optional_int(period_raw, "期別", PERIOD)
     except FormError as error:
         raise WebRefusal(error.message, status.HTTP_422_UNPROCESSABLE_CONTENT) from error
     agency = current.require_agency()
@@ -57,7 +58,7 @@ def journal_list(kind_raw: str = Query("", alias="kind"), period_raw: str = Quer
 
 
 @router.post("/journal/{entry_id}/reverse")
-def reverse(entry_id: int, period: str = Form(""), reason: str = Form(""),
+def reverse(entry_id: IdParam, period: str = Form(""), reason: str = Form(""),
             current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.POST_JOURNAL)
     entry = current.db.get(JournalEntry, entry_id)
@@ -65,7 +66,7 @@ def reverse(entry_id: int, period: str = Form(""), reason: str = Form(""),
         raise WebRefusal("查無此傳票。", status.HTTP_404_NOT_FOUND)
     current.check_agency(entry.agency_id)
     try:
-        chosen = parse_optional_int(period, "期別") or today().month
+        chosen = parse_optional_int(period, "期別", PERIOD) or today().month
     except FormError as error:
         raise WebRefusal(error.message, status.HTTP_422_UNPROCESSABLE_CONTENT) from error
     posted = journal.reverse(current.db, entry_id, period=chosen, user_id=user.user_id, reason=reason.strip())
@@ -85,7 +86,7 @@ def manual(
     year = current.require_fiscal_year()
     try:
         money = parse_money(amount)
-        chosen = parse_optional_int(period, "期別") or today().month
+        chosen = parse_optional_int(period, "期別", PERIOD) or today().month
         if not description.strip():
             raise FormError("請填寫摘要。")
     except FormError as error:

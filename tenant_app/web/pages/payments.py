@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy import select
 
 from tenant_app import audit, treasury
+from tenant_app.domains import IdParam
 from tenant_app.enums import AuditAction, VoucherStatus
 from tenant_app.models import PaymentVoucher, TreasuryBatch
 from tenant_app.security.permissions import Action
@@ -72,7 +73,7 @@ def export_batch(current: Page = Depends(form_page)) -> Response:
 
 
 @router.post("/vouchers/{voucher_id}/pay")
-def pay(voucher_id: int, current: Page = Depends(form_page)) -> Response:
+def pay(voucher_id: IdParam, current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.PAY)
     voucher = vouchers.get_voucher(current.db, voucher_id, lock=True)
     if not user.sees_agency(voucher.agency_id):

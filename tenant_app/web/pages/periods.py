@@ -6,10 +6,13 @@ a closed period accepts no more postings.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response
 from sqlalchemy import select
 
 from tenant_app import audit
+from tenant_app.domains import PeriodParam
 from tenant_app.enums import AuditAction
 from tenant_app.models import PeriodClose
 from tenant_app.rules.budget import FIRST_PERIOD, LAST_PERIOD
@@ -36,7 +39,7 @@ def periods(current: Page = Depends(user_page)) -> Response:
 
 
 @router.post("/periods/close")
-def close(period: int = Form(...), current: Page = Depends(form_page)) -> Response:
+def close(period: Annotated[PeriodParam, Form()], current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.CLOSE_PERIOD)
     agency = current.require_agency()
     year = current.require_fiscal_year()

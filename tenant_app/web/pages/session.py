@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Form, Response, status
 
 from tenant_app import audit
 from tenant_app.auth import AuthAuditAction, LoginOutcome, authenticate
+from tenant_app.domains import IdParam
 from tenant_app.security import session_store
 from tenant_app.security.sessions import FlashKind
 from tenant_app.web.context import (
@@ -79,7 +82,7 @@ def home(current: Page = Depends(user_page)) -> Response:
 
 
 @router.post("/agency")
-def choose_agency(agency_id: int = Form(...), current: Page = Depends(form_page)) -> Response:
+def choose_agency(agency_id: Annotated[IdParam, Form()], current: Page = Depends(form_page)) -> Response:
     agency = next((a for a in current.agencies if a.id == agency_id), None)
     if agency is None or current.session_row is None:
         raise WebRefusal("您沒有此機關的權限。")

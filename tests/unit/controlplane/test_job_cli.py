@@ -89,9 +89,17 @@ def test_unknown_job_id_exits_2_with_a_message(engine: Engine, cli: typer.Typer)
         assert "Traceback" not in out + err
 
 
-def test_list_on_an_uninitialised_database_says_so(cli: typer.Typer, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_on_a_fresh_database_migrates_it_and_lists_nothing(cli: typer.Typer, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    code, out, _ = invoke(cli, "job", "list", "--json")
+    assert code == 0 and out.strip() == "[]"
+
+
+def test_list_with_the_database_unreachable_says_so(cli: typer.Typer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing listens on port 9 of 127.0.0.1: the connection is refused at once.
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none")
     code, _, err = invoke(cli, "job", "list")
     assert code == 2 and "not ready" in err
 

@@ -10,15 +10,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from controlplane import jobs
+from controlplane import jobs, workers
 from inventory.db import make_engine, migrate, session_scope
 from inventory.jobs import Job, JobKind, JobStatus, Step, StepContext, StepStatus
 
@@ -287,3 +289,138 @@ def test_start_many_runs_a_job_per_target_and_reports_each_outcome(
     assert jobs.get_job(engine, kinmen.job_id).status == JobStatus.FAILED
     assert progress["penghu"][-1] == JobStatus.SUCCEEDED and progress["kinmen"][-1] == JobStatus.FAILED
     assert job_count(engine) == 2
+
+
+def _checked_builder(args: Mapping[str, Any], _context: Any) -> list[Step]:
+    def check(ctx: StepContext) -> str:
+        if int(args["vcpus"]) > 4:
+            raise RuntimeError(f"{args['vcpus']} vCPUs asked, between 1 and 4 possible live")
+        return "within the maximums"
+
+    return [Step("check", check, "within the maximums"), Step("resize", lambda ctx: "resized", "resize")]
+
+
+def test_a_job_that_failed_its_check_does_not_block_the_next_request(engine: Engine, tmp_path: Path) -> None:
+    """Issue 14, item 9: a refused resize left a failed job that blocked every later resize."""
+    with pytest.raises(jobs.JobFailed) as refused:
+        jobs.start(engine, JobKind.RESIZE, "miaoli-vm", {"vcpus": 64}, _checked_builder,
+                   artifacts_root=tmp_path)
+    done = jobs.start(engine, JobKind.RESIZE, "miaoli-vm", {"vcpus": 2}, _checked_builder,
+                      artifacts_root=tmp_path)
+    assert done != refused.value.job_id
+    assert jobs.get_job(engine, done).status is JobStatus.SUCCEEDED
+    assert jobs.get_job(engine, refused.value.job_id).status is JobStatus.CANCELLED
+
+
+def test_a_job_that_failed_after_its_check_still_blocks_other_args(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "broken").touch()
+    with pytest.raises(jobs.JobFailed) as failure:
+        jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 2}, _failing_builder(tmp_path),
+                   artifacts_root=tmp_path)
+    with pytest.raises(jobs.JobConflict, match=failure.value.job_id):
+        jobs.start(engine, JobKind.RESIZE, "kinmen", {"vcpus": 4}, _failing_builder(tmp_path),
+                   artifacts_root=tmp_path)
+
+
+def _wait_for(engine: Engine, job_id: str, status: JobStatus, timeout_s: float) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        if jobs.get_job(engine, job_id, with_steps=False).status is status:
+            return time.monotonic() - began
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not {status.value} after {timeout_s} s: "
+                         f"{jobs.get_job(engine, job_id).to_json()}")
+
+
+def test_a_submitted_job_runs_on_a_worker_and_a_dead_workers_job_is_taken_over(
+    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`submit` returns at once; a worker process takes the job; killed -9 inside a step, its job is
+    taken over by another live worker, which finishes it (each finished step once)."""
+    monkeypatch.setattr(jobs, "_builders", dict(jobs._builders))
+    from tests.unit.controlplane import fake_job
+
+    jobs.register_builder(JobKind.PROVISION, fake_job.build)
+    stop = threading.Event()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.controlplane.fake_job", db_url, str(tmp_path), "worker"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().startswith("worker")
+        began = time.monotonic()
+        args = {"workdir": str(tmp_path), "crash": True, "slow": False}
+        job_id = jobs.submit(engine, JobKind.PROVISION, fake_job.TARGET, args, artifacts_root=tmp_path,
+                             site="primary")
+        assert time.monotonic() - began < 5, "submit returns at once"
+        assert worker.wait(timeout=60) == -signal.SIGKILL  # step two killed the worker running the job
+        assert ran(tmp_path) == ["one", "two"]
+        died = time.monotonic()
+        workers.run_workers(engine, stop, sites=["primary"])
+        _wait_for(engine, job_id, JobStatus.SUCCEEDED, timeout_s=60)
+        takeover_s = time.monotonic() - died
+        assert takeover_s <= 30, f"taken over after {takeover_s:.1f} s"
+        assert ran(tmp_path) == ["one", "two", "two", "three"]  # step one was not run again
+    finally:
+        stop.set()
+        worker.kill()
+
+
+def test_periodic_work_fires_on_a_worker_once_per_fire_time(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups and probes register periodic work; a worker runs each fire time once."""
+    monkeypatch.setattr(workers, "_periodic", {})
+    fired = tmp_path / "fired.log"
+    lock = threading.Lock()
+
+    def tick(at: datetime) -> None:
+        with lock, fired.open("a") as log:
+            log.write(at.isoformat() + "\n")
+
+    workers.register_periodic("test-tick", "* * * * * *", tick)  # every second
+    stop = threading.Event()
+    try:
+        workers.run_workers(engine, stop)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(fired.read_text().split() if fired.exists() else []) < 3:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        from dbos import DBOS
+
+        DBOS.delete_schedule("test-tick")
+    times = fired.read_text().split()
+    assert len(times) >= 3, times
+    assert len(set(times)) == len(times), "each fire time ran once"
+
+
+def test_a_sites_queue_bounds_its_jobs_without_holding_back_the_other_site(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "_builders", dict(jobs._builders))
+    monkeypatch.setattr(jobs, "SITE_CONCURRENCY", 1)
+    spans: dict[str, tuple[float, float]] = {}
+
+    def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        def work(ctx: StepContext) -> str:
+            began = time.monotonic()
+            time.sleep(1.5)
+            spans[str(args["vm"])] = (began, time.monotonic())
+            return "resized"
+
+        return [Step("resize", work, "resize")]
+
+    jobs.register_builder(JobKind.RESIZE, build)
+    stop = threading.Event()
+    try:
+        workers.run_workers(engine, stop, sites=["primary", "secondary"])
+        ids = [jobs.submit(engine, JobKind.RESIZE, vm, {"vm": vm}, artifacts_root=tmp_path, site=site)
+               for vm, site in (("p-1", "primary"), ("p-2", "primary"), ("s-1", "secondary"))]
+        for job_id in ids:
+            _wait_for(engine, job_id, JobStatus.SUCCEEDED, timeout_s=60)
+    finally:
+        stop.set()
+    (a_start, a_end), (b_start, _b_end) = sorted([spans["p-1"], spans["p-2"]])
+    assert b_start >= a_end, "two jobs ran at once at a site limited to one"
+    s_start, s_end = spans["s-1"]
+    assert s_start < a_end and a_start < s_end, "the secondary's job waited for the primary's"

@@ -64,6 +64,15 @@ def test_retired_and_portless_vms_are_not_backends() -> None:
     assert frontend.backends == (Backend("kinmen-accounting-3", 42010),)
 
 
+def test_a_fenced_vm_is_never_a_backend_again() -> None:
+    """Issue 15: a VM fenced at a failed site must not be put back behind its county's address."""
+    tenant = _tenant("kinmen", Lifecycle.ACTIVE, 41003, [
+        _vm("kinmen-accounting-1", app_port=42010, status=Lifecycle.FENCED),
+    ])
+    [frontend] = address.frontends([tenant])
+    assert frontend.backends == ()
+
+
 def test_tenant_whose_vms_are_all_gone_keeps_an_empty_frontend() -> None:
     # An address with no backend answers 503 instead of vanishing while the tenant is still active.
     [frontend] = address.frontends([_tenant("yunlin", Lifecycle.FAILED, 41004, [])])

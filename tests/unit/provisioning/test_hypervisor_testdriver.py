@@ -15,7 +15,7 @@ import pytest
 
 from provisioning.domain_xml import render_domain_xml
 from provisioning.hypervisor import AgentTimeout, DomainState, Hypervisor, HypervisorError
-from provisioning.steps import resize_live
+from provisioning.vm import resize_live
 from tests.unit.provisioning.specs import keelung_spec
 
 URI = "test:///default"
@@ -164,7 +164,7 @@ def test_resize_live_changes_only_what_differs(hv: Hypervisor) -> None:
 
 
 def test_resize_live_of_a_missing_domain_names_the_site(hv: Hypervisor) -> None:
-    from provisioning.steps import ProvisioningError
+    from provisioning.errors import ProvisioningError
 
     with pytest.raises(ProvisioningError, match="no such domain at site primary"):
         resize_live(hv, _name(), 2, 2048)

@@ -11,24 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from inventory import queries
 from inventory.db import make_engine, migrate, session_scope
 from inventory.declare import apply
 from inventory.enums import Lifecycle
-from inventory.jobs import Step, StepContext
+from inventory.jobs import Step, StepContext, StepResult
 from inventory.loader import load_sample, load_text
 from inventory.placement import NoHostFits
 from inventory.ports import PortRange, PortRanges
 from inventory.queries import TenantNotFound
-from provisioning import images, sites, steps
+from provisioning import images, records, sites, steps
 from provisioning.domain_xml import render_domain_xml
+from provisioning.errors import ProvisioningError
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.images import GoldenImage
+from provisioning.jobdata import BringUpChoice, GoldenPinned, Placed
 from provisioning.platform import Platform
 from provisioning.spec import DomainType
-from provisioning.steps import ProvisioningError
+from provisioning.vm import BringUp
 from tests.unit.provisioning.specs import keelung_spec
 
 VM = "keelung-accounting-1"
@@ -150,7 +153,7 @@ def names(step_list: list[Step]) -> list[str]:
     return [step.name for step in step_list]
 
 
-def run(step_list: list[Step], name: str, context: StepContext | None = None) -> str | None:
+def run(step_list: list[Step], name: str, context: StepContext | None = None) -> str | StepResult | None:
     [step] = [step for step in step_list if step.name == name]
     return step.run(context or ctx())
 
@@ -165,12 +168,15 @@ def test_provision_clones_a_template_by_default(platform: Platform) -> None:
     ]
 
 
-def test_provision_cold_has_no_template_step(platform: Platform) -> None:
+def test_provision_cold_has_the_same_steps_and_its_template_step_chooses_a_boot(platform: Platform) -> None:
     listed = names(steps.provision_steps({"tenant": "keelung", "cold": True}, platform))
-    assert "template" not in listed
-    assert listed[:3] == ["check", "place", "golden-image"]
-    assert listed[3] == f"{VM}:disks"
-    assert listed[-4:] == ["address", "health", "configure", "record"]
+    assert listed == names(steps.provision_steps({"tenant": "keelung"}, platform))
+    run(steps.provision_steps({"tenant": "keelung"}, platform), "place")
+    placed = run(steps.provision_steps({"tenant": "keelung"}, platform), "place")
+    assert isinstance(placed, Placed)
+    choice = run(steps.provision_steps({"tenant": "keelung", "cold": True}, platform), "template",
+                 ctx(previous={"place": placed.model_dump(mode="json")}))
+    assert choice == BringUpChoice(mode=BringUp.COLD, site="primary", reason="asked for (--cold)")
 
 
 def test_every_step_has_a_unique_name_and_a_description(platform: Platform) -> None:
@@ -285,16 +291,14 @@ def test_check_refuses_a_missing_tool(up_platform: Platform, monkeypatch: pytest
 
 # --- cold or template, and the pinned golden image ---------------------------------------------------
 
-@pytest.mark.parametrize(("args", "previous", "cold"), [
-    ({"cold": True}, {}, True),
-    ({"cold": True}, {"template": "template primary/abc for 1024 MiB"}, True),
-    ({}, {"template": "template primary/abc for 1024 MiB"}, False),
-    ({}, {"template": "cold: template unusable, falling back to a cold boot: boom"}, True),
-    ({}, {}, True),  # no template step ran: nothing to clone
-    ({"cold": False}, {"template": None}, True),
+@pytest.mark.parametrize(("previous", "mode"), [
+    ({"template": {"mode": "clone", "site": "primary", "sizes_mib": [1024]}}, BringUp.CLONE),
+    ({"template": {"mode": "cold", "site": "primary", "reason": "template unusable: boom"}}, BringUp.COLD),
+    ({}, BringUp.COLD),  # no template step ran: nothing to clone
+    ({"template": None}, BringUp.COLD),
 ])
-def test_mode_is_cold(args: dict[str, Any], previous: dict[str, str | None], cold: bool) -> None:
-    assert steps._mode_is_cold(ctx(args, previous)) is cold
+def test_mode_follows_the_template_step(previous: dict[str, Any], mode: BringUp) -> None:
+    assert steps._mode(ctx(previous=previous)) is mode
 
 
 def _built_image(cache: Path, key: str) -> GoldenImage:
@@ -316,7 +320,7 @@ def test_image_is_the_one_the_job_pinned(platform: Platform, monkeypatch: pytest
         raise AssertionError("a pinned image must not be rebuilt")
 
     monkeypatch.setattr(images, "ensure", no_build)
-    at_site = steps._image(platform, ctx(previous={"golden-image": f"golden image {'a' * 16}"}), "primary")
+    at_site = steps._image(platform, ctx(previous={"golden-image": {"key": "a" * 16}}), "primary")
     assert at_site.key == pinned.key
     # The site's own copy: a hard link of the cached file, in the site's folder.
     assert at_site.disk.parent == platform.site("primary").images / pinned.key
@@ -334,7 +338,7 @@ def test_image_falls_back_to_the_current_one_when_the_pinned_is_gone(
         return current
 
     monkeypatch.setattr(images, "ensure", ensure)
-    assert steps._image(platform, ctx(previous={"golden-image": f"golden image {'d' * 16}"}), "primary").key \
+    assert steps._image(platform, ctx(previous={"golden-image": {"key": "d" * 16}}), "primary").key \
         == current.key
     assert steps._image(platform, ctx(), "primary").key == current.key  # nothing pinned yet
     assert calls == [platform.cache_dir, platform.cache_dir]
@@ -344,15 +348,18 @@ def test_golden_step_output_pins_the_key(platform: Platform, monkeypatch: pytest
     image = _built_image(platform.cache_dir, "e" * 16)
     monkeypatch.setattr(images, "ensure", lambda cache_dir, log=None: image)
     output = run(steps.provision_steps({"tenant": "keelung"}, platform), "golden-image")
-    assert output == f"golden image {'e' * 16}"
-    assert steps._image(platform, ctx(previous={"golden-image": output}), "primary").key == image.key
+    assert output == GoldenPinned(key="e" * 16)
+    assert output.summary() == f"golden image {'e' * 16}"
+    recorded = {"golden-image": output.model_dump(mode="json")}
+    assert steps._image(platform, ctx(previous=recorded), "primary").key == image.key
 
 
 def test_template_trouble_means_a_cold_boot_said_plainly(
     up_platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image = _built_image(up_platform.cache_dir, "f" * 16)
-    run(steps.provision_steps({"tenant": "keelung"}, up_platform), "place")
+    placed = run(steps.provision_steps({"tenant": "keelung"}, up_platform), "place")
+    assert isinstance(placed, Placed)
     logged: list[str] = []
 
     def broken_build(*_args: object, **_kwargs: object) -> None:
@@ -360,12 +367,14 @@ def test_template_trouble_means_a_cold_boot_said_plainly(
 
     monkeypatch.setattr(steps.templates, "build", broken_build)
     context = StepContext(job_id="job-1", args={"tenant": "keelung"}, artifacts=Path("/nonexistent"),
-                          previous={"golden-image": f"golden image {image.key}"}, _log=logged.append)
+                          previous={"golden-image": {"key": image.key},
+                                    "place": placed.model_dump(mode="json")}, _log=logged.append)
     output = run(steps.provision_steps({"tenant": "keelung"}, up_platform), "template", context)
-    assert output == ("cold: template unusable, falling back to a cold boot: "
-                      "the template's guest never answered")
-    assert logged == [output]
-    assert steps._mode_is_cold(ctx(previous={"template": output}))
+    assert isinstance(output, BringUpChoice)
+    assert output.mode is BringUp.COLD
+    assert output.summary() == "cold boot: template unusable: the template's guest never answered"
+    assert logged == ["template unusable, falling back to a cold boot: the template's guest never answered"]
+    assert steps._mode(ctx(previous={"template": output.model_dump(mode="json")})) is BringUp.COLD
 
 
 # --- resize checks -----------------------------------------------------------------------------------
@@ -373,7 +382,7 @@ def test_template_trouble_means_a_cold_boot_said_plainly(
 def _placed_domain(platform: Platform, *, running: bool = True) -> str:
     """Place keelung's VM (uuid, host) and give the test driver a domain for it: 1 of 4 vCPUs, 1 of 4 GiB."""
     run(steps.provision_steps({"tenant": "keelung"}, platform), "place")
-    plan = steps.load_plan(platform, VM)
+    plan = records.load_plan(platform.engine, VM)
     with platform.hypervisor("primary") as hv:
         hv.define(render_domain_xml(keelung_spec(name=VM, uuid=plan.uuid)))
         if running:
@@ -392,7 +401,6 @@ def test_resize_check_within_maxima(up_platform: Platform) -> None:
 
 @pytest.mark.parametrize(("vcpus", "memory", "message"), [
     (5, 1024, f"{VM}: 5 vCPUs asked, between 1 and 4 possible live"),
-    (0, 1024, f"{VM}: 0 vCPUs asked, between 1 and 4 possible live"),
     (2, 8192, f"{VM}: 8192 MiB asked, between 256 and 4096 MiB possible live"),
     (2, 128, f"{VM}: 128 MiB asked, between 256 and 4096 MiB possible live"),
 ])
@@ -402,6 +410,11 @@ def test_resize_check_refuses_beyond_the_maxima(up_platform: Platform, vcpus: in
     with pytest.raises(ProvisioningError) as failure:
         _resize_check(up_platform, vcpus, memory)
     assert str(failure.value) == message
+
+
+def test_resize_args_refuse_no_vcpus_before_any_step(up_platform: Platform) -> None:
+    with pytest.raises(ValidationError, match="vcpus"):
+        steps.resize_steps({"vm": VM, "vcpus": 0, "memory_mb": 1024}, up_platform)
 
 
 def test_resize_check_refuses_a_stopped_or_missing_vm(up_platform: Platform) -> None:
@@ -426,9 +439,12 @@ def test_start_after_a_crash_between_restore_and_define_leaves_a_persistent_vm(u
     with up_platform.hypervisor("primary") as hv:
         hv.undefine(VM)
         hv._conn.createXML(render_domain_xml(keelung_spec(name=VM, uuid=vm_uuid)), 0)  # restored, transient
-    context = ctx({"tenant": "keelung"}, {"template": "template primary/abc for 1024 MiB"})
-    assert run(steps.provision_steps({"tenant": "keelung"}, up_platform), f"{VM}:start", context) == \
-        "already running"
+    placed = run(steps.provision_steps({"tenant": "keelung"}, up_platform), "place")
+    assert isinstance(placed, Placed)
+    context = ctx({"tenant": "keelung"}, {"template": {"mode": "clone", "site": "primary"},
+                                          "place": placed.model_dump(mode="json")})
+    started = run(steps.provision_steps({"tenant": "keelung"}, up_platform), f"{VM}:start", context)
+    assert isinstance(started, StepResult) and started.summary() == "already running"
     with up_platform.hypervisor("primary") as hv:
         info = hv.info(VM)
     assert info is not None and info.persistent, "a rerun must leave the clone defined, not transient"
@@ -436,8 +452,11 @@ def test_start_after_a_crash_between_restore_and_define_leaves_a_persistent_vm(u
 
 def test_start_boots_an_existing_defined_vm(up_platform: Platform) -> None:
     _placed_domain(up_platform, running=False)
-    output = run(steps.provision_steps({"tenant": "keelung"}, up_platform), f"{VM}:start")
-    assert output == "started the existing VM (boot)"
+    placed = run(steps.provision_steps({"tenant": "keelung"}, up_platform), "place")
+    assert isinstance(placed, Placed)
+    output = run(steps.provision_steps({"tenant": "keelung"}, up_platform), f"{VM}:start",
+                 ctx(previous={"place": placed.model_dump(mode="json")}))
+    assert isinstance(output, StepResult) and output.summary() == "started the existing VM (boot)"
     with up_platform.hypervisor("primary") as hv:
         assert hv.state(VM) is DomainState.RUNNING
 

@@ -15,10 +15,11 @@ from sqlalchemy import Engine
 from inventory import queries
 from inventory.db import session_scope
 from inventory.enums import Lifecycle
-from inventory.jobs import StepContext
+from inventory.jobs import StepContext, StepResult
 from provisioning import disks, images, seed, sites, steps
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.images import GoldenImage
+from provisioning.jobdata import Placed
 from provisioning.platform import Platform
 from provisioning.spec import DomainType
 from provisioning.vmplan import vm_paths
@@ -65,10 +66,14 @@ def golden(platform: Platform) -> GoldenImage:
     return image
 
 
-def cold_ctx(golden: GoldenImage) -> StepContext:
+def cold_ctx(golden: GoldenImage, placed: object) -> StepContext:
+    """What the steps before a VM's steps handed on: the placement, the pinned image, a cold boot."""
+    assert isinstance(placed, Placed)
     return StepContext(job_id="job-1", args={"tenant": "keelung", "cold": True},
                        artifacts=Path("/nonexistent"),
-                       previous={"golden-image": f"golden image {golden.key}"})
+                       previous={"golden-image": {"key": golden.key},
+                                 "place": placed.model_dump(mode="json"),
+                                 "template": {"mode": "cold", "site": placed.site}})
 
 
 def _identity(db: Engine) -> tuple[str | None, str | None, str | None, Lifecycle, Lifecycle]:
@@ -82,7 +87,8 @@ def test_place_records_identity_once_and_a_rerun_keeps_it(platform: Platform) ->
     first = run(listed, "place")
     placed = _identity(platform.engine)
     uuid, mac, host, vm_status, tenant_status = placed
-    assert first == f"{VM} on {host}"
+    assert isinstance(first, Placed) and first.summary() == f"{VM} on {host}"
+    assert first.vm(VM).site == "primary"
     assert uuid and mac and mac.startswith("52:54:00:")
     assert (vm_status, tenant_status) == (Lifecycle.PROVISIONING, Lifecycle.PROVISIONING)
     assert run(listed, "place") == first
@@ -91,8 +97,7 @@ def test_place_records_identity_once_and_a_rerun_keeps_it(platform: Platform) ->
 
 def test_cold_disks_are_made_once_and_kept_on_rerun(platform: Platform, golden: GoldenImage) -> None:
     listed = steps.provision_steps({"tenant": "keelung", "cold": True}, platform)
-    run(listed, "place")
-    context = cold_ctx(golden)
+    context = cold_ctx(golden, run(listed, "place"))
     first = run(listed, f"{VM}:disks", context)
     assert first == "system disk on golden.qcow2, data disk created, seed disk"
     paths = vm_paths(platform.site("primary"), VM)
@@ -115,18 +120,18 @@ def test_cold_start_defines_and_boots_then_a_rerun_is_a_no_op(
     platform: Platform, golden: GoldenImage
 ) -> None:
     listed = steps.provision_steps({"tenant": "keelung", "cold": True}, platform)
-    assert "template" not in names(listed)
-    run(listed, "place")
-    context = cold_ctx(golden)
+    context = cold_ctx(golden, run(listed, "place"))
     run(listed, f"{VM}:disks", context)
-    assert run(listed, f"{VM}:start", context) == "defined and started (cold boot)"
+    started = run(listed, f"{VM}:start", context)
+    assert isinstance(started, StepResult) and started.summary() == "defined and started (cold boot)"
     with platform.hypervisor("primary") as hv:
         info = hv.info(VM)
         xml = hv.xml(VM)
     assert info is not None and info.persistent and info.state is DomainState.RUNNING
     assert str(platform.site("primary").images / golden.key / "vmlinuz") in xml  # the site's own copy
     assert str(vm_paths(platform.site("primary"), VM).data_disk) in xml
-    assert run(listed, f"{VM}:start", context) == "already running"
+    again = run(listed, f"{VM}:start", context)
+    assert isinstance(again, StepResult) and again.summary() == "already running"
     skipped = run(listed, f"{VM}:identity", context)
     assert skipped == "skipped: a cold boot applies its seed disk at first boot"
     assert run(listed, f"{VM}:resize", context) == "already 1 vCPU / 1024 MiB"
@@ -134,8 +139,7 @@ def test_cold_start_defines_and_boots_then_a_rerun_is_a_no_op(
 
 def test_disks_of_a_running_vm_keep_its_system_disk(platform: Platform, golden: GoldenImage) -> None:
     listed = steps.provision_steps({"tenant": "keelung", "cold": True}, platform)
-    run(listed, "place")
-    context = cold_ctx(golden)
+    context = cold_ctx(golden, run(listed, "place"))
     run(listed, f"{VM}:disks", context)
     run(listed, f"{VM}:start", context)
     system = vm_paths(platform.site("primary"), VM).system_disk

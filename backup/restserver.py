@@ -1,0 +1,206 @@
+"""The REST server edge: a site's restic repository served on 127.0.0.1 by `rclone serve restic`.
+
+Started and supervised like the site daemons (provisioning/sites.py): a pid file, an idempotent
+start, a stop, a state that is UP only when the recorded process is our server and answers HTTP,
+and `ensure_running` that restarts a dead one (called by the platform before each offsite copy and
+by `supervise` on a thread). rest-server is used instead when it is installed (same protocol).
+
+No HTTP authentication: the server listens on 127.0.0.1 only (network rule) and everything in a
+restic repository is encrypted with the repository's password, which never travels to the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+# The secondary site's repository server. Below Linux's ephemeral range (32768-60999) like the
+# guest (22000-22999) and gateway (21000-21999) ports, and clear of both; 23000-23009 are kept for
+# backup REST servers (one per site that receives copies).
+DEFAULT_PORT = 23000
+
+
+class ServerState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+class RestServerError(RuntimeError):
+    """The REST server could not be started; the message carries the end of its log."""
+
+
+class ServerProgram(StrEnum):
+    RCLONE = "rclone"
+    REST_SERVER = "rest-server"
+
+
+@dataclass(frozen=True)
+class RestServer:
+    """One REST server: the folder it serves (each subfolder a repository), its port and its files."""
+
+    root: Path
+    port: int
+    pidfile: Path
+    logfile: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/"
+
+    def repository_location(self, name: str) -> str:
+        """restic's location for repository `name` under the served folder."""
+        return f"rest:{self.url}{name}"
+
+
+def program() -> ServerProgram:
+    """rest-server where installed (restic's own), else rclone (installed by scripts/host-setup.sh)."""
+    return ServerProgram.REST_SERVER if shutil.which("rest-server") else ServerProgram.RCLONE
+
+
+def _argv(server: RestServer, which: ServerProgram) -> list[str]:
+    address = f"{LOOPBACK}:{server.port}"
+    if which is ServerProgram.REST_SERVER:
+        return ["rest-server", "--listen", address, "--path", str(server.root), "--no-auth"]
+    # --cache-objects=false: a control plane at this site may read the folder directly; a listing
+    # cached by the server would hide what it wrote.
+    return ["rclone", "serve", "restic", "--addr", address, "--cache-objects=false", str(server.root)]
+
+
+def pid(server: RestServer) -> int | None:
+    """The server's pid, if the pid file names a live (not zombie) process that is this server."""
+    try:
+        recorded = int(server.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return recorded if _is_our_server(server, recorded) else None
+
+
+def _is_our_server(server: RestServer, candidate: int) -> bool:
+    # Pids are reused: the process must be a server for this folder and port, and not a zombie
+    # (a killed child of ours stays in the table until reaped, and answers signal 0).
+    try:
+        argv = Path(f"/proc/{candidate}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{candidate}/stat").read_text()
+    except OSError:
+        return False
+    if status.rsplit(")", 1)[-1].split()[0] == "Z":
+        _reap(candidate)
+        return False
+    args = [arg.decode(errors="replace") for arg in argv]
+    return str(server.root) in args and any(f":{server.port}" in arg for arg in args)
+
+
+def _reap(candidate: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(candidate, os.WNOHANG)
+
+
+def answers(server: RestServer, timeout_s: float = 2.0) -> bool:
+    """Whether something speaks HTTP on the server's port (any status: `/` is not a repository)."""
+    connection = http.client.HTTPConnection(LOOPBACK, server.port, timeout=timeout_s)
+    try:
+        connection.request("HEAD", "/")
+        connection.getresponse().read()
+    except OSError:
+        return False
+    finally:
+        connection.close()
+    return True
+
+
+def state(server: RestServer) -> ServerState:
+    return ServerState.UP if pid(server) is not None and answers(server) else ServerState.DOWN
+
+
+def start(server: RestServer, timeout_s: float = 15.0) -> int:
+    """Start the server if it is not running (idempotent); returns its pid."""
+    running = pid(server)
+    if running is not None and answers(server):
+        return running
+    stop(server)  # a hung or half-started leftover
+    server.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    argv = _argv(server, program())
+    # Through a shell that exits at once, so the server is nobody's child: it outlives the command
+    # that started it and never lingers as a zombie of a long-running control plane.
+    launched = subprocess.run(
+        ["sh", "-c", '"$@" </dev/null >>"$LOGFILE" 2>&1 & echo $!', "sh", *argv],
+        env={**os.environ, "LOGFILE": str(server.logfile)},
+        capture_output=True, text=True, check=True, start_new_session=True, timeout=10,
+    )
+    new_pid = int(launched.stdout.strip())
+    server.pidfile.write_text(f"{new_pid}\n")
+    deadline = time.monotonic() + timeout_s
+    while not answers(server, timeout_s=0.5):
+        if not _is_our_server(server, new_pid) or time.monotonic() > deadline:
+            stop(server)
+            raise RestServerError(
+                f"REST server on {LOOPBACK}:{server.port} for {server.root} did not start: "
+                f"{_log_tail(server)}")
+        time.sleep(0.05)
+    return new_pid
+
+
+def stop(server: RestServer, grace_s: float = 5.0) -> int | None:
+    """Stop the server (SIGTERM, then SIGKILL after `grace_s`); returns the pid stopped, if any."""
+    running = pid(server)
+    if running is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _is_our_server(server, running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _is_our_server(server, running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(running, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while _is_our_server(server, running) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    server.pidfile.unlink(missing_ok=True)
+    return running
+
+
+def ensure_running(server: RestServer) -> bool:
+    """Restart the server if it is down; True when it had to be (re)started."""
+    if state(server) is ServerState.UP:
+        return False
+    start(server)
+    return True
+
+
+def supervise(server: RestServer, stopping: threading.Event, interval_s: float = 1.0) -> int:
+    """Keep the server up until `stopping` is set; returns how many times it was restarted.
+
+    A start that fails (port taken, disk gone) is retried at the next tick, not raised: the
+    supervisor outlives the outage it is there for.
+    """
+    restarts = 0
+    while not stopping.is_set():
+        try:
+            if ensure_running(server):
+                restarts += 1
+                log.warning("REST server for %s was down; restarted on port %s", server.root, server.port)
+        except (RestServerError, OSError, subprocess.SubprocessError) as error:
+            log.error("REST server for %s could not be restarted: %s", server.root, error)
+        stopping.wait(interval_s)
+    return restarts
+
+
+def _log_tail(server: RestServer, lines: int = 15) -> str:
+    try:
+        return "\n".join(server.logfile.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

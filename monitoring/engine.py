@@ -1,0 +1,116 @@
+"""The monitoring engine in one object, for the service to wire (schedules, console, /metrics).
+
+    engine = MonitoringEngine(state_dir / "monitoring" / "rollups.json")
+    listener = RumListener(gateway_paths.rum_socket, engine.ingest_gateway_lines).start()
+    every 60 s:  engine.record_probes(probe_all(targets, executor))
+    every 60 s:  engine.record_host(site, read_host()); engine.record_vms(site, hypervisor)
+    every 5 min: engine.save()           # and engine.prune(time.time()) hourly
+    GET /metrics -> engine.metrics.exposition()
+    console:     engine.chart(county, since, until); advice.evaluate(engine.facts(...), now)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from monitoring import edge
+from monitoring.advice import Facts, Measure, server_p95_ratios
+from monitoring.hoststats import VmCounters, host_usage, read_vms, vm_usages
+from monitoring.metrics import MonitoringMetrics
+from monitoring.probes import ProbeResult
+from monitoring.rollups import HOUR_S, RollupStore, hour_of
+from monitoring.rum import ParseStats, parse_lines
+from monitoring.timings import Source
+from monitoring.transactions import TITLES
+from provisioning.hypervisor import Hypervisor, HypervisorError
+
+VM_SERIES_S = 24 * HOUR_S  # VM usage kept for the advice rules' longest window
+
+
+class MonitoringEngine:
+    def __init__(self, rollup_file: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.rollup_file = rollup_file
+        loaded = edge.read_json(rollup_file) if rollup_file else None
+        self.store = RollupStore.load(loaded) if isinstance(loaded, dict) else RollupStore()
+        self.metrics = MonitoringMetrics(self.store, clock)
+        self.rum_stats = ParseStats()
+        self._lock = threading.Lock()
+        self._vm_counters: dict[str, dict[str, VmCounters]] = {}
+        self.vm_series: dict[str, dict[Measure, list[tuple[float, float]]]] = {}  # per VM name
+        self.last_probe: dict[str, ProbeResult] = {}
+
+    # ------------------------------------------------------------------ inputs
+
+    def ingest_gateway_lines(self, lines: Sequence[str]) -> int:
+        """RumListener's callback: parse, roll up, count what was skipped."""
+        with self._lock:
+            before = ParseStats(self.rum_stats.lines, self.rum_stats.samples, dict(self.rum_stats.skipped))
+            added = self.store.extend(parse_lines(lines, self.rum_stats))
+            self.metrics.record_rum(before, self.rum_stats)
+        return added
+
+    def record_probes(self, results: Iterable[ProbeResult]) -> None:
+        results = list(results)
+        for result in results:
+            self.store.extend(result.samples())
+            self.last_probe[result.county] = result
+        self.metrics.record_probes(results)
+
+    def record_host(self, site: str, reading: edge.HostReading) -> None:
+        self.metrics.record_host(host_usage(site, reading))
+
+    def record_vms(self, site: str, hypervisor: Hypervisor | None) -> None:
+        """VM usage since the previous call; a site whose hypervisor does not answer is down."""
+        if hypervisor is None:
+            self.metrics.record_site(site, False)
+            return
+        try:
+            now = read_vms(hypervisor, time.monotonic())
+        except HypervisorError:
+            self.metrics.record_site(site, False)
+            return
+        self.metrics.record_site(site, True)
+        usages = vm_usages(site, self._vm_counters.get(site, {}), now)
+        self._vm_counters[site] = now
+        self.metrics.record_vms(usages)
+        at = self.clock()
+        for usage in usages:
+            series = self.vm_series.setdefault(usage.vm, {})
+            series.setdefault(Measure.VM_CPU_PCT, []).append((at, usage.cpu_pct))
+            if usage.memory_used_pct is not None:
+                series.setdefault(Measure.VM_MEMORY_USED_PCT, []).append((at, usage.memory_used_pct))
+            for points in series.values():
+                while points and points[0][0] < at - VM_SERIES_S:
+                    points.pop(0)
+
+    # ------------------------------------------------------------------ upkeep
+
+    def prune(self) -> None:
+        self.store.prune(self.clock())
+
+    def save(self) -> None:
+        if self.rollup_file is not None:
+            edge.write_json_atomic(self.rollup_file, self.store.dump())
+
+    # ------------------------------------------------------------------ outputs
+
+    def chart(self, county: str, since: float, until: float,
+              source: Source = Source.REAL_USER) -> list[dict[str, Any]]:
+        """Per hour and transaction: count, failures and p50/p95/p99 of every component (ms) - the
+        rows a console chart stacks (network, queue, app, db) over time."""
+        rows = []
+        for key, rollup in sorted(self.store.select(county=county, source=source, since=hour_of(since),
+                                                    until=until).items()):
+            rows.append({"hour": key.hour, "transaction": key.transaction.value,
+                         "title": TITLES[key.transaction], **rollup.summary()})
+        return rows
+
+    def facts(self, county: str, vm: str, vcpus: int, memory_mib: int) -> Facts:
+        """What the advice rules need for one county's VM, from the rollups and the VM series."""
+        return Facts(county, vm, vcpus, memory_mib, server_p95_ratios(self.store, county, self.clock()),
+                     {m: list(points) for m, points in self.vm_series.get(vm, {}).items()})

@@ -1,0 +1,107 @@
+"""Real-user timings: HAProxy's log lines for every request through a county's address -> samples.
+
+The gateway writes one line per request in RUM_LOG_FORMAT (provisioning.gateway) to a unix datagram
+socket this service reads (monitoring.edge.RumReceiver). A line carries the gateway's timers, the
+frontend (fe_<county>), method, path and query, status and the app's `Server-Timing` header as
+captured from the response. Lines that are not ours (HAProxy's own notices) and lines that do not
+parse are counted and skipped: one bad line never stops the stream.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from monitoring.timings import Source, Split, parse_server_timing, split
+from monitoring.transactions import DEFAULT_TABLE, Transaction, TransactionTable
+from provisioning.gateway import RUM_LOG_TAG
+
+_PREFIX = RUM_LOG_TAG + " "
+_FIELDS = 14  # space-separated fields before the captured header (which has spaces of its own)
+
+
+class Skip(enum.StrEnum):
+    """Why a line gave no sample."""
+
+    FOREIGN = "foreign"  # not a request line of ours (an HAProxy notice, an empty datagram)
+    MALFORMED = "malformed"  # ours, but not in the expected shape
+    ABORTED = "aborted"  # the client or the gateway gave up before an answer: no timing to keep
+
+
+class Sample(NamedTuple):
+    """One timed answer of one county, from the gateway (real users) or from a probe."""
+
+    county: str
+    transaction: Transaction
+    at: float  # epoch seconds
+    status: int
+    timing: Split
+    source: Source = Source.REAL_USER
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 500 or self.status <= 0
+
+
+@dataclass
+class ParseStats:
+    lines: int = 0
+    samples: int = 0
+    skipped: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
+
+    def skip(self, reason: Skip) -> None:
+        self.skipped[reason] += 1
+
+
+def parse_line(line: str, table: TransactionTable = DEFAULT_TABLE) -> Sample | Skip:
+    """One log line -> a sample, or the reason it gives none.
+
+    Split on spaces rather than matched with one regex: this runs once per request of every county.
+    Nothing before the captured header can hold a space (HAProxy quotes path and query, and a
+    request line has no raw spaces in them).
+    """
+    if not line.startswith(_PREFIX):
+        return Skip.FOREIGN
+    parts = line.rstrip("\n ").split(" ", _FIELDS)
+    if len(parts) < _FIELDS:
+        return Skip.MALFORMED
+    _tag, at, frontend, status_text, method, path, query, _tr, tw, _tc, tr, ta, _b, _term = parts[:_FIELDS]
+    captured = parts[_FIELDS] if len(parts) > _FIELDS else ""
+    try:
+        status, total_ms, server_ms, queue_ms = int(status_text), int(ta), int(tr), int(tw)
+        when = float(at)
+    except ValueError:
+        return Skip.MALFORMED
+    quoted = len(path) > 1 and path[0] == path[-1] == '"' and len(query) > 1 and query[0] == query[-1] == '"'
+    if not frontend.startswith("fe_") or not quoted:
+        return Skip.MALFORMED
+    if captured and not (captured[0] == "{" and captured[-1] == "}"):
+        return Skip.MALFORMED
+    # A gateway's own 5xx (no server answered) is kept: a county down shows in real-user data too.
+    if total_ms < 0 or (server_ms < 0 and status < 500) or method == "<BADREQ>":
+        return Skip.ABORTED
+    timing = parse_server_timing(captured[1:-1]) if captured else None
+    return Sample(
+        county=frontend[3:],
+        transaction=table.classify(method, path[1:-1], query[1:-1]),
+        at=when,
+        status=status,
+        # Queue: the gateway's own wait for a free slot (Tw; -1 when the request never got that far).
+        timing=split(total_ms, timing, max(queue_ms, 0)),
+    )
+
+
+def parse_lines(lines: Iterable[str], stats: ParseStats | None = None,
+                table: TransactionTable = DEFAULT_TABLE) -> Iterator[Sample]:
+    """Samples from lines (datagrams or a file's lines), counting what is skipped in `stats`."""
+    stats = stats if stats is not None else ParseStats()
+    for line in lines:
+        stats.lines += 1
+        result = parse_line(line, table)
+        if isinstance(result, Skip):
+            stats.skip(result)
+            continue
+        stats.samples += 1
+        yield result

@@ -1,0 +1,56 @@
+"""Real restic and a real REST server (`rclone serve restic`) on 127.0.0.1, in a temporary state dir.
+
+Each test gets its own state folder, a free port in 23100-23199 (the backup servers' block, above
+the platform's default 23000 and below Linux's ephemeral range) and its own REST server, stopped at
+the end by its pid file.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backup import repository, restserver
+from backup.repository import Pair
+from backup.restic import Restic
+
+TEST_PORTS = range(23100, 23200)
+
+
+def free_port() -> int:
+    for port in TEST_PORTS:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {TEST_PORTS}")
+
+
+@dataclass
+class Sites:
+    state_dir: Path
+    restic: Restic
+    pair: Pair
+    port: int
+
+
+@pytest.fixture
+def restic_runner(tmp_path: Path) -> Restic:
+    return Restic(cache_dir=tmp_path / "restic-cache", timeout_s=120)
+
+
+@pytest.fixture
+def sites(tmp_path: Path, restic_runner: Restic) -> Iterator[Sites]:
+    state_dir = tmp_path / "state"
+    port = free_port()
+    pair = repository.ensure_pair(restic_runner, state_dir, "primary", "secondary", port)
+    try:
+        yield Sites(state_dir, restic_runner, pair, port)
+    finally:
+        restserver.stop(pair.offsite_server)

@@ -53,7 +53,9 @@ class Cloud:
         return self.cli(*self.create_args(county), *extra)
 
     def exec(self, county: str, command: str) -> str:
-        return self.cli("tenant", "exec", county, "--", command).stdout
+        """A shell command line in the county's VM (`tenant exec` quotes each argument, so the line
+        goes to the guest's shell as one argument of `sh -c`)."""
+        return self.cli("tenant", "exec", county, "--", "sh", "-c", command).stdout
 
     def address(self, county: str) -> int:
         return int(self.json("tenant", "show", county)["address"].rsplit(":", 1)[1].strip("/"))

@@ -524,7 +524,7 @@ def _finish_step(engine: Engine, job_id: str, index: int, status: StepStatus, be
 
 
 def _job_workflow(job_id: str) -> str:
-    """The one workflow every job runs (registered with DBOS by _ensure_dbos)."""
+    """The one workflow every job runs (registered with DBOS by launch)."""
     from dbos import DBOS
 
     engine = _engine()

@@ -65,7 +65,7 @@ def main() -> int:
     engine = make_engine(url)
     if mode == "idle":
         # A bystander: another CLI process with DBOS launched on the same database, doing nothing.
-        jobs._ensure_dbos(engine)
+        jobs.launch(engine)
         print("ready", flush=True)
         time.sleep(30)
         return 0

@@ -77,7 +77,7 @@ class Forbidden(ControlPlaneError):
 def classify(error: BaseException) -> tuple[ErrorCode, str] | None:
     """The stable code and the operator's message of any package's error; None for a bug (which
     the entry points let through, so it is seen and fixed, not hidden behind a message)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
     from controlplane.jobs import JobConflict, JobError, JobFailed, JobNotFound
     from inventory.errors import InventoryError
@@ -96,6 +96,11 @@ def classify(error: BaseException) -> tuple[ErrorCode, str] | None:
         return ErrorCode.CONFLICT, message
     if isinstance(error, InventoryError | ProvisioningError | JobFailed | JobError):
         return ErrorCode.FAILED, message
+    if isinstance(error, DataError):
+        # The database refused a value (too long for its column, a NUL in text): the input's fault.
+        return ErrorCode.INVALID, f"a value does not fit the platform database: {error.orig}"
+    if isinstance(error, IntegrityError):
+        return ErrorCode.CONFLICT, f"the change conflicts with what is recorded: {error.orig}"
     if isinstance(error, SQLAlchemyError):
         return ErrorCode.UNAVAILABLE, f"the platform database failed: {error}"
     return None

@@ -56,10 +56,15 @@ def test_live_resize_is_seen_inside_the_guest(cloud: Cloud, keelung: str) -> Non
     vm = cloud.json("tenant", "show", keelung)["vms"][0]
     assert (vm["vcpus"], vm["memory_mb"]) == (2, 768)
     # Beyond the maximum fixed when the template was saved: refused, the VM untouched.
+    # Refused before any job exists (issue 14, item 9): exit 2, and no failed job blocks the next.
+    jobs_before = len(cloud.json("job", "list", "--target", f"{keelung}-accounting-1"))
     refused = cloud.cli("tenant", "resize", keelung, "--vcpus", "8", "--memory", "768", check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "possible live" in refused.stderr
+    assert len(cloud.json("job", "list", "--target", f"{keelung}-accounting-1")) == jobs_before
     assert cloud.exec(keelung, "nproc").strip() == "2"
+    cloud.cli("tenant", "resize", keelung, "--vcpus", "1")  # the next valid resize goes ahead
+    assert cloud.exec(keelung, "nproc").strip() == "1"
 
 
 def test_changed_settings_converge_with_ansible(cloud: Cloud, keelung: str, tmp_path: Path) -> None:

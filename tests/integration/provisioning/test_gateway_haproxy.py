@@ -249,7 +249,8 @@ def test_the_gateway_replaces_client_sent_forwarded_headers(
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
     try:
         conn.putrequest("GET", "/spoof")
-        for name, value in (("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", "198.51.100.1, 10.9.9.9"),
+        for name, value in (("X-Forwarded-For", "203.0.113.9"),
+                            ("X-Forwarded-For", "198.51.100.1, 192.0.2.9"),
                             ("X-Forwarded-Proto", "https")):
             conn.putheader(name, value)
         conn.endheaders()

@@ -62,7 +62,7 @@ def test_the_throttle_holds_under_parallel_attempts(engine: Engine) -> None:
 
     def attempt(i: int) -> None:
         try:
-            auth.sign_in(engine, "alice", f"wrong-{i}-password", f"10.9.0.{i}", limits)
+            auth.sign_in(engine, "alice", f"wrong-{i}-password", f"192.0.2.{i}", limits)
             result = "in"
         except auth.Throttled:
             result = "throttled"

@@ -11,15 +11,12 @@ touches the outside.
 
 from __future__ import annotations
 
-import types
-import typing
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path as FilePath
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,6 +28,7 @@ from inventory.loader import (
     Located,
     StrictLoader,
     line_of,
+    model_at,
     node_positions,
     yaml_problem,
 )
@@ -236,34 +234,10 @@ def known_counties(declaration: Declaration) -> list[str]:
 
 # --- loading -----------------------------------------------------------------------------------------
 
-def _model_at(path: Path) -> type[BaseModel] | None:
-    model: type[BaseModel] = RecoveryPlan
-    for part in path:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        inner = _find_model(field.annotation) if field else None
-        if inner is None:
-            return None
-        model = inner
-    return model
-
-
-def _find_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _find_model(arg)
-            if found is not None:
-                return found
-    return None
-
-
 def _message(error: ErrorDetails) -> str:
     loc: Path = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = model_at(loc[:-1], RecoveryPlan)
         allowed = f" (allowed: {', '.join(parent.model_fields)})" if parent else ""
         where = f" in {dotted(loc[:-1])}" if loc[:-1] else ""
         return f"unknown key '{loc[-1]}'{where}{allowed}"

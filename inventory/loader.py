@@ -99,9 +99,9 @@ def _known_prefix(path: Path, lines: dict[Path, int]) -> Path:
     return ()
 
 
-def _model_at(path: Path) -> type[BaseModel] | None:
-    """The declaration model found at `path` (skipping list indexes), to list its allowed keys."""
-    model: type[BaseModel] = Declaration
+def model_at(path: Path, root: type[BaseModel] = Declaration) -> type[BaseModel] | None:
+    """The model found at `path` under `root` (skipping list indexes), to list its allowed keys."""
+    model: type[BaseModel] = root
     for part in path:
         if isinstance(part, int):
             continue
@@ -132,7 +132,7 @@ _SCALAR_TYPES = {"string_type", "bool_type", "int_type", "float_type"}
 def _message(error: ErrorDetails) -> str:
     loc: Path = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = model_at(loc[:-1])
         allowed = f" (allowed: {', '.join(parent.model_fields)})" if parent else ""
         where = f" in {dotted(loc[:-1])}" if loc[:-1] else ""
         return f"unknown key '{loc[-1]}'{where}{allowed}"

@@ -29,10 +29,24 @@ def run_migrations_online() -> None:
     engine = make_engine(config.attributes["url"])
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode copies a table and drops the old one; with foreign keys enforced, that
+                # drop fails under every row that names it. SQLite ignores this pragma inside a
+                # transaction, so it is set before one begins, and checked before anything commits.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()  # ends SQLAlchemy's autobegun transaction, so Alembic owns its own
             # Batch mode: SQLite cannot ALTER most things in place, so later revisions copy tables.
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"migration left rows naming missing rows: {broken[:5]}")
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
     finally:
         engine.dispose()
 

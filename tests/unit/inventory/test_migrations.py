@@ -72,3 +72,43 @@ def test_a_database_at_head_is_not_migrated_again(db_url: str, monkeypatch: pyte
     assert upgrades == []
     migrate(db_url, "0001_inventory")  # an explicit revision always goes through Alembic
     assert upgrades == ["0001_inventory"]
+
+
+def test_migrating_a_database_holding_counties_keeps_them(db_url: str, small_text: str) -> None:
+    """The last revision is taken down and up again on a database holding counties and their VMs, as
+    an upgrade in production does. On SQLite a batch migration copies a table; with foreign keys
+    enforced, dropping the old `tenants` under the `vms` that name it failed (found on the bench's
+    state at 0004)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from inventory.db import HEAD_REVISION, alembic_config, current_revision, session_scope
+    from inventory.declare import apply
+    from inventory.loader import load_text
+
+    migrate(db_url)
+    engine = make_engine(db_url)
+    try:
+        with session_scope(engine) as session:
+            apply(session, load_text(small_text))
+    finally:
+        engine.dispose()
+
+    command.downgrade(alembic_config(db_url), "0004_workers")
+    assert current_revision(db_url) == "0004_workers"
+    migrate(db_url)
+    assert current_revision(db_url) == HEAD_REVISION
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT t.slug, v.name FROM vms v JOIN tenants t ON t.id = v.tenant_id ORDER BY v.name")
+            ).all()
+            dangling = connection.execute(
+                text("SELECT count(*) FROM vms WHERE tenant_id NOT IN (SELECT id FROM tenants)")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert {slug for slug, _vm in rows} == {"keelung", "penghu"}
+    assert dangling == 0

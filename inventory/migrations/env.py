@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from sqlalchemy import Connection, Engine, event
 
 # Every module that defines tables is imported here: autogenerate compares Base.metadata with the
 # database and would propose dropping any table it does not see.
@@ -25,17 +28,41 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _transactional_sqlite(engine: Engine) -> None:
+    """Make SQLite's DDL part of the migration's transaction.
+
+    Python's sqlite3 commits before a CREATE or DROP on its own, so a revision failing half way left
+    a half-copied table behind (`_alembic_tmp_tenants`) and the rerun failed on it. With the driver's
+    own transaction handling off and BEGIN sent explicitly, a failed revision leaves nothing.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        # Batch mode copies a table and drops the old one; with foreign keys enforced, that drop
+        # fails under every row that names it. The pragma is a no-op inside a transaction, so it is
+        # set here, before any begins, and the keys are checked before the migration commits.
+        dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
 def run_migrations_online() -> None:
     engine = make_engine(config.attributes["url"])
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+        _transactional_sqlite(engine)
     try:
         with engine.connect() as connection:
-            sqlite = connection.dialect.name == "sqlite"
             if sqlite:
-                # Batch mode copies a table and drops the old one; with foreign keys enforced, that
-                # drop fails under every row that names it. SQLite ignores this pragma inside a
-                # transaction, so it is set before one begins, and checked before anything commits.
-                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-                connection.commit()  # ends SQLAlchemy's autobegun transaction, so Alembic owns its own
+                # Left by a failed run before DDL was transactional: batch mode always builds it anew.
+                for (leftover,) in connection.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB '_alembic_tmp_*'"
+                ).all():
+                    connection.exec_driver_sql(f'DROP TABLE "{leftover}"')
+                connection.commit()
             # Batch mode: SQLite cannot ALTER most things in place, so later revisions copy tables.
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
@@ -43,10 +70,7 @@ def run_migrations_online() -> None:
                 if sqlite:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
                     if broken:
-                        raise RuntimeError(f"migration left rows naming missing rows: {broken[:5]}")
-            if sqlite:
-                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-                connection.commit()
+                        raise RuntimeError(f"the migration left rows naming missing rows: {broken[:5]}")
     finally:
         engine.dispose()
 

@@ -96,6 +96,12 @@ def test_migrating_a_database_holding_counties_keeps_them(db_url: str, small_tex
 
     command.downgrade(alembic_config(db_url), "0004_workers")
     assert current_revision(db_url) == "0004_workers"
+    if db_url.startswith("sqlite"):
+        # What a run that failed half way left before SQLite's DDL was transactional.
+        engine = make_engine(db_url)
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE _alembic_tmp_tenants (id INTEGER)"))
+        engine.dispose()
     migrate(db_url)
     assert current_revision(db_url) == HEAD_REVISION
 

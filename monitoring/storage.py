@@ -1,0 +1,148 @@
+"""The timings in the platform database: hourly rollups for a year, raw samples for a day.
+
+Tables (revision 0007_monitoring): `monitoring_rollups`, one row per (county, transaction, source,
+hour) holding the DDSketches in their dict form (rollups.sketch_to_dict) and, beside them, the
+summary the console draws (count, failures, p50/p95/p99 per component), so a chart of 30 days reads
+small rows and never rebuilds a sketch; `monitoring_samples`, one row per answer (last day).
+
+Writers (each `countycloud serve` process) keep what arrived since their last flush in memory and
+merge it into the rows here (read, merge, write, in one transaction): a row is never overwritten
+with one process's partial view, and DDSketch merges exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Engine, Float, Index, Integer, String, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from inventory.db import Base, session_scope
+from monitoring.rollups import (
+    RAW_RETENTION_S,
+    ROLLUP_RETENTION_S,
+    Rollup,
+    RollupKey,
+    hour_of,
+)
+from monitoring.rum import Sample
+from monitoring.timings import Source, Split
+from monitoring.transactions import Transaction
+
+NAME_LENGTH = 63
+
+
+class RollupRow(Base):
+    __tablename__ = "monitoring_rollups"
+
+    county: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    transaction: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds, start of the hour
+    count: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    sketches: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_monitoring_rollups_hour", "hour"),)
+
+
+class SampleRow(Base):
+    __tablename__ = "monitoring_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    county: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    transaction: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    at: Mapped[float] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)
+    total_ms: Mapped[float] = mapped_column(Float)
+    network_ms: Mapped[float] = mapped_column(Float)
+    queue_ms: Mapped[float] = mapped_column(Float)
+    server_ms: Mapped[float] = mapped_column(Float)
+    app_ms: Mapped[float] = mapped_column(Float)
+    db_ms: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_monitoring_samples_at", "at"),
+                      Index("ix_monitoring_samples_county_at", "county", "at"))
+
+
+def _key(row: RollupRow) -> RollupKey:
+    return RollupKey(row.county, Transaction(row.transaction), Source(row.source), int(row.hour))
+
+
+def _rollup(row: RollupRow) -> Rollup:
+    return Rollup.from_dict({"count": row.count, "failures": row.failures, "sketches": row.sketches})
+
+
+def _store_rollup(row: RollupRow, rollup: Rollup) -> None:
+    data = rollup.to_dict()
+    row.count, row.failures, row.sketches = data["count"], data["failures"], data["sketches"]
+    row.summary = rollup.summary()
+
+
+def flush(engine: Engine, rollups: Mapping[RollupKey, Rollup], samples: Sequence[Sample]) -> None:
+    """Merge `rollups` (what arrived since the last flush) into the stored rows; add the samples."""
+    with session_scope(engine) as session:
+        for key, delta in rollups.items():
+            row = session.get(RollupRow, (key.county, key.transaction.value, key.source.value, key.hour))
+            if row is None:
+                row = RollupRow(county=key.county, transaction=key.transaction.value,
+                                source=key.source.value, hour=key.hour)
+                _store_rollup(row, delta)
+                session.add(row)
+                continue
+            merged = _rollup(row)
+            merged.merge(delta)
+            _store_rollup(row, merged)
+        session.add_all(SampleRow(county=s.county, transaction=s.transaction.value, source=s.source.value,
+                                  at=s.at, status=s.status, total_ms=s.timing.total_ms,
+                                  network_ms=s.timing.network_ms, queue_ms=s.timing.queue_ms,
+                                  server_ms=s.timing.server_ms, app_ms=s.timing.app_ms, db_ms=s.timing.db_ms)
+                        for s in samples)
+
+
+def prune(engine: Engine, now: float) -> tuple[int, int]:
+    """Raw samples older than a day and rollups older than a year go; returns (samples, rollups)."""
+    with session_scope(engine) as session:
+        samples = session.execute(delete(SampleRow).where(SampleRow.at < now - RAW_RETENTION_S))
+        rollups = session.execute(delete(RollupRow).where(RollupRow.hour < hour_of(now - ROLLUP_RETENTION_S)))
+        return getattr(samples, "rowcount", 0), getattr(rollups, "rowcount", 0)
+
+
+def summaries(engine: Engine, county: str, source: Source, since: float,
+              until: float) -> list[dict[str, Any]]:
+    """The console's rows: per hour and transaction, the stored summary (oldest first)."""
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(RollupRow.hour, RollupRow.transaction, RollupRow.summary)
+            .where(RollupRow.county == county, RollupRow.source == source.value,
+                   RollupRow.hour >= hour_of(since), RollupRow.hour < until)
+            .order_by(RollupRow.hour, RollupRow.transaction)).all()
+    return [{"hour": int(hour), "transaction": transaction, **summary} for hour, transaction, summary in rows]
+
+
+def load(engine: Engine, *, county: str | None = None, since: float = 0.0) -> dict[RollupKey, Rollup]:
+    """Stored rollups as sketches (for advice, before/after and the metrics' last hour)."""
+    with session_scope(engine) as session:
+        query = select(RollupRow).where(RollupRow.hour >= hour_of(since))
+        if county is not None:
+            query = query.where(RollupRow.county == county)
+        return {_key(row): _rollup(row) for row in session.scalars(query)}
+
+
+def samples(engine: Engine, county: str, since: float) -> list[Sample]:
+    with session_scope(engine) as session:
+        rows = session.scalars(select(SampleRow).where(SampleRow.county == county, SampleRow.at >= since)
+                               .order_by(SampleRow.at))
+        return [Sample(r.county, Transaction(r.transaction), r.at, r.status,
+                       Split(r.total_ms, r.network_ms, r.queue_ms, r.server_ms, r.app_ms, r.db_ms),
+                       Source(r.source)) for r in rows]
+
+
+def counties_with_data(engine: Engine, since: float) -> list[str]:
+    with session_scope(engine) as session:
+        return sorted(set(session.scalars(select(RollupRow.county).where(RollupRow.hour >= hour_of(since))
+                                          .distinct())))
+

@@ -27,9 +27,11 @@ from sqlalchemy import Engine, select
 from inventory.db import session_scope
 from inventory.enums import Lifecycle
 from inventory.models import Tenant
-from monitoring import edge
+from monitoring import edge, storage
+from monitoring.advice import figures
 from monitoring.engine import MonitoringEngine
 from monitoring.probes import DEFAULT_INTERVAL_S, ProbeAccount, Target, probe_all
+from monitoring.rollups import HOUR_S
 from provisioning import probe_accounts
 from provisioning.haproxy import GatewayPaths
 from provisioning.platform import Platform
@@ -37,6 +39,7 @@ from provisioning.platform import Platform
 log = logging.getLogger("countycloud.monitor")
 
 PRUNE_CRON = "0 7 * * * *"  # hourly, off the minute the probes start
+AFTER_S = HOUR_S  # applied advice is compared over the hour before and the hour after
 
 
 def cron_every(seconds: int, offset_s: int = 0) -> str:
@@ -139,6 +142,17 @@ class Monitor:
 
     def prune(self, _at: datetime | None = None) -> None:
         self.engine.prune()
+        self.record_after()
+
+    def record_after(self) -> int:
+        """Applied advice whose hour after has passed gets its "after" figures, beside "before"."""
+        now = self.engine.clock()
+        done = 0
+        for advice_id, county, applied_at in storage.awaiting_after(self.db, now, AFTER_S):
+            after = figures(self.engine.history(county, applied_at), county, applied_at, applied_at + AFTER_S)
+            storage.record_after(self.db, advice_id, after)
+            done += 1
+        return done
 
     def _flush(self) -> None:
         try:

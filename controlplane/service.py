@@ -23,7 +23,7 @@ from controlplane.api.deps import Operations, ServiceContext
 from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
-from controlplane.web import console
+from controlplane.web import console, monitoring_page
 
 log = logging.getLogger("countycloud.service")
 
@@ -64,6 +64,7 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     app.include_router(api_router)
     metrics.install(app)
     console.install(app)
+    monitoring_page.install(app)
     return app
 
 

@@ -68,6 +68,25 @@ class SampleRow(Base):
                       Index("ix_monitoring_samples_county_at", "county", "at"))
 
 
+class AppliedAdviceRow(Base):
+    """Advice applied (the resize job it started) with the figures it was judged by, the hour
+    before and, once an hour has passed, the hour after: kept side by side."""
+
+    __tablename__ = "monitoring_advice"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    county: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    vm: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    rule: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(500))
+    change: Mapped[str] = mapped_column(String(200))  # e.g. "1 -> 2 vCPUs, 1024 -> 1024 MiB"
+    job_id: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    applied_at: Mapped[float] = mapped_column(Float)
+    before: Mapped[dict[str, float]] = mapped_column(JSON)
+    after: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
 def _key(row: RollupRow) -> RollupKey:
     return RollupKey(row.county, Transaction(row.transaction), Source(row.source), int(row.hour))
 
@@ -111,15 +130,17 @@ def prune(engine: Engine, now: float) -> tuple[int, int]:
         return getattr(samples, "rowcount", 0), getattr(rollups, "rowcount", 0)
 
 
-def summaries(engine: Engine, county: str, source: Source, since: float,
-              until: float) -> list[dict[str, Any]]:
+def summaries(engine: Engine, county: str, source: Source, since: float, until: float,
+              transaction: Transaction | None = None) -> list[dict[str, Any]]:
     """The console's rows: per hour and transaction, the stored summary (oldest first)."""
+    query = (select(RollupRow.hour, RollupRow.transaction, RollupRow.summary)
+             .where(RollupRow.county == county, RollupRow.source == source.value,
+                    RollupRow.hour >= hour_of(since), RollupRow.hour < until)
+             .order_by(RollupRow.hour, RollupRow.transaction))
+    if transaction is not None:
+        query = query.where(RollupRow.transaction == transaction.value)
     with session_scope(engine) as session:
-        rows = session.execute(
-            select(RollupRow.hour, RollupRow.transaction, RollupRow.summary)
-            .where(RollupRow.county == county, RollupRow.source == source.value,
-                   RollupRow.hour >= hour_of(since), RollupRow.hour < until)
-            .order_by(RollupRow.hour, RollupRow.transaction)).all()
+        rows = session.execute(query).all()
     return [{"hour": int(hour), "transaction": transaction, **summary} for hour, transaction, summary in rows]
 
 
@@ -146,3 +167,41 @@ def counties_with_data(engine: Engine, since: float) -> list[str]:
         return sorted(set(session.scalars(select(RollupRow.county).where(RollupRow.hour >= hour_of(since))
                                           .distinct())))
 
+
+
+# --------------------------------------------------------------------------- applied advice
+
+
+def record_applied(engine: Engine, *, county: str, vm: str, rule: str, message: str, change: str,
+                   job_id: str, actor: str, applied_at: float, before: Mapping[str, float]) -> int:
+    with session_scope(engine) as session:
+        row = AppliedAdviceRow(county=county, vm=vm, rule=rule, message=message, change=change, job_id=job_id,
+                               actor=actor, applied_at=applied_at, before=dict(before), after=None)
+        session.add(row)
+        session.flush()
+        return int(row.id)
+
+
+def applied(engine: Engine, county: str, limit: int = 20) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        rows = session.scalars(select(AppliedAdviceRow).where(AppliedAdviceRow.county == county)
+                               .order_by(AppliedAdviceRow.applied_at.desc()).limit(limit))
+        return [{"id": r.id, "vm": r.vm, "rule": r.rule, "message": r.message, "change": r.change,
+                 "job_id": r.job_id, "actor": r.actor, "applied_at": r.applied_at,
+                 "before": dict(r.before), "after": dict(r.after) if r.after is not None else None}
+                for r in rows]
+
+
+def awaiting_after(engine: Engine, now: float, wait_s: float) -> list[tuple[int, str, float]]:
+    """(id, county, applied_at) of applied advice whose hour after has passed and has no figures yet."""
+    with session_scope(engine) as session:
+        return [(int(i), c, float(a)) for i, c, a in session.execute(
+            select(AppliedAdviceRow.id, AppliedAdviceRow.county, AppliedAdviceRow.applied_at)
+            .where(AppliedAdviceRow.after.is_(None), AppliedAdviceRow.applied_at < now - wait_s)).all()]
+
+
+def record_after(engine: Engine, advice_id: int, after: Mapping[str, float]) -> None:
+    with session_scope(engine) as session:
+        row = session.get(AppliedAdviceRow, advice_id)
+        if row is not None:
+            row.after = dict(after)

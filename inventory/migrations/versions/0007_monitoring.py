@@ -51,9 +51,27 @@ def upgrade() -> None:
     )
     op.create_index("ix_monitoring_samples_at", "monitoring_samples", ["at"])
     op.create_index("ix_monitoring_samples_county_at", "monitoring_samples", ["county", "at"])
+    op.create_table(
+        "monitoring_advice",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("county", sa.String(length=63), nullable=False),
+        sa.Column("vm", sa.String(length=63), nullable=False),
+        sa.Column("rule", sa.String(length=64), nullable=False),
+        sa.Column("message", sa.String(length=500), nullable=False),
+        sa.Column("change", sa.String(length=200), nullable=False),
+        sa.Column("job_id", sa.String(length=64), nullable=False),
+        sa.Column("actor", sa.String(length=63), nullable=False),
+        sa.Column("applied_at", sa.Float(), nullable=False),
+        sa.Column("before", sa.JSON(), nullable=False),
+        sa.Column("after", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_monitoring_advice")),
+    )
+    op.create_index(op.f("ix_monitoring_advice_county"), "monitoring_advice", ["county"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_monitoring_advice_county"), table_name="monitoring_advice")
+    op.drop_table("monitoring_advice")
     op.drop_index("ix_monitoring_samples_county_at", table_name="monitoring_samples")
     op.drop_index("ix_monitoring_samples_at", table_name="monitoring_samples")
     op.drop_table("monitoring_samples")

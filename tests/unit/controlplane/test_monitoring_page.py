@@ -1,0 +1,100 @@
+"""The county's monitoring page over 30 days of made-up hourly rollups: the stacked chart (one bar
+per hour, its parts in order, the slow hour the tallest), the last hour's table, a county user kept
+to its own county, and advice applied through the use-case layer with the before figures kept."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controlplane import monitor
+from inventory.db import session_scope
+from inventory.jobs import Job, JobKind
+from monitoring import storage
+from monitoring.advice import Facts, Measure
+from monitoring.rollups import HOUR_S, hour_of
+from monitoring.transactions import Transaction
+from tests.support.monitoring_seed import seed_rollups
+from tests.unit.controlplane.service_support import OTHER, OWN, PASSWORD, Service, make_service
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
+    yield from make_service(db_url, tmp_path / "state")
+
+
+def sign_in(client: TestClient, user: str) -> None:
+    client.cookies.clear()
+    client.get("/login")
+    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
+                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
+                           follow_redirects=False)
+    assert response.status_code == 303
+
+
+def test_thirty_days_of_hourly_bars_with_the_slow_hour_tallest(service: Service) -> None:
+    now = time.time()
+    slow = hour_of(now) - 50 * HOUR_S
+    seed_rollups(service.engine, OWN, days=30, now=now, slow_hour=slow)
+    client = TestClient(service.app)
+    sign_in(client, "liaison")
+    page = client.get(f"/tenants/{OWN}/monitoring?days=30&transaction=certify")
+    assert page.status_code == 200
+    bars = re.findall(r'<g class="bar" data-hour="(\d+)">(.*?)</g>', page.text)
+    assert len(bars) == 30 * 24  # the window's hours (the current one included)
+    heights = {}
+    for hour, inner in bars:
+        parts = re.findall(r'<rect class="(\w+)" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"', inner)
+        assert [name for name, _ in parts] == ["network", "queue", "app", "db"]
+        heights[int(hour)] = sum(float(h) for _, h in parts)
+    assert max(heights, key=heights.__getitem__) == slow
+    assert 'class="p95"' in page.text
+    assert re.search(r'id="last-hour".*簽證', page.text, re.S)
+    # one day by default; the county user may not see another county's page
+    assert len(re.findall(r'<g class="bar"', client.get(f"/tenants/{OWN}/monitoring").text)) <= 24
+    assert client.get(f"/tenants/{OTHER}/monitoring").status_code == 403
+
+
+def test_applying_advice_runs_the_resize_and_keeps_the_before_figures(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    seed_rollups(service.engine, OWN, days=8, now=now)
+    running = monitor.Monitor(service.engine, platform=None, sites=[], rum_socket=None)  # type: ignore[arg-type]
+    monkeypatch.setattr(monitor, "_current", running)
+    vm = f"{OWN}-accounting-1"
+    # 簽證's server time doubled in the last hour, and the VM's CPU above 80 % for the last 10 min
+    monkeypatch.setattr(running.engine, "facts", lambda county, name, vcpus, memory: _busy(
+        county, name, vcpus, memory, now))
+    client = TestClient(service.app)
+    sign_in(client, "central")
+    page = client.get(f"/tenants/{OWN}/monitoring")
+    assert "add one vCPU" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    applied = client.post(f"/tenants/{OWN}/advice/apply", data={"csrf": csrf.group(1), "vm": vm,
+                                                                "rule": "certify-slow-cpu-busy"},
+                          follow_redirects=False)
+    assert applied.status_code == 303 and applied.headers["location"].startswith("/jobs/")
+    with session_scope(service.engine) as session:
+        job = session.get(Job, applied.headers["location"][len("/jobs/"):])
+        assert job is not None and job.kind is JobKind.RESIZE
+        assert job.args["vm"] == vm and job.args["vcpus"] == 2
+    [kept] = storage.applied(service.engine, OWN)
+    assert kept["before"] and kept["after"] is None and kept["job_id"] == applied.headers["location"][6:]
+    # an hour later the periodic upkeep records the hour after, beside the before
+    monkeypatch.setattr(running.engine, "clock", lambda: now + 2 * HOUR_S)
+    assert running.record_after() == 1
+    assert storage.applied(service.engine, OWN)[0]["after"] is not None
+    # advice that does not hold is refused
+    refused = client.post(f"/tenants/{OWN}/advice/apply", data={"csrf": csrf.group(1), "vm": vm, "rule": "nope"})
+    assert refused.status_code == 422
+
+
+def _busy(county: str, vm: str, vcpus: int, memory: int, now: float) -> Facts:
+    cpu = [(now - 700 + 30 * i, 95.0) for i in range(24)]
+    return Facts(county, vm, vcpus, memory, {Transaction.CERTIFY: 2.5}, {Measure.VM_CPU_PCT: cpu})

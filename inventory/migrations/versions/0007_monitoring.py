@@ -30,6 +30,11 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("sketches", sa.JSON(), nullable=False),
         sa.Column("summary", sa.JSON(), nullable=False),
+        sa.Column("p50_network", sa.Float(), nullable=True),
+        sa.Column("p50_queue", sa.Float(), nullable=True),
+        sa.Column("p50_app", sa.Float(), nullable=True),
+        sa.Column("p50_db", sa.Float(), nullable=True),
+        sa.Column("p95_total", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("county", "transaction", "source", "hour", name=op.f("pk_monitoring_rollups")),
     )
     op.create_index("ix_monitoring_rollups_hour", "monitoring_rollups", ["hour"])

@@ -49,7 +49,8 @@ def test_thirty_days_of_hourly_bars_with_the_slow_hour_tallest(service: Service)
     assert len(bars) == 30 * 24  # the window's hours (the current one included)
     heights = {}
     for hour, inner in bars:
-        parts = re.findall(r'<rect class="(\w+)" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"', inner)
+        parts = re.findall(r'<rect class="(\w+)" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"',
+                           inner)
         assert [name for name, _ in parts] == ["network", "queue", "app", "db"]
         heights[int(hour)] = sum(float(h) for _, h in parts)
     assert max(heights, key=heights.__getitem__) == slow
@@ -91,7 +92,8 @@ def test_applying_advice_runs_the_resize_and_keeps_the_before_figures(
     assert running.record_after() == 1
     assert storage.applied(service.engine, OWN)[0]["after"] is not None
     # advice that does not hold is refused
-    refused = client.post(f"/tenants/{OWN}/advice/apply", data={"csrf": csrf.group(1), "vm": vm, "rule": "nope"})
+    refused = client.post(f"/tenants/{OWN}/advice/apply",
+                          data={"csrf": csrf.group(1), "vm": vm, "rule": "nope"})
     assert refused.status_code == 422
 
 

@@ -1,7 +1,8 @@
 """Charts drawn on the server as SVG (no script, no CDN, no build step): the console embeds them.
 
 `stacked_hours`: per hour, one bar stacked network / gateway queue / app / database time (each
-component's median) with the hour's total p95 as a line above; `usage_lines`: usage series in
+component's median) with the hour's total p95 as a line above (one `<path>` per component, a
+sub-path `M x y h w v h h -w z` per hour, bottom to top in that order); `usage_lines`: usage series in
 percent (host CPU, memory, a VM's CPU) over time. Pure: rows in, markup out (every text escaped).
 """
 
@@ -24,6 +25,7 @@ STACK: tuple[tuple[Component, str, str], ...] = (
 )
 P95_COLOUR = "#d62728"
 WIDTH, HEIGHT = 960, 240
+TOOLTIP_BARS = 7 * 24
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 34
 
 
@@ -85,27 +87,33 @@ def stacked_hours(data: Sequence[Bar], since: int, until: int, title: str) -> st
     out.append(f'<text x="4" y="{TOP + 8}" font-size="11">ms</text>')
     width = max(slot * 0.8, 0.6)
     line: list[str] = []
-    # The page's hot loop (720 bars for 30 days): plain strings, one decimal, no lookups inside.
-    names = [(component.value, colour, name) for component, colour, name in STACK]
+    # The page's hot loop (720 bars for 30 days): one path per component (a sub-path per hour, in
+    # the bars' order), one decimal, no lookups inside; per-hour tooltips only for a week or less.
+    paths: list[list[str]] = [[] for _ in STACK]
+    tips: list[str] = []
+    with_tips = len(data) <= TOOLTIP_BARS
     bottom = TOP + plot_h
     w = f"{width:.1f}"
     for bar in data:
         x = LEFT + (bar.hour - since) / HOUR_S * slot
         base = float(bottom)
-        p95 = bar.p95_ms
-        tip = (time.strftime("%Y-%m-%d %H:00 UTC", time.gmtime(bar.hour)) + f", {bar.count} answers, ms: "
-               + ", ".join([f"{n} {v:.1f}" for (_, _, n), v in zip(names, bar.parts, strict=True)])
-               + (f"; total p95 {p95:.1f}" if p95 is not None else ""))
-        out.append(f'<g class="bar" data-hour="{bar.hour}"><title>{tip}</title>')
-        for (css, colour, _), value in zip(names, bar.parts, strict=True):
+        for segments, value in zip(paths, bar.parts, strict=True):
             h = value * scale
-            if h > 0:
-                base -= h
-                out.append(f'<rect class="{css}" x="{x:.1f}" y="{base:.1f}" width="{w}" height="{h:.1f}" '
-                           f'fill="{colour}"/>')
-        out.append("</g>")
+            base -= h
+            segments.append(f"M{x:.1f} {base:.1f}h{w}v{h:.1f}h-{w}z")
+        p95 = bar.p95_ms
         if p95 is not None:
             line.append(f"{x + width / 2:.1f},{bottom - p95 * scale:.1f}")
+        if with_tips:
+            parts = ", ".join(f"{n} {v:.1f}" for (_, _, n), v in zip(STACK, bar.parts, strict=True))
+            tips.append(f'<rect class="hour" data-hour="{bar.hour}" x="{x:.1f}" y="{TOP}" width="{w}" '
+                        f'height="{plot_h}" fill="transparent"><title>'
+                        + time.strftime("%Y-%m-%d %H:00 UTC", time.gmtime(bar.hour))
+                        + f", {bar.count} answers, ms: {parts}"
+                        + (f"; total p95 {p95:.1f}" if p95 is not None else "") + "</title></rect>")
+    for (component, colour, _), segments in zip(STACK, paths, strict=True):
+        out.append(f'<path class="{component.value}" fill="{colour}" d="{"".join(segments)}"/>')
+    out.extend(tips)
     if line:
         out.append(f'<polyline class="p95" points="{" ".join(line)}" fill="none" stroke="{P95_COLOUR}" '
                    'stroke-width="1.2"/>')

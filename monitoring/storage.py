@@ -167,9 +167,10 @@ def summaries(engine: Engine, county: str, source: Source, since: float, until: 
 def chart_bars(engine: Engine, county: str, source: Source, transaction: Transaction, since: float,
                until: float) -> list[tuple[int, int, float | None, float | None, float | None, float | None,
                                            float | None]]:
-    """(hour, count, p50 network, queue, app, db, p95 total) per hour: what a chart draws."""
-    with session_scope(engine) as session:
-        rows = session.execute(
+    """(hour, count, p50 network, queue, app, db, p95 total) per hour: what a chart draws (Core, no
+    ORM session: this is the chart page's one big read)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
             select(RollupRow.hour, RollupRow.count, RollupRow.p50_network, RollupRow.p50_queue,
                    RollupRow.p50_app, RollupRow.p50_db, RollupRow.p95_total)
             .where(RollupRow.county == county, RollupRow.source == source.value,

@@ -72,7 +72,10 @@ def monitoring_page(request: Request, slug: str,
     now = time.time()
     until = hour_of(now) + HOUR_S
     since = until - days * 24 * HOUR_S
-    last_hour = storage.summaries(ctx.engine, slug, chosen_source, hour_of(now) - HOUR_S, until)
+    # Each transaction's latest hour (this one, or the one before when this one has no answers yet).
+    latest = {str(row["transaction"]): row
+              for row in storage.summaries(ctx.engine, slug, chosen_source, hour_of(now) - HOUR_S, until)}
+    last_hour = [latest[key] for key in sorted(latest)]
     present = [Transaction(t) for t in dict.fromkeys(str(row["transaction"]) for row in last_hour)]
     wanted = (Transaction(transaction) if transaction in set(Transaction)
               else Transaction.CERTIFY if Transaction.CERTIFY in present or not present else present[0])

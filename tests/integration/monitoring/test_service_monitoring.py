@@ -1,7 +1,8 @@
 """`countycloud serve` runs the monitoring: the real service process probes every serving county on
 its schedule (2 s here), reads the gateway's log socket, flushes into the platform database and
 serves /metrics. A county down fails its own probe fast and keelung's probe still passes; a county
-without probe credentials is counted, not probed; a malformed log line is counted and skipped."""
+without probe credentials is counted, not probed; a malformed log line is counted and skipped; a
+scraper stuck mid-request (Prometheus hung) blocks nothing."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def _metric(text: str, name: str, **labels: str) -> float | None:
 @pytest.mark.timeout(240)
 def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tuple[str, str, Path]) -> None:
     base, url, state = service
+    # A scraper stuck half-way through its request (Prometheus hung, or gone without closing):
+    # nothing in the service waits for it.
+    stuck = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    stuck.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     deadline = time.monotonic() + 90
     text = ""
     while time.monotonic() < deadline:
@@ -130,5 +135,8 @@ def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tu
         assert storage.samples(engine, "keelung", time.time() - 600)  # raw samples kept too
     finally:
         engine.dispose()
+    began = time.monotonic()
     text = httpx.get(f"{base}/metrics", timeout=5).text
+    assert time.monotonic() - began < 2.0  # the stuck scraper holds nothing
     assert _metric(text, "countycloud_rum_lines_total", outcome="malformed") == 1.0
+    stuck.close()

@@ -30,7 +30,7 @@ from inventory.models import Tenant
 from monitoring import edge, storage
 from monitoring.advice import figures
 from monitoring.engine import MonitoringEngine
-from monitoring.probes import DEFAULT_INTERVAL_S, ProbeAccount, Target, probe_all
+from monitoring.probes import DEFAULT_INTERVAL_S, ProbeAccount, ProbeSessions, Target, probe_all_kept
 from monitoring.rollups import HOUR_S
 from provisioning import probe_accounts
 from provisioning.haproxy import GatewayPaths
@@ -97,6 +97,7 @@ class Monitor:
         self.sites = list(sites)
         self.engine = MonitoringEngine(db=db)
         self.executor = ThreadPoolExecutor(max_workers=13, thread_name_prefix="probe")
+        self.sessions = ProbeSessions()  # each county's probe session, logged in once per 5 rounds
         self.rum_socket = rum_socket
         self.listener: edge.RumListener | None = None
         self._round = threading.Lock()  # one probe round at a time in this process
@@ -114,6 +115,8 @@ class Monitor:
             self.listener.stop()
             self.listener = None
         self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._round:  # a round in progress still uses the sessions
+            self.sessions.close()
         self._flush()
 
     def probe_round(self, _at: datetime | None = None) -> int:
@@ -123,7 +126,7 @@ class Monitor:
             found, missing = targets(serving_counties(self.db),
                                      lambda county: probe_accounts.load(self.platform.state_dir, county))
             self.engine.metrics.record_unprobed(missing)
-            self.engine.record_probes(probe_all(found, self.executor))
+            self.engine.record_probes(probe_all_kept(found, self.executor, self.sessions))
             self._flush()
             return len(found)
         finally:

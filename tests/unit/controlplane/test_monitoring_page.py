@@ -97,10 +97,23 @@ def test_applying_advice_runs_the_resize_and_keeps_the_before_figures(
     monkeypatch.setattr(running.engine, "clock", lambda: now + 2 * HOUR_S)
     assert running.record_after() == 1
     assert storage.applied(service.engine, OWN)[0]["after"] is not None
+    # a role without resize sees the advice but may not apply it
+    sign_in(client, "auditor")
+    watched = client.get(f"/tenants/{OWN}/monitoring")
+    assert "add one vCPU" in watched.text and "/advice/apply" in watched.text
+    assert ">Apply<" not in watched.text and ">套用<" not in watched.text
+    auditor_csrf = re.search(r'name="csrf" value="([^"]+)"', watched.text)
+    assert auditor_csrf is not None
+    assert client.post(f"/tenants/{OWN}/advice/apply", data={
+        "csrf": auditor_csrf.group(1), "vm": vm, "rule": "certify-slow-cpu-busy"}).status_code == 403
+    assert len(storage.applied(service.engine, OWN)) == 1
+    sign_in(client, "central")
+    fresh = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/tenants/{OWN}/monitoring").text)
+    assert fresh is not None
     # advice that does not hold is refused
     refused = client.post(f"/tenants/{OWN}/advice/apply",
-                          data={"csrf": csrf.group(1), "vm": vm, "rule": "nope"})
-    assert refused.status_code == 422
+                          data={"csrf": fresh.group(1), "vm": vm, "rule": "nope"})
+    assert refused.status_code == 422 and "no longer holds" in refused.text
 
 
 def _busy(county: str, vm: str, vcpus: int, memory: int, now: float) -> Facts:

@@ -1,12 +1,14 @@
-"""The monitoring engine in one object, for the service to wire (schedules, console, /metrics).
+"""The monitoring engine in one object; the service wires it in controlplane/monitor.py:
 
-    engine = MonitoringEngine(state_dir / "monitoring" / "rollups.json")
+    engine = MonitoringEngine(db=platform_db)
     listener = RumListener(gateway_paths.rum_socket, engine.ingest_gateway_lines).start()
-    every 60 s:  engine.record_probes(probe_all(targets, executor))
-    every 60 s:  engine.record_host(site, read_host()); engine.record_vms(site, hypervisor)
-    every 5 min: engine.save()           # and engine.prune(time.time()) hourly
-    GET /metrics -> engine.metrics.exposition()
-    console:     engine.chart(county, since, until); advice.evaluate(engine.facts(...), now)
+    every 60 s:  engine.record_probes(probe_all_kept(targets, executor, sessions)); engine.flush()
+    every 60 s:  engine.record_host(site, read_host()); engine.record_vms(site, hypervisor); engine.flush()
+    hourly:      engine.prune()
+    GET /metrics -> engine.metrics.registry (controlplane.metrics)
+    console:     storage.chart_bars / summaries; advice.evaluate(engine.facts(...), now)
+
+Without `db` (tests, benches) everything stays in `store`, and `save()` writes a JSON file.
 """
 
 from __future__ import annotations

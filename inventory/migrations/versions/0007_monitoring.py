@@ -35,7 +35,8 @@ def upgrade() -> None:
         sa.Column("p50_app", sa.Float(), nullable=True),
         sa.Column("p50_db", sa.Float(), nullable=True),
         sa.Column("p95_total", sa.Float(), nullable=True),
-        sa.PrimaryKeyConstraint("county", "transaction", "source", "hour", name=op.f("pk_monitoring_rollups")),
+        sa.PrimaryKeyConstraint("county", "transaction", "source", "hour",
+                                name=op.f("pk_monitoring_rollups")),
     )
     op.create_index("ix_monitoring_rollups_hour", "monitoring_rollups", ["hour"])
     op.create_table(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,7 +80,7 @@ def test_a_real_prometheus_scrapes_the_metrics_and_raises_county_down(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        alerts: list[dict[str, object]] = []
+        alerts: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             time.sleep(1)
             try:

@@ -38,6 +38,9 @@ def test_the_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     assert "SUCCESS: 6 rules found" in checked.stdout
     tested = _promtool("test", "rules", "countycloud.rules.test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
+    # the shipped scrape configuration: the service's /metrics and these rules
+    config = _promtool("check", "config", "prometheus.yml")
+    assert config.returncode == 0 and "SUCCESS: 6 rules found" in config.stdout, config.stdout + config.stderr
 
 
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:

@@ -4,14 +4,19 @@
   gateway and the app) and, separately, on the server side (the app waits inside its own timing),
   requests round-robin over the three counties (one app process);
   the largest error, over probe and real-user splits, of "it went to the right side and only there".
-- probe_cpu_pct_per_county: CPU of one probe walk (the prober's own + what the county's app spends
-  answering it), as a percentage of one core when a county is probed every 60 s.
+- probe_cpu_pct_per_county: CPU of one probe run (the prober's own + what the county's app spends
+  answering it), averaged over whole ProbeSessions cycles as the service runs them (a log-in every
+  fifth run, the session kept between), as a percentage of one core when probed every 60 s.
 - rum_overhead_pct: the gateway's throughput lost with its request log on versus off, side by side:
   from HAProxy's CPU per request under wrk (see rum_overhead for why CPU, not wrk's noisy rate).
-- chart_p99_ms: null - the console's chart page is not built yet (the service/console owner's part).
+- chart_p99_ms: a county's console monitoring page (GET /tenants/keelung/monitoring?days=30: the
+  stacked chart of 30 days of hourly rollups, the last hour's table) from a real uvicorn serving the
+  service's app over SQLite, signed in; p99 over --chart-requests after a warm-up. The rollups are
+  made up (tests/support/monitoring_seed.py): no VM needed.
 
 Last line: {"attribution_error_ms", "probe_cpu_pct_per_county", "rum_overhead_pct", "chart_p99_ms"}.
-Run: .venv/bin/python bench/probe.py [--probes 5] [--wrk-seconds 4] [--rounds 3]
+Run: .venv/bin/python bench/probe.py [--probes 5] [--wrk-seconds 4] [--rounds 3] [--chart-requests 200]
+     [--only attribution|rum|chart] (figures not measured print null)
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from monitoring.edge import RumListener, process_cpu_seconds  # noqa: E402
 from monitoring.engine import MonitoringEngine  # noqa: E402
-from monitoring.probes import ProbeStep, Target, probe_county  # noqa: E402
+from monitoring.probes import ProbeSessions, ProbeStep, Target, probe_county  # noqa: E402
 from monitoring.rum import ParseStats, parse_lines  # noqa: E402
 from monitoring.timings import Split  # noqa: E402
 from monitoring.transactions import Transaction  # noqa: E402
@@ -104,12 +109,17 @@ def attribution_and_probe_cost(work: Path, probes: int) -> tuple[float, dict[str
             errors |= {f"rum {k}": v for k, v in attribution_errors(rum, *injected).items()}
             errors |= {"network_injected_ms": injected[0], "server_injected_ms": injected[1]}
 
-            # Probe cost: whole walks against the undelayed county, CPU on both sides.
+            # Probe cost: runs as the service makes them (ProbeSessions: a log-in every LOG_IN_EVERY
+            # runs, the session kept between), whole cycles, against the undelayed county, CPU on
+            # both sides.
             app = psutil.Process(_listener_pid(base_port))  # the probe below goes base -> plain proxy -> app
             probe_county(targets["base"])  # warm
+            sessions = ProbeSessions()
+            probes = max(probes // sessions.every, 1) * sessions.every
             ours, theirs = process_cpu_seconds(), app.cpu_times()
             began = time.perf_counter()
-            results = [probe_county(targets["base"]) for _ in range(probes)]
+            results = [sessions.run(targets["base"]) for _ in range(probes)]
+            sessions.close()
             wall = time.perf_counter() - began
             ours_s = (process_cpu_seconds() - ours) / probes
             after = app.cpu_times()
@@ -211,25 +221,98 @@ def rum_overhead(work: Path, seconds: int, rounds: int) -> tuple[float, dict[str
         "lines_skipped": {k.value: v for k, v in engine.rum_stats.skipped.items()}}
 
 
+CHART_PORT = 24210  # this issue's own port block (24200-24299)
+
+
+def chart_p99(work: Path, requests: int) -> tuple[float, dict[str, object]]:
+    """p99 of the county's 30-day chart page, from a real uvicorn on 127.0.0.1."""
+    import os
+    import threading
+
+    import httpx
+    import uvicorn
+
+    os.environ.update({"COUNTYCLOUD_STATE_DIR": str(work / "chart"),
+                       "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{work / 'chart' / 'countycloud.db'}"})
+    from controlplane import auth, bootstrap, service
+    from controlplane.actors import cli_actor
+    from controlplane.roles import Role
+    from inventory import declare
+    from inventory.db import session_scope
+    from inventory.loader import load_sample
+    from tests.support.monitoring_seed import seed_rollups
+
+    engine = bootstrap.engine()
+    with session_scope(engine) as session:
+        declare.apply(session, load_sample(), actor="bench")
+    began = time.perf_counter()
+    rows = seed_rollups(engine, "keelung", days=30, now=time.time())
+    seeded_s = time.perf_counter() - began
+    password = "bench password 0123456789"
+    auth.create_user(engine, cli_actor(), "bench", Role.ADMIN, password=password)
+    app = service.build_app(service.context_from_settings(bootstrap.settings()))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=CHART_PORT, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the console did not start")
+        time.sleep(0.05)
+    page = "/tenants/keelung/monitoring?days=30&transaction=certify"
+    times: list[float] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{CHART_PORT}", timeout=30) as client:
+            client.get("/login")
+            client.post("/login", data={"username": "bench", "password": password, "next": "/",
+                                        "csrf": client.cookies["cc_login_csrf"]})
+            for _ in range(5):
+                answer = client.get(page)
+                bars = re.search(r'<path class="network" fill="#\w+" d="([^"]*)"', answer.text)
+                if answer.status_code != 200 or bars is None or bars.group(1).count("z") != 30 * 24:
+                    raise RuntimeError(f"the chart page is not the 30-day chart ({answer.status_code})")
+            for _ in range(requests):
+                start = time.perf_counter()
+                client.get(page).raise_for_status()
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    times.sort()
+    p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+    return p99, {"rollup_rows": rows, "seeded_s": round(seeded_s, 1), "requests": requests,
+                 "p50_ms": round(statistics.median(times), 1), "max_ms": round(times[-1], 1),
+                 "page_bytes": len(answer.content)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probes", type=int, default=5)
+    parser.add_argument("--probes", type=int, default=10)
     parser.add_argument("--wrk-seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--chart-requests", type=int, default=200)
+    parser.add_argument("--only", choices=["attribution", "rum", "chart"], default=None)
     args = parser.parse_args()
+    error = overhead = chart = probe_cpu = None
     with tempfile.TemporaryDirectory(prefix="ccbench-") as tmp:
         work = Path(tmp)
-        error, details, steps = attribution_and_probe_cost(work, args.probes)
-        overhead, rum_details = rum_overhead(work, args.wrk_seconds, args.rounds)
-    print(json.dumps({"details": {k: round(v, 3) for k, v in details.items()}}, ensure_ascii=False))
-    print(json.dumps({"probe_step_ms": {k: round(v, 1) for k, v in steps.items()}}))
-    print(json.dumps({"rum": rum_details}, default=str))
+        if args.only in (None, "attribution"):
+            error, details, steps = attribution_and_probe_cost(work, args.probes)
+            probe_cpu = details["prober_pct_of_core_at_60s"] + details["app_pct_of_core_at_60s"]
+            print(json.dumps({"details": {k: round(v, 3) for k, v in details.items()}}, ensure_ascii=False))
+            print(json.dumps({"probe_step_ms": {k: round(v, 1) for k, v in steps.items()}}))
+        if args.only in (None, "rum"):
+            overhead, rum_details = rum_overhead(work, args.wrk_seconds, args.rounds)
+            print(json.dumps({"rum": rum_details}, default=str))
+        if args.only in (None, "chart"):
+            chart, chart_details = chart_p99(work, args.chart_requests)
+            print(json.dumps({"chart": chart_details}))
     print(json.dumps({
-        "attribution_error_ms": round(error, 2),
-        "probe_cpu_pct_per_county": round(details["prober_pct_of_core_at_60s"]
-                                          + details["app_pct_of_core_at_60s"], 3),
-        "rum_overhead_pct": round(overhead, 2),
-        "chart_p99_ms": None,
+        "attribution_error_ms": None if error is None else round(error, 2),
+        "probe_cpu_pct_per_county": None if probe_cpu is None else round(probe_cpu, 3),
+        "rum_overhead_pct": None if overhead is None else round(overhead, 2),
+        "chart_p99_ms": None if chart is None else round(chart, 1),
     }))
 
 

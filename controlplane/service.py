@@ -17,13 +17,13 @@ from typing import cast
 import anyio
 from fastapi import FastAPI
 
-from controlplane import audit, auth
+from controlplane import audit, auth, metrics
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
 from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
-from controlplane.web import console
+from controlplane.web import console, monitoring_page
 
 log = logging.getLogger("countycloud.service")
 
@@ -62,7 +62,9 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     app.state.ctx = ctx
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
+    metrics.install(app)
     console.install(app)
+    monitoring_page.install(app)
     return app
 
 
@@ -94,13 +96,19 @@ def start_workers(ctx: ServiceContext) -> None:
     from controlplane import bootstrap, workers
 
     bootstrap.register_job_builders()
+    if bootstrap.settings().monitoring:
+        from controlplane import monitor
+
+        monitor.start(ctx.engine, bootstrap.platform(), bootstrap.site_names(),
+                      interval_s=bootstrap.settings().monitoring_probe_interval_s)
     _workers_stop.clear()
     workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
-    from controlplane import jobs
+    from controlplane import jobs, monitor
 
+    monitor.stop()
     _workers_stop.set()
     jobs.shutdown()
 

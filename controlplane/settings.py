@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     login_window_s: int = Field(default=900, ge=1)
     # Set when the console is served over HTTPS (behind a TLS proxy): cookies are then Secure.
     cookie_secure: bool = False
+    # Monitoring (issue 13) in the service: probes of every serving county, the gateway's request
+    # log, host and VM usage; every `monitoring_probe_interval_s` (divides a minute or an hour).
+    monitoring: bool = True
+    monitoring_probe_interval_s: int = Field(default=60, ge=1, le=3600)
     # The use-case module the service calls. Only tests change it (to a backend that records jobs
     # without booting VMs); it must provide controlplane.operations' functions.
     service_operations: str = "controlplane.operations"

@@ -195,7 +195,7 @@ class RumListener:
     rather than wait).
     """
 
-    def __init__(self, path: Path, on_lines: Callable[[list[str]], None], poll_s: float = 0.2,
+    def __init__(self, path: Path, on_lines: Callable[[list[str]], object], poll_s: float = 0.2,
                  nice: int = 19) -> None:
         self.receiver = RumReceiver(path)
         self._on_lines = on_lines

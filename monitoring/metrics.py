@@ -71,6 +71,9 @@ class MonitoringMetrics:
                                 ["county"], registry=r)
         self.probe_failures = Counter("countycloud_probe_failures", "Failed probes by reason",
                                       ["county", "reason"], registry=r)
+        self.probe_unprobed = Gauge("countycloud_probe_account_missing",
+                                    "1 for a serving county the platform keeps no probe account for",
+                                    ["county"], registry=r)
         self.rum_lines = Counter("countycloud_rum_lines", "Gateway log lines read, by outcome", ["outcome"],
                                  registry=r)
         self.site_up = Gauge("countycloud_site_up", "1 if the site's hypervisor answers", site, registry=r)
@@ -93,6 +96,11 @@ class MonitoringMetrics:
             self.probe_last.labels(result.county).set(result.started_at)
             if result.failure is not None:
                 self.probe_failures.labels(result.county, result.failure.value).inc()
+
+    def record_unprobed(self, counties: Iterable[str]) -> None:
+        self.probe_unprobed.clear()
+        for county in counties:
+            self.probe_unprobed.labels(county).set(1)
 
     def record_rum(self, before: ParseStats, after: ParseStats) -> None:
         self.rum_lines.labels("sample").inc(after.samples - before.samples)

@@ -177,7 +177,7 @@ class _Run:
             raise _Stop(ProbeFailure.UNEXPECTED, MESSAGES[ProbeFailure.UNEXPECTED].format(detail=detail))
 
 
-def _walk(run: _Run) -> None:
+def _log_in(run: _Run) -> None:
     account = run.target.account
     run.step = ProbeStep.LOG_IN
     run.call("GET", "/login")
@@ -189,8 +189,17 @@ def _walk(run: _Run) -> None:
     if answer.status == 401:
         raise _Stop(ProbeFailure.LOGIN_REFUSED, MESSAGES[ProbeFailure.LOGIN_REFUSED])
 
+
+def _walk(run: _Run, log_in: bool = True, log_out: bool = True) -> None:
+    account = run.target.account
+    if log_in:
+        _log_in(run)
     run.step = ProbeStep.BUDGET_LINES
-    page = run.call("GET", "/budget")
+    page = run.call("GET", "/budget", expect=(200,) if log_in else (200, 303))
+    if page.status == 303:  # the kept session ended (expired, the app restarted): log in again
+        _log_in(run)
+        run.step = ProbeStep.BUDGET_LINES
+        page = run.call("GET", "/budget")
     run.require("業務費".encode() in page.body, "the budget page lists no budget line")
 
     run.step = ProbeStep.BUDGET_LINE
@@ -215,19 +224,23 @@ def _walk(run: _Run) -> None:
     xlsx = run.call("GET", "/reports/download?kind=execution&format=xlsx")
     run.require(xlsx.body.startswith(_XLSX_MAGIC), "the XLSX export is not a spreadsheet")
 
-    run.step = ProbeStep.LOG_OUT
-    run.call("POST", "/logout", form={"csrf_token": run.csrf}, expect=(303,))
+    if log_out:
+        run.step = ProbeStep.LOG_OUT
+        run.call("POST", "/logout", form={"csrf_token": run.csrf}, expect=(303,))
 
 
 def probe(target: Target, client: HttpClient, *, clock: Callable[[], float] = time.time,
-          request_timeout_s: float = REQUEST_TIMEOUT_S) -> ProbeResult:
-    """One probe run through `client` (a fresh session); never raises for the county's faults."""
+          request_timeout_s: float = REQUEST_TIMEOUT_S, log_in: bool = True,
+          log_out: bool = True) -> ProbeResult:
+    """One probe run through `client`; never raises for the county's faults. By default a whole
+    session (log in ... log out); `log_in=False` continues the client's session (logging in again
+    if it ended), `log_out=False` leaves it open for the next run."""
     started_at, began = clock(), time.perf_counter()
     run = _Run(target, client, request_timeout_s)
     failure: ProbeFailure | None = None
     message = ""
     try:
-        _walk(run)
+        _walk(run, log_in, log_out)
     except _Stop as stop:
         failure, message = stop.failure, str(stop)
     return ProbeResult(target.county, started_at, (time.perf_counter() - began) * 1000, tuple(run.requests),
@@ -239,6 +252,51 @@ def probe_county(target: Target, *, connect_timeout_s: float = CONNECT_TIMEOUT_S
     with CurlClient(target.base_url, connect_timeout_s=connect_timeout_s,
                     timeout_s=request_timeout_s) as client:
         return probe(target, client, request_timeout_s=request_timeout_s)
+
+
+LOG_IN_EVERY = 5  # walks per session: the log-in (argon2 in the county's app) is most of a walk's cost
+
+
+class ProbeSessions:
+    """Each county's probe session kept across runs: a run logs in once every `every` runs (that
+    run's log-in is timed as any other), the runs between continue the session, and the last of the
+    cycle logs out, so a county holds at most one probe session. What one walk costs the county's
+    app is then mostly the pages, not the password hash (docs/monitoring.md)."""
+
+    def __init__(self, every: int = LOG_IN_EVERY, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self.every = max(every, 1)
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self._clients: dict[str, tuple[CurlClient, int]] = {}
+
+    def run(self, target: Target) -> ProbeResult:
+        """One run for the county (one thread per county at a time)."""
+        kept = self._clients.get(target.county)
+        if kept is None or kept[0].base_url != target.base_url.rstrip("/"):
+            if kept is not None:
+                kept[0].close()
+            kept = (CurlClient(target.base_url, connect_timeout_s=self.connect_timeout_s,
+                               timeout_s=self.request_timeout_s), 0)
+        client, walk = kept
+        last = walk + 1 >= self.every
+        result = probe(target, client, request_timeout_s=self.request_timeout_s, log_in=walk == 0,
+                       log_out=last)
+        # A failed run starts the cycle again (a fresh log-in next time, as a user would).
+        self._clients[target.county] = (client, 0 if last or not result.ok else walk + 1)
+        return result
+
+    def close(self) -> None:
+        for client, _ in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+def probe_all_kept(targets: Iterable[Target], executor: ThreadPoolExecutor,
+                   sessions: ProbeSessions) -> list[ProbeResult]:
+    """probe_all with each county's session kept between rounds (ProbeSessions)."""
+    futures = [executor.submit(sessions.run, t) for t in targets]
+    return [f.result() for f in futures]
 
 
 def probe_all(targets: Iterable[Target], executor: ThreadPoolExecutor, *,

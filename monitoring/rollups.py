@@ -133,6 +133,7 @@ class RollupStore:
     def __init__(self) -> None:
         self.rollups: dict[RollupKey, Rollup] = {}
         self.raw: deque[Sample] = deque()
+        self.keep_raw = True  # False: a store beside the database keeps no samples (the table does)
         self._lock = threading.RLock()
 
     def add(self, sample: Sample) -> None:
@@ -142,7 +143,8 @@ class RollupStore:
             if rollup is None:  # not setdefault: a new Rollup (six sketches) per line is the cost to avoid
                 rollup = self.rollups[key] = Rollup()
             rollup.add(sample)
-            self.raw.append(sample)
+            if self.keep_raw:
+                self.raw.append(sample)
 
     def extend(self, samples: Iterable[Sample]) -> int:
         n = 0
@@ -160,6 +162,22 @@ class RollupStore:
             oldest_hour = hour_of(now - ROLLUP_RETENTION_S)
             for key in [k for k in self.rollups if k.hour < oldest_hour]:
                 del self.rollups[key]
+
+    def prune_before(self, hour: int) -> None:
+        with self._lock:
+            for key in [k for k in self.rollups if k.hour < hour]:
+                del self.rollups[key]
+
+    def merge_into(self, other: RollupStore) -> None:
+        """Add this store's rollups and samples to `other`'s."""
+        with self._lock, other._lock:
+            for key, rollup in self.rollups.items():
+                mine = other.rollups.get(key)
+                if mine is None:
+                    other.rollups[key] = mine = Rollup()
+                mine.merge(rollup)
+            if other.keep_raw:
+                other.raw.extend(self.raw)
 
     def select(self, *, county: str | None = None, transaction: Transaction | None = None,
                source: Source | None = None, since: float = 0.0,

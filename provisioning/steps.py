@@ -15,9 +15,9 @@ from typing import Any
 
 from inventory.enums import Lifecycle
 from inventory.jobs import Step, StepContext, StepResult
-from provisioning import address, bringup, configure, images, records, sites, templates, vm
+from provisioning import address, bringup, configure, images, probe_accounts, records, sites, templates, vm
 from provisioning.errors import ProvisioningError
-from provisioning.hypervisor import DomainState
+from provisioning.hypervisor import DomainState, HypervisorError
 from provisioning.jobdata import (
     BringUpChoice,
     ConfigureArgs,
@@ -177,6 +177,21 @@ def _serving(platform: Platform, tenant: str, ctx: StepContext) -> Ready:
     return healthy
 
 
+def _probe_account(platform: Platform, tenant: str, ctx: StepContext, *, if_missing: bool = False) -> str:
+    """The county's probe account (monitoring), made in its database; the platform keeps the
+    credentials (provisioning.probe_accounts). Not fatal: the county serves without it, and until a
+    rerun (`countycloud tenant configure`) monitoring reports it as having no probe account."""
+    if if_missing and probe_accounts.load(platform.state_dir, tenant) is not None:
+        return "probe account already kept"
+    try:
+        site, vm_name = probe_accounts.serving_vm(platform.engine, tenant)
+        with platform.hypervisor(site) as hv:
+            return probe_accounts.ensure_in_guest(hv, vm_name, platform.state_dir, tenant)
+    except (ProvisioningError, HypervisorError) as error:
+        ctx.log(f"probe account not made: {error}")
+        return f"no probe account (monitoring cannot probe {tenant}): {error}"
+
+
 def _configure(platform: Platform, tenant: str, ctx: StepContext) -> str:
     plans = records.load_plans(platform.engine, tenant)
     return configure.converge(plans, ensure_ssh_key(platform.ssh_key), ctx.artifacts)
@@ -273,6 +288,8 @@ def provision_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     return [
         *steps,
         Step("health", lambda ctx: _serving(platform, tenant, ctx), "healthy through the tenant address"),
+        Step("probe-account", lambda ctx: _probe_account(platform, tenant, ctx),
+             "the monitoring probe's own agency and user in the county"),
         Step("configure", lambda ctx: _configure_after_others(platform, tenant, ctx),
              "Ansible converges the declared settings (after the counties coming up serve)"),
         Step("record", lambda ctx: _record_active(platform, tenant), "mark the tenant active"),
@@ -297,6 +314,8 @@ def configure_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         Step("check", lambda ctx: _check_configure(platform, tenant), "the county's VMs are serving"),
         Step("configure", lambda ctx: _configure(platform, tenant, ctx), "Ansible converges the settings"),
         Step("health", lambda ctx: _health(platform, tenant), "healthy through the tenant address"),
+        Step("probe-account", lambda ctx: _probe_account(platform, tenant, ctx, if_missing=True),
+             "the monitoring probe's account, made if missing (counties from before monitoring)"),
     ]
 
 

@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = commands.add_parser("generate", help="add N vouchers with a realistic spread")
     gen.add_argument("count", type=int)
     gen.add_argument("--seed", type=int, default=2026)
+    commands.add_parser("probe-account",
+                        help="create or refresh the platform's probe account; prints it as JSON")
     token = commands.add_parser("token", help="issue an API bearer token for a user")
     token.add_argument("username")
     args = parser.parse_args(argv)
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         _seed(settings)
     elif args.command == "generate":
         _generate(settings, args.count, args.seed)
+    elif args.command == "probe-account":
+        from tenant_app import probe_account
+
+        probe_account.main(settings)
     elif args.command == "token":
         _token(settings, args.username)
     return 0

@@ -24,6 +24,7 @@ from tenant_app.auth import forget_cached_principals, issue_api_token
 from tenant_app.enums import Role
 from tenant_app.models import Agency, BudgetLine, FiscalYear, User, UserAgency
 from tenant_app.security import passwords
+from tenant_app.settings import Settings
 
 PROBE_USERNAME = "cc-probe"
 PROBE_AGENCY_CODE = "CC-PROBE"
@@ -79,11 +80,11 @@ def ensure_probe_account(db: Session, password: str | None = None) -> ProbeAccou
     return ProbeAccount(PROBE_USERNAME, password, token, agency.id, line.id)
 
 
-def main() -> None:
+def main(settings: Settings | None = None) -> None:
     from tenant_app.db import make_engine, session_scope
     from tenant_app.settings import load_settings
 
-    engine = make_engine(load_settings().database_url)
+    engine = make_engine((settings or load_settings()).database_url)
     try:
         with session_scope(engine) as db:
             print(json.dumps(asdict(ensure_probe_account(db))))

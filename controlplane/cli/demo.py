@@ -64,6 +64,12 @@ def _seed_demo_data(county: str) -> None:
     result = configure.ssh_run(plan, platform.ssh_key, "tenant-app seed")
     if not result.ok:
         errors.print(f"{county}: seeding demo data failed: {(result.stderr or result.stdout).strip()}")
+        return
+    # Provisioning made no probe account in a county without a fiscal year: the seed gave it one.
+    from provisioning import probe_accounts
+
+    with user_errors(), platform.hypervisor(plan.site) as hv:
+        console.print(probe_accounts.ensure_in_guest(hv, vm, platform.state_dir, county), markup=False)
 
 
 def _start_service() -> tuple[str, str]:

@@ -39,6 +39,15 @@ ZH_TW: dict[str, str] = {
     "events": "筆事件", "Not allowed.": "權限不足。", "Not found.": "找不到。", "Back": "返回",
     "signed in as": "登入身分", "Name": "名稱", "Sizes": "規格", "Older": "較舊",
     "Are you sure?": "確定要執行嗎？", "Refresh": "重新整理", "none": "無",
+    # monitoring (controlplane/web/monitoring_page.py)
+    "Monitoring": "效能監測", "Transaction": "交易", "Source": "來源", "Days": "天數", "Show": "顯示",
+    "Answers": "回應數", "Failures": "失敗", "Last hour": "最近一小時",
+    "Host and VM usage": "主機與虛擬機使用率", "Advice": "調整建議", "Apply": "套用",
+    "Applied advice": "已套用的建議", "Before": "之前", "After": "之後",
+    "No advice now.": "目前沒有建議。", "No answers in this window.": "此期間沒有回應紀錄。",
+    "waiting for the hour after": "等待套用後一小時的數據",
+    "The monitor is not running in this process (usage and advice need `countycloud serve`).":
+        "此處未執行監測（使用率與建議需由 countycloud serve 提供）。",
 }
 
 MESSAGES: dict[Lang, dict[str, str]] = {Lang.ZH_TW: ZH_TW, Lang.EN: {}}

@@ -3,6 +3,7 @@ faults: a county down, the probe user locked out, malformed lines in the log."""
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitoring.probes import ProbeFailure, ProbeStep, Target, probe_all, probe_county
+from monitoring.probes import ProbeFailure, ProbeSessions, ProbeStep, Target, probe_all, probe_county
 from monitoring.rollups import RollupStore
 from monitoring.rum import ParseStats, Skip, parse_lines
 from monitoring.timings import Source
@@ -115,3 +116,27 @@ def test_the_probe_user_locked_out_is_a_clear_probe_failure(seeded: Seeded, tmp_
     assert result.failure is ProbeFailure.LOCKED_OUT
     assert result.failed_step is ProbeStep.LOG_IN
     assert "locked out" in result.message
+
+
+def test_kept_sessions_log_in_once_per_cycle_and_recover_an_ended_session(platform: Platform) -> None:
+    sessions = ProbeSessions(every=3)
+    target = platform.target("base")
+    try:
+        runs = [sessions.run(target) for _ in range(4)]
+        assert all(r.ok for r in runs), [r.message for r in runs]
+        steps = [[req.step for req in r.requests] for r in runs]
+        assert [ProbeStep.LOG_IN in s for s in steps] == [True, False, False, True]
+        assert [ProbeStep.LOG_OUT in s for s in steps] == [False, False, True, False]
+        # every run still walks the budget lines, 簽證, the report and its export
+        for s in steps:
+            assert {ProbeStep.BUDGET_LINES, ProbeStep.CERTIFY, ProbeStep.REPORT, ProbeStep.EXPORT} <= set(s)
+        # the session ends behind the probe's back (the app restarted, it expired): it logs in again
+        client, _ = sessions._clients["base"]
+        page = client.request("GET", "/budget")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.body.decode())
+        assert token is not None
+        assert client.request("POST", "/logout", form={"csrf_token": token.group(1)}).status == 303
+        again = sessions.run(target)
+        assert again.ok and ProbeStep.LOG_IN in [req.step for req in again.requests]
+    finally:
+        sessions.close()

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +38,9 @@ def test_the_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     assert "SUCCESS: 6 rules found" in checked.stdout
     tested = _promtool("test", "rules", "countycloud.rules.test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
+    # the shipped scrape configuration: the service's /metrics and these rules
+    config = _promtool("check", "config", "prometheus.yml")
+    assert config.returncode == 0 and "SUCCESS: 6 rules found" in config.stdout, config.stdout + config.stderr
 
 
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
@@ -79,7 +83,7 @@ def test_a_real_prometheus_scrapes_the_metrics_and_raises_county_down(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        alerts: list[dict[str, object]] = []
+        alerts: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             time.sleep(1)
             try:

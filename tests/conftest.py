@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import postgres
+from tests.support import cheap_hashing, postgres
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cheap_hashing.install()  # tests/support/cheap_hashing.py: why the test process hashes cheaply
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _password_cost(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked `real_password_cost` (races that the hash's half second widens) hash as deployed."""
+    if request.node.get_closest_marker("real_password_cost") is None:
+        yield
+        return
+    cheap_hashing.restore()
+    try:
+        yield
+    finally:
+        cheap_hashing.install()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_wiring() -> Iterator[None]:
     """controlplane.bootstrap wires settings and the database once per process: each test gets the
     settings of its own environment, and its engine is closed after it."""

@@ -8,7 +8,42 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import postgres
+from tests.support import cheap_hashing, postgres
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cheap_hashing.install()  # tests/support/cheap_hashing.py: why the test process hashes cheaply
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` (scripts/test.sh): pytest-xdist 3.8 marks a grouped test by suffixing its
+    node id, which pytest 9 no longer reads from where xdist writes it, so every group was scattered.
+    Suffix it where pytest 9 keeps the id (a no-op where xdist's own suffix took)."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id  # pytest >= 9
+    except ImportError:
+        return
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _password_cost(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked `real_password_cost` (races that the hash's half second widens) hash as deployed."""
+    if request.node.get_closest_marker("real_password_cost") is None:
+        yield
+        return
+    cheap_hashing.restore()
+    try:
+        yield
+    finally:
+        cheap_hashing.install()
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,9 @@ import pytest
 from backup import repository, restserver
 from backup.repository import Pair
 from backup.restic import Restic
+from tests.support import workers
 
-TEST_PORTS = range(23100, 23200)
+TEST_PORTS = workers.share(range(23100, 23200))  # this xdist worker's part of the block
 
 
 def free_port() -> int:

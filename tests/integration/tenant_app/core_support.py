@@ -16,6 +16,7 @@ from tenant_app.migrations import upgrade
 from tenant_app.models import BudgetLine, User
 from tenant_app.seed import seed_demo
 from tenant_app.settings import Settings
+from tests.support import snapshots
 
 USERS = ("fin-clerk", "fin-accountant", "fin-chief", "fin-head", "edu-clerk", "auditor")
 
@@ -44,18 +45,42 @@ class County:
         return response.json()
 
 
-@contextmanager
-def seeded_county(database_url: str) -> Iterator[County]:
-    settings = Settings(database_url=database_url, secret="core-test-secret-0123456789")
+SECRET = "core-test-secret-0123456789"
+
+
+@dataclass(frozen=True)
+class _Seeded:
+    tokens: dict[str, str]
+    user_ids: dict[str, int]
+    fiscal_year_id: int
+    fin_agency_id: int
+
+
+def _seed(database_url: str) -> _Seeded:
+    """The migrated demo county with a token per user; built once per process and database kind,
+    then copied for each test (tests/support/snapshots.py)."""
     upgrade(database_url)
     engine = make_engine(database_url)
+    try:
+        with session_scope(engine) as session:
+            seeded = seed_demo(session, Settings(database_url=database_url, secret=SECRET))
+            users = {u.username: u.id
+                     for u in session.scalars(select(User).where(User.username.in_(USERS)))}
+            tokens = {name: issue_api_token(session, uid, actor="test")[0] for name, uid in users.items()}
+    finally:
+        engine.dispose()
+    return _Seeded(tokens, users, seeded.fiscal_year_id, seeded.agency_ids[0])
+
+
+@contextmanager
+def seeded_county(database_url: str) -> Iterator[County]:
+    settings = Settings(database_url=database_url, secret=SECRET)
+    seeded = snapshots.restore(database_url, "tenant-app-core-county", _seed)
+    engine = make_engine(database_url)
     forget_cached_principals()
-    with session_scope(engine) as session:
-        seeded = seed_demo(session, settings)
-        users = {u.username: u.id for u in session.scalars(select(User).where(User.username.in_(USERS)))}
-        tokens = {name: issue_api_token(session, uid, actor="test")[0] for name, uid in users.items()}
     try:
         with TestClient(create_app(settings)) as client:
-            yield County(client, engine, tokens, users, seeded.fiscal_year_id, seeded.agency_ids[0])
+            yield County(client, engine, dict(seeded.tokens), dict(seeded.user_ids), seeded.fiscal_year_id,
+                         seeded.fin_agency_id)
     finally:
         engine.dispose()

@@ -68,6 +68,7 @@ def _clients_in_audit(url: str) -> list[str]:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.real_password_cost  # the race is over the hash's time
 def test_parallel_wrong_passwords_and_a_forged_forwarded_for(db_url: str, tmp_path: Path) -> None:
     _seed(db_url)
     with running_server(db_url, log_path=tmp_path / "server.log") as base:

@@ -110,6 +110,7 @@ def _cases(schema: Any) -> list[tuple[Any, bool, int]]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.xdist_group("tenant-schemathesis")  # both databases in one worker: the cases are generated once
 def test_api_answers_every_generated_request_without_a_5xx(db_url: str) -> None:
     tokens, known = _seed(db_url)
     # In process (schemathesis' ASGI transport runs the app's lifespan, so the certification writer

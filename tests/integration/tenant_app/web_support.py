@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -17,6 +17,7 @@ from tenant_app.services import budget as budget_service
 from tenant_app.services import certification
 from tenant_app.services.chart import ensure_reference_data
 from tenant_app.settings import Settings
+from tests.support import snapshots
 
 PASSWORD = "correct horse 正確"
 
@@ -62,6 +63,12 @@ class County:
 
 
 def seed_county(url: str) -> County:
+    """The web tests' county in the fresh database at `url`: built once per process and database kind,
+    then copied (tests/support/snapshots.py)."""
+    return replace(snapshots.restore(url, "tenant-app-web-county", _build_county), url=url)
+
+
+def _build_county(url: str) -> County:
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     today = certification.today()

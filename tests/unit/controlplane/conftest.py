@@ -14,10 +14,14 @@ from typer.testing import CliRunner
 
 from controlplane import bootstrap, jobs
 from controlplane.cli import inventory, site, template, tenant
+from tests.support import workers
 
 # Ports of their own, below the ephemeral range and away from the ranges a demo on this machine serves.
-GATEWAY_PORTS = (23500, 23599)
-GUEST_PORTS = (23600, 23899)
+# Each pytest-xdist worker takes its own part of each block.
+_GATEWAY = workers.share(range(23500, 23600))
+_GUEST = workers.share(range(23600, 23900))
+GATEWAY_PORTS = (_GATEWAY.start, _GATEWAY.stop - 1)
+GUEST_PORTS = (_GUEST.start, _GUEST.stop - 1)
 
 
 def _clear_caches() -> None:

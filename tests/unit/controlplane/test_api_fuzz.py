@@ -65,21 +65,19 @@ def _problems(response: Any) -> list[str]:
     return []
 
 
-@pytest.mark.timeout(1200)
-def test_generated_requests_never_get_a_5xx_and_every_error_has_a_code(service: Service) -> None:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", service.app)
-    operations = [result.ok() for result in schema.get_all_operations()]
+# Generated once per process, run against each database (generating a case costs more than running
+# it, and both databases must answer the same requests anyway). derandomize and no failure raised in
+# between: the cases are the ones a run that generated and called in turn would make.
+_GENERATED: list[tuple[Any, bool]] = []
+
+
+def _cases(schema: Any) -> list[tuple[Any, bool]]:
+    if _GENERATED:
+        return _GENERATED
     # The event stream of a job that exists would stream; generated ids never name one.
     # Operations without parameters run out of distinct cases early; the others make up the total.
     per_operation = 100
-    seen: Counter[str] = Counter()
-    statuses: Counter[int] = Counter()
-    failures: list[str] = []
-    auth = service.bearer("root")
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-              response_schema_conformance]
-
-    for operation in operations:
+    for operation in [result.ok() for result in schema.get_all_operations()]:
         strategy = st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
                              operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
 
@@ -87,23 +85,39 @@ def test_generated_requests_never_get_a_5xx_and_every_error_has_a_code(service: 
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         # One call in eight without a token: refusals are part of the contract too.
         @given(case=strategy, anonymous=st.sampled_from([False] * 7 + [True]))
-        def run(case: Any, anonymous: bool) -> None:
-            headers = {} if anonymous else dict(auth)
-            if case.headers and "Authorization" in case.headers:
-                headers.pop("Authorization", None)
-            response = case.call(headers=headers)
-            label = case.operation.label
-            seen[label] += 1
-            statuses[response.status_code] += 1
-            failures.extend(f"{label}: {p}" for p in _problems(response))
-            try:
-                case.validate_response(response, checks=checks)
-            except (AssertionError, FailureGroup) as error:  # schemathesis's failures
-                failures.append(f"{label} {response.status_code}: {str(error)[:300]}")
-            if label in UNDONE:
-                _restore_admin(service)
+        def collect(case: Any, anonymous: bool) -> None:
+            _GENERATED.append((case, anonymous))
 
-        run()
+        collect()
+    return _GENERATED
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.xdist_group("api-fuzz")  # both databases in one worker: the cases are generated once
+def test_generated_requests_never_get_a_5xx_and_every_error_has_a_code(service: Service) -> None:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", service.app)
+    seen: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    failures: list[str] = []
+    auth = service.bearer("root")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+
+    for case, anonymous in _cases(schema):
+        headers = {} if anonymous else dict(auth)
+        if case.headers and "Authorization" in case.headers:
+            headers.pop("Authorization", None)
+        response = case.call(app=service.app, headers=headers)
+        label = case.operation.label
+        seen[label] += 1
+        statuses[response.status_code] += 1
+        failures.extend(f"{label}: {p}" for p in _problems(response))
+        try:
+            case.validate_response(response, checks=checks)
+        except (AssertionError, FailureGroup) as error:  # schemathesis's failures
+            failures.append(f"{label} {response.status_code}: {str(error)[:300]}")
+        if label in UNDONE:
+            _restore_admin(service)
 
     total = sum(seen.values())
     print(f"{total} cases; statuses {dict(sorted(statuses.items()))}")

@@ -99,14 +99,16 @@ def list_sites(actor: Actor) -> list[dict[str, Any]]:
 
     platform = bootstrap.platform()
     with session_scope(platform.engine) as session:
-        declared = {site.name: site for site in queries.list_sites(session)}
+        declared = {site.name: site for site in queries.list_sites(session, with_hosts=True)}
+        counties = queries.tenants_per_site(session)
         rows = []
-        for name in bootstrap.site_names():
+        for name in declared or bootstrap.DEFAULT_SITES:
             site = declared.get(name)
             rows.append({
                 "site": name, "role": site.role.value if site else None,
                 "state": sites.state(platform.site(name)).value,
                 "hosts": [host.name for host in site.hosts] if site else [],
+                "counties": counties.get(name, 0),
             })
     return rows
 

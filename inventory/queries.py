@@ -9,7 +9,7 @@ from __future__ import annotations
 from difflib import get_close_matches
 from typing import Any
 
-from sqlalchemy import String, select, type_coerce, update
+from sqlalchemy import String, func, select, type_coerce, update
 from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from inventory import journal
@@ -52,8 +52,16 @@ def _not_found(kind: str, name: str, known: list[str]) -> str:
 # --- reads ---------------------------------------------------------------------------------------
 
 
-def list_sites(session: Session) -> list[Site]:
-    return list(session.scalars(select(Site).order_by(Site.name)))
+def list_sites(session: Session, *, with_hosts: bool = False) -> list[Site]:
+    query = select(Site).order_by(Site.name)
+    return list(session.scalars(query.options(selectinload(Site.hosts)) if with_hosts else query))
+
+
+def tenants_per_site(session: Session) -> dict[str, int]:
+    """How many counties each site is home to."""
+    query = (select(Site.name, func.count(Tenant.id)).join(Tenant, Tenant.home_site_id == Site.id)
+             .group_by(Site.name))
+    return {name: count for name, count in session.execute(query)}
 
 
 def get_site(session: Session, name: str) -> Site:

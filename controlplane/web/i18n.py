@@ -39,6 +39,7 @@ ZH_TW: dict[str, str] = {
     "events": "筆事件", "Not allowed.": "權限不足。", "Not found.": "找不到。", "Back": "返回",
     "signed in as": "登入身分", "Name": "名稱", "Sizes": "規格", "Older": "較舊",
     "Are you sure?": "確定要執行嗎？", "Refresh": "重新整理", "none": "無",
+    "Next page": "下一頁",
 }
 
 MESSAGES: dict[Lang, dict[str, str]] = {Lang.ZH_TW: ZH_TW, Lang.EN: {}}

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import String, and_, func, select, type_coerce
+from sqlalchemy import Executable, String, and_, bindparam, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from controlplane import health
@@ -36,19 +37,26 @@ def owners(rows: list[Row]) -> dict[str, str]:
 def newest_jobs(session: Session, targets: Collection[str] | None = None) -> dict[str, tuple[datetime, Row]]:
     """The newest job of each target (of every target when None): when it was created and a short
     summary of it, in one query."""
-    newest = select(Job.target, func.max(Job.created_at).label("at")).group_by(Job.target)
-    if targets is not None:
-        if not targets:
-            return {}
-        newest = newest.where(Job.target.in_(list(targets)))
-    latest = newest.subquery()
-    query = (select(Job.id, type_coerce(Job.kind, String), type_coerce(Job.status, String), Job.target,
-                    Job.created_at)
-             .join(latest, and_(Job.target == latest.c.target, Job.created_at == latest.c.at))
-             .order_by(Job.id))
+    if targets is not None and not targets:
+        return {}
+    values = {} if targets is None else {"targets": list(targets)}
+    found = session.connection().execute(_newest_query(targets is not None), values)
     return {target: (at, {"id": job_id, "kind": kind, "status": status, "target": target,
                           "created_at": _aware(at).isoformat()})
-            for job_id, kind, status, target, at in session.connection().execute(query)}
+            for job_id, kind, status, target, at in found}
+
+
+@cache
+def _newest_query(named: bool) -> Executable:
+    """Built once (values bound): building a statement costs more than running this one."""
+    newest = select(Job.target, func.max(Job.created_at).label("at")).group_by(Job.target)
+    if named:
+        newest = newest.where(Job.target.in_(bindparam("targets", expanding=True)))
+    latest = newest.subquery()
+    return (select(Job.id, type_coerce(Job.kind, String), type_coerce(Job.status, String), Job.target,
+                   Job.created_at)
+            .join(latest, and_(Job.target == latest.c.target, Job.created_at == latest.c.at))
+            .order_by(Job.id))
 
 
 def _aware(value: datetime) -> datetime:

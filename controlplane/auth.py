@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -311,12 +311,17 @@ def revoke_token(engine: Engine, actor: Actor, token_id: str) -> None:
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
+# Every API request and console page runs one of these: built once, the values bound per request.
+# A token is a 256-bit random secret, so its SHA-256 (not a slow password hash) is the lookup key.
+_TOKEN_OWNER = select(ApiToken, User).join(User).where(ApiToken.token_hash == bindparam("token_hash"))
+_SESSION_OWNER = select(ConsoleSession, User).join(User).where(ConsoleSession.id == bindparam("session_id"))
+
+
 def authenticate_token(engine: Engine, secret: str, source: str) -> Actor:
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         raise AuthError("not a CountyCloud API token")
     with session_scope(engine) as session:
-        row = session.execute(select(ApiToken, User).join(User)
-                              .where(ApiToken.token_hash == _sha256(secret))).first()
+        row = session.execute(_TOKEN_OWNER, {"token_hash": _sha256(secret)}).first()
         if row is None:
             raise AuthError("unknown token")
         token, user = row
@@ -407,8 +412,7 @@ def session_actor(engine: Engine, cookie: str, source: str) -> tuple[Actor, str]
     if not cookie or len(cookie) > 200:
         return None
     with session_scope(engine) as session:
-        row = session.execute(select(ConsoleSession, User).join(User)
-                              .where(ConsoleSession.id == _sha256(cookie))).first()
+        row = session.execute(_SESSION_OWNER, {"session_id": _sha256(cookie)}).first()
         if row is None:
             return None
         console_session, user = row

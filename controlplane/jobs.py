@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from inventory.db import session_scope
 from inventory.jobs import (
@@ -905,12 +906,18 @@ def get_job(engine: Engine, job_id: str, *, with_steps: bool = True) -> JobView:
 
 
 def list_jobs(engine: Engine, *, limit: int = 50, target: str | None = None,
-              status: JobStatus | None = None, with_steps: bool = True) -> list[JobView]:
-    """Newest first, with their steps (a job has a handful, so this stays one small query each)."""
+              status: JobStatus | None = None, with_steps: bool = True,
+              targets: Collection[str] | None = None) -> list[JobView]:
+    """Newest first, with their steps (read in one more query for the whole page). `targets`: jobs
+    acting on any of these (a county and its VMs)."""
     with session_scope(engine) as session:
         query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+        if with_steps:
+            query = query.options(selectinload(Job.steps))
         if target is not None:
             query = query.where(Job.target == target)
+        if targets is not None:
+            query = query.where(Job.target.in_(list(targets)))
         if status is not None:
             query = query.where(Job.status == status)
         return [_view(job, with_steps) for job in session.scalars(query)]

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
-from controlplane import audit, bootstrap, inventory_ops, jobs
+from controlplane import audit, bootstrap, county_view, inventory_ops, jobs
 from controlplane.actors import Actor
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFoundError
 from controlplane.roles import Action, Role, allows
@@ -24,7 +24,7 @@ from inventory.db import session_scope
 from inventory.enums import Lifecycle
 from inventory.jobs import JobKind, JobStatus
 from inventory.models import Tenant
-from provisioning import address, records, steps
+from provisioning import records, steps
 from provisioning.errors import ProvisioningError
 from provisioning.jobdata import (
     ConfigureArgs,
@@ -99,14 +99,16 @@ def list_sites(actor: Actor) -> list[dict[str, Any]]:
 
     platform = bootstrap.platform()
     with session_scope(platform.engine) as session:
-        declared = {site.name: site for site in queries.list_sites(session)}
+        declared = {site.name: site for site in queries.list_sites(session, with_hosts=True)}
+        counties = queries.tenants_per_site(session)
         rows = []
-        for name in bootstrap.site_names():
+        for name in declared or bootstrap.DEFAULT_SITES:
             site = declared.get(name)
             rows.append({
                 "site": name, "role": site.role.value if site else None,
                 "state": sites.state(platform.site(name)).value,
                 "hosts": [host.name for host in site.hosts] if site else [],
+                "counties": counties.get(name, 0),
             })
     return rows
 
@@ -122,37 +124,65 @@ def list_hosts(actor: Actor) -> list[dict[str, Any]]:
         ]
 
 
-def list_tenants(actor: Actor) -> list[dict[str, Any]]:
+def list_tenants(actor: Actor, *, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
+    """Counties in slug order with their VMs, health (cached) and newest job; a page of `limit` after
+    the slug `after` when asked (the API's pages), every county otherwise."""
     authorize(actor, Action.READ, tenant=actor.tenant)
     with session_scope(bootstrap.engine()) as session:
-        rows = queries.tenant_rows(session, None if actor.role is not Role.COUNTY else [str(actor.tenant)])
+        rows = queries.tenant_rows(session, None if actor.role is not Role.COUNTY else [str(actor.tenant)],
+                                   limit=limit, after=after)
+        county_view.add_last_jobs(session, rows, every_target=len(rows) > LONG_LIST)
+    county_view.add_health(rows)
     return rows
 
 
+# Past this many counties, reading every target's newest job beats naming the counties' targets.
+LONG_LIST = 50
+
+
 def list_vms(actor: Actor) -> list[dict[str, Any]]:
-    return [dict(vm, tenant=row["tenant"]) for row in list_tenants(actor) for vm in row["vms"]]
+    authorize(actor, Action.READ, tenant=actor.tenant)
+    with session_scope(bootstrap.engine()) as session:
+        rows = queries.tenant_rows(session, None if actor.role is not Role.COUNTY else [str(actor.tenant)])
+    return [dict(vm, tenant=row["tenant"]) for row in rows for vm in cast(list[dict[str, Any]], row["vms"])]
 
 
-def show_tenant(actor: Actor, slug: str, *, probe_health: bool = True) -> dict[str, Any]:
+def show_tenant(actor: Actor, slug: str, *, probe_health: bool = False) -> dict[str, Any]:
+    """One county as in the list. Its health is the cached one; `probe_health` probes its address now
+    and waits (the CLI)."""
     authorize(actor, Action.READ, tenant=slug)
     with session_scope(bootstrap.engine()) as session:
-        _get_tenant(session, slug)  # NotFoundError naming close matches
-        [row] = queries.tenant_rows(session, [slug])
-    gateway = records.gateway_port(bootstrap.engine(), slug) if row["address"] else None
-    row["healthy"] = address.healthy(gateway) if gateway and probe_health else None
-    last = jobs.list_jobs(bootstrap.engine(), limit=1, target=slug, with_steps=False)
-    row["last_job"] = last[0].to_json() if last else None
-    return row
+        found = queries.tenant_rows(session, [slug])
+        if not found:
+            _get_tenant(session, slug)  # NotFoundError naming close matches
+        county_view.add_last_jobs(session, found, every_target=False)
+    county_view.add_health(found, fresh=probe_health)
+    return found[0]
 
 
 def list_jobs(actor: Actor, *, limit: int = 50, target: str | None = None,
-              status: JobStatus | None = None) -> list[jobs.JobView]:
+              status: JobStatus | None = None, tenant: str | None = None) -> list[jobs.JobView]:
+    """Newest first. `tenant`: every job of that county (its own and its VMs'); a county actor sees
+    only its county's, whatever it asks."""
     if actor.role is Role.COUNTY:
-        target = target or actor.tenant  # a county lists its own jobs, and may not name another's
-        authorize(actor, Action.READ, tenant=target)
-    else:
-        authorize(actor, Action.READ)
-    return jobs.list_jobs(bootstrap.engine(), limit=limit, target=target, status=status)
+        tenant = tenant or actor.tenant
+    authorize(actor, Action.READ, tenant=tenant if actor.role is Role.COUNTY else None)
+    targets: set[str] | None = {target} if target is not None else None
+    if tenant is not None:
+        own = _county_targets(tenant)
+        if targets is not None and not targets <= own:
+            if actor.role is Role.COUNTY:
+                raise Forbidden(f"{actor.describe()} sees only its county {actor.tenant}'s jobs")
+            return []
+        targets = targets or own
+    return jobs.list_jobs(bootstrap.engine(), limit=limit, targets=targets, status=status)
+
+
+def _county_targets(slug: str) -> set[str]:
+    """What a county's jobs target: the county, or one of its VMs."""
+    with session_scope(bootstrap.engine()) as session:
+        rows = queries.tenant_rows(session, [slug])
+    return county_view.targets_of(rows[0]) if rows else {slug}
 
 
 def get_job(actor: Actor, job_id: str) -> jobs.JobView:

@@ -153,16 +153,27 @@ def converge(plans: Sequence[VmPlan], ssh_key: Path, artifacts: Path) -> str:
             f"run folder {outcome.run_dir}")
 
 
+# The exit code of a command that ran out of time (as timeout(1) reports it).
+TIMED_OUT_RC = 124
+
+
 def ssh_run(plan: VmPlan, ssh_key: Path, command: str, timeout_s: float = 120.0) -> CommandResult:
-    """One command over SSH with fabric (`countycloud tenant exec`)."""
+    """One command over SSH with fabric (`countycloud tenant exec`). A command that outlives
+    `timeout_s` is a failed result (exit code 124, what it printed so far), not an exception."""
     from fabric import Connection
+    from invoke.exceptions import CommandTimedOut
 
     with Connection(host="127.0.0.1", port=plan.ssh_port, user="root",
                     connect_kwargs={"key_filename": str(ssh_key), "look_for_keys": False,
                                     "allow_agent": False},
                     connect_timeout=10) as connection:
         connection.client.set_missing_host_key_policy(_accept_any())
-        result = connection.run(command, warn=True, hide=True, timeout=timeout_s)
+        try:
+            result = connection.run(command, warn=True, hide=True, timeout=timeout_s)
+        except CommandTimedOut as timed_out:
+            partial = timed_out.result
+            return CommandResult(rc=TIMED_OUT_RC, stdout=partial.stdout,
+                                 stderr=f"{partial.stderr}(timed out after {timeout_s:.0f} s)")
     return CommandResult(rc=result.exited, stdout=result.stdout, stderr=result.stderr)
 
 

@@ -15,7 +15,6 @@ from controlplane import audit, auth
 from controlplane.actors import Actor
 from controlplane.api import schemas
 from controlplane.api.deps import api_actor, context, require
-from controlplane.errors import Forbidden
 from controlplane.roles import Action, Role
 from inventory.jobs import JobStatus
 
@@ -30,6 +29,8 @@ JobId = Annotated[str, Path(pattern=schemas.JOB_ID)]
 UserName = Annotated[str, Path(pattern=schemas.USER_NAME)]
 TokenId = Annotated[str, Path(pattern=schemas.TOKEN_ID)]
 Limit = Annotated[int, Query(ge=1, le=500)]
+# Counties per page of GET /tenants unless asked: a page is what a screen or a script handles at once.
+PAGE = 100
 # Job states in which the event stream ends (a failed job may be resumed: the browser reconnects).
 STREAM_ENDS = frozenset({JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.FAILED})
 
@@ -37,11 +38,6 @@ STREAM_ENDS = frozenset({JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.FAI
 def _accepted(ref: Any) -> JSONResponse:
     body = schemas.job_ref(ref)
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
-
-
-def _own_job(actor: Actor, target: str) -> None:
-    if actor.role == Role.COUNTY and target != actor.tenant:
-        raise Forbidden(f"{actor.describe()} sees only its county {actor.tenant}'s jobs")
 
 
 # ---------------------------------------------------------------- who am I
@@ -79,9 +75,18 @@ def vms(request: Request, actor: Caller) -> JSONResponse:
 
 @router.get("/tenants", tags=["counties"], summary="Counties (a county user: its own only)",
             response_model=list[dict[str, Any]])
-def tenants(request: Request, actor: Caller) -> JSONResponse:
+def tenants(request: Request, actor: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = PAGE,
+            after: Annotated[str | None, Query(pattern=schemas.SLUG,
+                                               description="The last slug of the page before")] = None,
+            ) -> JSONResponse:
+    """A page of counties in slug order, with health (cached) and newest job; when more follow, a
+    `Link: <...>; rel="next"` header gives the next page."""
     require(actor, Action.READ)
-    return JSONResponse(context(request).ops.list_tenants(actor))
+    rows = context(request).ops.list_tenants(actor, limit=limit, after=after)
+    headers = {}
+    if len(rows) == limit:
+        headers["Link"] = f'</api/v1/tenants?limit={limit}&after={rows[-1]["tenant"]}>; rel="next"'
+    return JSONResponse(rows, headers=headers)
 
 
 @router.get("/tenants/{slug}", tags=["counties"])
@@ -138,20 +143,21 @@ def inventory_apply(request: Request, actor: Caller, body: schemas.InventoryText
 @router.get("/jobs", tags=["jobs"], summary="Newest first (a county user: its county's only)")
 def list_jobs(request: Request, actor: Caller, limit: Limit = 50,
               target: Annotated[str | None, Query(max_length=120, pattern=schemas.NO_NUL)] = None,
-              status: JobStatus | None = None) -> list[dict[str, Any]]:
-    if actor.role == Role.COUNTY:
-        target = target or actor.tenant  # a county's jobs are its own county's
-    require(actor, Action.READ, tenant=target if actor.role == Role.COUNTY else None)
-    views = context(request).ops.list_jobs(actor, limit=limit, target=target, status=status)
-    return [view.to_json() for view in views if actor.role != Role.COUNTY or view.target == actor.tenant]
+              status: JobStatus | None = None,
+              tenant: Annotated[str | None, Query(pattern=schemas.SLUG,
+                                                  description="A county's jobs (its VMs' too)")] = None,
+              ) -> list[dict[str, Any]]:
+    # A county actor gets its county's jobs only (the use case scopes them: a resize targets a VM).
+    require(actor, Action.READ, tenant=tenant if actor.role == Role.COUNTY else None)
+    views = context(request).ops.list_jobs(actor, limit=limit, target=target, status=status, tenant=tenant)
+    return [view.to_json() for view in views]
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"], summary="A job and its steps, with timings and output")
 def get_job(request: Request, actor: Caller, job_id: JobId) -> dict[str, Any]:
     require(actor, Action.READ)
-    view = context(request).ops.get_job(actor, job_id)
-    _own_job(actor, view.target)
-    return view.to_json()
+    # The use case answers a county actor's request for another county's job as not found.
+    return context(request).ops.get_job(actor, job_id).to_json()
 
 
 def sse(event: str, data: str, event_id: str | None = None) -> str:
@@ -169,7 +175,6 @@ async def job_events(request: Request, actor: Caller, job_id: JobId) -> Streamin
     ctx = context(request)
     # Checked before the stream starts, so an unknown or foreign job is a plain error answer.
     first = await anyio.to_thread.run_sync(lambda: ctx.ops.get_job(actor, job_id))
-    _own_job(actor, first.target)
     return StreamingResponse(_stream(request, actor, job_id, first), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

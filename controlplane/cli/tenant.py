@@ -142,7 +142,7 @@ def list_command(as_json: JsonOption = False) -> None:
 @tenant_app.command("show")
 def show_command(tenant: str, as_json: JsonOption = False) -> None:
     with user_errors():
-        row = operations.show_tenant(cli_actor(), tenant)
+        row = operations.show_tenant(cli_actor(), tenant, probe_health=True)  # a CLI may wait
     if as_json:
         console.print_json(json.dumps(row, ensure_ascii=False))
         return

@@ -48,6 +48,7 @@ ZH_TW: dict[str, str] = {
     "waiting for the hour after": "等待套用後一小時的數據",
     "The monitor is not running in this process (usage and advice need `countycloud serve`).":
         "此處未執行監測（使用率與建議需由 countycloud serve 提供）。",
+    "Next page": "下一頁",
 }
 
 MESSAGES: dict[Lang, dict[str, str]] = {Lang.ZH_TW: ZH_TW, Lang.EN: {}}

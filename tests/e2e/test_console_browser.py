@@ -22,19 +22,16 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from controlplane import jobs
 from inventory.db import make_engine
 from inventory.jobs import JobKind, Step, StepContext
+from tests.support.browser import shot
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 COUNTY = "taichung"
 
 
@@ -77,23 +74,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         log.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def _shot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
 def _slow_steps(_args: Mapping[str, Any], _context: Any) -> list[Step]:
     def step(name: str) -> Step:
         def run(ctx: StepContext) -> str:
@@ -124,7 +104,7 @@ def test_sign_in_see_the_counties_and_watch_a_create_live(service: dict[str, str
     expect(page.locator(".site")).to_have_count(2)
     expect(page.locator("table.counties tr[data-tenant]")).to_have_count(13)
     expect(page.locator("tr[data-tenant=keelung]")).to_contain_text("基隆市")
-    _shot(page, "console_dashboard_zh.png")
+    shot(page, "console_dashboard_zh.png")
 
     page.click(f"tr[data-tenant={COUNTY}] a")
     expect(page.locator("h1")).to_contain_text("臺中市")
@@ -149,12 +129,12 @@ def test_sign_in_see_the_counties_and_watch_a_create_live(service: dict[str, str
     try:
         expect(page.locator("#job-status")).to_have_text("running")
         expect(page.locator("#steps tr[data-step]")).to_have_count(3)
-        _shot(page, "console_job_live.png")
+        shot(page, "console_job_live.png")
         expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
         expect(page.locator("#steps tr[data-step=wait-ready]")).to_contain_text("wait-ready done")
         expect(page.locator("#live")).to_be_hidden()
         expect(page.locator("#job-controls")).to_be_hidden()  # nothing left to cancel
-        _shot(page, "console_job_done.png")
+        shot(page, "console_job_done.png")
     finally:
         runner.join(timeout=90)
         jobs.shutdown()
@@ -166,9 +146,9 @@ def test_sign_in_see_the_counties_and_watch_a_create_live(service: dict[str, str
     page.goto(f"{service['base']}/")
     expect(page.locator("h1")).to_have_text("Dashboard")
     expect(page.locator(f"tr[data-tenant={COUNTY}]")).to_contain_text("provision")
-    _shot(page, "console_dashboard_en.png")
+    shot(page, "console_dashboard_en.png")
     page.goto(f"{service['base']}/audit")
     expect(page.locator("#chain")).to_contain_text("intact")
     expect(page.locator("#events")).to_contain_text("tenant.provision")
-    _shot(page, "console_audit_en.png")
+    shot(page, "console_audit_en.png")
     context.close()

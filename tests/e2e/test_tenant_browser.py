@@ -18,17 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tenant_app.seed import DEMO_PASSWORD
+from tests.support.browser import shot
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 AMOUNT = 50_000
 
 
@@ -73,16 +70,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def _login(page: Page, base: str, username: str) -> None:
     page.goto(f"{base}/login")
     page.fill("#username", username)
@@ -95,13 +82,6 @@ def _login(page: Page, base: str, username: str) -> None:
 def _logout(page: Page) -> None:
     page.click("header.top button:has-text('登出')")
     expect(page.locator("#flash")).to_have_text("您已登出。")
-
-
-def _shot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> None:
@@ -130,7 +110,7 @@ def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> Non
     expect(refusal).to_contain_text("簽證未通過")
     expect(page.locator("#refusal-available")).to_have_text(f"{available_before:,} 元")
     expect(page.locator("#refusal-requested")).to_have_text(f"{available_before + 1:,} 元")
-    _shot(page, "tenant_certify_refused.png")
+    shot(page, "tenant_certify_refused.png")
 
     page.select_option("#budget_line_id", line_value)
     page.fill("#amount", f"{AMOUNT:,}")
@@ -145,7 +125,7 @@ def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> Non
     page.fill("#payee_account", "004-1234567890")
     page.fill("#einvoices", "AB12345678")
     expect(page.locator("#line_0_amount")).to_have_value(f"{AMOUNT:,}")
-    _shot(page, "tenant_voucher_form.png")
+    shot(page, "tenant_voucher_form.png")
     page.click("#voucher-form button[type=submit]")
     expect(page.locator("#flash.ok")).to_contain_text("已建立")
     voucher_url = page.url
@@ -170,7 +150,7 @@ def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> Non
     expect(page.locator("#voucher-status")).to_have_text("已核准")
     expect(page.locator("#chain-status")).to_have_text("簽章鏈驗證通過。")
     expect(page.locator("#signatures tbody tr")).to_have_count(3)
-    _shot(page, "tenant_voucher_approved.png")
+    shot(page, "tenant_voucher_approved.png")
 
     # --- accountant: pay through the payments page -----------------------------------------------
     page.goto(f"{server}/payments")
@@ -190,6 +170,6 @@ def test_clerk_to_report_in_a_real_browser(server: str, browser: Browser) -> Non
     equipment_row = report.locator("tbody tr", has_text="設備及投資").filter(has_text="行政管理")
     expect(equipment_row.locator(f"td.num[data-value='{AMOUNT}']").first).to_have_text(f"{AMOUNT:,}")
     expect(report.locator("#download-xlsx")).to_be_visible()
-    path = _shot(page, "tenant_execution_report.png")
+    path = shot(page, "tenant_execution_report.png")
     assert path.stat().st_size > 10_000
     context.close()

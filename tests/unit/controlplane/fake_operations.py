@@ -72,12 +72,16 @@ class FakeOperations:
             return [{"host": h.name, "site": h.site.name, "vcpus": h.vcpus, "memory_mb": h.memory_mb}
                     for h in list_hosts(s)]
 
-    def list_tenants(self, actor: Actor) -> list[dict[str, Any]]:
+    def list_tenants(self, actor: Actor, *, limit: int | None = None,
+                     after: str | None = None) -> list[dict[str, Any]]:
         _check(actor, Action.READ)
         with session_scope(self.engine) as s:
             rows = [tenant_row(t) for t in list_tenants(s)
-                    if actor.role != Role.COUNTY or t.slug == actor.tenant]
-        return rows
+                    if (actor.role != Role.COUNTY or t.slug == actor.tenant)
+                    and (after is None or t.slug > after)]
+        rows = sorted(rows, key=lambda row: row["tenant"])[:limit]
+        last = self._last_jobs([row["tenant"] for row in rows])
+        return [{**row, "healthy": None, "last_job": last.get(row["tenant"])} for row in rows]
 
     def show_tenant(self, actor: Actor, slug: str) -> dict[str, Any]:
         _check(actor, Action.READ, slug)
@@ -166,9 +170,9 @@ class FakeOperations:
 
     # -- jobs
     def list_jobs(self, actor: Actor, *, limit: int = 50, target: str | None = None,
-                  status: JobStatus | None = None) -> list[jobs.JobView]:
-        _check(actor, Action.READ, target)
-        views = jobs.list_jobs(self.engine, limit=limit, target=target, status=status)
+                  status: JobStatus | None = None, tenant: str | None = None) -> list[jobs.JobView]:
+        _check(actor, Action.READ, target or tenant)
+        views = jobs.list_jobs(self.engine, limit=limit, target=target or tenant, status=status)
         return [v for v in views if actor.role != Role.COUNTY or v.target == actor.tenant]
 
     def get_job(self, actor: Actor, job_id: str) -> jobs.JobView:

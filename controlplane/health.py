@@ -1,5 +1,7 @@
-"""Health of the counties through their addresses, for the dashboard: probed in the background and
-cached, so a page never waits on a county that does not answer (1000 counties are one render)."""
+"""Health of the counties through their addresses, as the use cases report it: probed in the
+background and cached, so a request never waits on a county that does not answer (a thousand
+counties are one page). Only the CLI asks for a fresh probe (`probe_now`): it is not serving anyone.
+"""
 
 from __future__ import annotations
 
@@ -45,8 +47,7 @@ class HealthCache:
         try:
             with self.lock:
                 ports = sorted(self.wanted)
-            with ThreadPoolExecutor(PARALLEL) as pool:
-                results = dict(zip(ports, pool.map(self.probe, ports), strict=True))
+            results = probe_ports(ports, self.probe)
             with self.lock:
                 self.known.update(results)
                 self.checked_at = time.monotonic()
@@ -55,9 +56,30 @@ class HealthCache:
                 self.refreshing = False
 
 
-def port_of(address_url: str | None) -> int | None:
+def probe_ports(ports: list[int], probe: Probe = _probe) -> dict[int, bool]:
+    if not ports:
+        return {}
+    with ThreadPoolExecutor(min(PARALLEL, len(ports))) as pool:
+        return dict(zip(ports, pool.map(probe, ports), strict=True))
+
+
+# One per process: the service's requests share it.
+CACHE = HealthCache()
+
+
+def cached(ports: Mapping[str, int]) -> dict[str, bool | None]:
+    return CACHE.get(ports)
+
+
+def probe_now(ports: Mapping[str, int]) -> dict[str, bool | None]:
+    """Probe now and wait (the CLI's `tenant show`)."""
+    found = probe_ports(sorted(set(ports.values())))
+    return {slug: found[port] for slug, port in ports.items()}
+
+
+def port_of(address_url: object) -> int | None:
     """The gateway port in a county's address (http://127.0.0.1:PORT/)."""
-    if not address_url:
+    if not isinstance(address_url, str) or not address_url:
         return None
     try:
         return int(address_url.rstrip("/").rsplit(":", 1)[1])

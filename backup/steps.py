@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -47,7 +47,11 @@ DEFAULT_REST_PORT = int(os.environ.get("COUNTYCLOUD_BACKUP_REST_PORT", "23000"))
 # (21000-21999), the guests' (22000-22999) and the backup servers' (23000-23199) ports.
 CLONE_PORTS = range(23200, 23400)
 JOB_TAG = "job"
+SIZE_TAG = "bytes"  # the database's size, recorded with the snapshot (restic 0.14 keeps no summary)
 STAGED_NAME = "tenant.db"
+
+
+LogFn = Callable[[str], None]
 
 
 class RestoreMode(StrEnum):
@@ -197,7 +201,10 @@ def _county_plan(platform: Platform, tenant: str) -> VmPlan:
 
 # --- backup round ------------------------------------------------------------------------------
 
-def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
+def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequence[str] | None = None
+                 ) -> list[Step]:
+    """`producer`: the command writing the database to stdout (default: the guest's online backup over
+    its SSH forward; backup.ops.backup_now passes another for a database outside a guest)."""
     args = BackupArgs.model_validate(raw)
     county = consistent.county_tag(args.tenant)
 
@@ -215,7 +222,8 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     def copy(ctx: StepContext) -> Staged:
         plan = _county_plan(platform, args.tenant)
         staged = ctx.artifacts / STAGED_NAME
-        size = consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), staged)
+        command = producer or consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port)
+        size = consistent.stage(command, staged)
         # integrity_check is the verification's: too slow for every round (CopyCheck says why)
         check_sqlite(staged, CopyCheck.QUICK)
         return Staged(path=str(staged), bytes=size)
@@ -231,7 +239,8 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
             # restic 0.14's backup summary names a snapshot by its short id: so does this result
             return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
         staged = Path(ctx.result("copy", Staged).path)
-        tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}"]
+        tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}",
+                f"{SIZE_TAG}={staged.stat().st_size}"]
         done = consistent.store(restic, repo, staged, args.tenant, tags=tags)
         staged.unlink(missing_ok=True)
         return Snapshotted(snapshot_id=done.snapshot_id, data_added=done.data_added,

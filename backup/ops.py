@@ -153,11 +153,6 @@ def find_point(snapshots: Sequence[Snapshot], wanted: str | None, *,
         snapshots = [snapshot for snapshot in snapshots if snapshot.time <= at_or_before]
         if not snapshots:
             raise SnapshotNotFound("restore", f"no restore point at or before {at_or_before.isoformat()}")
-    if wanted is not None:
-        for snapshot in snapshots:
-            for known in (snapshot.id, snapshot.original):
-                if known and len(wanted) >= 8 and known.startswith(wanted):
-                    return snapshot
     return steps.choose_snapshot(list(snapshots), wanted)
 
 

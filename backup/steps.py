@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from backup import consistent, figures, repository, restored
+from backup import consistent, figures, repository, restored, verifications
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier, policy_of
@@ -102,6 +102,7 @@ class Snapshotted(StepResult):
 
 class Chosen(StepResult):
     snapshot_id: str
+    original_id: str | None = None  # for an offsite copy: the primary's snapshot it was copied from
     taken_at: str
     recorded: dict[str, str]  # the figures recorded with it (its tags)
     clone_name: str
@@ -159,6 +160,9 @@ def choose_snapshot(snapshots: list[Snapshot], wanted: str | None) -> Snapshot:
         return max(snapshots, key=lambda snapshot: snapshot.time)
     for snapshot in snapshots:
         if snapshot.id.startswith(wanted) or wanted.startswith(snapshot.short_id):
+            return snapshot
+    for snapshot in snapshots:  # an offsite copy, asked for by the primary's id it was copied from
+        if snapshot.original and len(wanted) >= 8 and snapshot.original.startswith(wanted):
             return snapshot
     raise SnapshotNotFound("restore", f"no restore point {wanted} of this county "
                            f"(have {', '.join(s.short_id for s in snapshots[-5:])} ...)")
@@ -300,7 +304,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         else:
             name, uuid = clone_name(args.tenant, ctx.job_id, args.mode), clone_uuid(ctx.job_id)
             ssh_port, app_port = choose_ports(port_free)
-        return Chosen(snapshot_id=chosen.id, taken_at=chosen.time.isoformat(),
+        return Chosen(snapshot_id=chosen.id, original_id=chosen.original, taken_at=chosen.time.isoformat(),
                       recorded=figures.from_tags(chosen.tags), clone_name=name, clone_uuid=uuid,
                       ssh_port=ssh_port, app_port=app_port)
 
@@ -313,6 +317,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         found = figures.read(done.target)
         differ = figures.differences(chosen.recorded, found)
         if differ:
+            failed(ctx, f"restored database: {'; '.join(differ)}")
             raise figures.FiguresError(f"snapshot {chosen.snapshot_id[:8]}: {'; '.join(differ)}")
         return Fetched(path=str(done.target), bytes=done.bytes, figures=found)
 
@@ -383,8 +388,23 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         found = figures.read(served)
         differ = figures.differences(chosen.recorded, found)
         if differ:
+            failed(ctx, f"served database: {'; '.join(differ)}")
             raise figures.FiguresError(f"the restored VM serves other figures: {'; '.join(differ)}")
         return Proven(healthz_port=chosen.app_port, figures=found)
+
+    def failed(ctx: StepContext, why: str) -> None:
+        chosen = ctx.result("check", Chosen)
+        verifications.record(platform.engine, tenant=args.tenant, snapshot_id=chosen.snapshot_id,
+                             original_id=chosen.original_id, site=args.site, ok=False, detail=why,
+                             job_id=ctx.job_id)
+
+    def record(ctx: StepContext) -> str:
+        """The point is proven: a VM on it served the figures recorded with it."""
+        chosen = ctx.result("check", Chosen)
+        verifications.record(platform.engine, tenant=args.tenant, snapshot_id=chosen.snapshot_id,
+                             original_id=chosen.original_id, site=args.site, ok=True,
+                             detail=ctx.result("prove", Proven).summary(), job_id=ctx.job_id)
+        return f"restore point {chosen.snapshot_id[:8]} verified"
 
     def tear_down(ctx: StepContext) -> str:
         chosen = ctx.result("check", Chosen)
@@ -407,6 +427,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         Step("start", start, "clone of the site's prebooted template"),
         Step("activate", activate, "identity, seed and the restored data disk"),
         Step("prove", prove, "/healthz, then the served database's figures against those recorded"),
+        Step("record", record, "the restore point marked verified"),
     ]
     if args.mode is RestoreMode.VERIFY:
         steps.append(Step("tear-down", tear_down, "the verification clone and its disks removed"))

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from backup import consistent, figures, repository, restored, restserver, steps, verifications
+from backup import consistent, figures, policy, repository, restored, restserver, steps, verifications
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier
-from backup.restic import Repository, ResticError, Snapshot, SnapshotNotFound
+from backup.restic import CopyResult, Repository, ResticError, Snapshot, SnapshotNotFound
 from backup.steps import DEFAULT_REST_PORT, SIZE_TAG
 from inventory import queries
 from inventory.db import session_scope
@@ -276,3 +276,96 @@ def record_verification(engine: Engine, tenant: str, point: RestoredDisk | Snaps
     verifications.record(engine, tenant=tenant, snapshot_id=snapshot_id, original_id=point.original_id
                          if isinstance(point, RestoredDisk) else point.original, site=site, ok=ok,
                          detail=detail, job_id=job_id)
+
+
+# --- offsite catch-up and per-county status ------------------------------------------------------
+
+def copy_offsite(platform: Platform, sites: BackupSites) -> CopyResult:
+    """Copy every restore point the offsite repository lacks (restic skips those it holds): what
+    brings the offsite copy level again after its site or server was away. Idempotent."""
+    restic = steps._restic(platform, sites.primary)
+    pair = repository.ensure_pair(restic, platform.state_dir, sites.primary, sites.offsite, sites.rest_port)
+    return restic.copy(pair.offsite, pair.primary)
+
+
+def points_by_county(platform: Platform, sites: BackupSites) -> tuple[dict[str, list[RestorePointInfo]],
+                                                                      dict[str, str]]:
+    """Every county's restore points at this pair of sites, from one `restic snapshots` per repository
+    (what the metrics read each scrape); and the repositories that could not be read."""
+    restic = steps._restic(platform, sites.primary)
+    found: dict[str, list[Snapshot]] = {}
+    unreachable: dict[str, str] = {}
+    for site in (sites.primary, sites.offsite):
+        try:
+            found[site] = restic.snapshots(reach(platform, site, sites.primary, sites.rest_port))
+        except (ResticError, OSError, RuntimeError) as error:
+            unreachable[site] = str(error)[:500]
+            found[site] = []
+    counties: dict[str, tuple[list[Snapshot], list[Snapshot]]] = {}
+    for index, site in enumerate((sites.primary, sites.offsite)):
+        for snapshot in found[site]:
+            county = snapshot.tag_value(consistent.COUNTY_TAG)
+            if county:
+                counties.setdefault(county, ([], []))[index].append(snapshot)
+    return ({county: merge_points(primary, offsite, verifications.of_tenant(platform.engine, county))
+             for county, (primary, offsite) in counties.items()}, unreachable)
+
+
+@dataclass(frozen=True)
+class CountyStatus:
+    """What the metrics and the console show per county (None: nothing to say yet)."""
+
+    tenant: str
+    points: int
+    last_backup_age_s: float | None
+    offsite_lag_s: float | None
+    last_verified_ok: bool | None
+    last_verified_age_s: float | None
+    bytes: int | None  # the newest restore point's database
+
+
+def county_status(tenant: str, points: Sequence[RestorePointInfo],
+                  proofs: Sequence[verifications.Verification], now: datetime) -> CountyStatus:
+    """Pure: a county's backup status from its restore points and verifications."""
+    primary = [policy.RestorePoint(p.snapshot_id, p.taken_at, offsite=p.offsite) for p in points if p.primary]
+    offsite = [policy.RestorePoint(p.snapshot_id, p.taken_at) for p in points if p.offsite]
+    newest = max(points, key=lambda p: p.taken_at, default=None)
+    proof = verifications.newest(proofs)
+    return CountyStatus(
+        tenant=tenant, points=len(points),
+        last_backup_age_s=(now - newest.taken_at).total_seconds() if newest else None,
+        offsite_lag_s=policy.offsite_lag(primary, offsite).total_seconds() if primary else None,
+        last_verified_ok=proof.ok if proof else None,
+        last_verified_age_s=(now - proof.verified_at).total_seconds() if proof else None,
+        bytes=newest.bytes if newest else None)
+
+
+def repository_bytes(platform: Platform, site: str) -> int:
+    """The size of a site's repository on its disk (what the offsite server stores too)."""
+    root = repository.site_backup(platform.state_dir, site).repository_dir
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file()) if root.exists() else 0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a county's backups call for an operator (alerts; the metrics carry the raw figures)."""
+
+    offsite_lag_s: float = 300.0  # the offsite copy five minutes behind
+    backup_age_s: float = 180.0  # three missed 60-second rounds
+    verification_age_s: float = 26 * 3600.0  # the daily verification missed
+
+
+def alerts(status: CountyStatus, thresholds: Thresholds = Thresholds()) -> list[str]:
+    """Pure: what is wrong with a county's backups, one line each (empty: all is well)."""
+    said = []
+    if status.last_backup_age_s is None:
+        said.append(f"{status.tenant}: no restore point")
+    elif status.last_backup_age_s > thresholds.backup_age_s:
+        said.append(f"{status.tenant}: newest restore point {status.last_backup_age_s:.0f} s old")
+    if status.offsite_lag_s is not None and status.offsite_lag_s > thresholds.offsite_lag_s:
+        said.append(f"{status.tenant}: offsite copy {status.offsite_lag_s:.0f} s behind")
+    if status.last_verified_ok is False:
+        said.append(f"{status.tenant}: the last verification failed")
+    elif status.last_verified_age_s is None or status.last_verified_age_s > thresholds.verification_age_s:
+        said.append(f"{status.tenant}: no verification within {thresholds.verification_age_s / 3600:.0f} h")
+    return said

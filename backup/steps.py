@@ -34,7 +34,16 @@ from backup import consistent, figures, repository, restored, verifications
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier, policy_of
-from backup.restic import Repository, Restic, Snapshot, SnapshotNotFound
+from backup.restic import (
+    Repository,
+    RepositoryMissing,
+    Restic,
+    ResticTimeout,
+    ServerUnreachable,
+    Snapshot,
+    SnapshotNotFound,
+)
+from backup.restserver import RestServerError
 from inventory.jobs import JobKind, Step, StepContext, StepResult, StepsBuilder
 from provisioning import images, records, templates, vm
 from provisioning.address import port_free
@@ -180,6 +189,16 @@ def restored_disk(site_disks: Path, chosen: Chosen) -> Path:
     return site_disks / "restored" / f"{chosen.clone_name}-{chosen.snapshot_id[:8]}.img"
 
 
+# What an unreachable offsite site looks like to a round: its server down or not starting, its
+# repository not answering. A wrong password or a damaged repository is not that, and fails the round.
+OFFSITE_AWAY: tuple[type[Exception], ...] = (ServerUnreachable, RepositoryMissing, ResticTimeout,
+                                             RestServerError)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 # --- edges used by the steps -------------------------------------------------------------------
 
 def _restic(platform: Platform, site: str) -> Restic:
@@ -218,10 +237,17 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
     def check(ctx: StepContext) -> str:
         site = records.current_site(platform.engine, args.tenant)
         plan = _county_plan(platform, args.tenant)
-        made = repository.ensure_pair(_restic(platform, site), platform.state_dir, site, args.offsite_site,
-                                      args.rest_port)
+        restic = _restic(platform, site)
+        primary = repository.ensure_local(restic, platform.state_dir, site)
+        # The offsite site being away must not stop the rounds: they keep landing locally and the
+        # offsite catch-up (backup.ops.copy_offsite, scheduled) copies them once it is back.
+        try:
+            made = repository.ensure_pair(restic, platform.state_dir, site, args.offsite_site, args.rest_port)
+            offsite = made.offsite.location
+        except OFFSITE_AWAY as error:
+            offsite = f"offsite unavailable ({_first_line(error)})"
         return (f"tenant {args.tenant} at {site}: VM {plan.name}, SSH 127.0.0.1:{plan.ssh_port}; "
-                f"repositories {made.primary.location} and {made.offsite.location}")
+                f"repositories {primary.location} and {offsite}")
 
     def copy(ctx: StepContext) -> Staged:
         plan = _county_plan(platform, args.tenant)
@@ -254,8 +280,11 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
         site = records.current_site(platform.engine, args.tenant)
         repositories = pair(site)
         snapshot_id = ctx.result("snapshot", Snapshotted).snapshot_id
-        done = _restic(platform, site).copy(repositories.offsite, repositories.primary,
-                                            snapshot_ids=[snapshot_id])
+        try:
+            done = _restic(platform, site).copy(repositories.offsite, repositories.primary,
+                                                snapshot_ids=[snapshot_id])
+        except OFFSITE_AWAY as error:
+            return f"offsite unreachable ({_first_line(error)}); kept locally, the catch-up copies it later"
         return f"copied {len(done.copied)}, already there {len(done.skipped)} ({done.wall_s:.2f} s)"
 
     def retention(ctx: StepContext) -> str:
@@ -266,7 +295,13 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
         # every snapshot, so grouping by tags would make each snapshot a group of its own.
         said = []
         for where, repo in (("primary", repositories.primary), ("offsite", repositories.offsite)):
-            done = restic.forget(repo, keep, tags=[county], group_by="host")
+            try:
+                done = restic.forget(repo, keep, tags=[county], group_by="host")
+            except OFFSITE_AWAY as error:
+                if where == "primary":
+                    raise
+                said.append(f"{where}: unreachable ({_first_line(error)})")
+                continue
             said.append(f"{where}: kept {len(done.kept)}, forgot {len(done.removed)}")
         return "; ".join(said) + " (pruning is scheduled apart)"
 

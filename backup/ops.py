@@ -27,7 +27,7 @@ from backup import consistent, figures, policy, repository, restored, restserver
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier
-from backup.restic import CopyResult, Repository, ResticError, Snapshot, SnapshotNotFound
+from backup.restic import CopyResult, Repository, Restic, ResticError, Snapshot, SnapshotNotFound
 from backup.steps import DEFAULT_REST_PORT, SIZE_TAG
 from inventory import queries
 from inventory.db import session_scope
@@ -54,6 +54,11 @@ def sites_of(engine: Engine, tenant: str, rest_port: int = DEFAULT_REST_PORT) ->
     if not others:
         raise RuntimeError(f"tenant {tenant} runs at {current} and there is no other site to copy to")
     return BackupSites(primary=current, offsite=others[0], rest_port=rest_port)
+
+
+def restic_at(platform: Platform, site: str) -> Restic:
+    """restic as a site's control plane runs it (its own cache)."""
+    return steps._restic(platform, site)
 
 
 def reach(platform: Platform, repository_site: str, from_site: str, rest_port: int) -> Repository:

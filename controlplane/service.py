@@ -17,7 +17,7 @@ from typing import cast
 import anyio
 from fastapi import FastAPI
 
-from controlplane import audit, auth
+from controlplane import audit, auth, metrics
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
 from controlplane.api.limits import BodyLimit
@@ -62,6 +62,7 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     app.state.ctx = ctx
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
+    metrics.install(app)
     console.install(app)
     return app
 
@@ -95,12 +96,18 @@ def start_workers(ctx: ServiceContext) -> None:
 
     bootstrap.register_job_builders()
     _workers_stop.clear()
+    if bootstrap.settings().backup_schedule:  # issue 12: rounds, offsite, prune, verify; /metrics
+        from controlplane import backup_metrics, backup_schedule
+
+        backup_schedule.register()
+        backup_metrics.start()
     workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
-    from controlplane import jobs
+    from controlplane import backup_metrics, jobs
 
+    backup_metrics.stop()
     _workers_stop.set()
     jobs.shutdown()
 

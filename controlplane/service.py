@@ -18,12 +18,13 @@ import anyio
 from fastapi import FastAPI
 
 from controlplane import audit, auth, metrics
+from controlplane.api import backup_routes
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
 from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
-from controlplane.web import console
+from controlplane.web import backup_pages, console
 
 log = logging.getLogger("countycloud.service")
 
@@ -63,6 +64,8 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
     metrics.install(app)
+    backup_routes.install(app)  # issue 12: /api/v1/tenants/{slug}/restore-points ... and the page
+    backup_pages.install(app)
     console.install(app)
     return app
 

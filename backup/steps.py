@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from backup import consistent, figures, repository, restored, verifications
 from backup.figures import Figures
@@ -86,6 +86,8 @@ class RestoreArgs(BaseModel):
     from_site: str = "secondary"  # whose repository the snapshot is read from (the offsite one)
     primary_site: str = "primary"
     rest_port: int = DEFAULT_REST_PORT
+    # A copy's own name (a hostname); None: SLUG-copy-XXXXXX. Never the county's own VM name.
+    name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
 
 # --- results handed between steps --------------------------------------------------------------
@@ -337,7 +339,10 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
                                    f"not at {args.site}; restore as a copy to bring it up elsewhere")
             name, uuid, ssh_port, app_port = county.name, county.uuid, county.ssh_port, county.app_port
         else:
-            name, uuid = clone_name(args.tenant, ctx.job_id, args.mode), clone_uuid(ctx.job_id)
+            if args.name is not None and (args.mode is not RestoreMode.COPY or args.name == county.name):
+                raise ValueError(f"a name of its own is for a copy, and not {county.name}: {args.name}")
+            name = args.name or clone_name(args.tenant, ctx.job_id, args.mode)
+            uuid = clone_uuid(ctx.job_id)
             ssh_port, app_port = choose_ports(port_free)
         return Chosen(snapshot_id=chosen.id, original_id=chosen.original, taken_at=chosen.time.isoformat(),
                       recorded=figures.from_tags(chosen.tags), clone_name=name, clone_uuid=uuid,

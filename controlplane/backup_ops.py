@@ -54,7 +54,8 @@ def request_backup(actor: Actor, slug: str) -> JobRequest:
 
 
 def request_restore(actor: Actor, slug: str, *, mode: RestoreMode = RestoreMode.VERIFY,
-                    snapshot: str | None = None, site: str | None = None) -> JobRequest:
+                    snapshot: str | None = None, site: str | None = None, name: str | None = None
+                    ) -> JobRequest:
     """A verification (mode verify: a clone at the offsite site on its newest point, by default), a
     copy for inspection, or an in-place restore (where the county runs, from its own repository)."""
     action = Action.BACKUP if mode is RestoreMode.VERIFY else Action.RESTORE
@@ -72,5 +73,5 @@ def request_restore(actor: Actor, slug: str, *, mode: RestoreMode = RestoreMode.
         if not queries.vms_of(queries.get_tenant(session, slug)):
             raise InvalidInput(f"tenant {slug} declares no VMs")
     args = _validated(RestoreArgs, tenant=slug, mode=mode, snapshot=snapshot, site=where, from_site=source,
-                      primary_site=sites.primary, rest_port=sites.rest_port)
+                      primary_site=sites.primary, rest_port=sites.rest_port, name=name)
     return JobRequest(actor, action, JobKind.RESTORE, slug, args, site=where)

@@ -27,6 +27,7 @@ class Verify(BaseModel):
 class Restore(Verify):
     mode: Literal["in-place", "copy"] = "copy"
     site: str | None = Field(default=None, max_length=63)
+    name: str | None = Field(default=None, max_length=63)  # a copy's own name
 
 
 @router.get("/tenants/{slug}/restore-points", summary="A county's restore points, newest first")
@@ -55,7 +56,7 @@ def verify(slug: Slug, actor: Caller, body: Verify | None = None) -> JSONRespons
 def restore(slug: Slug, actor: Caller, body: Restore) -> JSONResponse:
     require(actor, Action.RESTORE, tenant=slug)
     request = backup_ops.request_restore(actor, slug, mode=RestoreMode(body.mode), snapshot=body.snapshot,
-                                         site=body.site)
+                                         site=body.site, name=body.name)
     return _accepted(operations.submit(request))
 
 

@@ -87,12 +87,15 @@ def restore_command(
                                                               "its data disk, start, probe).")] = False,
     site: Annotated[str | None, typer.Option(help="For a copy: the site it runs at (default: offsite).")
                     ] = None,
+    name: Annotated[str | None, typer.Option(help="For a copy: its own name (default SLUG-copy-XXXXXX).")
+                    ] = None,
     no_wait: NoWait = False,
 ) -> None:
     """Restore a county's restore point in place, or (default) as a copy under a name of its own."""
     mode = RestoreMode.IN_PLACE if in_place else RestoreMode.COPY
     with user_errors():
-        request = backup_ops.request_restore(cli_actor(), tenant, mode=mode, snapshot=snapshot, site=site)
+        request = backup_ops.request_restore(cli_actor(), tenant, mode=mode, snapshot=snapshot, site=site,
+                                             name=name)
     job_id = _go(request, no_wait)
     if not no_wait:
         console.print(f"[green]{tenant} restored ({mode.value})[/] (job {job_id})")

@@ -121,3 +121,11 @@ def test_an_offsite_copy_is_found_by_the_primary_id_it_was_copied_from() -> None
     assert steps.choose_snapshot([copy, other], "d" * 8) is other
     with pytest.raises(SnapshotNotFound):
         steps.choose_snapshot([copy, other], "e" * 8)
+
+
+def test_a_copys_own_name_must_be_a_hostname(platform: Platform) -> None:
+    assert names(steps.restore_steps({"tenant": "keelung", "mode": "copy", "name": "keelung-audit-1"},
+                                     platform))[0] == "check"
+    for bad in ("Keelung", "-x", "a_b", "x" * 64):
+        with pytest.raises(ValidationError):
+            steps.restore_steps({"tenant": "keelung", "mode": "copy", "name": bad}, platform)

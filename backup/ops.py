@@ -194,6 +194,7 @@ def restore_to_disk(platform: Platform, tenant: str, *, site: str, snapshot: str
                         at_or_before=at_or_before)
     recorded = figures.from_tags(chosen.tags)
     plan = steps._county_plan(platform, tenant)
+    steps.check_secret(chosen, plan.app_secret)
     target = restored_disk_path(platform, site, vm_name or plan.name, chosen.id)
     if target.exists():
         restored.check_existing(target)  # refuses what is not a ccdata disk

@@ -56,6 +56,7 @@ DEFAULT_REST_PORT = int(os.environ.get("COUNTYCLOUD_BACKUP_REST_PORT", "23000"))
 # (21000-21999), the guests' (22000-22999) and the backup servers' (23000-23199) ports.
 CLONE_PORTS = range(23200, 23400)
 JOB_TAG = "job"
+SECRET_TAG = "secret"  # a fingerprint of the county's app secret when the point was made
 SIZE_TAG = "bytes"  # the database's size, recorded with the snapshot (restic 0.14 keeps no summary)
 STAGED_NAME = "tenant.db"
 
@@ -179,6 +180,21 @@ def choose_snapshot(snapshots: list[Snapshot], wanted: str | None) -> Snapshot:
                            f"(have {', '.join(s.short_id for s in snapshots[-5:])} ...)")
 
 
+def secret_fingerprint(secret: str) -> str:
+    """Names the county's app secret without revealing it (a tag is readable to whoever lists)."""
+    return hashlib.sha256(f"countycloud-backup:{secret}".encode()).hexdigest()[:16]
+
+
+def check_secret(snapshot: Snapshot, secret: str) -> None:
+    """The restored database's signing keys are wrapped with the secret it was made under: a VM given
+    another one could not verify old approval chains nor accept its users' passwords. The platform
+    database (backed up with the county's secret, backup/platformdb.py) is where the right one is."""
+    recorded = snapshot.tag_value(SECRET_TAG)
+    if recorded is not None and recorded != secret_fingerprint(secret):
+        raise ValueError(f"restore point {snapshot.short_id} was made under another app secret than the "
+                         "county's now; restore the platform database of that time to get it back")
+
+
 def clone_plan(county: VmPlan, chosen: Chosen, site: str) -> VmPlan:
     """The county's VM as a clone of its own: same size, settings and secret (the restored database's
     signing keys are wrapped with it), its own name, UUID, ports and site."""
@@ -272,7 +288,8 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
             return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
         staged = Path(ctx.result("copy", Staged).path)
         tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}",
-                f"{SIZE_TAG}={staged.stat().st_size}"]
+                f"{SIZE_TAG}={staged.stat().st_size}",
+                f"{SECRET_TAG}={secret_fingerprint(_county_plan(platform, args.tenant).app_secret)}"]
         done = consistent.store(restic, repo, staged, args.tenant, tags=tags)
         staged.unlink(missing_ok=True)
         return Snapshotted(snapshot_id=done.snapshot_id, data_added=done.data_added,
@@ -344,6 +361,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
             name = args.name or clone_name(args.tenant, ctx.job_id, args.mode)
             uuid = clone_uuid(ctx.job_id)
             ssh_port, app_port = choose_ports(port_free)
+        check_secret(chosen, county.app_secret)
         return Chosen(snapshot_id=chosen.id, original_id=chosen.original, taken_at=chosen.time.isoformat(),
                       recorded=figures.from_tags(chosen.tags), clone_name=name, clone_uuid=uuid,
                       ssh_port=ssh_port, app_port=app_port)

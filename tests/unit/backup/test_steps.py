@@ -129,3 +129,17 @@ def test_a_copys_own_name_must_be_a_hostname(platform: Platform) -> None:
     for bad in ("Keelung", "-x", "a_b", "x" * 64):
         with pytest.raises(ValidationError):
             steps.restore_steps({"tenant": "keelung", "mode": "copy", "name": bad}, platform)
+
+
+def test_a_point_made_under_another_secret_is_refused() -> None:
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+
+    def made_under(tags: tuple[str, ...]) -> Snapshot:
+        return Snapshot(id="c" * 64, short_id="c" * 8, time=when, hostname="keelung", paths=(), tags=tags)
+
+    fingerprint = steps.secret_fingerprint("the-county-secret")
+    assert "the-county-secret" not in fingerprint
+    steps.check_secret(made_under((f"secret={fingerprint}",)), "the-county-secret")
+    steps.check_secret(made_under(()), "the-county-secret")  # made before fingerprints were kept
+    with pytest.raises(ValueError, match="another app secret"):
+        steps.check_secret(made_under((f"secret={fingerprint}",)), "a-new-secret")

@@ -5,11 +5,13 @@ then submit or run the job): an operator may back up, verify and restore; a coun
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from backup import ops
+from backup import ops, verifications
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
 from controlplane import bootstrap
 from controlplane.actors import Actor
@@ -40,10 +42,14 @@ def list_restore_points(actor: Actor, slug: str) -> dict[str, Any]:
     """A county's restore points in both repositories (a county may list its own)."""
     authorize(actor, Action.READ, tenant=slug)
     sites = _sites(slug)
-    found = ops.restore_points(bootstrap.platform(), slug, sites)
+    platform = bootstrap.platform()
+    found = ops.restore_points(platform, slug, sites)
+    status = ops.county_status(slug, found.points, verifications.of_tenant(platform.engine, slug),
+                               datetime.now(UTC))
     return {"tenant": slug, "primary_site": sites.primary, "offsite_site": sites.offsite,
             "points": [point.as_dict() for point in reversed(found.points)],  # newest first
-            "unreachable": found.unreachable}
+            "unreachable": found.unreachable,
+            "status": {**asdict(status), "alerts": ops.alerts(status)}}
 
 
 def request_backup(actor: Actor, slug: str) -> JobRequest:

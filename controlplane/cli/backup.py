@@ -56,6 +56,11 @@ def list_command(tenant: str, as_json: JsonOption = False) -> None:
                       "yes" if point["verified"] else "-", figures.get("vouchers", ""),
                       figures.get("certified", ""), figures.get("journal", ""))
     console.print(table)
+    status = found["status"]
+    console.print(f"offsite lag: {status['offsite_lag_s']} s, last verification: "
+                  f"{ {None: 'none', True: 'succeeded', False: 'FAILED'}[status['last_verified_ok']] }")
+    for line in status["alerts"]:
+        console.print(f"[yellow]alert[/]: {line}")
     for site, why in found["unreachable"].items():
         console.print(f"[yellow]{site}'s repository could not be read[/]: {why}")
 

@@ -61,6 +61,7 @@ def test_restore_points_per_role(service: tuple[Service, str]) -> None:
     listed = client.get(f"{API}/tenants/{OWN}/restore-points", headers=svc.bearer("liaison"))
     assert listed.status_code == 200, listed.text
     [point] = listed.json()["points"]
+    assert listed.json()["status"]["offsite_lag_s"] == 0 and listed.json()["status"]["points"] == 1
     assert point["snapshot_id"].startswith(snapshot) and point["primary"] and point["offsite"]
     assert int(point["figures"]["vouchers"]) == 60
     other = client.get(f"{API}/tenants/{OTHER}/restore-points", headers=svc.bearer("liaison"))
@@ -89,6 +90,7 @@ def test_console_page_offers_what_the_role_may_do(service: tuple[Service, str]) 
     _sign_in(client, "oper")
     page = client.get(f"/tenants/{OWN}/backups")
     assert page.status_code == 200 and snapshot[:8] in page.text
+    assert "Offsite lag" in page.text and "no verification within" in page.text
     assert f'action="/tenants/{OWN}/backups/in-place"' in page.text
     assert f'action="/tenants/{OWN}/backups/verify"' in page.text
     _sign_in(client, "liaison")
@@ -113,3 +115,20 @@ def test_metrics_per_county(service: tuple[Service, str]) -> None:
     age = next(line for line in text.splitlines()
                if line.startswith(f'countycloud_backup_last_age_seconds{{tenant="{OWN}"}}'))
     assert 0 <= float(age.split()[-1]) < 300
+
+
+def test_cli_lists_the_restore_points(service: tuple[Service, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from controlplane.cli import backup as backup_cli
+
+    _, snapshot = service
+    monkeypatch.setattr(backup_cli.console, "width", 200)  # the table whole, not cut to 80 columns
+    app = typer.Typer()
+    backup_cli.register(app)
+    shown = CliRunner().invoke(app, ["backup", "list", OWN])
+    assert shown.exit_code == 0, shown.output
+    assert snapshot[:8] in shown.output and "offsite lag: 0.0 s, last verification: none" in shown.output
+    unknown = CliRunner().invoke(app, ["backup", "list", "atlantis"])
+    assert unknown.exit_code == 2, unknown.output

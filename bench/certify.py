@@ -133,7 +133,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.synchronous:
         # a balance no run exhausts: every request is a committed certification (a refusal commits nothing)
-        compare_synchronous(args.duration, WARM_UP_BALANCE, args.repeat)
+        # (another balance than the warm-up line's: a line's balance is part of its unique name)
+        compare_synchronous(args.duration, WARM_UP_BALANCE // 2, args.repeat)
         return
 
     runs: list[Run] = []

@@ -41,7 +41,9 @@ class Synchronous(StrEnum):
     FULL = "full"
 
 
-DEFAULT_SYNCHRONOUS = Synchronous.NORMAL
+# FULL, by measurement (docs/benchmarks.md, issue 12): -20 % certifications/s under load, still
+# above the 500/s goal, as the writer commits certifications in groups (one WAL sync per group).
+DEFAULT_SYNCHRONOUS = Synchronous.FULL
 
 
 def _pragmas(dbapi_connection: Any, synchronous: Synchronous) -> None:

@@ -27,7 +27,15 @@ from backup import consistent, figures, policy, repository, restored, restserver
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier
-from backup.restic import CopyResult, Repository, Restic, ResticError, Snapshot, SnapshotNotFound
+from backup.restic import (
+    CheckResult,
+    CopyResult,
+    Repository,
+    Restic,
+    ResticError,
+    Snapshot,
+    SnapshotNotFound,
+)
 from backup.steps import DEFAULT_REST_PORT, SIZE_TAG
 from inventory import queries
 from inventory.db import session_scope
@@ -375,3 +383,13 @@ def alerts(status: CountyStatus, thresholds: Thresholds = Thresholds()) -> list[
     elif status.last_verified_age_s is None or status.last_verified_age_s > thresholds.verification_age_s:
         said.append(f"{status.tenant}: no verification within {thresholds.verification_age_s / 3600:.0f} h")
     return said
+
+
+def check_repositories(platform: Platform, sites: BackupSites, *, read_data_subset: str = "10%"
+                       ) -> dict[str, CheckResult]:
+    """`restic check --read-data-subset` of both repositories (a damaged pack is found only by
+    reading it): the daily check; each site's result, damage as `ok=False` (not an exception)."""
+    restic = restic_at(platform, sites.primary)
+    return {site: restic.check(reach(platform, site, sites.primary, sites.rest_port),
+                               read_data_subset=read_data_subset)
+            for site in (sites.primary, sites.offsite)}

@@ -40,6 +40,9 @@ ALERTS = Gauge("countycloud_backup_alerts", "Backup alerts standing for the coun
                _TENANT, registry=REGISTRY)
 REPOSITORY_BYTES = Gauge("countycloud_backup_repository_bytes", "Size of a site's restic repository on disk",
                          ["site"], registry=REGISTRY)
+REPOSITORY_CHECK_OK = Gauge("countycloud_backup_repository_check_ok",
+                            "The site repository's last daily check: 1 clean, 0 damage found, -1 none yet",
+                            ["site"], registry=REGISTRY)
 REPOSITORY_UP = Gauge("countycloud_backup_repository_readable", "1 when the site's repository was read",
                       ["site"], registry=REGISTRY)
 
@@ -59,6 +62,13 @@ def publish(status: ops.CountyStatus, thresholds: ops.Thresholds = ops.Threshold
     said = ops.alerts(status, thresholds)
     ALERTS.labels(tenant).set(len(said))
     return said
+
+
+def publish_check(site: str, ok: bool, findings: tuple[str, ...] = ()) -> None:
+    """The daily repository check's outcome; damage is an alert (logged) as well as the gauge."""
+    REPOSITORY_CHECK_OK.labels(site).set(int(ok))
+    if not ok:
+        log.error("backup alert: %s's repository is damaged: %s", site, "; ".join(findings[:5]))
 
 
 def refresh(now: datetime | None = None) -> list[str]:

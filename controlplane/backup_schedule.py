@@ -35,6 +35,7 @@ class Work:
     PRUNE = "backup-prune"
     VERIFY = "backup-verify"
     PLATFORM_DB = "backup-platform-db"
+    CHECK = "backup-check"
 
 
 def cron_every(interval: timedelta) -> str:
@@ -58,6 +59,7 @@ class Schedule:
     prune: str = "0 15 3 * * *"  # daily
     verify: str = "0 45 3 * * *"  # daily, each county's newest offsite point
     platform_db: str = "0 */10 * * * *"
+    check: str = "0 30 4 * * *"  # daily, after the verification
 
 
 def protected_counties() -> list[str]:
@@ -130,6 +132,19 @@ def prune(_at: datetime) -> None:
                 log.exception("prune of %s's repository failed", site)
 
 
+def check(_at: datetime) -> None:
+    """Daily: read a tenth of every repository's packs (ten days read all of it once)."""
+    from controlplane import backup_metrics
+
+    platform = bootstrap.platform()
+    for sites in pairs():
+        try:
+            for site, result in ops.check_repositories(platform, sites).items():
+                backup_metrics.publish_check(site, result.ok, result.errors)
+        except Exception:
+            log.exception("check of %s/%s's repositories failed", sites.primary, sites.offsite)
+
+
 def platform_sites() -> ops.BackupSites:
     """The control plane's own pair: the primary-role site, and the other one as offsite."""
     with session_scope(bootstrap.engine()) as session:
@@ -168,4 +183,5 @@ def register(schedule: Schedule = Schedule()) -> None:
     workers.register_periodic(Work.PRUNE, schedule.prune, prune)
     workers.register_periodic(Work.VERIFY, schedule.verify, verify)
     workers.register_periodic(Work.PLATFORM_DB, schedule.platform_db, platform_db)
+    workers.register_periodic(Work.CHECK, schedule.check, check)
     _registered = True

@@ -149,3 +149,34 @@ def test_a_worker_killed_mid_snapshot_leaves_one_restore_point_and_no_lock(
     assert list(locks.iterdir()) == []
     assert restic.check(pair.primary).ok
     assert verifications.of_tenant(platform.engine, "keelung") == []
+
+
+def test_a_corrupted_pack_is_found_by_the_daily_check_and_alerts(
+        platform: Platform, county_db: Path, tmp_path: Path, port: int,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from controlplane import backup_metrics, metrics
+
+    sites = ops.BackupSites(rest_port=port)
+    ops.backup_now(platform, "keelung", sites=sites, producer=producer(county_db, tmp_path / "s"))
+    clean = ops.check_repositories(platform, sites, read_data_subset="100%")
+    assert all(result.ok for result in clean.values())
+    data = repository.site_backup(platform.state_dir, "secondary").repository_dir / "data"
+    packs = sorted((path for path in data.rglob("*") if path.is_file()), key=lambda path: path.stat().st_size)
+    damaged = packs[-1]
+    damaged.chmod(0o600)
+    with damaged.open("r+b") as pack:
+        pack.seek(damaged.stat().st_size // 2)
+        pack.write(b"\x00not what restic wrote\x00")
+    found = ops.check_repositories(platform, sites, read_data_subset="100%")
+    assert found["primary"].ok and not found["secondary"].ok
+    assert found["secondary"].damaged_packs == (damaged.name,)
+    for site, result in found.items():
+        backup_metrics.publish_check(site, result.ok, result.errors)
+    assert "secondary's repository is damaged" in caplog.text
+    metrics.add_registry(backup_metrics.REGISTRY)
+    try:
+        text = metrics.exposition().decode()
+    finally:
+        metrics.remove_registry(backup_metrics.REGISTRY)
+    assert 'countycloud_backup_repository_check_ok{site="secondary"} 0.0' in text
+    assert 'countycloud_backup_repository_check_ok{site="primary"} 1.0' in text

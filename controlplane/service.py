@@ -18,12 +18,13 @@ import anyio
 from fastapi import FastAPI
 
 from controlplane import audit, auth, metrics
+from controlplane.api import backup_routes
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
 from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
-from controlplane.web import console, monitoring_page
+from controlplane.web import backup_pages, console, monitoring_page
 
 log = logging.getLogger("countycloud.service")
 
@@ -63,6 +64,8 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
     metrics.install(app)
+    backup_routes.install(app)  # issue 12: /api/v1/tenants/{slug}/restore-points ... and the page
+    backup_pages.install(app)
     console.install(app)
     monitoring_page.install(app)
     return app
@@ -102,13 +105,19 @@ def start_workers(ctx: ServiceContext) -> None:
         monitor.start(ctx.engine, bootstrap.platform(), bootstrap.site_names(),
                       interval_s=bootstrap.settings().monitoring_probe_interval_s)
     _workers_stop.clear()
+    if bootstrap.settings().backup_schedule:  # issue 12: rounds, offsite, prune, verify; /metrics
+        from controlplane import backup_metrics, backup_schedule
+
+        backup_schedule.register()
+        backup_metrics.start()
     workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
-    from controlplane import jobs, monitor
+    from controlplane import backup_metrics, jobs, monitor
 
     monitor.stop()
+    backup_metrics.stop()
     _workers_stop.set()
     jobs.shutdown()
 

@@ -142,7 +142,7 @@ def bind(app: FastAPI, settings: Settings) -> FastAPI:
     app_metrics: AppMetrics = app.state.metrics
     # The audit head this county's app writes is signed with its secret (tenant_app/audit.py).
     audit.anchor_key(settings.database_url, settings.secret)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     timing.instrument(engine)
     writer = CertificationWriter(engine, batch_max=settings.certify_batch_max, mode=_writer_mode(settings),
                                  on_group=app_metrics.certify_batch.observe)

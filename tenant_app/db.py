@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -30,16 +31,32 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+class Synchronous(StrEnum):
+    """SQLite's `synchronous` in WAL mode. NORMAL survives an application crash, but an OS crash, or
+    the VM killed with its site, can lose the last commits the app acknowledged; FULL syncs the WAL
+    at every commit, so an acknowledged certification survives those too (docs/benchmarks.md has
+    what it costs the certification path)."""
+
+    NORMAL = "normal"
+    FULL = "full"
+
+
+# FULL, by measurement (docs/benchmarks.md, issue 12): -20 % certifications/s under load, still
+# above the 500/s goal, as the writer commits certifications in groups (one WAL sync per group).
+DEFAULT_SYNCHRONOUS = Synchronous.FULL
+
+
+def _pragmas(dbapi_connection: Any, synchronous: Synchronous) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across application crashes in WAL mode; an OS crash, or the VM killed with
-    # its site, can lose the last commits the app acknowledged. Nothing streams the WAL off the VM
-    # yet: choosing FULL or continuous replication is the backup issue's, by measurement.
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={Synchronous(synchronous).value.upper()}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    _pragmas(dbapi_connection, DEFAULT_SYNCHRONOUS)
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
@@ -48,13 +65,13 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, synchronous: Synchronous = DEFAULT_SYNCHRONOUS) -> Engine:
     """An engine with the pragmas and transaction mode this application relies on."""
     if is_sqlite(url):
         # isolation_level=None hands transaction control to us so every write starts IMMEDIATE.
         engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False,
                                                    "isolation_level": None})
-        event.listen(engine, "connect", sqlite_pragmas)
+        event.listen(engine, "connect", lambda connection, _record: _pragmas(connection, synchronous))
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20)

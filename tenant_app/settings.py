@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tenant_app.db import DEFAULT_SYNCHRONOUS, Synchronous
 from tenant_app.security.proxies import TrustedProxies
 
 SETTINGS_FILE_VARIABLE = "TENANT_APP_SETTINGS_FILE"
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     # The county is published over HTTPS only (TLS ended in front of the app): every response
     # carries HSTS and every cookie the Secure flag even when no trusted proxy says "https".
     served_over_tls: bool = False
+    # SQLite's durability (tenant_app.db.Synchronous); the default is chosen by measurement.
+    sqlite_synchronous: Synchronous = DEFAULT_SYNCHRONOUS
 
     @field_validator("trusted_proxies")
     @classmethod

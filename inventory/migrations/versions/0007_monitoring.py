@@ -2,7 +2,7 @@
 and the summary the console draws) kept a year, raw samples kept a day.
 
 Revision ID: 0007_monitoring
-Revises: 0005_running_site
+Revises: 0006_backup
 Create Date: 2026-12-04 17:45:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_monitoring"
-down_revision: str | None = "0005_running_site"
+down_revision: str | None = "0006_backup"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

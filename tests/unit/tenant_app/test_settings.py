@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tenant_app.settings import SETTINGS_FILE_VARIABLE, load_settings
+from tenant_app.settings import SETTINGS_FILE_VARIABLE, Settings, load_settings
 
 
 def test_defaults_bind_loopback_8080(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,3 +41,21 @@ def test_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENANT_APP_SECRET", "short")
     with pytest.raises(ValueError):
         load_settings()
+
+
+def test_sqlite_synchronous_is_a_setting_and_reaches_the_connection(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import text
+
+    from tenant_app.db import DEFAULT_SYNCHRONOUS, Synchronous, make_engine
+
+    monkeypatch.setenv("TENANT_APP_SQLITE_SYNCHRONOUS", "full")
+    assert Settings().sqlite_synchronous is Synchronous.FULL
+    monkeypatch.delenv("TENANT_APP_SQLITE_SYNCHRONOUS")
+    assert Settings().sqlite_synchronous is DEFAULT_SYNCHRONOUS
+    # PRAGMA synchronous answers 1 for NORMAL, 2 for FULL
+    for mode, number in ((Synchronous.NORMAL, 1), (Synchronous.FULL, 2)):
+        engine = make_engine(f"sqlite:///{tmp_path / mode.value}.db", synchronous=mode)
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == number
+        engine.dispose()

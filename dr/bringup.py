@@ -138,6 +138,8 @@ def bring_up(platform: Platform, county: str, point: Point, target: Target, work
             if not target.cold:
                 with clock.part("activate"):
                     vm.activate(hv, plan.name, paths)
+                with clock.part("resize"):  # the template's size is the county's memory, not its vCPUs
+                    vm.resize(hv, plan.name, plan.vcpus, plan.memory_mib)
             with clock.part("ready"):
                 vm.wait_ready(hv, plan.name, plan.app_port, platform.boot_timeout_s)
     gateway = None

@@ -1,0 +1,186 @@
+"""Failover of a county to the secondary site after a real primary outage, then failback with
+nothing lost: real VMs, real restic and REST server, real HAProxy.
+
+A writer commits one certification about every half second through the county's address and keeps
+what was acknowledged. A backup round makes the restore point; the primary site is killed
+(`countycloud site stop primary`); `countycloud dr failover` fences it, restores the county at the
+secondary from the offsite repository and moves its address. Every write acknowledged before the
+backup round began is served there; the writer goes on writing at the secondary; the primary comes
+back, its fenced copy does not start; `countycloud dr failback` brings the county home and every
+write acknowledged at any time is there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from provisioning.address import healthy
+from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, needs_clones
+
+pytestmark = [pytest.mark.vm, pytest.mark.outage, needs_clones]
+
+REST_PORT = 24390  # this test's backup REST server (the DR helper's port block)
+CLERK = "fin-clerk"
+
+
+@dataclass
+class Writer:
+    """Certifications of 1 元 through the county's address; each acknowledged one kept with its time."""
+
+    port: int
+    token: str
+    line_id: int
+    acked: list[tuple[str, float]] = field(default_factory=list)
+    errors: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        number = 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5,
+                          headers={"Authorization": f"Bearer {self.token}"}) as client:
+            while not self.stop.is_set():
+                number += 1
+                purpose = f"dr-{number}"
+                try:
+                    answer = client.post("/api/v1/certifications",
+                                         json={"budget_line_id": self.line_id, "amount": 1, "purpose": purpose})
+                except httpx.HTTPError:
+                    answer = None
+                if answer is not None and answer.status_code == 201:
+                    self.acked.append((purpose, time.time()))
+                else:
+                    self.errors += 1
+                time.sleep(0.5)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+    def present(self) -> set[str]:
+        answer = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/certifications",
+                           params={"budget_line_id": self.line_id},
+                           headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        answer.raise_for_status()
+        return {row["purpose"] for row in answer.json()}
+
+
+def _writer(cloud: Cloud, county: str) -> Writer:
+    cloud.exec(county, "tenant-app seed")
+    token = cloud.exec(county, f"tenant-app token {CLERK}").strip().splitlines()[-1]
+    port = cloud.address(county)
+    lines = httpx.get(f"http://127.0.0.1:{port}/api/v1/budget-lines", params={"agency_id": 1},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    lines.raise_for_status()
+    line = max((row for row in lines.json() if not row["is_personnel"]), key=lambda row: row["available"])
+    assert line["available"] > 10_000, line
+    return Writer(port=port, token=token, line_id=line["id"])
+
+
+BACKUP = """
+import sys
+from controlplane import bootstrap, jobs
+from inventory.jobs import JobKind
+bootstrap.register_job_builders()
+platform = bootstrap.platform()
+try:
+    print(jobs.start(platform.engine, JobKind.BACKUP, sys.argv[1], {"tenant": sys.argv[1], "rest_port": int(sys.argv[2])},
+                     context=platform, artifacts_root=platform.artifacts_dir))
+finally:
+    jobs.shutdown()
+"""
+
+
+def _backup(cloud: Cloud, county: str) -> None:
+    done = subprocess.run([sys.executable, "-c", BACKUP, county, str(REST_PORT)], cwd=ROOT,
+                          env={**cloud.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+def _stop_rest_server() -> None:
+    from backup import repository, restserver
+
+    restserver.stop(repository.site_backup(STATE_DIR, "secondary").rest_server(REST_PORT))
+
+
+def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelung: str) -> None:
+    county = keelung
+    [vm_name] = [vm["name"] for vm in cloud.json("tenant", "show", county)["vms"]]
+    writer = _writer(cloud, county)
+    writer.start()
+    try:
+        time.sleep(3)
+        backup_began = time.time()
+        _backup(cloud, county)
+        time.sleep(3)  # writes after the restore point: the ones a failover may lose
+        killed_at = time.time()
+        cloud.cli("site", "stop", "primary")
+        try:
+            failover = cloud.cli("dr", "failover", "--county", county, "--failed-at", str(killed_at), "--json")
+            report = json.loads(failover.stdout[failover.stdout.index("{"):])
+            [row] = report["counties"]
+            assert row["county"] == county and row["site"] == "secondary"
+            assert report["fence"]["daemon_answered"] is False  # the site is dead: fenced by marking
+            assert [vm["how"] for vm in report["fence"]["vms"]] == ["marked"]
+            assert 0 < row["rpo_s"] < killed_at - backup_began + 60
+            assert row["rto_s"] > 0 and set(row["parts"]) >= {"restore", "start", "activate", "switch", "probe"}
+
+            shown = cloud.json("tenant", "show", county)
+            assert shown["running_site"] == "secondary" and shown["site"] == "primary"
+            assert shown["vms"][0]["site"] == "secondary" and shown["vms"][0]["status"] == "active"
+            assert cloud.serving(county), "the county serves at the secondary through the same address"
+
+            # Every write acknowledged before the backup round began came back.
+            present = writer.present()
+            before_point = {purpose for purpose, at in writer.acked if at < backup_began}
+            assert before_point and before_point <= present, sorted(before_point - present)[:10]
+            lost = [purpose for purpose, at in writer.acked if at < killed_at and purpose not in present]
+            print(f"failover: RTO {row['rto_s']:.1f} s, RPO {row['rpo_s']:.1f} s, {len(lost)} write(s) lost")
+
+            # The writer goes on at the secondary.
+            written_at_secondary = len(writer.acked)
+            time.sleep(4)
+            assert len(writer.acked) > written_at_secondary, "no write acknowledged at the secondary"
+        finally:
+            cloud.cli("site", "start", "primary")
+
+        # The primary is back: its fenced copy is not running and no address has it.
+        sites = {site["site"]: site for site in cloud.json("site", "list")}
+        ledger = json.loads((STATE_DIR / "dr" / "fenced.json").read_text())
+        assert vm_name in ledger["primary"]
+        from provisioning.hypervisor import DomainState, Hypervisor
+        from provisioning.sites import site_paths
+
+        with Hypervisor("primary", site_paths(STATE_DIR, "primary").uri) as hv:
+            assert hv.state(vm_name) is not DomainState.RUNNING
+        assert "primary" in sites
+
+        cloud.cli("dr", "failback", "--county", county)
+        time.sleep(3)  # the writer reconnects at home
+        writer.halt()
+        shown = cloud.json("tenant", "show", county)
+        assert shown["running_site"] is None and shown["vms"][0]["site"] == "primary"
+        present = writer.present()
+        after_failover = [purpose for purpose, at in writer.acked if at > killed_at]
+        assert after_failover, "no write acknowledged after the failover"
+        missing = [purpose for purpose in after_failover if purpose not in present]
+        assert not missing, f"failback lost {len(missing)} acknowledged write(s): {missing[:10]}"
+        assert vm_name not in json.loads((STATE_DIR / "dr" / "fenced.json").read_text()).get("primary", {})
+        assert healthy(cloud.address(county))
+    finally:
+        writer.halt()
+        _stop_rest_server()

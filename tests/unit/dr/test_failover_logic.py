@@ -41,7 +41,8 @@ def test_batches_follow_the_plan_without_the_counties_that_do_not_move() -> None
 
 
 def test_counties_the_plan_does_not_name_come_last_and_without_a_plan_all_in_one_tier() -> None:
-    batches, tiers, order = batches_for(plan(tier("first", 1, ["a"])), ["z", "a", "y", "x", "w"], parallelism=2)
+    moving = ["z", "a", "y", "x", "w"]
+    batches, tiers, order = batches_for(plan(tier("first", 1, ["a"])), moving, parallelism=2)
     assert batches == [["a"], ["z", "y"], ["x", "w"]]
     assert order == ["first", failover.NO_PLAN_TIER] and tiers["w"] == failover.NO_PLAN_TIER
     assert batches_for(None, ["b", "a"], parallelism=3)[0] == [["b", "a"]]
@@ -53,7 +54,8 @@ def test_counties_the_plan_does_not_name_come_last_and_without_a_plan_all_in_one
 def test_points_by_county_reads_the_county_tag_and_the_figures() -> None:
     def snap(snapshot_id: str, county: str | None, second: int) -> Snapshot:
         tags = (f"county={county}", "fig-vouchers=7") if county else ("platform-db",)
-        return Snapshot(id=snapshot_id, short_id=snapshot_id[:8], time=datetime(2026, 12, 4, 12, 0, second, tzinfo=UTC),
+        taken = datetime(2026, 12, 4, 12, 0, second, tzinfo=UTC)
+        return Snapshot(id=snapshot_id, short_id=snapshot_id[:8], time=taken,
                         hostname=county or "platform", paths=("/tenant.db",), tags=tags)
 
     found = restorepoints.points_by_county([snap("b" * 64, "keelung", 30), snap("a" * 64, "keelung", 10),

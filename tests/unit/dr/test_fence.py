@@ -119,7 +119,7 @@ def test_running_at_lists_the_counties_running_at_the_site(engine: Engine) -> No
     assert [vm.tenant for vm in records.running_at(engine, "secondary")] == ["kinmen"]
 
 
-def test_a_silent_site_is_fenced_by_marking_and_its_backends_leave_the_addresses(platform: FakePlatform) -> None:
+def test_a_silent_site_is_fenced_by_marking_and_leaves_the_addresses(platform: FakePlatform) -> None:
     engine = platform.engine
     assert backends(engine, "keelung") == ["keelung-accounting-1"]
     running = records.running_at(engine, "primary")
@@ -156,7 +156,8 @@ def test_an_answering_site_has_its_vms_destroyed_there(platform: FakePlatform) -
     assert done.daemon_answered is True
     assert platform.hv.undefined == ["keelung-accounting-1"]
     assert [c.how for c in fencing.fenced(platform.state_dir, "primary")] == [FenceHow.DESTROYED]
-    assert backends(platform.engine, "keelung") == [] and backends(platform.engine, "penghu") == ["penghu-accounting-1"]
+    assert backends(platform.engine, "keelung") == []
+    assert backends(platform.engine, "penghu") == ["penghu-accounting-1"]
 
 
 def test_unfence_removes_the_copies_at_the_returning_site_and_forgets_them(platform: FakePlatform) -> None:
@@ -169,7 +170,7 @@ def test_unfence_removes_the_copies_at_the_returning_site_and_forgets_them(platf
     assert [c.vm for c in fencing.fenced(platform.state_dir, "primary")] == ["penghu-accounting-1"]
 
 
-def test_move_county_records_where_it_runs_and_puts_it_back_behind_its_address(platform: FakePlatform) -> None:
+def test_move_county_records_where_it_runs_and_readds_its_backend(platform: FakePlatform) -> None:
     engine = platform.engine
     fence.fence(platform, "primary", records.running_at(engine, "primary"),  # type: ignore[arg-type]
                 daemon_answers=lambda: False, log=lambda _line: None)

@@ -94,7 +94,12 @@ def engine(sqlite_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def platform(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePlatform:
     rendered: list[Any] = []
-    monkeypatch.setattr(fence.vm, "point_address", lambda _platform, wanted: rendered.append(wanted) or True)
+
+    def point_address(_platform: object, wanted: Any) -> bool:
+        rendered.append(wanted)
+        return True
+
+    monkeypatch.setattr(fence.vm, "point_address", point_address)
     fake = FakePlatform(engine, tmp_path / "state")
     fake.rendered = rendered  # type: ignore[attr-defined]
     return fake

@@ -153,3 +153,16 @@ def test_link_data_disk_links_keeps_an_older_disk_and_refuses_under_a_serving_vm
     said = link_data_disk(newer, own, serving=False)
     assert own.read_bytes() == b"newer" and "kept as data.img.before-" in said
     assert [p.read_bytes() for p in own.parent.glob("data.img.before-*")] == [b"restored"]
+
+
+def test_metrics_give_the_last_rto_and_rpo_per_county(tmp_path: Path) -> None:
+    from dr import metrics
+
+    assert b"countycloud_dr_rto_seconds{" not in metrics.exposition(tmp_path)
+    done = report.build(report.RunKind.FAILOVER, "job-1", "primary", "secondary", 1_000.0,
+                        [run("keelung", 990.0, 1_012.5)], {"keelung": "tier-1"}, ["tier-1"])
+    report.save_last(tmp_path, done)
+    text = metrics.exposition(tmp_path).decode()
+    assert 'countycloud_dr_rto_seconds{county="keelung",kind="failover",tier="tier-1"} 12.5' in text
+    assert 'countycloud_dr_rpo_seconds{county="keelung",kind="failover",tier="tier-1"} 10.0' in text
+    assert 'countycloud_dr_last_run_timestamp_seconds{kind="failover"} 1012.5' in text

@@ -62,6 +62,9 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     app.state.ctx = ctx
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
+    from controlplane.api.dr_routes import router as dr_router  # disaster recovery (issue 15)
+
+    app.include_router(dr_router)
     console.install(app)
     return app
 

@@ -1,0 +1,66 @@
+"""`/api/v1/dr`: only an operator (or admin) starts a failover, DR test or failback; the job is
+recorded with its args; reports are read by the platform's roles; bad input is a 422."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controlplane import bootstrap, jobs
+from dr import report
+from inventory.jobs import JobKind
+from tests.unit.controlplane.service_support import Service, make_service
+
+
+@pytest.fixture
+def service(state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
+        cached.cache_clear()
+    url = bootstrap.settings().database_url
+    yield from make_service(url, state, real=True)
+
+
+def test_only_operators_start_a_failover_and_the_job_keeps_its_args(service: Service) -> None:
+    client = TestClient(service.app)
+    body = {"counties": ["keelung"], "failed_at": 1000.0}
+    for user in ("central", "auditor", "liaison"):
+        assert client.post("/api/v1/dr/failover", json=body, headers=service.bearer(user)).status_code == 403
+    answer = client.post("/api/v1/dr/failover", json=body, headers=service.bearer("oper"))
+    assert answer.status_code == 202, answer.text
+    view = jobs.get_job(service.engine, answer.json()["job_id"])
+    assert view.kind is JobKind.FAILOVER and view.target == "primary"
+    assert view.args["counties"] == ["keelung"] and view.args["failed_at"] == 1000.0
+    assert view.args["to_site"] == "secondary"
+
+
+def test_bad_dr_requests_are_refused_before_any_job(service: Service) -> None:
+    client = TestClient(service.app)
+    oper = service.bearer("oper")
+    assert client.post("/api/v1/dr/failover", json={"cold": "maybe"}, headers=oper).status_code == 422
+    assert client.post("/api/v1/dr/failover", json={"failed_site": "secondary"}, headers=oper).status_code == 422
+    assert client.post("/api/v1/dr/failover", json={"to_site": "moon"}, headers=oper).status_code == 422
+    assert client.post("/api/v1/dr/test", json={"counties": ["Not A Slug"]}, headers=oper).status_code == 422
+    assert jobs.list_jobs(service.engine) == []
+
+
+def test_failback_and_dr_test_are_jobs_of_their_own_kind(service: Service) -> None:
+    client = TestClient(service.app)
+    oper = service.bearer("oper")
+    back = client.post("/api/v1/dr/failback", json={}, headers=oper)
+    test = client.post("/api/v1/dr/test", json={"counties": ["keelung"]}, headers=oper)
+    assert (back.status_code, test.status_code) == (202, 202)
+    kinds = {view.kind for view in jobs.list_jobs(service.engine)}
+    assert kinds == {JobKind.FAILBACK, JobKind.DR_TEST}
+
+
+def test_the_last_report_is_read_by_platform_roles(service: Service, state: Path) -> None:
+    client = TestClient(service.app)
+    assert client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor")).status_code == 404
+    done = report.build(report.RunKind.FAILOVER, "failover-primary-1", "primary", "secondary", 0.0, [], {}, [])
+    report.save_last(bootstrap.settings().state_dir, done)
+    answer = client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor"))
+    assert answer.status_code == 200 and answer.json()["job_id"] == "failover-primary-1"
+    assert client.get("/api/v1/dr/reports/failover", headers=service.bearer("liaison")).status_code == 403

@@ -40,7 +40,8 @@ def test_bad_dr_requests_are_refused_before_any_job(service: Service) -> None:
     client = TestClient(service.app)
     oper = service.bearer("oper")
     assert client.post("/api/v1/dr/failover", json={"cold": "maybe"}, headers=oper).status_code == 422
-    assert client.post("/api/v1/dr/failover", json={"failed_site": "secondary"}, headers=oper).status_code == 422
+    to_itself = {"failed_site": "secondary"}
+    assert client.post("/api/v1/dr/failover", json=to_itself, headers=oper).status_code == 422
     assert client.post("/api/v1/dr/failover", json={"to_site": "moon"}, headers=oper).status_code == 422
     assert client.post("/api/v1/dr/test", json={"counties": ["Not A Slug"]}, headers=oper).status_code == 422
     assert jobs.list_jobs(service.engine) == []
@@ -59,7 +60,8 @@ def test_failback_and_dr_test_are_jobs_of_their_own_kind(service: Service) -> No
 def test_the_last_report_is_read_by_platform_roles(service: Service, state: Path) -> None:
     client = TestClient(service.app)
     assert client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor")).status_code == 404
-    done = report.build(report.RunKind.FAILOVER, "failover-primary-1", "primary", "secondary", 0.0, [], {}, [])
+    done = report.build(report.RunKind.FAILOVER, "failover-primary-1", "primary", "secondary", 0.0, [], {},
+                        [])
     report.save_last(bootstrap.settings().state_dir, done)
     answer = client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor"))
     assert answer.status_code == 200 and answer.json()["job_id"] == "failover-primary-1"

@@ -66,6 +66,9 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
 
     app.include_router(dr_router)
     console.install(app)
+    from controlplane.web.dr_console import router as dr_console_router
+
+    app.include_router(dr_console_router)
     return app
 
 

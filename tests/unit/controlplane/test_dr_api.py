@@ -66,3 +66,23 @@ def test_the_last_report_is_read_by_platform_roles(service: Service, state: Path
     answer = client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor"))
     assert answer.status_code == 200 and answer.json()["job_id"] == "failover-primary-1"
     assert client.get("/api/v1/dr/reports/failover", headers=service.bearer("liaison")).status_code == 403
+
+
+def test_the_console_dr_page_shows_the_report_and_an_operator_starts_a_failover(service: Service) -> None:
+    from tests.unit.controlplane.test_role_matrix import _sign_in
+
+    done = report.build(report.RunKind.FAILOVER, "failover-primary-9", "primary", "secondary", 0.0, [], {},
+                        [])
+    report.save_last(bootstrap.settings().state_dir, done)
+    auditor = TestClient(service.app)
+    _sign_in(auditor, "auditor")
+    page = auditor.get("/dr")
+    assert page.status_code == 200 and "failover-primary-9" in page.text and 'id="dr-failover"' not in page.text
+    refused = auditor.post("/dr/failover", data={"csrf": _sign_in(auditor, "auditor")}, follow_redirects=False)
+    assert refused.status_code == 403
+    oper = TestClient(service.app)
+    csrf = _sign_in(oper, "oper")
+    assert 'id="dr-failover"' in oper.get("/dr").text
+    started = oper.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
+    assert started.status_code == 303 and started.headers["location"].startswith("/jobs/failover-primary-")
+    assert [view.kind for view in jobs.list_jobs(service.engine)] == [JobKind.FAILOVER]

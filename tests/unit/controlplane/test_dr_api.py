@@ -9,10 +9,24 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane import bootstrap, jobs
+from controlplane import auth, bootstrap, jobs
 from dr import report
 from inventory.jobs import JobKind
-from tests.unit.controlplane.service_support import Service, make_service
+from tests.unit.controlplane.service_support import PASSWORD, Service, make_service
+
+
+def _sign_in(client: TestClient, user: str) -> str:
+    """A console session for `user`; its CSRF token."""
+    client.cookies.clear()
+    client.get("/login")
+    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
+                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    found = auth.session_actor(client.app.state.ctx.engine,  # type: ignore[attr-defined]
+                               client.cookies.get("cc_session") or "", "")
+    assert found is not None
+    return found[1]
 
 
 @pytest.fixture
@@ -69,8 +83,6 @@ def test_the_last_report_is_read_by_platform_roles(service: Service, state: Path
 
 
 def test_the_console_dr_page_shows_the_report_and_an_operator_starts_a_failover(service: Service) -> None:
-    from tests.unit.controlplane.test_role_matrix import _sign_in
-
     done = report.build(report.RunKind.FAILOVER, "failover-primary-9", "primary", "secondary", 0.0, [], {},
                         [])
     report.save_last(bootstrap.settings().state_dir, done)

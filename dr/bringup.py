@@ -25,6 +25,7 @@ from dr.restorepoints import Point
 from provisioning import address, images, templates, vm
 from provisioning import records as provisioning_records
 from provisioning.errors import ProvisioningError
+from provisioning.hypervisor import Hypervisor
 from provisioning.platform import Platform
 from provisioning.vmplan import VmPaths, VmPlan
 
@@ -96,16 +97,16 @@ def link_data_disk(restored_disk: Path, own: Path, serving: bool) -> str:
     return "in place"
 
 
-def _backing(platform: Platform, site: str, plan: VmPlan, cold: bool,
+def _backing(platform: Platform, hv: Hypervisor, site: str, plan: VmPlan, cold: bool,
              ) -> tuple[images.GoldenImage, templates.Template | None]:
+    """The golden image at the site and, for a clone, the site's template of the county's memory size
+    (there since `countycloud setup`; built now if it is not, which takes a boot)."""
     golden = images.ensure(platform.cache_dir, log=lambda _line: None)
     image = images.at_site(golden, platform.site(site).images)
     if cold:
         return image, None
-    template = templates.load(platform.site(site), image.key, plan.memory_mib)
-    if template is None:
-        raise ProvisioningError(f"site {site} has no prebooted template of {plan.memory_mib} MiB for image "
-                                f"{image.key}; run `countycloud setup`")
+    template = templates.build(hv, platform.site(site), image, platform.domain_type, plan.memory_mib,
+                               log=lambda _line: None)
     templates.check_usable(template)
     return image, template
 
@@ -126,8 +127,8 @@ def bring_up(platform: Platform, county: str, point: Point, target: Target, work
         with clock.part("restore"):
             restored = restorepoints.restore(platform, site, plan.name, point, plan.data_disk_mib, workdir)
             log(f"{county}: data disk {link_data_disk(restored, paths.data_disk, serving=False)}")
-        image, template = _backing(platform, site, plan, target.cold)
         with platform.hypervisor(site) as hv:
+            image, template = _backing(platform, hv, site, plan, target.cold)
             with clock.part("disks"):
                 backing = image.disk if template is None else template.system_disk
                 vm.make_disks(hv, plan, paths, system_backing=backing, ssh_key=platform.ssh_key)

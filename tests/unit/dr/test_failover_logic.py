@@ -166,3 +166,35 @@ def test_metrics_give_the_last_rto_and_rpo_per_county(tmp_path: Path) -> None:
     assert 'countycloud_dr_rto_seconds{county="keelung",kind="failover",tier="tier-1"} 12.5' in text
     assert 'countycloud_dr_rpo_seconds{county="keelung",kind="failover",tier="tier-1"} 10.0' in text
     assert 'countycloud_dr_last_run_timestamp_seconds{kind="failover"} 1012.5' in text
+
+
+def test_a_county_finished_by_a_killed_attempt_is_not_brought_up_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dr import bringup
+    from provisioning.sites import site_paths
+    from provisioning.vmplan import VmPlan
+
+    class RestoredAgain(Exception):
+        pass
+
+    def restore(*_args: object, **_kwargs: object) -> Path:
+        raise RestoredAgain
+
+    class Platform:
+        def site(self, name: str) -> object:
+            return site_paths(tmp_path / "state", name)
+
+    done = run("keelung", 990.0, 1_010.0)
+    plan = VmPlan(name=done.vm, uuid="00000000-0000-4000-8000-000000000001", tenant="keelung",
+                  county_name="基隆市", site="secondary", vcpus=1, memory_mib=1024, data_disk_mib=64,
+                  ssh_port=24000, app_port=done.app_port, app_secret="s", settings={})
+    target = bringup.Target(site="secondary", plan=plan, switch=True)
+    bringup.record_path(tmp_path, "keelung").write_text(done.model_dump_json())
+    monkeypatch.setattr(bringup.restorepoints, "restore", restore)
+    monkeypatch.setattr(bringup.address, "healthy", lambda port, timeout_s=2.0: port == done.app_port)
+    again = bringup.bring_up(Platform(), "keelung", done.point, target, tmp_path)  # type: ignore[arg-type]
+    assert again == done, "the times measured by the first attempt are kept"
+    # Its app does not answer any more: the record is not trusted and the county is brought up again.
+    monkeypatch.setattr(bringup.address, "healthy", lambda port, timeout_s=2.0: False)
+    with pytest.raises(RestoredAgain):
+        bringup.bring_up(Platform(), "keelung", done.point, target, tmp_path)  # type: ignore[arg-type]

@@ -93,6 +93,14 @@ def pair(state_dir: Path, primary_site: str, secondary_site: str, port: int) -> 
     return Pair(primary.local(), secondary.remote(port), secondary.rest_server(port))
 
 
+def ensure_local(restic: Restic, state_dir: Path, site: str) -> Repository:
+    """A site's own repository (and its password file), made if missing: all a round needs to land."""
+    backup = site_backup(state_dir, site)
+    ensure_password(backup)
+    ensure_repository(restic, backup.local())
+    return backup.local()
+
+
 def ensure_pair(restic: Restic, state_dir: Path, primary_site: str, secondary_site: str, port: int) -> Pair:
     """Password files, the secondary's REST server and both repositories, each made if missing."""
     for site in (primary_site, secondary_site):

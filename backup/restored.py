@@ -69,6 +69,13 @@ def make(path: Path, size_mib: int, database: Path) -> bool:
     return True
 
 
+def check_existing(path: Path) -> Path:
+    """`path`, if it is a ccdata disk (one this module made); anything else is refused."""
+    if probe(path).get("LABEL") != DATA_LABEL:
+        raise RestoredDiskError(f"{path} exists and is not a {DATA_LABEL} disk")
+    return path
+
+
 def read_database(disk: Path, target: Path) -> Path:
     """Copy tenant.db out of a data disk image without mounting it (debugfs): for checks and tests."""
     done = subprocess.run([_tool("debugfs"), "-R", f"dump /{DATABASE_NAME} {target}", str(disk)],

@@ -22,19 +22,28 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from backup import consistent, figures, repository, restored
+from backup import consistent, figures, repository, restored, verifications
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier, policy_of
-from backup.restic import Repository, Restic, Snapshot, SnapshotNotFound
+from backup.restic import (
+    Repository,
+    RepositoryMissing,
+    Restic,
+    ResticTimeout,
+    ServerUnreachable,
+    Snapshot,
+    SnapshotNotFound,
+)
+from backup.restserver import RestServerError
 from inventory.jobs import JobKind, Step, StepContext, StepResult, StepsBuilder
 from provisioning import images, records, templates, vm
 from provisioning.address import port_free
@@ -47,7 +56,11 @@ DEFAULT_REST_PORT = int(os.environ.get("COUNTYCLOUD_BACKUP_REST_PORT", "23000"))
 # (21000-21999), the guests' (22000-22999) and the backup servers' (23000-23199) ports.
 CLONE_PORTS = range(23200, 23400)
 JOB_TAG = "job"
+SIZE_TAG = "bytes"  # the database's size, recorded with the snapshot (restic 0.14 keeps no summary)
 STAGED_NAME = "tenant.db"
+
+
+LogFn = Callable[[str], None]
 
 
 class RestoreMode(StrEnum):
@@ -73,6 +86,8 @@ class RestoreArgs(BaseModel):
     from_site: str = "secondary"  # whose repository the snapshot is read from (the offsite one)
     primary_site: str = "primary"
     rest_port: int = DEFAULT_REST_PORT
+    # A copy's own name (a hostname); None: SLUG-copy-XXXXXX. Never the county's own VM name.
+    name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
 
 # --- results handed between steps --------------------------------------------------------------
@@ -98,6 +113,7 @@ class Snapshotted(StepResult):
 
 class Chosen(StepResult):
     snapshot_id: str
+    original_id: str | None = None  # for an offsite copy: the primary's snapshot it was copied from
     taken_at: str
     recorded: dict[str, str]  # the figures recorded with it (its tags)
     clone_name: str
@@ -156,6 +172,9 @@ def choose_snapshot(snapshots: list[Snapshot], wanted: str | None) -> Snapshot:
     for snapshot in snapshots:
         if snapshot.id.startswith(wanted) or wanted.startswith(snapshot.short_id):
             return snapshot
+    for snapshot in snapshots:  # an offsite copy, asked for by the primary's id it was copied from
+        if snapshot.original and len(wanted) >= 8 and snapshot.original.startswith(wanted):
+            return snapshot
     raise SnapshotNotFound("restore", f"no restore point {wanted} of this county "
                            f"(have {', '.join(s.short_id for s in snapshots[-5:])} ...)")
 
@@ -170,6 +189,16 @@ def clone_plan(county: VmPlan, chosen: Chosen, site: str) -> VmPlan:
 def restored_disk(site_disks: Path, chosen: Chosen) -> Path:
     """Where a restore's new data disk is made: the site's disks, named by VM and restore point."""
     return site_disks / "restored" / f"{chosen.clone_name}-{chosen.snapshot_id[:8]}.img"
+
+
+# What an unreachable offsite site looks like to a round: its server down or not starting, its
+# repository not answering. A wrong password or a damaged repository is not that, and fails the round.
+OFFSITE_AWAY: tuple[type[Exception], ...] = (ServerUnreachable, RepositoryMissing, ResticTimeout,
+                                             RestServerError)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 # --- edges used by the steps -------------------------------------------------------------------
@@ -197,7 +226,10 @@ def _county_plan(platform: Platform, tenant: str) -> VmPlan:
 
 # --- backup round ------------------------------------------------------------------------------
 
-def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
+def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequence[str] | None = None
+                 ) -> list[Step]:
+    """`producer`: the command writing the database to stdout (default: the guest's online backup over
+    its SSH forward; backup.ops.backup_now passes another for a database outside a guest)."""
     args = BackupArgs.model_validate(raw)
     county = consistent.county_tag(args.tenant)
 
@@ -207,15 +239,23 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     def check(ctx: StepContext) -> str:
         site = records.current_site(platform.engine, args.tenant)
         plan = _county_plan(platform, args.tenant)
-        made = repository.ensure_pair(_restic(platform, site), platform.state_dir, site, args.offsite_site,
-                                      args.rest_port)
+        restic = _restic(platform, site)
+        primary = repository.ensure_local(restic, platform.state_dir, site)
+        # The offsite site being away must not stop the rounds: they keep landing locally and the
+        # offsite catch-up (backup.ops.copy_offsite, scheduled) copies them once it is back.
+        try:
+            made = repository.ensure_pair(restic, platform.state_dir, site, args.offsite_site, args.rest_port)
+            offsite = made.offsite.location
+        except OFFSITE_AWAY as error:
+            offsite = f"offsite unavailable ({_first_line(error)})"
         return (f"tenant {args.tenant} at {site}: VM {plan.name}, SSH 127.0.0.1:{plan.ssh_port}; "
-                f"repositories {made.primary.location} and {made.offsite.location}")
+                f"repositories {primary.location} and {offsite}")
 
     def copy(ctx: StepContext) -> Staged:
         plan = _county_plan(platform, args.tenant)
         staged = ctx.artifacts / STAGED_NAME
-        size = consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), staged)
+        command = producer or consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port)
+        size = consistent.stage(command, staged)
         # integrity_check is the verification's: too slow for every round (CopyCheck says why)
         check_sqlite(staged, CopyCheck.QUICK)
         return Staged(path=str(staged), bytes=size)
@@ -231,7 +271,8 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
             # restic 0.14's backup summary names a snapshot by its short id: so does this result
             return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
         staged = Path(ctx.result("copy", Staged).path)
-        tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}"]
+        tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}",
+                f"{SIZE_TAG}={staged.stat().st_size}"]
         done = consistent.store(restic, repo, staged, args.tenant, tags=tags)
         staged.unlink(missing_ok=True)
         return Snapshotted(snapshot_id=done.snapshot_id, data_added=done.data_added,
@@ -241,8 +282,11 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         site = records.current_site(platform.engine, args.tenant)
         repositories = pair(site)
         snapshot_id = ctx.result("snapshot", Snapshotted).snapshot_id
-        done = _restic(platform, site).copy(repositories.offsite, repositories.primary,
-                                            snapshot_ids=[snapshot_id])
+        try:
+            done = _restic(platform, site).copy(repositories.offsite, repositories.primary,
+                                                snapshot_ids=[snapshot_id])
+        except OFFSITE_AWAY as error:
+            return f"offsite unreachable ({_first_line(error)}); kept locally, the catch-up copies it later"
         return f"copied {len(done.copied)}, already there {len(done.skipped)} ({done.wall_s:.2f} s)"
 
     def retention(ctx: StepContext) -> str:
@@ -253,7 +297,13 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         # every snapshot, so grouping by tags would make each snapshot a group of its own.
         said = []
         for where, repo in (("primary", repositories.primary), ("offsite", repositories.offsite)):
-            done = restic.forget(repo, keep, tags=[county], group_by="host")
+            try:
+                done = restic.forget(repo, keep, tags=[county], group_by="host")
+            except OFFSITE_AWAY as error:
+                if where == "primary":
+                    raise
+                said.append(f"{where}: unreachable ({_first_line(error)})")
+                continue
             said.append(f"{where}: kept {len(done.kept)}, forgot {len(done.removed)}")
         return "; ".join(said) + " (pruning is scheduled apart)"
 
@@ -289,9 +339,12 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
                                    f"not at {args.site}; restore as a copy to bring it up elsewhere")
             name, uuid, ssh_port, app_port = county.name, county.uuid, county.ssh_port, county.app_port
         else:
-            name, uuid = clone_name(args.tenant, ctx.job_id, args.mode), clone_uuid(ctx.job_id)
+            if args.name is not None and (args.mode is not RestoreMode.COPY or args.name == county.name):
+                raise ValueError(f"a name of its own is for a copy, and not {county.name}: {args.name}")
+            name = args.name or clone_name(args.tenant, ctx.job_id, args.mode)
+            uuid = clone_uuid(ctx.job_id)
             ssh_port, app_port = choose_ports(port_free)
-        return Chosen(snapshot_id=chosen.id, taken_at=chosen.time.isoformat(),
+        return Chosen(snapshot_id=chosen.id, original_id=chosen.original, taken_at=chosen.time.isoformat(),
                       recorded=figures.from_tags(chosen.tags), clone_name=name, clone_uuid=uuid,
                       ssh_port=ssh_port, app_port=app_port)
 
@@ -304,6 +357,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         found = figures.read(done.target)
         differ = figures.differences(chosen.recorded, found)
         if differ:
+            failed(ctx, f"restored database: {'; '.join(differ)}")
             raise figures.FiguresError(f"snapshot {chosen.snapshot_id[:8]}: {'; '.join(differ)}")
         return Fetched(path=str(done.target), bytes=done.bytes, figures=found)
 
@@ -374,8 +428,23 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         found = figures.read(served)
         differ = figures.differences(chosen.recorded, found)
         if differ:
+            failed(ctx, f"served database: {'; '.join(differ)}")
             raise figures.FiguresError(f"the restored VM serves other figures: {'; '.join(differ)}")
         return Proven(healthz_port=chosen.app_port, figures=found)
+
+    def failed(ctx: StepContext, why: str) -> None:
+        chosen = ctx.result("check", Chosen)
+        verifications.record(platform.engine, tenant=args.tenant, snapshot_id=chosen.snapshot_id,
+                             original_id=chosen.original_id, site=args.site, ok=False, detail=why,
+                             job_id=ctx.job_id)
+
+    def record(ctx: StepContext) -> str:
+        """The point is proven: a VM on it served the figures recorded with it."""
+        chosen = ctx.result("check", Chosen)
+        verifications.record(platform.engine, tenant=args.tenant, snapshot_id=chosen.snapshot_id,
+                             original_id=chosen.original_id, site=args.site, ok=True,
+                             detail=ctx.result("prove", Proven).summary(), job_id=ctx.job_id)
+        return f"restore point {chosen.snapshot_id[:8]} verified"
 
     def tear_down(ctx: StepContext) -> str:
         chosen = ctx.result("check", Chosen)
@@ -398,6 +467,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         Step("start", start, "clone of the site's prebooted template"),
         Step("activate", activate, "identity, seed and the restored data disk"),
         Step("prove", prove, "/healthz, then the served database's figures against those recorded"),
+        Step("record", record, "the restore point marked verified"),
     ]
     if args.mode is RestoreMode.VERIFY:
         steps.append(Step("tear-down", tear_down, "the verification clone and its disks removed"))

@@ -101,11 +101,13 @@ def _server_p99_ms(metrics: str, path: str) -> float | None:
     return next(le for le, count in buckets if count >= 0.99 * total) * 1000
 
 
-def run(database: str, url: str, route: str, available: int, duration: int) -> Run:
+def run(database: str, url: str, route: str, available: int, duration: int,
+        extra_env: dict[str, str] | None = None) -> Run:
     line = hotline.prepare(url, available)
     warm_line = hotline.prepare(url, WARM_UP_BALANCE)
     naive = route == "naive"
     env = {"TENANT_APP_ENABLE_NAIVE_CERTIFY": "true"} if naive else {}
+    env.update(extra_env or {})
     path = "/api/v1/naive/certifications" if naive else "/api/v1/certifications"
     with tempfile.TemporaryDirectory() as scratch, running_server(url, extra_env=env) as base:
         # A one-second warm-up on another line (connections, caches, first statements), not counted.
@@ -124,7 +126,15 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
     parser.add_argument("--available", type=int, default=30_000,
                         help="the hot line's balance in 元 (1 元 per request); --available 10000 runs it dry")
+    parser.add_argument("--synchronous", action="store_true",
+                        help="only SQLite's durability: the writer route with synchronous=NORMAL and FULL, "
+                             "alternated --repeat times each (issue 12)")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.synchronous:
+        # a balance no run exhausts: every request is a committed certification (a refusal commits nothing)
+        compare_synchronous(args.duration, WARM_UP_BALANCE, args.repeat)
+        return
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -150,6 +160,36 @@ def main() -> None:
         "overcommits": sum(r.overcommit for r in real),
         "naive_overcommits": sum(r.overcommit for r in naive),
         "ratio_vs_naive": round(sum(r.per_s for r in real) / sum(r.per_s for r in naive), 2),
+    }))
+
+
+def compare_synchronous(duration: int, available: int, repeat: int) -> None:
+    """SQLite WAL with synchronous=NORMAL against FULL on the certification path, alternated so the
+    machine's load falls on both alike. Last line: {"normal_per_s", "full_per_s", "full_cost_pct",
+    "normal_p99_ms", "full_p99_ms", "overcommits"} (medians)."""
+    import statistics
+
+    runs: dict[str, list[Run]] = {"normal": [], "full": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for index in range(repeat):
+            for mode in ("normal", "full"):
+                url = f"sqlite:///{scratch}/{mode}-{index}.db"
+                done = run(f"sqlite-{mode}", url, "writer", available, duration,
+                           {"TENANT_APP_SQLITE_SYNCHRONOUS": mode})
+                runs[mode].append(done)
+                print(json.dumps(asdict(done), ensure_ascii=False), flush=True)
+
+    def median(mode: str, field: str) -> float:
+        return float(statistics.median(getattr(r, field) for r in runs[mode]))
+
+    normal, full = median("normal", "accepted_per_s"), median("full", "accepted_per_s")
+    print(json.dumps({
+        "normal_per_s": round(median("normal", "per_s"), 1), "full_per_s": round(median("full", "per_s"), 1),
+        "normal_accepted_per_s": round(normal, 1), "full_accepted_per_s": round(full, 1),
+        "full_cost_pct": round(100 * (normal - full) / normal, 1) if normal else None,
+        "normal_p99_ms": round(median("normal", "p99_ms"), 2),
+        "full_p99_ms": round(median("full", "p99_ms"), 2),
+        "overcommits": sum(r.overcommit for mode in runs for r in runs[mode]),
     }))
 
 

@@ -17,13 +17,14 @@ from typing import cast
 import anyio
 from fastapi import FastAPI
 
-from controlplane import audit, auth
+from controlplane import audit, auth, metrics
+from controlplane.api import backup_routes
 from controlplane.api import errors as api_errors
 from controlplane.api.deps import Operations, ServiceContext
 from controlplane.api.limits import BodyLimit
 from controlplane.api.routes import router as api_router
 from controlplane.settings import Settings
-from controlplane.web import console
+from controlplane.web import backup_pages, console
 
 log = logging.getLogger("countycloud.service")
 
@@ -62,9 +63,15 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     app.state.ctx = ctx
     api_errors.install(app, html=console.render_error, wants_html=console.wants_html)
     app.include_router(api_router)
+    metrics.install(app)
+    backup_routes.install(app)  # issue 12: /api/v1/tenants/{slug}/restore-points ... and the page
+    backup_pages.install(app)
     from controlplane.api.dr_routes import router as dr_router  # disaster recovery (issue 15)
 
     app.include_router(dr_router)
+    from dr.metrics import registry as dr_metrics  # last RTO / RPO per county
+
+    metrics.add_registry(dr_metrics(ctx.state_dir))
     console.install(app)
     from controlplane.web.dr_console import router as dr_console_router
 
@@ -101,12 +108,18 @@ def start_workers(ctx: ServiceContext) -> None:
 
     bootstrap.register_job_builders()
     _workers_stop.clear()
+    if bootstrap.settings().backup_schedule:  # issue 12: rounds, offsite, prune, verify; /metrics
+        from controlplane import backup_metrics, backup_schedule
+
+        backup_schedule.register()
+        backup_metrics.start()
     workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
-    from controlplane import jobs
+    from controlplane import backup_metrics, jobs
 
+    backup_metrics.stop()
     _workers_stop.set()
     jobs.shutdown()
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # The use-case module the service calls. Only tests change it (to a backend that records jobs
     # without booting VMs); it must provide controlplane.operations' functions.
     service_operations: str = "controlplane.operations"
+    # The backup schedule and its metrics (controlplane.backup_schedule) run in the service's workers.
+    backup_schedule: bool = True
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -43,8 +43,13 @@ class DrCollector(Collector):
         yield when
 
 
+def registry(state_dir: Path) -> CollectorRegistry:
+    """A registry of its own (the service adds it to /metrics: controlplane.metrics.add_registry)."""
+    own = CollectorRegistry()
+    own.register(DrCollector(state_dir))
+    return own
+
+
 def exposition(state_dir: Path) -> bytes:
     """The metrics alone, in Prometheus' text format (for a test or a one-off scrape)."""
-    registry = CollectorRegistry()
-    registry.register(DrCollector(state_dir))
-    return generate_latest(registry)
+    return generate_latest(registry(state_dir))

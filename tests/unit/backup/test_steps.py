@@ -43,7 +43,7 @@ def test_backup_round_order(platform: Platform) -> None:
 
 
 def test_restore_step_lists_per_mode(platform: Platform) -> None:
-    up = ["disks", "start", "activate", "prove"]
+    up = ["disks", "start", "activate", "prove", "record"]
     assert names(steps.restore_steps({"tenant": "keelung"}, platform)) == [
         "check", "fetch", "data-disk", *up, "tear-down"]
     assert names(steps.restore_steps({"tenant": "keelung", "mode": "copy"}, platform)) == [
@@ -109,3 +109,23 @@ def test_clone_plan_keeps_the_countys_size_settings_and_secret_with_its_own_iden
         "s3cret", {"locale": "zh-TW"}, 1024, 256, "keelung")
     expected = tmp_path / "restored" / "keelung-verify-abc123-ffffffff.img"
     assert steps.restored_disk(tmp_path, chosen) == expected
+
+
+def test_an_offsite_copy_is_found_by_the_primary_id_it_was_copied_from() -> None:
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+    copy = Snapshot(id="c" * 64, short_id="c" * 8, time=when, hostname="keelung", paths=("/tenant.db",),
+                    tags=(), original="a" * 64)
+    other = Snapshot(id="d" * 64, short_id="d" * 8, time=when + timedelta(minutes=1), hostname="keelung",
+                     paths=("/tenant.db",), tags=(), original="b" * 64)
+    assert steps.choose_snapshot([copy, other], "a" * 8) is copy
+    assert steps.choose_snapshot([copy, other], "d" * 8) is other
+    with pytest.raises(SnapshotNotFound):
+        steps.choose_snapshot([copy, other], "e" * 8)
+
+
+def test_a_copys_own_name_must_be_a_hostname(platform: Platform) -> None:
+    assert names(steps.restore_steps({"tenant": "keelung", "mode": "copy", "name": "keelung-audit-1"},
+                                     platform))[0] == "check"
+    for bad in ("Keelung", "-x", "a_b", "x" * 64):
+        with pytest.raises(ValidationError):
+            steps.restore_steps({"tenant": "keelung", "mode": "copy", "name": bad}, platform)

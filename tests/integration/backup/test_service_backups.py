@@ -1,0 +1,115 @@
+"""The backup use cases through the service (real controlplane, real restic and REST server): the API's
+restore points as each role sees them, who may back up and restore, the console's backup page, and
+the per-county gauges on /metrics."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backup import consistent, ops, repository, restserver
+from controlplane import backup_metrics, bootstrap
+from inventory.enums import Lifecycle
+from provisioning import records
+from tests.unit.controlplane.conftest import state  # noqa: F401 (fixture)
+from tests.unit.controlplane.service_support import OTHER, OWN, PASSWORD, Service, make_service
+
+API = "/api/v1"
+PORTS = range(24100, 24190)  # this work's own block (24190-24199: the VM test's)
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS}")
+
+
+@pytest.fixture
+def service(state: Path, monkeypatch: pytest.MonkeyPatch, county_db: Path,  # noqa: F811
+            tmp_path: Path) -> Iterator[tuple[Service, str]]:
+    port = free_port()
+    monkeypatch.setenv("COUNTYCLOUD_BACKUP_REST_PORT", str(port))
+    for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
+        cached.cache_clear()
+    for svc in make_service(os.environ["COUNTYCLOUD_DATABASE_URL"], state, real=True):
+        records.place(svc.engine, OWN)
+        records.mark_tenant(svc.engine, OWN, Lifecycle.ACTIVE, with_vms=True)
+        (tmp_path / "scratch").mkdir()
+        taken = ops.backup_now(bootstrap.platform(), OWN, sites=ops.BackupSites(rest_port=port),
+                               producer=consistent.copy_argv(str(county_db), python=sys.executable,
+                                                             scratch_dir=str(tmp_path / "scratch")))
+        try:
+            yield svc, taken.snapshot_id
+        finally:
+            restserver.stop(repository.site_backup(state, "secondary").rest_server(port))
+
+
+def test_restore_points_per_role(service: tuple[Service, str]) -> None:
+    svc, snapshot = service
+    client = TestClient(svc.app)
+    listed = client.get(f"{API}/tenants/{OWN}/restore-points", headers=svc.bearer("liaison"))
+    assert listed.status_code == 200, listed.text
+    [point] = listed.json()["points"]
+    assert point["snapshot_id"].startswith(snapshot) and point["primary"] and point["offsite"]
+    assert int(point["figures"]["vouchers"]) == 60
+    other = client.get(f"{API}/tenants/{OTHER}/restore-points", headers=svc.bearer("liaison"))
+    assert other.status_code == 403
+    for user in ("liaison", "auditor", "central"):
+        assert client.post(f"{API}/tenants/{OWN}/backups", headers=svc.bearer(user)).status_code == 403
+        assert client.post(f"{API}/tenants/{OWN}/restores", json={"mode": "in-place"},
+                           headers=svc.bearer(user)).status_code == 403
+    refused = client.post(f"{API}/tenants/{OWN}/restores", json={"mode": "sideways"},
+                          headers=svc.bearer("oper"))
+    assert refused.status_code == 422
+
+
+def _sign_in(client: TestClient, user: str) -> None:
+    client.cookies.clear()
+    client.get("/login")
+    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
+                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+
+
+def test_console_page_offers_what_the_role_may_do(service: tuple[Service, str]) -> None:
+    svc, snapshot = service
+    client = TestClient(svc.app)
+    _sign_in(client, "oper")
+    page = client.get(f"/tenants/{OWN}/backups")
+    assert page.status_code == 200 and snapshot[:8] in page.text
+    assert f'action="/tenants/{OWN}/backups/in-place"' in page.text
+    assert f'action="/tenants/{OWN}/backups/verify"' in page.text
+    _sign_in(client, "liaison")
+    page = client.get(f"/tenants/{OWN}/backups")
+    assert page.status_code == 200 and snapshot[:8] in page.text
+    assert "/backups/in-place" not in page.text and "/backups/now" not in page.text
+    assert client.get(f"/tenants/{OTHER}/backups").status_code == 403
+
+
+def test_metrics_per_county(service: tuple[Service, str]) -> None:
+    svc, _ = service
+    said = backup_metrics.refresh()
+    assert any("no verification" in line for line in said)
+    backup_metrics.metrics.add_registry(backup_metrics.REGISTRY)
+    try:
+        text = TestClient(svc.app).get("/metrics").text
+    finally:
+        backup_metrics.metrics.remove_registry(backup_metrics.REGISTRY)
+    assert f'countycloud_backup_restore_points{{tenant="{OWN}"}} 1.0' in text
+    assert f'countycloud_backup_offsite_lag_seconds{{tenant="{OWN}"}} 0.0' in text
+    assert 'countycloud_backup_repository_readable{site="secondary"} 1.0' in text
+    age = next(line for line in text.splitlines()
+               if line.startswith(f'countycloud_backup_last_age_seconds{{tenant="{OWN}"}}'))
+    assert 0 <= float(age.split()[-1]) < 300

@@ -43,13 +43,20 @@ class DrCollector(Collector):
         yield when
 
 
+_SERVED = DrCollector(Path("/nonexistent"))
+REGISTRY = CollectorRegistry()
+REGISTRY.register(_SERVED)
+
+
 def registry(state_dir: Path) -> CollectorRegistry:
-    """A registry of its own (the service adds it to /metrics: controlplane.metrics.add_registry)."""
-    own = CollectorRegistry()
-    own.register(DrCollector(state_dir))
-    return own
+    """The service's one DR registry (controlplane.metrics.add_registry), reading `state_dir`: one
+    registry per process, so building the app again never repeats its metrics."""
+    _SERVED.state_dir = state_dir
+    return REGISTRY
 
 
 def exposition(state_dir: Path) -> bytes:
     """The metrics alone, in Prometheus' text format (for a test or a one-off scrape)."""
-    return generate_latest(registry(state_dir))
+    own = CollectorRegistry()
+    own.register(DrCollector(state_dir))
+    return generate_latest(own)

@@ -5,21 +5,22 @@ The offsite repository lives at the secondary site, so the site a county fails o
 path (its own disks), never through the failed site. `choose` is pure; `list_points` and `restore`
 are the edge (restic through backup's own modules).
 
-Until backup's public restore operations land, this reads the repository as backup/steps.py's
-restore does: `restic dump` of the snapshot, SQLite integrity_check, the figures recorded with the
-snapshot compared with those of the restored file, then backup.restored.make for the disk.
+The disk is made by backup's public operation (backup.ops.restore_to_disk: `restic dump`, SQLite
+integrity_check, the figures recorded with the point compared with those restored, a new ccdata
+disk). A failback's final copy is no restic point: it is staged in the job's folder already checked,
+and laid on its disk here (backup.restored.make).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from backup import consistent, figures, repository, restored
-from backup.platformdb import CopyCheck, check_sqlite
+from backup import consistent, figures, ops, repository, restored, verifications
+from backup.platformdb import PlatformDbError
 from backup.restic import Restic, Snapshot
 from provisioning.platform import Platform
 
@@ -36,6 +37,7 @@ class Point(BaseModel):
     snapshot_id: str
     taken_at: float  # epoch seconds: when the database copy was taken at the primary
     recorded: dict[str, str] = {}  # the figures recorded with it
+    verified: bool = False  # a verification of it (backup.verifications) succeeded before
 
     @property
     def short(self) -> str:
@@ -46,8 +48,9 @@ def county_of(snapshot: Snapshot) -> str | None:
     return snapshot.tag_value(consistent.COUNTY_TAG)
 
 
-def points_by_county(snapshots: Iterable[Snapshot]) -> dict[str, list[Point]]:
-    """Each county's restore points, oldest first."""
+def points_by_county(snapshots: Iterable[Snapshot], verified: Collection[str] = ()) -> dict[str, list[Point]]:
+    """Each county's restore points, oldest first; `verified`: ids (a copy's or its original's) of
+    points a verification proved."""
     found: dict[str, list[Point]] = {}
     for snapshot in snapshots:
         county = county_of(snapshot)
@@ -55,7 +58,8 @@ def points_by_county(snapshots: Iterable[Snapshot]) -> dict[str, list[Point]]:
             continue
         found.setdefault(county, []).append(Point(
             county=county, snapshot_id=snapshot.id, taken_at=snapshot.time.timestamp(),
-            recorded=figures.from_tags(snapshot.tags)))
+            recorded=figures.from_tags(snapshot.tags),
+            verified=snapshot.id in verified or (snapshot.original or "") in verified))
     return {county: sorted(points, key=lambda p: p.taken_at) for county, points in found.items()}
 
 
@@ -88,9 +92,14 @@ def _restic(platform: Platform, site: str) -> tuple[Restic, repository.SiteBacku
 
 
 def list_points(platform: Platform, site: str) -> dict[str, list[Point]]:
-    """Every county's restore points in `site`'s repository (one restic call for all of them)."""
+    """Every county's restore points in `site`'s repository (one restic call for all of them), read by
+    path: the site a county fails over to holds the offsite copies itself."""
     restic, backup = _restic(platform, site)
-    return points_by_county(restic.snapshots(backup.local()))
+    snapshots = restic.snapshots(backup.local())
+    proven = {proof_id for county in {county_of(s) for s in snapshots} if county
+              for proof in verifications.of_tenant(platform.engine, county) if proof.ok
+              for proof_id in (proof.snapshot_id, proof.original_id) if proof_id}
+    return points_by_county(snapshots, proven)
 
 
 def staged_paths(workdir: Path, point: Point) -> tuple[Path, Path]:
@@ -99,34 +108,28 @@ def staged_paths(workdir: Path, point: Point) -> tuple[Path, Path]:
     return workdir / f"{stem}-{consistent.DATABASE_FILENAME}", workdir / f"{stem}.verified"
 
 
-def verified_database(platform: Platform, site: str, point: Point, workdir: Path) -> Path:
-    """The point's database in `workdir`, integrity-checked and with the figures it recorded; reused
-    when a killed attempt already fetched and checked it."""
-    target, done_marker = staged_paths(workdir, point)
-    if done_marker.exists() and target.exists():
-        return target
-    restic, backup = _restic(platform, site)
-    restic.dump(backup.local(), point.snapshot_id, f"/{consistent.DATABASE_FILENAME}", target)
-    check_sqlite(target, CopyCheck.FULL)
-    differ = figures.differences(point.recorded, figures.read(target))
-    if differ:
-        raise PointError(f"{point.county}: restore point {point.short} does not verify: {'; '.join(differ)}")
-    done_marker.touch()
-    return target
-
-
 def restored_disk(site_disks: Path, vm_name: str, point: Point) -> Path:
     """Where a point's data disk is made at a site: named by VM and point, so a rerun finds it."""
     return site_disks / "restored" / f"{vm_name}-{point.short}.img"
 
 
 def restore(platform: Platform, site: str, vm_name: str, point: Point, size_mib: int, workdir: Path) -> Path:
-    """A new data disk at `site` holding the point's database (kept if a killed attempt made it)."""
-    disk = restored_disk(platform.site(site).disks, vm_name, point)
-    if not disk.exists():
-        database = verified_database(platform, site, point, workdir)
-        restored.make(disk, size_mib, database)
-    return disk
+    """A new data disk at `site` holding the point's database (kept if a killed attempt made it): a
+    database staged in `workdir` (a failback's final copy), else the restic point through
+    backup.ops.restore_to_disk from `site`'s own repository. PointError when it does not verify."""
+    staged, marker = staged_paths(workdir, point)
+    if marker.exists() and staged.exists():
+        disk = restored_disk(platform.site(site).disks, vm_name, point)
+        if not disk.exists():
+            restored.make(disk, size_mib, staged)
+        return disk
+    try:
+        done = ops.restore_to_disk(platform, point.county, site=site, snapshot=point.snapshot_id,
+                                   from_site=site, sites=ops.BackupSites(primary=site, offsite=site),
+                                   vm_name=vm_name, size_mib=size_mib)
+    except (figures.FiguresError, PlatformDbError) as error:  # figures differ, or the copy is damaged
+        raise PointError(f"{point.county}: restore point {point.short} does not verify: {error}") from error
+    return done.path
 
 
 def as_json(points: Mapping[str, Point]) -> dict[str, dict[str, object]]:

@@ -67,7 +67,8 @@ def test_a_stored_database_is_found_and_laid_on_a_new_data_disk(platform: Platfo
     workdir = tmp_path / "work"
     workdir.mkdir()
     disk = restorepoints.restore(platform, "secondary", "keelung-accounting-1", point, 64, workdir)
-    assert disk == restorepoints.restored_disk(platform.site("secondary").disks, "keelung-accounting-1", point)
+    disks = platform.site("secondary").disks
+    assert disk == restorepoints.restored_disk(disks, "keelung-accounting-1", point)
     back = restored.read_database(disk, tmp_path / "back.db")
     assert figures.read(back) == figures.read(database)
     with sqlite3.connect(back) as copy, sqlite3.connect(database) as original:

@@ -13,8 +13,6 @@ write acknowledged at any time is there.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ import httpx
 import pytest
 
 from provisioning.address import healthy
-from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, needs_clones
+from tests.integration.vm.conftest import STATE_DIR, Cloud, needs_clones
 
 pytestmark = [pytest.mark.vm, pytest.mark.outage, needs_clones]
 
@@ -103,26 +101,8 @@ def _writer(cloud: Cloud, county: str, within_s: float = 900) -> Writer:
     return Writer(port=port, token=token, line_id=line["id"])
 
 
-BACKUP = """
-import sys
-from controlplane import bootstrap, jobs
-from inventory.jobs import JobKind
-bootstrap.register_job_builders()
-platform = bootstrap.platform()
-try:
-    args = {"tenant": sys.argv[1], "rest_port": int(sys.argv[2])}
-    print(jobs.start(platform.engine, JobKind.BACKUP, sys.argv[1], args, context=platform,
-                     artifacts_root=platform.artifacts_dir))
-finally:
-    jobs.shutdown()
-"""
-
-
 def _backup(cloud: Cloud, county: str) -> None:
-    done = subprocess.run([sys.executable, "-c", BACKUP, county, str(REST_PORT)], cwd=ROOT,
-                          env={**cloud.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)},
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    Cloud(env={**cloud.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)}).cli("backup", "now", county)
 
 
 def _stop_rest_server() -> None:

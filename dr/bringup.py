@@ -111,6 +111,14 @@ def _backing(platform: Platform, hv: Hypervisor, site: str, plan: VmPlan, cold: 
     return image, template
 
 
+def switch_address(platform: Platform, county: str, site: str, plan: VmPlan, note: str) -> int:
+    """Record the county at `site` and put its VM there behind its address; the address's port."""
+    records.move_county(platform.engine, county, site, note=note)
+    vm.point_address(platform, provisioning_records.frontends(platform.engine))
+    vm.vouch_serving(platform, county, {plan.name: plan.app_port})
+    return records.gateway_port(platform.engine, county)
+
+
 def bring_up(platform: Platform, county: str, point: Point, target: Target, workdir: Path,
              log: Callable[[str], None] = print) -> CountyRun:
     """The county serving at `target.site` from `point`; see the module's docstring."""
@@ -146,10 +154,7 @@ def bring_up(platform: Platform, county: str, point: Point, target: Target, work
     gateway = None
     if target.switch:
         with clock.part("switch"):
-            records.move_county(platform.engine, county, site, note=f"brought up from {point.short}")
-            vm.point_address(platform, provisioning_records.frontends(platform.engine))
-            vm.vouch_serving(platform, county, {plan.name: plan.app_port})
-        gateway = records.gateway_port(platform.engine, county)
+            gateway = switch_address(platform, county, site, plan, note=f"brought up from {point.short}")
     with clock.part("probe"):
         address.wait_healthy(gateway or plan.app_port, timeout_s=PROBE_TIMEOUT_S)
     run = CountyRun(county=county, vm=plan.name, site=site, point=point, how=how, parts=clock.parts,

@@ -1,14 +1,16 @@
 """The failback job: counties running at the secondary after a failover go home, nothing lost.
 
-check -> unfence -> drain -> final-copy -> stop -> recover -> verify -> report.
+check -> unfence -> drain -> final-copy -> stop -> recover -> verify -> switch -> report.
 - unfence: the fenced copies at the home site are undefined there (their disks kept) and forgotten;
 - drain: each county's VM out of its address (marked FENCED: it must never serve again as it is),
   so no write can be acknowledged at the secondary from now on;
 - final-copy: the database copied consistently out of the drained guest (SQLite's online backup,
   over SSH, as a backup round does), integrity-checked; its figures recorded;
 - stop: the secondary's VM undefined (its disks kept);
-- recover: dr.bringup at the home site from the final copy, the address switched back;
-- verify: the served database's figures equal the final copy's: every committed write came home.
+- recover: dr.bringup at the home site from the final copy (its app answers; no address yet);
+- verify: the served database's figures equal the final copy's: every committed write came home
+  (before any new write can reach it);
+- switch: the address back home, probed through it.
 Protection resumes from the home site by itself: backup rounds run where the county runs.
 """
 
@@ -30,8 +32,8 @@ from dr.restorepoints import Point
 from inventory import queries
 from inventory.db import session_scope
 from inventory.jobs import Step, StepContext, StepResult
+from provisioning import address, sites, vm
 from provisioning import records as provisioning_records
-from provisioning import sites, vm
 from provisioning.platform import Platform
 
 DRAIN_SETTLE_S = 1.0  # requests already inside the app finish (HAProxy reloads hitlessly)
@@ -141,7 +143,7 @@ def _recover(platform: Platform, ctx: StepContext) -> Recovered:
     runs = []
     for county in sorted(scope.vms):
         plan = records.county_plan(platform.engine, county, scope.to_site)
-        target = Target(scope.to_site, plan, switch=True)
+        target = Target(scope.to_site, plan, switch=False)  # switched after `verify`
         runs.append(bringup.bring_up(platform, county, copies.points[county], target, workdir, log=ctx.log))
     return Recovered(runs=runs)
 
@@ -162,8 +164,25 @@ def _verify(platform: Platform, ctx: StepContext) -> str:
     return f"{len(said)} county(ies) serve exactly their final state: 0 committed writes lost"
 
 
-def _report(platform: Platform, ctx: StepContext) -> report.Report:
+def _switch(platform: Platform, ctx: StepContext) -> Recovered:
+    """Each verified county back behind its address, probed through it; its run's times completed."""
     scope, recovered = ctx.result("check", Scope), ctx.result("recover", Recovered)
+    runs = []
+    for run in recovered.runs:
+        plan = records.county_plan(platform.engine, run.county, scope.to_site)
+        began = time.monotonic()
+        gateway = bringup.switch_address(platform, run.county, scope.to_site, plan, note="failed back")
+        switched = time.monotonic()
+        address.wait_healthy(gateway, timeout_s=bringup.PROBE_TIMEOUT_S)
+        parts = {**run.parts, "switch": round(switched - began, 3),
+                 "probe": round(time.monotonic() - switched, 3)}
+        runs.append(run.model_copy(update={"parts": parts, "serving_at": time.time(),
+                                           "address_port": gateway}))
+    return Recovered(runs=runs)
+
+
+def _report(platform: Platform, ctx: StepContext) -> report.Report:
+    scope, recovered = ctx.result("check", Scope), ctx.result("switch", Recovered)
     drained = ctx.result("drain", Drained)
     done = report.build(report.RunKind.FAILBACK, ctx.job_id, scope.failed_site, scope.to_site, drained.at,
                         recovered.runs, scope.tiers, scope.tier_order, zero_rpo=True)
@@ -180,7 +199,8 @@ def failback_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         Step("drain", lambda ctx: _drain(platform, ctx), "out of their addresses: no write accepted"),
         Step("final-copy", lambda ctx: _final_copy(platform, ctx), "consistent copy of each database"),
         Step("stop", lambda ctx: _stop(platform, ctx), "the secondary's VMs undefined (disks kept)"),
-        Step("recover", lambda ctx: _recover(platform, ctx), "at home from the final copy; address back"),
+        Step("recover", lambda ctx: _recover(platform, ctx), "at home from the final copy (no address)"),
         Step("verify", lambda ctx: _verify(platform, ctx), "served figures equal the final copy's"),
+        Step("switch", lambda ctx: _switch(platform, ctx), "addresses back home, probed through them"),
         Step("report", lambda ctx: _report(platform, ctx), "downtime per county"),
     ]

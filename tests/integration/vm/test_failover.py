@@ -7,7 +7,8 @@ what was acknowledged. A backup round makes the restore point; the primary site 
 secondary from the offsite repository and moves its address. Every write acknowledged before the
 backup round began is served there; the writer goes on writing at the secondary; the primary comes
 back, its fenced copy does not start; `countycloud dr failback` brings the county home and every
-write acknowledged at any time is there.
+write acknowledged at any time is there. Last, a DR test runs while the writer writes: no write
+fails, the address is not moved, and its clone is gone afterwards.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Writer:
 
     def _run(self) -> None:
         number = 0
-        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5,
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30,
                           headers={"Authorization": f"Bearer {self.token}"}) as client:
             while not self.stop.is_set():
                 number += 1
@@ -177,6 +178,22 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
         assert not missing, f"failback lost {len(missing)} acknowledged write(s): {missing[:10]}"
         assert vm_name not in json.loads((STATE_DIR / "dr" / "fenced.json").read_text()).get("primary", {})
         assert healthy(cloud.address(county))
+
+        # A DR test while a writer writes: production answers every write, nothing of the test stays.
+        tester = Writer(port=writer.port, token=writer.token, line_id=writer.line_id)
+        tester.start()
+        try:
+            tested = cloud.cli("dr", "test", "--county", county, "--json")
+        finally:
+            tester.halt()
+        drill = json.loads(tested.stdout[tested.stdout.index("{"):])
+        assert drill["kind"] == "dr_test" and [row["county"] for row in drill["counties"]] == [county]
+        assert drill["counties"][0]["vm"] == f"{vm_name}-drtest" and drill["counties"][0]["rto_s"] > 0
+        assert tester.acked and tester.errors == 0, f"{tester.errors} write(s) failed during the DR test"
+        shown = cloud.json("tenant", "show", county)
+        assert shown["running_site"] is None and shown["vms"][0]["site"] == "primary"
+        domains = {site["site"]: site["domains"] for site in cloud.json("site", "list")}
+        assert not [name for name in domains["secondary"] if name.endswith("-drtest")]
     finally:
         writer.halt()
         _stop_rest_server()

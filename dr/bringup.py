@@ -80,20 +80,19 @@ def finished(workdir: Path, county: str) -> CountyRun | None:
     return CountyRun.model_validate_json(path.read_text()) if path.exists() else None
 
 
-def link_data_disk(restored_disk: Path, own: Path, serving: bool) -> str:
-    """Make the restored disk the VM's own data disk at the site (a hard link: the restored one stays
-    the record of what was restored). An older disk there is kept beside it, never overwritten."""
+def place_data_disk(restored_disk: Path, own: Path, serving: bool) -> str:
+    """Move the restored disk into place as the VM's own data disk at the site. Moved, not linked:
+    the VM writes to it, and a restored disk left under its point's name would no longer hold that
+    point for a later restore to reuse. An older disk there is kept beside it, never overwritten."""
     own.parent.mkdir(parents=True, exist_ok=True)
     if own.exists():
-        if own.samefile(restored_disk):
-            return "already in place"
         if serving:
-            raise ProvisioningError(f"{own} is another disk and its VM serves; refusing to swap it")
+            raise ProvisioningError(f"{own} is the disk of a VM that serves; refusing to swap it")
         kept = own.with_name(f"{own.name}.before-{int(time.time())}")
         os.replace(own, kept)
-        os.link(restored_disk, own)
+        os.replace(restored_disk, own)
         return f"in place (the disk there before is kept as {kept.name})"
-    os.link(restored_disk, own)
+    os.replace(restored_disk, own)
     return "in place"
 
 
@@ -134,7 +133,7 @@ def bring_up(platform: Platform, county: str, point: Point, target: Target, work
     if not serving:
         with clock.part("restore"):
             restored = restorepoints.restore(platform, site, plan.name, point, plan.data_disk_mib, workdir)
-            log(f"{county}: data disk {link_data_disk(restored, paths.data_disk, serving=False)}")
+            log(f"{county}: data disk {place_data_disk(restored, paths.data_disk, serving=False)}")
         with platform.hypervisor(site) as hv:
             image, template = _backing(platform, hv, site, plan, target.cold)
             with clock.part("disks"):

@@ -10,7 +10,7 @@ import pytest
 
 from backup.restic import Snapshot
 from dr import failover, report, restorepoints
-from dr.bringup import CountyRun, link_data_disk
+from dr.bringup import CountyRun, place_data_disk
 from dr.failover import DrError, batches_for, choose_points, isolated_identity
 from dr.plans import RecoveryPlan, Role, Step, Tier
 from dr.restorepoints import Point, PointError
@@ -138,19 +138,18 @@ def test_free_ports_skips_busy_ones_and_says_when_there_are_too_few() -> None:
 
 # --- the restored disk in place ----------------------------------------------------------------------
 
-def test_link_data_disk_links_keeps_an_older_disk_and_refuses_under_a_serving_vm(tmp_path: Path) -> None:
+def test_place_data_disk_moves_it_keeps_an_older_disk_and_refuses_under_a_serving_vm(tmp_path: Path) -> None:
     restored = tmp_path / "restored" / "vm-abcdef01.img"
     restored.parent.mkdir()
     restored.write_bytes(b"restored")
     own = tmp_path / "vms" / "vm" / "data.img"
-    assert link_data_disk(restored, own, serving=False) == "in place"
-    assert own.samefile(restored)
-    assert link_data_disk(restored, own, serving=False) == "already in place"
+    assert place_data_disk(restored, own, serving=False) == "in place"
+    assert own.read_bytes() == b"restored" and not restored.exists(), "moved: the VM will write to it"
     newer = tmp_path / "restored" / "vm-99999999.img"
     newer.write_bytes(b"newer")
     with pytest.raises(ProvisioningError, match="refusing"):
-        link_data_disk(newer, own, serving=True)
-    said = link_data_disk(newer, own, serving=False)
+        place_data_disk(newer, own, serving=True)
+    said = place_data_disk(newer, own, serving=False)
     assert own.read_bytes() == b"newer" and "kept as data.img.before-" in said
     assert [p.read_bytes() for p in own.parent.glob("data.img.before-*")] == [b"restored"]
 

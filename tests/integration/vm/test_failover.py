@@ -91,7 +91,10 @@ def _writer(cloud: Cloud, county: str, within_s: float = 900) -> Writer:
     while not token:
         assert time.monotonic() < ends, cloud.exec(county, "cat /tmp/dr-seed.log")[-2000:]
         time.sleep(10)
-        token = cloud.exec(county, "cat /tmp/dr-token 2>/dev/null || true").strip()
+        # A busy guest may drop one SSH session: the next poll asks again.
+        polled = cloud.cli("tenant", "exec", county, "--", "sh", "-c",
+                           "cat /tmp/dr-token 2>/dev/null || true", check=False)
+        token = polled.stdout.strip() if polled.returncode == 0 else ""
     token = token.splitlines()[-1]
     port = cloud.address(county)
     lines = httpx.get(f"http://127.0.0.1:{port}/api/v1/budget-lines", params={"agency_id": 1},

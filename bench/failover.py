@@ -170,7 +170,9 @@ def main() -> int:
         time.sleep(3)
         subprocess.run([sys.executable, "-c", BACKUP, *counties], cwd=ROOT, env=ENV, check=True, timeout=3600)
         time.sleep(5)  # writes after the restore points
-        clone, detect_s, killed = failover()
+        clone, detect_s, _ = failover()
+        failed_over = time.time()
+        kept = {county: writer.present() for county, writer in writers.items()}
         with session_scope(engine) as session:  # the watch follows the counties to the secondary
             targets.write_targets(STATE, targets.from_database(session, STATE))
         time.sleep(3)
@@ -178,9 +180,11 @@ def main() -> int:
         time.sleep(3)
         for writer in writers.values():
             writer.halt()
-        # Failback's loss: writes acknowledged at the secondary (after the kill) missing at home.
-        lost = sum(len({p for p, at in writer.acked if at > killed} - writer.present())
-                   for writer in writers.values())
+        # Failback's loss: what the secondary held (brought by the failover, or acknowledged there
+        # after it) missing at home. Writes acknowledged between the kill's start and its effect
+        # went to the primary: the failover's loss, not this.
+        lost = sum(len((kept[county] | {p for p, at in writer.acked if at > failed_over}) - writer.present())
+                   for county, writer in writers.items())
         with session_scope(engine) as session:
             targets.write_targets(STATE, targets.from_database(session, STATE))
         time.sleep(4)  # the watch sees the primary up again before the next kill

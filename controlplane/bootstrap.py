@@ -56,6 +56,10 @@ def register_job_builders() -> None:
 
     for kind, build in backup_steps.builders().items():
         jobs.register_builder(kind, build)
+    from dr import failover  # failover, DR test, failback
+
+    for kind, build in failover.builders().items():
+        jobs.register_builder(kind, build)
     jobs.set_default_context(platform())
 
 

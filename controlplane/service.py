@@ -66,8 +66,17 @@ def build_app(ctx: ServiceContext, *, on_start: Hook | None = None, on_stop: Hoo
     metrics.install(app)
     backup_routes.install(app)  # issue 12: /api/v1/tenants/{slug}/restore-points ... and the page
     backup_pages.install(app)
+    from controlplane.api.dr_routes import router as dr_router  # disaster recovery (issue 15)
+
+    app.include_router(dr_router)
+    from dr.metrics import registry as dr_metrics  # last RTO / RPO per county
+
+    metrics.add_registry(dr_metrics(ctx.state_dir))
     console.install(app)
     monitoring_page.install(app)
+    from controlplane.web.dr_console import router as dr_console_router
+
+    app.include_router(dr_console_router)
     return app
 
 

@@ -15,7 +15,18 @@ from typing import Any
 
 from inventory.enums import Lifecycle
 from inventory.jobs import Step, StepContext, StepResult
-from provisioning import address, bringup, configure, images, probe_accounts, records, sites, templates, vm
+from provisioning import (
+    address,
+    bringup,
+    configure,
+    fencing,
+    images,
+    probe_accounts,
+    records,
+    sites,
+    templates,
+    vm,
+)
 from provisioning.errors import ProvisioningError
 from provisioning.hypervisor import DomainState, HypervisorError
 from provisioning.jobdata import (
@@ -127,6 +138,7 @@ def _start(platform: Platform, target: VmTarget, ctx: StepContext) -> Started:
     plan = records.load_plan(platform.engine, target.name)
     paths = vm.vm_disks(platform, target.site, target.name)
     mode = _mode(ctx)
+    fencing.refuse_if_fenced(platform.state_dir, target.site, target.name)  # never a second writable copy
     with platform.hypervisor(target.site) as hv:
         # An existing VM is only started: it needs no image or template (which may be gone by now).
         exists = hv.state(target.name) is not DomainState.MISSING

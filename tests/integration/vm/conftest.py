@@ -113,6 +113,8 @@ def _purge_leftovers(cloud: Cloud) -> None:
         for leftovers in (paths.disks / "vms", paths.scratch):
             if leftovers.exists():
                 subprocess.run(["rm", "-rf", str(leftovers)], check=True)
+    # A fence ledger names VMs of the database that is gone: provisioning would refuse them.
+    (STATE_DIR / "dr" / "fenced.json").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,102 @@
+"""`/api/v1/dr`: only an operator (or admin) starts a failover, DR test or failback; the job is
+recorded with its args; reports are read by the platform's roles; bad input is a 422."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controlplane import auth, bootstrap, jobs
+from dr import report
+from inventory.jobs import JobKind
+from tests.unit.controlplane.service_support import PASSWORD, Service, make_service
+
+
+def _sign_in(client: TestClient, user: str) -> str:
+    """A console session for `user`; its CSRF token."""
+    client.cookies.clear()
+    client.get("/login")
+    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
+                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    found = auth.session_actor(client.app.state.ctx.engine,  # type: ignore[attr-defined]
+                               client.cookies.get("cc_session") or "", "")
+    assert found is not None
+    return found[1]
+
+
+@pytest.fixture
+def service(state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
+        cached.cache_clear()
+    url = bootstrap.settings().database_url
+    yield from make_service(url, state, real=True)
+
+
+def test_only_operators_start_a_failover_and_the_job_keeps_its_args(service: Service) -> None:
+    client = TestClient(service.app)
+    body = {"counties": ["keelung"], "failed_at": 1000.0}
+    for user in ("central", "auditor", "liaison"):
+        assert client.post("/api/v1/dr/failover", json=body, headers=service.bearer(user)).status_code == 403
+    answer = client.post("/api/v1/dr/failover", json=body, headers=service.bearer("oper"))
+    assert answer.status_code == 202, answer.text
+    view = jobs.get_job(service.engine, answer.json()["job_id"])
+    assert view.kind is JobKind.FAILOVER and view.target == "primary"
+    assert view.args["counties"] == ["keelung"] and view.args["failed_at"] == 1000.0
+    assert view.args["to_site"] == "secondary"
+
+
+def test_bad_dr_requests_are_refused_before_any_job(service: Service) -> None:
+    client = TestClient(service.app)
+    oper = service.bearer("oper")
+    assert client.post("/api/v1/dr/failover", json={"cold": "maybe"}, headers=oper).status_code == 422
+    to_itself = {"failed_site": "secondary"}
+    assert client.post("/api/v1/dr/failover", json=to_itself, headers=oper).status_code == 422
+    assert client.post("/api/v1/dr/failover", json={"to_site": "moon"}, headers=oper).status_code == 422
+    assert client.post("/api/v1/dr/test", json={"counties": ["Not A Slug"]}, headers=oper).status_code == 422
+    assert jobs.list_jobs(service.engine) == []
+
+
+def test_failback_and_dr_test_are_jobs_of_their_own_kind(service: Service) -> None:
+    client = TestClient(service.app)
+    oper = service.bearer("oper")
+    back = client.post("/api/v1/dr/failback", json={}, headers=oper)
+    test = client.post("/api/v1/dr/test", json={"counties": ["keelung"]}, headers=oper)
+    assert (back.status_code, test.status_code) == (202, 202)
+    kinds = {view.kind for view in jobs.list_jobs(service.engine)}
+    assert kinds == {JobKind.FAILBACK, JobKind.DR_TEST}
+
+
+def test_the_last_report_is_read_by_platform_roles(service: Service, state: Path) -> None:
+    client = TestClient(service.app)
+    assert client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor")).status_code == 404
+    done = report.build(report.RunKind.FAILOVER, "failover-primary-1", "primary", "secondary", 0.0, [], {},
+                        [])
+    report.save_last(bootstrap.settings().state_dir, done)
+    answer = client.get("/api/v1/dr/reports/failover", headers=service.bearer("auditor"))
+    assert answer.status_code == 200 and answer.json()["job_id"] == "failover-primary-1"
+    assert client.get("/api/v1/dr/reports/failover", headers=service.bearer("liaison")).status_code == 403
+
+
+def test_the_console_dr_page_shows_the_report_and_an_operator_starts_a_failover(service: Service) -> None:
+    done = report.build(report.RunKind.FAILOVER, "failover-primary-9", "primary", "secondary", 0.0, [], {},
+                        [])
+    report.save_last(bootstrap.settings().state_dir, done)
+    auditor = TestClient(service.app)
+    _sign_in(auditor, "auditor")
+    page = auditor.get("/dr")
+    assert page.status_code == 200 and "failover-primary-9" in page.text
+    assert 'id="dr-failover"' not in page.text
+    csrf = _sign_in(auditor, "auditor")
+    refused = auditor.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
+    assert refused.status_code == 403
+    oper = TestClient(service.app)
+    csrf = _sign_in(oper, "oper")
+    assert 'id="dr-failover"' in oper.get("/dr").text
+    started = oper.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
+    assert started.status_code == 303 and started.headers["location"].startswith("/jobs/failover-primary-")
+    assert [view.kind for view in jobs.list_jobs(service.engine)] == [JobKind.FAILOVER]

@@ -1,0 +1,199 @@
+"""The failover's pure parts: batches from the plan, restore point choice, the report's RTO and RPO,
+the DR test's isolated identities, and putting a restored disk in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backup.restic import Snapshot
+from dr import failover, report, restorepoints
+from dr.bringup import CountyRun, place_data_disk
+from dr.failover import DrError, batches_for, choose_points, isolated_identity
+from dr.plans import RecoveryPlan, Role, Step, Tier
+from dr.restorepoints import Point, PointError
+from provisioning.errors import ProvisioningError
+
+
+def plan(*tiers: Tier) -> RecoveryPlan:
+    return RecoveryPlan(name="test", roles=[Role(key="op", title_zh="維運", title_en="Op", who="ops")],
+                        steps=[Step(role="op", zh="做", en="do")], tiers=list(tiers))
+
+
+def tier(name: str, order: int, counties: list[str], parallelism: int = 2) -> Tier:
+    return Tier(name=name, order=order, parallelism=parallelism, rto_s=10 * order, rpo_s=60,
+                counties=counties)
+
+
+def point(county: str, snapshot: str, at: float) -> Point:
+    return Point(county=county, snapshot_id=snapshot, taken_at=at, recorded={"vouchers": "1"})
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def test_batches_follow_the_plan_without_the_counties_that_do_not_move() -> None:
+    the_plan = plan(tier("later", 2, ["d", "e"]), tier("first", 1, ["a", "b", "c"]))
+    batches, tiers, order = batches_for(the_plan, ["e", "c", "a", "b"])
+    assert batches == [["a", "b"], ["c"], ["e"]]
+    assert order == ["first", "later"] and tiers == {"a": "first", "b": "first", "c": "first", "e": "later"}
+
+
+def test_counties_the_plan_does_not_name_come_last_and_without_a_plan_all_in_one_tier() -> None:
+    moving = ["z", "a", "y", "x", "w"]
+    batches, tiers, order = batches_for(plan(tier("first", 1, ["a"])), moving, parallelism=2)
+    assert batches == [["a"], ["z", "y"], ["x", "w"]]
+    assert order == ["first", failover.NO_PLAN_TIER] and tiers["w"] == failover.NO_PLAN_TIER
+    assert batches_for(None, ["b", "a"], parallelism=3)[0] == [["b", "a"]]
+    assert batches_for(None, []) == ([], {}, [])
+
+
+# --- restore points --------------------------------------------------------------------------------
+
+def test_points_by_county_reads_the_county_tag_and_the_figures() -> None:
+    def snap(snapshot_id: str, county: str | None, second: int) -> Snapshot:
+        tags = (f"county={county}", "fig-vouchers=7") if county else ("platform-db",)
+        taken = datetime(2026, 12, 4, 12, 0, second, tzinfo=UTC)
+        return Snapshot(id=snapshot_id, short_id=snapshot_id[:8], time=taken,
+                        hostname=county or "platform", paths=("/tenant.db",), tags=tags)
+
+    found = restorepoints.points_by_county([snap("b" * 64, "keelung", 30), snap("a" * 64, "keelung", 10),
+                                            snap("c" * 64, None, 5), snap("d" * 64, "penghu", 1)])
+    assert sorted(found) == ["keelung", "penghu"]
+    assert [p.snapshot_id[0] for p in found["keelung"]] == ["a", "b"]
+    assert found["keelung"][0].recorded == {"vouchers": "7"}
+
+
+def test_choose_takes_the_newest_before_the_failure_or_the_one_asked_for() -> None:
+    points = [point("k", "aaaa1111", 100.0), point("k", "bbbb2222", 200.0), point("k", "cccc3333", 300.0)]
+    assert restorepoints.choose(points, None).snapshot_id == "cccc3333"
+    assert restorepoints.choose(points, None, before=250.0).snapshot_id == "bbbb2222"
+    assert restorepoints.choose(points, "aaaa").snapshot_id == "aaaa1111"
+    with pytest.raises(PointError, match="no restore point zzz"):
+        restorepoints.choose(points, "zzz")
+    with pytest.raises(PointError, match="newer than the failure"):
+        restorepoints.choose(points, None, before=50.0)
+    with pytest.raises(PointError, match="take a backup first"):
+        restorepoints.choose([], None)
+    assert [p.snapshot_id for p in restorepoints.fallbacks(points, points[2])] == ["bbbb2222", "aaaa1111"]
+
+
+def test_choose_points_names_every_county_without_one_and_no_fallback_for_a_chosen_point() -> None:
+    available = {"k": [point("k", "aaaa1111", 100.0), point("k", "bbbb2222", 200.0)],
+                 "p": [point("p", "cccc3333", 150.0)]}
+    chosen = choose_points(available, ["k", "p"], {"p": "cccc"}, before=1000.0)
+    assert chosen.points["k"].snapshot_id == "bbbb2222" and chosen.points["p"].snapshot_id == "cccc3333"
+    assert [p.snapshot_id for p in chosen.fallbacks["k"]] == ["aaaa1111"] and "p" not in chosen.fallbacks
+    with pytest.raises(DrError, match=r"no usable restore point for m: .*; n: "):
+        choose_points(available, ["k", "m", "n"], {}, before=1000.0)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def run(county: str, taken_at: float, serving_at: float) -> CountyRun:
+    return CountyRun(county=county, vm=f"{county}-accounting-1", site="secondary",
+                     point=point(county, "abcdef0123", taken_at), how="cloned the template",
+                     parts={"restore": 1.0, "start": 2.0}, started_at=serving_at - 3, serving_at=serving_at,
+                     app_port=24001, address_port=25001)
+
+
+def test_report_measures_rto_from_the_failure_and_rpo_to_the_restore_point() -> None:
+    failed_at = 1_000.0
+    done = report.build(report.RunKind.FAILOVER, "job-1", "primary", "secondary", failed_at,
+                        [run("b", 950.0, 1_020.0), run("a", 990.0, 1_008.0)],
+                        {"a": "first", "b": "later"}, ["first", "later"], expected={"first": (10.0, 60.0)})
+    assert [c.county for c in done.counties] == ["a", "b"]  # in the order they served
+    assert [(c.rto_s, c.rpo_s) for c in done.counties] == [(8.0, 10.0), (20.0, 50.0)]
+    assert (done.rto_s, done.rto_first_tier_s, done.rpo_worst_s) == (20.0, 8.0, 50.0)
+    assert done.counties[0].expected_rto_s == 10.0 and done.counties[1].expected_rto_s is None
+    assert "RTO 20.0 s (first tier 8.0 s), worst RPO 50.0 s" in done.summary()
+    back = report.build(report.RunKind.FAILBACK, "job-2", "secondary", "primary", failed_at,
+                        [run("a", 1_000.0, 1_030.0)], {"a": "failback"}, ["failback"], zero_rpo=True)
+    assert back.rpo_worst_s == 0.0 and back.rto_s == 30.0
+
+
+def test_the_last_report_is_kept_per_kind(tmp_path: Path) -> None:
+    done = report.build(report.RunKind.DR_TEST, "job-3", "primary", "secondary", 0.0, [run("a", 0.0, 5.0)],
+                        {"a": "all"}, ["all"])
+    report.save_last(tmp_path, done)
+    assert report.load_last(tmp_path, report.RunKind.DR_TEST) == done
+    assert report.load_last(tmp_path, report.RunKind.FAILOVER) is None
+
+
+# --- DR test identities ----------------------------------------------------------------------------
+
+def test_isolated_identity_is_stable_for_the_job_and_a_valid_hostname() -> None:
+    first = isolated_identity("dr_test-primary-1", "x" * 63, (23400, 23401))
+    assert first == isolated_identity("dr_test-primary-1", "x" * 63, (23400, 23401))
+    assert len(first[0]) <= 63 and first[0].endswith("-drtest") and first[2:] == (23400, 23401)
+    assert first[1] != isolated_identity("dr_test-primary-2", "x" * 63, (23400, 23401))[1]
+
+
+def test_free_ports_skips_busy_ones_and_says_when_there_are_too_few() -> None:
+    assert failover.free_ports(3, lambda port: port % 2 == 0, range(10, 20)) == [10, 12, 14]
+    with pytest.raises(DrError, match="4 free ports"):
+        failover.free_ports(4, lambda port: port == 10, range(10, 20))
+
+
+# --- the restored disk in place ----------------------------------------------------------------------
+
+def test_place_data_disk_moves_it_keeps_an_older_disk_and_refuses_under_a_serving_vm(tmp_path: Path) -> None:
+    restored = tmp_path / "restored" / "vm-abcdef01.img"
+    restored.parent.mkdir()
+    restored.write_bytes(b"restored")
+    own = tmp_path / "vms" / "vm" / "data.img"
+    assert place_data_disk(restored, own, serving=False) == "in place"
+    assert own.read_bytes() == b"restored" and not restored.exists(), "moved: the VM will write to it"
+    newer = tmp_path / "restored" / "vm-99999999.img"
+    newer.write_bytes(b"newer")
+    with pytest.raises(ProvisioningError, match="refusing"):
+        place_data_disk(newer, own, serving=True)
+    said = place_data_disk(newer, own, serving=False)
+    assert own.read_bytes() == b"newer" and "kept as data.img.before-" in said
+    assert [p.read_bytes() for p in own.parent.glob("data.img.before-*")] == [b"restored"]
+
+
+def test_metrics_give_the_last_rto_and_rpo_per_county(tmp_path: Path) -> None:
+    from dr import metrics
+
+    assert b"countycloud_dr_rto_seconds{" not in metrics.exposition(tmp_path)
+    done = report.build(report.RunKind.FAILOVER, "job-1", "primary", "secondary", 1_000.0,
+                        [run("keelung", 990.0, 1_012.5)], {"keelung": "tier-1"}, ["tier-1"])
+    report.save_last(tmp_path, done)
+    text = metrics.exposition(tmp_path).decode()
+    assert 'countycloud_dr_rto_seconds{county="keelung",kind="failover",tier="tier-1"} 12.5' in text
+    assert 'countycloud_dr_rpo_seconds{county="keelung",kind="failover",tier="tier-1"} 10.0' in text
+    assert 'countycloud_dr_last_run_timestamp_seconds{kind="failover"} 1012.5' in text
+
+
+def test_a_county_finished_by_a_killed_attempt_is_not_brought_up_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dr import bringup
+    from provisioning.sites import site_paths
+    from provisioning.vmplan import VmPlan
+
+    class RestoredAgain(Exception):
+        pass
+
+    def restore(*_args: object, **_kwargs: object) -> Path:
+        raise RestoredAgain
+
+    class Platform:
+        def site(self, name: str) -> object:
+            return site_paths(tmp_path / "state", name)
+
+    done = run("keelung", 990.0, 1_010.0)
+    plan = VmPlan(name=done.vm, uuid="00000000-0000-4000-8000-000000000001", tenant="keelung",
+                  county_name="基隆市", site="secondary", vcpus=1, memory_mib=1024, data_disk_mib=64,
+                  ssh_port=24000, app_port=done.app_port, app_secret="s", settings={})
+    target = bringup.Target(site="secondary", plan=plan, switch=True)
+    bringup.record_path(tmp_path, "keelung").write_text(done.model_dump_json())
+    monkeypatch.setattr(bringup.restorepoints, "restore", restore)
+    monkeypatch.setattr(bringup.address, "healthy", lambda port, timeout_s=2.0: port == done.app_port)
+    again = bringup.bring_up(Platform(), "keelung", done.point, target, tmp_path)  # type: ignore[arg-type]
+    assert again == done, "the times measured by the first attempt are kept"
+    # Its app does not answer any more: the record is not trusted and the county is brought up again.
+    monkeypatch.setattr(bringup.address, "healthy", lambda port, timeout_s=2.0: False)
+    with pytest.raises(RestoredAgain):
+        bringup.bring_up(Platform(), "keelung", done.point, target, tmp_path)  # type: ignore[arg-type]

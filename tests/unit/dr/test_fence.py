@@ -1,0 +1,193 @@
+"""Fencing on plain data and on a real (SQLite) inventory with a fake hypervisor and gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from dr import fence, records
+from dr.records import RunningVm
+from inventory import queries
+from inventory.db import make_engine, migrate, session_scope
+from inventory.declare import apply
+from inventory.enums import Lifecycle
+from inventory.loader import load_text
+from provisioning import fencing
+from provisioning import records as provisioning_records
+from provisioning.fencing import FenceHow
+from provisioning.sites import site_paths
+
+DECLARATION = """\
+sites:
+  - name: primary
+    role: primary
+    hosts: [{name: p1, vcpus: 8, memory_mb: 16384, disk_gb: 100}]
+  - name: secondary
+    role: secondary
+    hosts: [{name: s1, vcpus: 8, memory_mb: 16384, disk_gb: 100}]
+size_templates:
+  - {name: small, vcpus: 1, memory_mb: 1024, data_disk_mb: 64}
+networks:
+  - {name: tenant-user, kind: user}
+images:
+  - {name: bookworm-tenant}
+tenants:
+  - {slug: keelung, name: 基隆市, site: primary, network: tenant-user, image: bookworm-tenant,
+     vms: [{role: accounting, size: small}]}
+  - {slug: penghu, name: 澎湖縣, site: primary, network: tenant-user, image: bookworm-tenant,
+     vms: [{role: accounting, size: small}]}
+  - {slug: kinmen, name: 金門縣, site: secondary, network: tenant-user, image: bookworm-tenant,
+     vms: [{role: accounting, size: small}]}
+"""
+
+
+@dataclass
+class FakeHypervisor:
+    undefined: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> FakeHypervisor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def undefine(self, name: str) -> None:
+        self.undefined.append(name)
+
+
+@dataclass
+class FakePlatform:
+    engine: Engine
+    state_dir: Path
+    hv: FakeHypervisor = field(default_factory=FakeHypervisor)
+
+    def site(self, name: str) -> Any:
+        return site_paths(self.state_dir, name)
+
+    def hypervisor(self, _site: str) -> FakeHypervisor:
+        return self.hv
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Iterator[Engine]:
+    migrate(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as session:
+        apply(session, load_text(DECLARATION))
+    with session_scope(engine) as session:  # every county provisioned where it is declared
+        for number, tenant in enumerate(queries.list_tenants(session)):
+            for vm in queries.vms_of(tenant):
+                queries.place_vm(session, vm)
+                queries.record_vm_identity(vm, f"00000000-0000-4000-8000-00000000000{number}",
+                                           f"52:54:00:00:00:0{number}")
+                queries.set_status(vm, Lifecycle.ACTIVE, actor="test")
+            queries.set_status(tenant, Lifecycle.ACTIVE, actor="test")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def platform(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePlatform:
+    rendered: list[Any] = []
+
+    def point_address(_platform: object, wanted: Any) -> bool:
+        rendered.append(wanted)
+        return True
+
+    monkeypatch.setattr(fence.vm, "point_address", point_address)
+    fake = FakePlatform(engine, tmp_path / "state")
+    fake.rendered = rendered  # type: ignore[attr-defined]
+    return fake
+
+
+def backends(engine: Engine, county: str) -> list[str]:
+    [frontend] = [f for f in provisioning_records.frontends(engine) if f.tenant == county]
+    return [backend.name for backend in frontend.backends]
+
+
+def test_decide_destroys_when_the_daemon_answers_and_marks_when_it_is_silent() -> None:
+    vms = [RunningVm("penghu", "penghu-accounting-1", "u2", Lifecycle.ACTIVE),
+           RunningVm("keelung", "keelung-accounting-1", "u1", Lifecycle.ACTIVE)]
+    assert [(d.vm, d.how) for d in fence.decide(vms, daemon_answers=True)] == [
+        ("keelung-accounting-1", FenceHow.DESTROYED), ("penghu-accounting-1", FenceHow.DESTROYED)]
+    assert {d.how for d in fence.decide(vms, daemon_answers=False)} == {FenceHow.MARKED}
+    assert fence.decide([], daemon_answers=False) == []
+
+
+def test_running_at_lists_the_counties_running_at_the_site(engine: Engine) -> None:
+    assert sorted(vm.tenant for vm in records.running_at(engine, "primary")) == ["keelung", "penghu"]
+    assert [vm.tenant for vm in records.running_at(engine, "secondary")] == ["kinmen"]
+
+
+def test_a_silent_site_is_fenced_by_marking_and_leaves_the_addresses(platform: FakePlatform) -> None:
+    engine = platform.engine
+    assert backends(engine, "keelung") == ["keelung-accounting-1"]
+    running = records.running_at(engine, "primary")
+    done = fence.fence(platform, "primary", running, job_id="failover-1",  # type: ignore[arg-type]
+                       daemon_answers=lambda: False, log=lambda _line: None)
+    assert done.daemon_answered is False and {vm.how for vm in done.vms} == {FenceHow.MARKED}
+    assert platform.hv.undefined == [], "nothing is asked of a silent daemon"
+    assert backends(engine, "keelung") == [] and backends(engine, "penghu") == []
+    assert backends(engine, "kinmen") == ["kinmen-accounting-1"], "the other site's counties untouched"
+    assert platform.rendered, "the addresses were rendered again"  # type: ignore[attr-defined]
+    with session_scope(engine) as session:
+        assert queries.get_vm(session, "keelung-accounting-1").status is Lifecycle.FENCED
+    assert [(c.vm, c.how, c.job) for c in fencing.fenced(platform.state_dir, "primary")] == [
+        ("keelung-accounting-1", FenceHow.MARKED, "failover-1"),
+        ("penghu-accounting-1", FenceHow.MARKED, "failover-1")]
+    # A fenced copy never starts again at that site: provisioning asks the ledger first.
+    with pytest.raises(fencing.FencedVm, match="fenced"):
+        fencing.refuse_if_fenced(platform.state_dir, "primary", "keelung-accounting-1")
+    fencing.refuse_if_fenced(platform.state_dir, "secondary", "keelung-accounting-1")
+
+
+def test_fencing_again_is_idempotent(platform: FakePlatform) -> None:
+    for _ in range(2):
+        running = records.running_at(platform.engine, "primary")
+        fence.fence(platform, "primary", running, daemon_answers=lambda: False,  # type: ignore[arg-type]
+                    log=lambda _line: None)
+    assert len(fencing.fenced(platform.state_dir, "primary")) == 2
+
+
+def test_an_answering_site_has_its_vms_destroyed_there(platform: FakePlatform) -> None:
+    running = [vm for vm in records.running_at(platform.engine, "primary") if vm.tenant == "keelung"]
+    done = fence.fence(platform, "primary", running, daemon_answers=lambda: True,  # type: ignore[arg-type]
+                       log=lambda _line: None)
+    assert done.daemon_answered is True
+    assert platform.hv.undefined == ["keelung-accounting-1"]
+    assert [c.how for c in fencing.fenced(platform.state_dir, "primary")] == [FenceHow.DESTROYED]
+    assert backends(platform.engine, "keelung") == []
+    assert backends(platform.engine, "penghu") == ["penghu-accounting-1"]
+
+
+def test_unfence_removes_the_copies_at_the_returning_site_and_forgets_them(platform: FakePlatform) -> None:
+    running = records.running_at(platform.engine, "primary")
+    fence.fence(platform, "primary", running, daemon_answers=lambda: False,  # type: ignore[arg-type]
+                log=lambda _line: None)
+    removed = fence.unfence(platform, "primary", ["keelung-accounting-1"],  # type: ignore[arg-type]
+                            log=lambda _line: None)
+    assert removed == ["keelung-accounting-1"] and platform.hv.undefined == ["keelung-accounting-1"]
+    assert [c.vm for c in fencing.fenced(platform.state_dir, "primary")] == ["penghu-accounting-1"]
+
+
+def test_move_county_records_where_it_runs_and_readds_its_backend(platform: FakePlatform) -> None:
+    engine = platform.engine
+    fence.fence(platform, "primary", records.running_at(engine, "primary"),  # type: ignore[arg-type]
+                daemon_answers=lambda: False, log=lambda _line: None)
+    records.move_county(engine, "keelung", "secondary", note="test")
+    records.move_county(engine, "keelung", "secondary", note="test")  # idempotent
+    assert records.current_site(engine, "keelung") == "secondary"
+    assert backends(engine, "keelung") == ["keelung-accounting-1"]
+    assert [vm.tenant for vm in records.running_at(engine, "primary")] == ["penghu"]
+    with session_scope(engine) as session:
+        tenant = queries.get_tenant(session, "keelung")
+        assert tenant.home_site.name == "primary" and tenant.running_site is not None
+        assert queries.vms_of(tenant)[0].host.site.name == "secondary"  # type: ignore[union-attr]
+    records.move_county(engine, "keelung", "primary", note="home")
+    with session_scope(engine) as session:
+        assert queries.get_tenant(session, "keelung").running_site is None

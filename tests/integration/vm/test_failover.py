@@ -26,7 +26,8 @@ from tests.integration.vm.conftest import STATE_DIR, Cloud, needs_clones
 
 pytestmark = [pytest.mark.vm, pytest.mark.outage, needs_clones]
 
-REST_PORT = 23007  # this test's backup REST server: kept for backup servers (23000-23009), clear of guest ports
+# This test's backup REST server: a port kept for backup servers (23000-23009), clear of guest ports.
+REST_PORT = 23007
 CLERK = "fin-clerk"
 
 

@@ -13,14 +13,15 @@ from playwright.sync_api import Browser, expect
 
 from inventory.db import make_engine
 from monitoring.rollups import HOUR_S, hour_of
+from tests.support.browser import shot
 from tests.support.monitoring_seed import seed_rollups
 
-from .test_console_browser import _shot, browser, service  # noqa: F401  (module fixtures)
+from .test_console_browser import service  # noqa: F401  (module fixture; `browser` is tests/e2e's)
 
 pytestmark = pytest.mark.browser
 
 
-def test_the_chart_page_draws_thirty_days(service: dict[str, str], browser: Browser) -> None:  # noqa: F811
+def test_the_chart_page_draws_thirty_days(service: dict[str, str], browser: Browser) -> None:  # noqa: F811 (fixture)
     now = time.time()
     engine = make_engine(service["db"])
     try:
@@ -55,6 +56,6 @@ def test_the_chart_page_draws_thirty_days(service: dict[str, str], browser: Brow
     box = page.locator("#timing-chart svg.chart").bounding_box()
     assert box is not None and box["width"] > 600 and box["height"] > 120
     expect(page.locator("#timing-chart polyline.p95")).to_have_count(1)
-    _shot(page, "console_monitoring_30d.png")
+    shot(page, "console_monitoring_30d.png")
     assert elsewhere == []
     context.close()

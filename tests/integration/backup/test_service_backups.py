@@ -19,7 +19,7 @@ from inventory.enums import Lifecycle
 from provisioning import records
 from tests.support import workers
 from tests.unit.controlplane.conftest import state  # noqa: F401 (fixture)
-from tests.unit.controlplane.service_support import OTHER, OWN, PASSWORD, Service, make_service
+from tests.unit.controlplane.service_support import OTHER, OWN, Service, make_service, sign_in
 
 API = "/api/v1"
 # Clear of the other tests' blocks (backup 23100-23199, controlplane 23500-23899) and of the VM
@@ -78,25 +78,16 @@ def test_restore_points_per_role(service: tuple[Service, str]) -> None:
     assert refused.status_code == 422
 
 
-def _sign_in(client: TestClient, user: str) -> None:
-    client.cookies.clear()
-    client.get("/login")
-    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
-                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
-                           follow_redirects=False)
-    assert response.status_code == 303, response.text
-
-
 def test_console_page_offers_what_the_role_may_do(service: tuple[Service, str]) -> None:
     svc, snapshot = service
     client = TestClient(svc.app)
-    _sign_in(client, "oper")
+    sign_in(client, "oper")
     page = client.get(f"/tenants/{OWN}/backups")
     assert page.status_code == 200 and snapshot[:8] in page.text
     assert "Offsite lag" in page.text and "no verification within" in page.text
     assert f'action="/tenants/{OWN}/backups/in-place"' in page.text
     assert f'action="/tenants/{OWN}/backups/verify"' in page.text
-    _sign_in(client, "liaison")
+    sign_in(client, "liaison")
     page = client.get(f"/tenants/{OWN}/backups")
     assert page.status_code == 200 and snapshot[:8] in page.text
     assert "/backups/in-place" not in page.text and "/backups/now" not in page.text

@@ -69,3 +69,17 @@ def make_service(url: str, state_dir: Path, *, limits: auth.Limits | None = None
     finally:
         if not real:
             engine.dispose()
+
+
+def sign_in(client: Any, user: str) -> str:
+    """A console session for `user` through the log-in form (a TestClient of the service's app);
+    returns the session's CSRF token."""
+    client.cookies.clear()
+    client.get("/login")
+    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
+                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    found = auth.session_actor(client.app.state.ctx.engine, client.cookies.get("cc_session") or "", "")
+    assert found is not None
+    return str(found[1])

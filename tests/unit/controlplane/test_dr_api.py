@@ -9,24 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane import auth, bootstrap, jobs
+from controlplane import bootstrap, jobs
 from dr import report
 from inventory.jobs import JobKind
-from tests.unit.controlplane.service_support import PASSWORD, Service, make_service
-
-
-def _sign_in(client: TestClient, user: str) -> str:
-    """A console session for `user`; its CSRF token."""
-    client.cookies.clear()
-    client.get("/login")
-    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
-                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
-                           follow_redirects=False)
-    assert response.status_code == 303, response.text
-    found = auth.session_actor(client.app.state.ctx.engine,  # type: ignore[attr-defined]
-                               client.cookies.get("cc_session") or "", "")
-    assert found is not None
-    return found[1]
+from tests.unit.controlplane.service_support import Service, make_service, sign_in
 
 
 @pytest.fixture
@@ -87,15 +73,15 @@ def test_the_console_dr_page_shows_the_report_and_an_operator_starts_a_failover(
                         [])
     report.save_last(bootstrap.settings().state_dir, done)
     auditor = TestClient(service.app)
-    _sign_in(auditor, "auditor")
+    sign_in(auditor, "auditor")
     page = auditor.get("/dr")
     assert page.status_code == 200 and "failover-primary-9" in page.text
     assert 'id="dr-failover"' not in page.text
-    csrf = _sign_in(auditor, "auditor")
+    csrf = sign_in(auditor, "auditor")
     refused = auditor.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
     assert refused.status_code == 403
     oper = TestClient(service.app)
-    csrf = _sign_in(oper, "oper")
+    csrf = sign_in(oper, "oper")
     assert 'id="dr-failover"' in oper.get("/dr").text
     started = oper.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
     assert started.status_code == 303 and started.headers["location"].startswith("/jobs/failover-primary-")

@@ -20,21 +20,12 @@ from monitoring.advice import Facts, Measure
 from monitoring.rollups import HOUR_S, hour_of
 from monitoring.transactions import Transaction
 from tests.support.monitoring_seed import seed_rollups
-from tests.unit.controlplane.service_support import OTHER, OWN, PASSWORD, Service, make_service
+from tests.unit.controlplane.service_support import OTHER, OWN, Service, make_service, sign_in
 
 
 @pytest.fixture
 def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
     yield from make_service(db_url, tmp_path / "state")
-
-
-def sign_in(client: TestClient, user: str) -> None:
-    client.cookies.clear()
-    client.get("/login")
-    response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/",
-                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
-                           follow_redirects=False)
-    assert response.status_code == 303
 
 
 def bar_heights(html: str) -> dict[float, float]:

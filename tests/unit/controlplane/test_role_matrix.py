@@ -21,7 +21,7 @@ from controlplane.models import User
 from controlplane.roles import Role
 from inventory.db import session_scope
 from inventory.jobs import Job, JobKind, JobStatus
-from tests.unit.controlplane.service_support import OTHER, OWN, PASSWORD, Service, make_service
+from tests.unit.controlplane.service_support import OTHER, OWN, PASSWORD, Service, make_service, sign_in
 
 ANON = "anonymous"
 ROLES = [ANON, "root", "central", "oper", "auditor", "liaison"]
@@ -213,18 +213,6 @@ def test_a_county_user_lists_only_its_county(service: Service) -> None:
     assert len(everyone) == 13
 
 
-def _sign_in(client: TestClient, role: str) -> str:
-    client.cookies.clear()
-    client.get("/login")
-    response = client.post("/login", data={"username": role, "password": PASSWORD, "next": "/",
-                                           "csrf": client.cookies.get("cc_login_csrf") or ""},
-                           follow_redirects=False)
-    assert response.status_code == 303, response.text
-    found = auth.session_actor(service_engine(client), client.cookies.get("cc_session") or "", "")
-    assert found is not None
-    return found[1]
-
-
 def service_engine(client: TestClient) -> Any:
     return client.app.state.ctx.engine  # type: ignore[attr-defined]
 
@@ -233,7 +221,7 @@ def test_every_console_route_as_every_role(service: Service) -> None:
     wrong: list[str] = []
     for role in ROLES:
         client = TestClient(service.app)
-        csrf = "" if role == ANON else _sign_in(client, role)
+        csrf = "" if role == ANON else sign_in(client, role)
         for c in CONSOLE_CASES:
             response = _call(client, service, c, role, {"x-csrf": csrf}, form=True)
             if role == ANON:
@@ -254,7 +242,7 @@ def test_every_console_route_as_every_role(service: Service) -> None:
 
 def test_a_form_without_the_session_csrf_token_is_refused(service: Service) -> None:
     client = TestClient(service.app)
-    _sign_in(client, "central")
+    sign_in(client, "central")
     for token in ("", "0" * 64):
         response = client.post(f"/tenants/{OWN}/create", data={"csrf": token}, follow_redirects=False)
         assert response.status_code == 422

@@ -17,15 +17,17 @@ from controlplane import jobs
 from controlplane.cli import job as job_cli
 from inventory.db import make_engine, migrate
 from inventory.jobs import JobKind
-from tests.unit.controlplane import fake_job  # registers the PROVISION builder used below
+from tests.unit.controlplane import fake_job
 
 
 @pytest.fixture
 def engine(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     migrate(sqlite_url)
     monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", sqlite_url)
-    # The real wiring would register the platform's provision builder over the fake one.
+    # The real wiring would register the platform's provision builder over the fake one, and so may
+    # any test run before this one in the same process (xdist): the fake is put back for each test.
     monkeypatch.setattr(job_cli, "_load_builders", lambda: None)
+    monkeypatch.setitem(jobs._builders, JobKind.PROVISION, fake_job.build)
     engine = make_engine(sqlite_url)
     yield engine
     jobs.shutdown()

@@ -125,8 +125,9 @@ def state(server: RestServer) -> ServerState:
     return ServerState.UP if pid(server) is not None and answers(server) else ServerState.DOWN
 
 
-def start(server: RestServer, timeout_s: float = 15.0) -> int:
-    """Start the server if it is not running (idempotent); returns its pid."""
+def start(server: RestServer, timeout_s: float = 30.0) -> int:
+    """Start the server if it is not running (idempotent); returns its pid. The bound is generous:
+    on a machine busy with TCG guests and two test workers, 15 s passed once before it answered."""
     running = pid(server)
     if running is not None and answers(server):
         return running

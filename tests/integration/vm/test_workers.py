@@ -36,7 +36,8 @@ def _worker(cloud: Cloud) -> subprocess.Popen[str]:
         # Only the jobs under test: the backup schedule's first round (every active county at once,
         # over SSH from TCG guests) and the probes took the cores from the 13 creates (seen in the
         # merged suite; spreading the rounds is owed in issue 12). Both are tested on their own.
-        cwd=ROOT, env={**cloud.env, "COUNTYCLOUD_BACKUP_SCHEDULE": "false", "COUNTYCLOUD_MONITORING": "false"},
+        cwd=ROOT, env={**cloud.env, "COUNTYCLOUD_BACKUP_SCHEDULE": "false",
+                       "COUNTYCLOUD_MONITORING": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

@@ -164,7 +164,7 @@ def test_provision_clones_a_template_by_default(platform: Platform) -> None:
     assert names(steps.provision_steps({"tenant": "keelung"}, platform)) == [
         "check", "place", "golden-image", "template",
         *(f"{VM}:{what}" for what in PER_VM),
-        "address", "health", "probe-account", "configure", "record",
+        "address", "health", "configure", "record",
     ]
 
 

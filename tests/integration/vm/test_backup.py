@@ -32,7 +32,7 @@ def backups(cloud: Cloud) -> Iterator[Cloud]:
     restserver.stop(server)
     for site in ("primary", "secondary"):  # repositories of an earlier run would hold its points
         shutil.rmtree(repository.site_backup(STATE_DIR, site).root, ignore_errors=True)
-    own = Cloud(env={**cloud.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)}, created=cloud.created)
+    own = Cloud(env={**cloud.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)})
     yield own
     restserver.stop(server)
 

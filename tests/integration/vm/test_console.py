@@ -77,7 +77,6 @@ def _row(county: str) -> str:
 
 def test_sign_in_see_the_county_and_create_another_live(cloud: Cloud, keelung: str, console: str,
                                                         browser: Browser) -> None:
-    cloud.created.add(SECOND)
     context = browser.new_context(locale="zh-TW", viewport={"width": 1360, "height": 900})
     context.set_default_timeout(60_000)
     page = context.new_page()

@@ -31,7 +31,6 @@ def _step_status(cloud: Cloud, target: str, suffix: str) -> StepStatus | None:
 
 
 def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud) -> None:
-    cloud.created.add("hsinchu-city")
     process = subprocess.Popen([sys.executable, "-m", "controlplane", *cloud.create_args("hsinchu-city")],
                                cwd=ROOT, env=cloud.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -64,7 +63,6 @@ def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud) -> None:
 
 def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud) -> None:
     vm = cloud.json("tenant", "show", "changhua")["vms"][0]
-    cloud.created.add("changhua")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", vm["ssh_port"]))
         squatter.listen()

@@ -88,12 +88,13 @@ class AgentPlatform(Platform):
         return self.agent
 
 
-def test_the_provision_step_uses_the_serving_vm_and_a_failure_does_not_fail_the_county(
+def test_the_configure_step_uses_the_serving_vm_and_a_failure_does_not_fail_the_county(
         engine: Any, tmp_path: Path, printed: str) -> None:  # noqa: F811
     platform = AgentPlatform(engine=engine, state_dir=tmp_path, cache_dir=tmp_path,
                              domain_type=DomainType.QEMU)
     context = StepContext(job_id="j", args={}, artifacts=tmp_path, previous={})
-    [step] = [s for s in steps.provision_steps({"tenant": "keelung"}, platform) if s.name == "probe-account"]
+    assert "probe-account" not in [s.name for s in steps.provision_steps({"tenant": "keelung"}, platform)]
+    [step] = [s for s in steps.configure_steps({"tenant": "keelung"}, platform) if s.name == "probe-account"]
 
     platform.agent = FakeAgent("LookupError: the county has no fiscal year yet", rc=1)
     said = step.run(context)
@@ -103,7 +104,6 @@ def test_the_provision_step_uses_the_serving_vm_and_a_failure_does_not_fail_the_
     platform.agent = FakeAgent(printed)
     assert "kept for keelung" in str(step.run(context))
     assert probe_accounts.load(tmp_path, "keelung") is not None
-    # configure makes it only when missing
-    [again] = [s for s in steps.configure_steps({"tenant": "keelung"}, platform) if s.name == "probe-account"]
+    # made only when missing
     platform.agent = FakeAgent("never asked", rc=1)
-    assert again.run(context) == "probe account already kept"
+    assert step.run(context) == "probe account already kept"

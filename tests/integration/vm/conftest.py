@@ -123,6 +123,16 @@ def keelung(cloud: Cloud) -> str:
     return "keelung"
 
 
+@pytest.fixture
+def retired_after(cloud: Cloud) -> Iterator[list[str]]:
+    """Counties a test names here are retired (purged) when it ends, passed or not: an idle TCG guest
+    still costs the host CPU, which the later tests' guests (and their time bounds) need."""
+    counties: list[str] = []
+    yield counties
+    for county in counties:
+        cloud.cli("tenant", "retire", county, "--purge", check=False)
+
+
 needs_clones = pytest.mark.skipif(COLD, reason="asserts the template clone path; COUNTYCLOUD_TEST_COLD=1")
 
 

@@ -30,7 +30,8 @@ def _step_status(cloud: Cloud, target: str, suffix: str) -> StepStatus | None:
         return step.status if step else None
 
 
-def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud) -> None:
+def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud, retired_after: list[str]) -> None:
+    retired_after.append("hsinchu-city")
     process = subprocess.Popen([sys.executable, "-m", "controlplane", *cloud.create_args("hsinchu-city")],
                                cwd=ROOT, env=cloud.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -61,7 +62,8 @@ def test_kill_9_mid_provision_then_rerun_is_consistent(cloud: Cloud) -> None:
     assert not [name for name in scratch if name.startswith("hsinchu-city-accounting-1.sav")], scratch
 
 
-def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud) -> None:
+def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud, retired_after: list[str]) -> None:
+    retired_after.append("changhua")
     vm = cloud.json("tenant", "show", "changhua")["vms"][0]
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", vm["ssh_port"]))
@@ -79,7 +81,8 @@ def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud) -> None:
 
 
 @needs_clones
-def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud) -> None:
+def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud, retired_after: list[str]) -> None:
+    retired_after.append("penghu")
     from provisioning import images, sites, templates
 
     image = images.cached(Path(cloud.env.get("COUNTYCLOUD_CACHE_DIR", "/var/cache/countycloud")))

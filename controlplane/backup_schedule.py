@@ -19,9 +19,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from backup import ops, platformdb, repository
+from backup import consistent, ops, platformdb, repository
 from backup import rounds as round_plan
-from backup.policy import ProtectionTier, policy_of
+from backup.policy import Retention, policy_from
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
 from controlplane import bootstrap, jobs
 from inventory import queries
@@ -65,7 +65,7 @@ ROUND_STALE_AFTER = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class Schedule:
-    rounds: str = cron_every(ROUND_TICK)
+    rounds: str = cron_every(ROUND_TICK)  # each county on its tier's interval (backup.rounds)
     offsite: str = "30 * * * * *"  # a minute apart, between rounds
     prune: str = "0 15 3 * * *"  # daily
     verify: str = "0 45 3 * * *"  # daily, each county's newest offsite point
@@ -120,7 +120,8 @@ def round_states(engine: Engine, now: datetime) -> list[round_plan.CountyRound]:
     """The protected counties as the round planner sees them: interval, newest backup job, one
     queued or running now (a backup asked for by hand counts too)."""
     with session_scope(engine) as session:
-        intervals = {tenant.slug: policy_of(ProtectionTier.BACKUP).interval
+        tiers = queries.protection_tiers(session)
+        intervals = {tenant.slug: policy_from(tiers[tenant.protection]).interval
                      for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
                      if len(queries.vms_of(tenant)) == 1}
         if not intervals:
@@ -171,13 +172,29 @@ def offsite(_at: datetime) -> None:
             log.warning("offsite catch-up %s -> %s: %s", sites.primary, sites.offsite, error)
 
 
+def retentions() -> dict[str, tuple[ops.BackupSites, Retention]]:
+    """Each protected county's pair of sites and its tier's retention."""
+    port, slugs = bootstrap.settings().backup_rest_port, protected_counties()
+    with session_scope(bootstrap.engine()) as session:
+        keep = {slug: policy_from(queries.protection_of(session, slug)).retention for slug in slugs}
+    return {slug: (ops.sites_of(bootstrap.engine(), slug, port), retention)
+            for slug, retention in keep.items()}
+
+
 def prune(_at: datetime) -> None:
+    """Daily: each county's snapshots forgotten by its tier's retention (the rounds do it too; this
+    catches a county whose rounds stopped or whose tier changed), then the unused data pruned."""
     platform = bootstrap.platform()
-    for sites in pairs():
+    counties = retentions()
+    for sites in {sites for sites, _ in counties.values()}:
         for site in (sites.primary, sites.offsite):
             try:
                 repo = ops.reach(platform, site, sites.primary, sites.rest_port)
-                ops.restic_at(platform, sites.primary).prune(repo)
+                restic = ops.restic_at(platform, sites.primary)
+                for slug, (its_sites, retention) in sorted(counties.items()):
+                    if its_sites == sites:
+                        restic.forget(repo, retention, tags=[consistent.county_tag(slug)], group_by="host")
+                restic.prune(repo)
             except Exception:
                 log.exception("prune of %s's repository failed", site)
 

@@ -1,6 +1,7 @@
 """controlplane.backup_schedule's rounds fire over a migrated platform database: which counties it
-submits as the clock moves, the cap over jobs queued or running (asked-for ones included), and
-that a fresh process (a restart) does not submit every county at once."""
+submits as the clock moves, the cap over jobs queued or running (asked-for ones included), that a
+fresh process (a restart) does not submit every county at once, and each county's tier's interval
+and retention."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from backup import ops
+from backup.policy import Retention
 from controlplane import backup_schedule, bootstrap
 from inventory import declare, loader, queries
 from inventory.db import session_scope
-from inventory.enums import Lifecycle
+from inventory.enums import Lifecycle, ProtectionTier
 from inventory.jobs import Job, JobKind, JobStatus
+from inventory.models import ProtectionTierRow
 
 START = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # on a minute: the first county's slot
 
@@ -135,3 +139,32 @@ def test_a_restart_submits_no_county_at_once(engine: Engine, monkeypatch: pytest
 def _slugs(engine: Engine) -> list[str]:
     with session_scope(engine) as session:
         return [tenant.slug for tenant in queries.list_tenants(session)]
+
+
+def test_each_county_on_its_tiers_interval(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    with session_scope(engine) as session:
+        session.add(ProtectionTierRow(name=ProtectionTier.REPLICATED, interval_s=30, keep_last=5))
+        queries.get_tenant(session, "keelung").protection = ProtectionTier.REPLICATED
+    states = {county.slug: county for county in backup_schedule.round_states(engine, START)}
+    assert states["keelung"].interval == timedelta(seconds=30)
+    assert states["penghu"].interval == timedelta(seconds=60)  # the backup tier's default
+    clock = Recorder(engine, monkeypatch)
+    clock.now = START - timedelta(seconds=1)
+    clock.fire()  # the schedule begins
+    rounds: list[str] = []
+    for _tick in range(24):  # two minutes
+        clock.now += backup_schedule.ROUND_TICK
+        rounds += clock.fire()
+        finish_all(engine)
+    assert rounds.count("keelung") == 4 and rounds.count("penghu") == 2
+
+
+def test_prune_forgets_each_county_by_its_tiers_retention(engine: Engine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with session_scope(engine) as session:
+        session.add(ProtectionTierRow(name=ProtectionTier.REPLICATED, interval_s=30, keep_daily=3))
+        queries.get_tenant(session, "keelung").protection = ProtectionTier.REPLICATED
+    kept = backup_schedule.retentions()
+    assert kept["keelung"][1] == Retention(keep_daily=3)
+    assert kept["penghu"][1] == Retention(keep_last=60, keep_hourly=48, keep_daily=31, keep_monthly=12)
+    assert kept["penghu"][0] == ops.BackupSites("primary", "secondary", 23000)

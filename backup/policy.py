@@ -1,5 +1,8 @@
 """Backup policy (pure): protection tiers, schedule, retention, RPO and offsite lag, and which
 restore point to trust. Plain functions over plain data; no restic, no clock (callers pass `now`).
+
+The tiers (ProtectionTier) and their settings are the inventory's: a county declares its tier and
+the declaration each tier's interval and retention (inventory.schemas; defaults DEFAULT_TIERS).
 """
 
 from __future__ import annotations
@@ -7,20 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
-
-class ProtectionTier(StrEnum):
-    """How a county's database is protected.
-
-    BACKUP: restic rounds on a schedule; the RPO is about one interval plus the round's time.
-    REPLICATED: the same rounds, plus the database's changes streamed continuously to the secondary
-    site between them (the streaming part is not in the engine yet).
-    """
-
-    BACKUP = "backup"
-    REPLICATED = "replicated"
-
+from inventory.enums import ProtectionTier
+from inventory.queries import TierSettings
+from inventory.schemas import DEFAULT_TIERS
 
 DEFAULT_INTERVAL = timedelta(seconds=60)
 
@@ -49,18 +42,22 @@ class TierPolicy:
     retention: Retention
 
 
-# A round a minute: the last hour at full resolution, then hourly for two days, daily for a month,
-# monthly for a year (a county's fiscal year and its audit). The replicated tier keeps the same
-# snapshots: between them its stream, not more snapshots, is what lowers its RPO.
-_STANDARD_RETENTION = Retention(keep_last=60, keep_hourly=48, keep_daily=31, keep_monthly=12)
+def policy_from(settings: TierSettings) -> TierPolicy:
+    """A tier's policy from its settings as the inventory holds them."""
+    return TierPolicy(timedelta(seconds=settings.interval_s),
+                      Retention(settings.keep_last, settings.keep_hourly, settings.keep_daily,
+                                settings.keep_monthly))
 
+
+# The defaults, for a tier the inventory does not declare (inventory.schemas.DEFAULT_TIERS).
 TIERS: dict[ProtectionTier, TierPolicy] = {
-    ProtectionTier.BACKUP: TierPolicy(DEFAULT_INTERVAL, _STANDARD_RETENTION),
-    ProtectionTier.REPLICATED: TierPolicy(DEFAULT_INTERVAL, _STANDARD_RETENTION),
+    tier: TierPolicy(timedelta(seconds=declared.interval_s), Retention(*declared.retention.counts()))
+    for tier, declared in DEFAULT_TIERS.items()
 }
 
 
 def policy_of(tier: ProtectionTier) -> TierPolicy:
+    """A tier's default policy (the county's own is policy_from(inventory.queries.protection_of))."""
     return TIERS[tier]
 
 

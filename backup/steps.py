@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from backup import consistent, figures, repository, restored, verifications
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
-from backup.policy import ProtectionTier, policy_of
+from backup.policy import ProtectionTier, policy_from
 from backup.restic import (
     Repository,
     RepositoryMissing,
@@ -44,6 +44,8 @@ from backup.restic import (
     SnapshotNotFound,
 )
 from backup.restserver import RestServerError
+from inventory import queries
+from inventory.db import session_scope
 from inventory.jobs import JobKind, Step, StepContext, StepResult, StepsBuilder
 from provisioning import images, records, templates, vm
 from provisioning.address import port_free
@@ -75,6 +77,7 @@ class BackupArgs(BaseModel):
     tenant: str
     offsite_site: str = "secondary"
     rest_port: int = DEFAULT_REST_PORT
+    # Kept for recorded jobs; the retention step reads the county's tier from the inventory.
     tier: ProtectionTier = ProtectionTier.BACKUP
 
 
@@ -309,7 +312,9 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
     def retention(ctx: StepContext) -> str:
         site = records.current_site(platform.engine, args.tenant)
         repositories, restic = pair(site), _restic(platform, site)
-        keep = policy_of(args.tier).retention
+        # The county's tier as the inventory says now (args.tier is what was asked when submitted).
+        with session_scope(platform.engine) as session:
+            keep = policy_from(queries.protection_of(session, args.tenant)).retention
         # One group per county (its snapshots carry host=slug): the figures and job tags differ on
         # every snapshot, so grouping by tags would make each snapshot a group of its own.
         said = []

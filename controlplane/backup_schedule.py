@@ -14,17 +14,20 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from backup import ops, platformdb, repository
-from backup.policy import ProtectionTier, policy_of
+from sqlalchemy import Engine, func, select
+
+from backup import consistent, ops, platformdb, repository
+from backup import rounds as round_plan
+from backup.policy import Retention, policy_from
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
 from controlplane import bootstrap, jobs
 from inventory import queries
 from inventory.db import session_scope
 from inventory.enums import Lifecycle, SiteRole
-from inventory.jobs import JobKind
+from inventory.jobs import Job, JobKind, JobStatus
 
 log = logging.getLogger("countycloud.backup")
 
@@ -52,9 +55,17 @@ def cron_every(interval: timedelta) -> str:
     raise ValueError(f"an interval of {seconds} s does not divide a minute or an hour")
 
 
+# The rounds' fire looks this often for counties whose place in their interval has come
+# (backup.rounds): a county's round starts within a tick of its slot.
+ROUND_TICK = timedelta(seconds=5)
+# A backup job queued or running for longer than this is not counted as running: its worker is gone
+# (its county is then due again, and submitting resumes the job). A round takes seconds.
+ROUND_STALE_AFTER = timedelta(minutes=15)
+
+
 @dataclass(frozen=True)
 class Schedule:
-    rounds: str = cron_every(policy_of(ProtectionTier.BACKUP).interval)
+    rounds: str = cron_every(ROUND_TICK)  # each county on its tier's interval (backup.rounds)
     offsite: str = "30 * * * * *"  # a minute apart, between rounds
     prune: str = "0 15 3 * * *"  # daily
     verify: str = "0 45 3 * * *"  # daily, each county's newest offsite point
@@ -101,8 +112,48 @@ def pairs() -> set[ops.BackupSites]:
     return {ops.sites_of(bootstrap.engine(), slug, port) for slug in protected_counties()}
 
 
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite keeps none
+
+
+def round_states(engine: Engine, now: datetime) -> list[round_plan.CountyRound]:
+    """The protected counties as the round planner sees them: interval, newest backup job, one
+    queued or running now (a backup asked for by hand counts too)."""
+    with session_scope(engine) as session:
+        tiers = queries.protection_tiers(session)
+        intervals = {tenant.slug: policy_from(tiers[tenant.protection]).interval
+                     for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
+                     if len(queries.vms_of(tenant)) == 1}
+        if not intervals:
+            return []
+        # Only a job within the last interval can hold a county back (backup.rounds' rules).
+        horizon = now - max(intervals.values())
+        last = {target: _aware(at) for target, at in session.execute(
+            select(Job.target, func.max(Job.created_at))
+            .where(Job.kind == JobKind.BACKUP, Job.created_at >= horizon).group_by(Job.target)).all()}
+        busy = set(session.scalars(select(Job.target).where(
+            Job.kind == JobKind.BACKUP, Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),
+            func.coalesce(Job.started_at, Job.created_at) >= now - ROUND_STALE_AFTER)))
+    return [round_plan.CountyRound(slug, interval, last.get(slug), slug in busy)
+            for slug, interval in sorted(intervals.items())]
+
+
+# When this process's schedule began: slots before it are not owed (a restart does not make every
+# county due at once; backup.rounds). Set by the first fire.
+_began: datetime | None = None
+
+
 def rounds(_at: datetime) -> None:
-    _each("backup round", protected_counties(), submit_round)
+    """Start the rounds whose place in their interval has come, at most backup_concurrency at once."""
+    global _began
+    now = datetime.now(UTC)  # not the fire's scheduled time: a late fire must not see the past
+    _began = _began or now
+    plan = round_plan.plan(round_states(bootstrap.engine(), now), now,
+                           cap=bootstrap.settings().backup_concurrency, since=_began)
+    if plan.waiting:
+        log.info("backup rounds waiting for a place (%d running): %s", plan.in_flight,
+                 ", ".join(plan.waiting))
+    _each("backup round", plan.start, submit_round)
 
 
 def verify(_at: datetime) -> None:
@@ -121,13 +172,29 @@ def offsite(_at: datetime) -> None:
             log.warning("offsite catch-up %s -> %s: %s", sites.primary, sites.offsite, error)
 
 
+def retentions() -> dict[str, tuple[ops.BackupSites, Retention]]:
+    """Each protected county's pair of sites and its tier's retention."""
+    port, slugs = bootstrap.settings().backup_rest_port, protected_counties()
+    with session_scope(bootstrap.engine()) as session:
+        keep = {slug: policy_from(queries.protection_of(session, slug)).retention for slug in slugs}
+    return {slug: (ops.sites_of(bootstrap.engine(), slug, port), retention)
+            for slug, retention in keep.items()}
+
+
 def prune(_at: datetime) -> None:
+    """Daily: each county's snapshots forgotten by its tier's retention (the rounds do it too; this
+    catches a county whose rounds stopped or whose tier changed), then the unused data pruned."""
     platform = bootstrap.platform()
-    for sites in pairs():
+    counties = retentions()
+    for sites in {sites for sites, _ in counties.values()}:
         for site in (sites.primary, sites.offsite):
             try:
                 repo = ops.reach(platform, site, sites.primary, sites.rest_port)
-                ops.restic_at(platform, sites.primary).prune(repo)
+                restic = ops.restic_at(platform, sites.primary)
+                for slug, (its_sites, retention) in sorted(counties.items()):
+                    if its_sites == sites:
+                        restic.forget(repo, retention, tags=[consistent.county_tag(slug)], group_by="host")
+                restic.prune(repo)
             except Exception:
                 log.exception("prune of %s's repository failed", site)
 

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     service_operations: str = "controlplane.operations"
     # The backup schedule and its metrics (controlplane.backup_schedule) run in the service's workers.
     backup_schedule: bool = True
+    # A scheduled round waits while this many backup jobs (scheduled or asked for) are queued or
+    # running: each copies a database out of a TCG guest and runs restic, and 13 at once took both
+    # cores from everything else.
+    backup_concurrency: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -59,6 +59,10 @@ def unique_names(declaration: Declaration) -> list[Problem]:
     problems += _duplicates(
         "tenant", ((("tenants", i, "slug"), t.slug) for i, t in enumerate(declaration.tenants))
     )
+    problems += _duplicates(
+        "protection tier",
+        ((("protection_tiers", i, "name"), t.name.value) for i, t in enumerate(declaration.protection_tiers)),
+    )
     # VM names need no check of their own: <slug>-<role>-<n> parses back uniquely (roles contain no
     # hyphen or digit), so unique slugs give unique VM names.
     return problems

@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 from inventory import journal
 from inventory.enums import RELEASED, REMOVABLE, ChangeAction, Lifecycle, ObjectKind
 from inventory.errors import InventoryError
-from inventory.models import Host, Image, Network, Site, SizeTemplate, Tenant, Vm
+from inventory.models import Host, Image, Network, ProtectionTierRow, Site, SizeTemplate, Tenant, Vm
 from inventory.ports import PortRanges, allocate
 from inventory.queries import used_ports
-from inventory.schemas import Declaration
+from inventory.schemas import Declaration, ProtectionTierDecl
 
 # Dependency order: an object is added after what it refers to and removed before it.
 KIND_ORDER = (
+    ObjectKind.PROTECTION_TIER,  # tenants name a tier; nothing else refers to one
     ObjectKind.SITE,
     ObjectKind.HOST,
     ObjectKind.SIZE_TEMPLATE,
@@ -91,6 +92,7 @@ class _Objects:
     images: dict[str, Image] = field(default_factory=dict)
     tenants: dict[str, Tenant] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
+    tiers: dict[str, ProtectionTierRow] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session) -> _Objects:
@@ -102,14 +104,24 @@ class _Objects:
             images={o.name: o for o in session.scalars(select(Image))},
             tenants={o.slug: o for o in session.scalars(select(Tenant))},
             vms={o.name: o for o in session.scalars(select(Vm))},
+            tiers={o.name.value: o for o in session.scalars(select(ProtectionTierRow))},
         )
 
 
 # --- the two states, as plain dicts -------------------------------------------------------------
 
 
+def _tier_fields(tier: ProtectionTierDecl) -> dict[str, Any]:
+    keep_last, keep_hourly, keep_daily, keep_monthly = tier.retention.counts()
+    return {"interval_s": tier.interval_s, "keep_last": keep_last, "keep_hourly": keep_hourly,
+            "keep_daily": keep_daily, "keep_monthly": keep_monthly}
+
+
 def desired_state(declaration: Declaration) -> State:
     state: State = {kind: {} for kind in KIND_ORDER}
+    # Only declared tiers are stored: one left out has the defaults (inventory.queries.protection_tiers).
+    for tier in declaration.protection_tiers:
+        state[ObjectKind.PROTECTION_TIER][tier.name.value] = _tier_fields(tier)
     for site in declaration.sites:
         state[ObjectKind.SITE][site.name] = {"role": site.role}
         for host in site.hosts:
@@ -142,6 +154,7 @@ def desired_state(declaration: Declaration) -> State:
             "network": tenant.network,
             "image": tenant.image,
             "settings": dict(tenant.settings),
+            "protection": tenant.protection,
         }
         for name, vm in tenant.vm_names():
             state[ObjectKind.VM][name] = {"tenant": tenant.slug, "role": vm.role, "size": vm.size}
@@ -154,6 +167,11 @@ def current_state(session: Session) -> State:
 
 def _state_of(objects: _Objects) -> State:
     state: State = {kind: {} for kind in KIND_ORDER}
+    for name, row in objects.tiers.items():
+        state[ObjectKind.PROTECTION_TIER][name] = {
+            "interval_s": row.interval_s, "keep_last": row.keep_last, "keep_hourly": row.keep_hourly,
+            "keep_daily": row.keep_daily, "keep_monthly": row.keep_monthly,
+        }
     for site in objects.sites.values():
         state[ObjectKind.SITE][site.name] = {"role": site.role}
     for host in objects.hosts.values():
@@ -186,6 +204,7 @@ def _state_of(objects: _Objects) -> State:
             "network": tenant.network.name,
             "image": tenant.image.name,
             "settings": dict(tenant.settings),
+            "protection": tenant.protection,
         }
     for vm in objects.vms.values():
         state[ObjectKind.VM][vm.name] = {"tenant": vm.tenant.slug, "role": vm.role, "size": vm.size.name}
@@ -366,6 +385,9 @@ class _Writer:
         extra: list[FieldDiff] = []
         o = self.objects
         match change.kind:
+            case ObjectKind.PROTECTION_TIER:
+                row = ProtectionTierRow(name=change.name)
+                o.tiers[change.name] = self._new(self._set(row, fields))
             case ObjectKind.SITE:
                 o.sites[change.name] = self._new(Site(name=change.name, role=fields["role"]))
             case ObjectKind.HOST:
@@ -388,6 +410,7 @@ class _Writer:
                     network=o.networks[fields["network"]],
                     image=o.images[fields["image"]],
                     settings=fields["settings"],
+                    protection=fields["protection"],
                     gateway_port=port,
                     app_secret=secrets.token_urlsafe(32),
                 )
@@ -435,6 +458,8 @@ class _Writer:
         after = change.after()
         o = self.objects
         match change.kind:
+            case ObjectKind.PROTECTION_TIER:
+                self._set(o.tiers[change.name], after)
             case ObjectKind.SITE:
                 self._set(o.sites[change.name], after)
             case ObjectKind.HOST:
@@ -509,3 +534,5 @@ class _Writer:
             case ObjectKind.IMAGE:
                 self.session.flush()
                 self.session.delete(o.images.pop(change.name))
+            case ObjectKind.PROTECTION_TIER:  # back to its defaults
+                self.session.delete(o.tiers.pop(change.name))

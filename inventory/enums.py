@@ -33,6 +33,18 @@ class VmRole(StrEnum):
     DATABASE = "database"
 
 
+class ProtectionTier(StrEnum):
+    """How a county's database is protected (issue 12; the backup package acts on it).
+
+    BACKUP: restic rounds on the tier's interval; the RPO is about one interval plus a round.
+    REPLICATED: the same rounds, plus the database's changes streamed continuously to the secondary
+    site between them (the streaming is not built yet: today it runs the rounds only).
+    """
+
+    BACKUP = "backup"
+    REPLICATED = "replicated"
+
+
 class Lifecycle(StrEnum):
     """Status of a tenant or a VM, from declaration to retirement."""
 
@@ -65,6 +77,7 @@ class ObjectKind(StrEnum):
     IMAGE = "image"
     TENANT = "tenant"
     VM = "vm"
+    PROTECTION_TIER = "protection_tier"
 
 
 class ChangeAction(StrEnum):

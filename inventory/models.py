@@ -19,6 +19,7 @@ from inventory.enums import (
     Lifecycle,
     NetworkKind,
     ObjectKind,
+    ProtectionTier,
     SiteRole,
     SiteStatus,
     VmRole,
@@ -139,6 +140,10 @@ class Tenant(Timestamped, Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Generated once when the tenant is first added; never shown in plans or the change log.
     app_secret: Mapped[str] = mapped_column(String(128))
+    # How its database is protected: the tier's interval and retention are in protection_tiers.
+    protection: Mapped[ProtectionTier] = mapped_column(
+        enum_column(ProtectionTier), default=ProtectionTier.BACKUP, server_default=ProtectionTier.BACKUP.value
+    )
 
     home_site: Mapped[Site] = relationship(foreign_keys=[home_site_id])
     running_site: Mapped[Site | None] = relationship(foreign_keys=[running_site_id])
@@ -153,6 +158,23 @@ class Tenant(Timestamped, Base):
 
     def __repr__(self) -> str:
         return f"Tenant({self.slug!r}, {self.status})"
+
+
+class ProtectionTierRow(Timestamped, Base):
+    """A protection tier's backup interval and retention (restic --keep-*; NULL: not a rule)."""
+
+    __tablename__ = "protection_tiers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[ProtectionTier] = mapped_column(enum_column(ProtectionTier), unique=True)
+    interval_s: Mapped[int] = mapped_column(Integer)
+    keep_last: Mapped[int | None] = mapped_column(Integer)
+    keep_hourly: Mapped[int | None] = mapped_column(Integer)
+    keep_daily: Mapped[int | None] = mapped_column(Integer)
+    keep_monthly: Mapped[int | None] = mapped_column(Integer)
+
+    def __repr__(self) -> str:
+        return f"ProtectionTierRow({self.name!r}, every {self.interval_s} s)"
 
 
 class Vm(Timestamped, Base):

@@ -6,6 +6,7 @@ transaction (`inventory.db.session_scope`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from difflib import get_close_matches
 from functools import cache
 from typing import Any
@@ -14,10 +15,11 @@ from sqlalchemy import Integer, Select, String, bindparam, func, select, type_co
 from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from inventory import journal
-from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, SiteStatus
+from inventory.enums import RELEASED, ChangeAction, Lifecycle, ObjectKind, ProtectionTier, SiteStatus
 from inventory.errors import InventoryError
-from inventory.models import Host, Site, Tenant, Vm
+from inventory.models import Host, ProtectionTierRow, Site, Tenant, Vm
 from inventory.placement import HostLoad, Need, choose_host
+from inventory.schemas import DEFAULT_TIERS
 
 
 class NotFound(InventoryError, LookupError):
@@ -102,6 +104,36 @@ def get_tenant(session: Session, slug: str) -> Tenant:
     if tenant is None:
         raise TenantNotFound(_not_found("tenant", slug, list(session.scalars(select(Tenant.slug)))))
     return tenant
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    """A protection tier's backup interval and retention counts (None: not a rule)."""
+
+    tier: ProtectionTier
+    interval_s: int
+    keep_last: int | None
+    keep_hourly: int | None
+    keep_daily: int | None
+    keep_monthly: int | None
+
+
+def protection_tiers(session: Session) -> dict[ProtectionTier, TierSettings]:
+    """Every tier's settings as applied from the declaration; a tier never applied (a database no
+    declaration was applied to since tiers exist) has the defaults."""
+    tiers = {}
+    for tier, declared in DEFAULT_TIERS.items():
+        keeps = declared.retention.counts()
+        tiers[tier] = TierSettings(tier, declared.interval_s, *keeps)
+    for row in session.scalars(select(ProtectionTierRow)):
+        tiers[row.name] = TierSettings(row.name, row.interval_s, row.keep_last, row.keep_hourly,
+                                       row.keep_daily, row.keep_monthly)
+    return tiers
+
+
+def protection_of(session: Session, slug: str) -> TierSettings:
+    """The settings of the county's protection tier."""
+    return protection_tiers(session)[get_tenant(session, slug).protection]
 
 
 def vms_of(tenant: Tenant) -> list[Vm]:

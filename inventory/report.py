@@ -47,6 +47,7 @@ class TenantRow:
     image: str
     gateway_port: int | None
     vms: int
+    protection: str = "backup"  # its protection tier (backup, replicated)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def snapshot(session: Session) -> InventoryView:
             image=t.image.name,
             gateway_port=t.gateway_port,
             vms=len(t.vms),
+            protection=t.protection.value,
         )
         for t in queries.list_tenants(session)
     ]

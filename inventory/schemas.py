@@ -13,7 +13,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator, model_validator
 
-from inventory.enums import NetworkKind, SiteRole, VmRole
+from inventory.enums import NetworkKind, ProtectionTier, SiteRole, VmRole
 
 # Names become hostnames, libvirt domain names and file names: a lowercase DNS label.
 NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -84,12 +84,57 @@ class VmDecl(Declared):
     count: Count = 1
 
 
+class RetentionDecl(Declared):
+    """restic's --keep-* counts for a tier's snapshots; a count left out is not a rule."""
+
+    keep_last: Count | None = None
+    keep_hourly: Count | None = None
+    keep_daily: Count | None = None
+    keep_monthly: Count | None = None
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Self:
+        if self.counts() == (None, None, None, None):
+            # restic refuses `forget` without a policy, and keeping nothing is never meant.
+            raise ValueError("a retention keeps something: give at least one of keep_last, keep_hourly, "
+                             "keep_daily, keep_monthly (each at least 1)")
+        return self
+
+    def counts(self) -> tuple[int | None, int | None, int | None, int | None]:
+        return (self.keep_last, self.keep_hourly, self.keep_daily, self.keep_monthly)
+
+
+# The backup schedule starts each county's round within a 5 s tick of its place (backup.rounds), and
+# a round takes seconds: a shorter interval would only queue rounds behind each other.
+MIN_INTERVAL_S = 10
+MAX_INTERVAL_S = 86400
+
+
+class ProtectionTierDecl(Declared):
+    """A protection tier's backup interval and its snapshots' retention."""
+
+    name: ProtectionTier
+    interval_s: Annotated[int, Strict(), Field(ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)]
+    retention: RetentionDecl
+
+
+# A round a minute: the last hour at full resolution, then hourly for two days, daily for a month,
+# monthly for a year (a county's fiscal year and its audit). The replicated tier keeps the same
+# snapshots: between them its stream, not more snapshots, is what lowers its RPO.
+_STANDARD_RETENTION = RetentionDecl(keep_last=60, keep_hourly=48, keep_daily=31, keep_monthly=12)
+DEFAULT_TIERS: dict[ProtectionTier, ProtectionTierDecl] = {
+    tier: ProtectionTierDecl(name=tier, interval_s=60, retention=_STANDARD_RETENTION)
+    for tier in ProtectionTier
+}
+
+
 class TenantDecl(Declared):
     slug: Name
     name: Text
     site: Name
     network: Name
     image: Name
+    protection: ProtectionTier = ProtectionTier.BACKUP
     settings: dict[Annotated[str, Strict()], SettingValue] = {}
     vms: Annotated[list[VmDecl], Field(min_length=1)]
 
@@ -131,4 +176,10 @@ class Declaration(Declared):
     size_templates: list[SizeDecl] = []
     networks: list[NetworkDecl] = []
     images: list[ImageDecl] = []
+    # Optional: a tier left out has its defaults (DEFAULT_TIERS).
+    protection_tiers: list[ProtectionTierDecl] = []
     tenants: list[TenantDecl] = []
+
+    def tiers(self) -> dict[ProtectionTier, ProtectionTierDecl]:
+        """Every tier's settings: as declared, or the defaults."""
+        return {**DEFAULT_TIERS, **{tier.name: tier for tier in self.protection_tiers}}

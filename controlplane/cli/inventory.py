@@ -186,10 +186,11 @@ def show_command(as_json: JsonOption = False) -> None:
     for h in view.hosts:
         hosts.add_row(h.name, h.site, str(h.vms), f"{h.vcpus_used} / {h.vcpus_total}",
                       f"{h.memory_mb_used} / {h.memory_mb_total}", f"{h.disk_mb_used} / {h.disk_mb_total}")
-    tenants = Table("tenant", "name", "status", "site", "running at", "address port", "VMs", title="Tenants")
+    tenants = Table("tenant", "name", "status", "site", "running at", "address port", "VMs", "protection",
+                    title="Tenants")
     for t in view.tenants:
         tenants.add_row(t.slug, t.name, t.status, t.site, _value(t.running_site), _value(t.gateway_port),
-                        str(t.vms))
+                        str(t.vms), t.protection)
     vms = Table("VM", "role", "size", "status", "vCPU", "MB", "host", "ssh", "app", title="VMs")
     for v in view.vms:
         size = f"{v.size} (resize due)" if v.needs_resize else v.size

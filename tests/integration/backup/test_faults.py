@@ -130,8 +130,13 @@ def test_a_worker_killed_mid_snapshot_leaves_one_restore_point_and_no_lock(
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
-    # restic's backup lock appears once it starts storing (the copy and figures come before it)
-    while not any(locks.iterdir()) and worker.poll() is None and time.monotonic() < deadline:
+    # restic's backup lock appears once it starts storing (the copy and figures come before it).
+    # A lock is written as NAME-tmp-N then renamed: a kill before the rename leaves that partial file
+    # (harmless to restic, never a lock it reads), so wait for the lock itself (seen once, 2026-12-04).
+    def whole_locks() -> list[Path]:
+        return [path for path in locks.iterdir() if "-tmp-" not in path.name]
+
+    while not whole_locks() and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert worker.poll() is None, worker.stdout.read().decode() if worker.stdout else ""
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its restic: kill -9, no clean-up

@@ -104,3 +104,14 @@ def test_worst_rpo_over_a_window() -> None:
     assert rpo_seconds_worst([], at(0), at(30)) == pytest.approx(30)
     with pytest.raises(ValueError):
         rpo_seconds_worst([], at(10), at(0))
+
+
+def test_a_tiers_policy_from_the_inventorys_settings() -> None:
+    from backup.policy import policy_from
+    from inventory.queries import TierSettings
+
+    made = policy_from(TierSettings(ProtectionTier.REPLICATED, 30, 120, None, 7, None))
+    assert made.interval == timedelta(seconds=30)
+    assert made.retention == Retention(keep_last=120, keep_daily=7)
+    with pytest.raises(ValueError, match="at least one"):
+        policy_from(TierSettings(ProtectionTier.BACKUP, 60, None, None, None, None))

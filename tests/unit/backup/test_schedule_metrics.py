@@ -18,7 +18,7 @@ def test_cron_every_interval() -> None:
     assert cron_every(timedelta(seconds=60)) == "0 * * * * *"
     assert cron_every(timedelta(seconds=15)) == "*/15 * * * * *"
     assert cron_every(timedelta(minutes=10)) == "0 */10 * * * *"
-    assert Schedule().rounds == "0 * * * * *"  # the default tier's 60 s
+    assert Schedule().rounds == "*/5 * * * * *"  # a tick: each county starts at its place (backup.rounds)
     for odd in (timedelta(seconds=45), timedelta(minutes=7), timedelta(0)):
         with pytest.raises(ValueError):
             cron_every(odd)

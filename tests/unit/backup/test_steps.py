@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
@@ -143,3 +144,42 @@ def test_a_point_made_under_another_secret_is_refused() -> None:
     steps.check_secret(made_under(()), "the-county-secret")  # made before fingerprints were kept
     with pytest.raises(ValueError, match="another app secret"):
         steps.check_secret(made_under((f"secret={fingerprint}",)), "a-new-secret")
+
+
+def test_the_retention_step_forgets_by_the_countys_tier(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from backup.policy import Retention
+    from backup.restic import ForgetResult
+    from inventory import declare, loader, queries
+    from inventory.db import make_engine, migrate, session_scope
+    from inventory.enums import ProtectionTier
+    from inventory.jobs import StepContext
+    from inventory.models import ProtectionTierRow
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        declare.apply(session, loader.load_sample())
+        session.add(ProtectionTierRow(name=ProtectionTier.REPLICATED, interval_s=30, keep_last=7,
+                                      keep_daily=2))
+        queries.get_tenant(session, "keelung").protection = ProtectionTier.REPLICATED
+    platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
+                        domain_type=DomainType.QEMU)
+    asked: list[tuple[str, object]] = []
+
+    class FakeRestic:
+        def forget(self, repo: str, retention: object, **_: object) -> object:
+            asked.append((repo, retention))
+            return ForgetResult(("a",), (), False, 0.0)
+
+    monkeypatch.setattr(steps.records, "current_site", lambda _engine, _tenant: "primary")
+    monkeypatch.setattr(steps, "_restic", lambda _platform, _site: FakeRestic())
+    monkeypatch.setattr(steps, "_repositories", lambda *_: SimpleNamespace(primary="P", offsite="O"))
+    default = Retention(keep_last=60, keep_hourly=48, keep_daily=31, keep_monthly=12)
+    for slug, expected in (("keelung", Retention(keep_last=7, keep_daily=2)), ("penghu", default)):
+        asked.clear()
+        [retention] = [s for s in steps.backup_steps({"tenant": slug}, platform) if s.name == "retention"]
+        said = retention.run(StepContext(job_id="j", args={}, artifacts=tmp_path))
+        assert asked == [("P", expected), ("O", expected)] and "kept 1, forgot 0" in str(said)
+    engine.dispose()

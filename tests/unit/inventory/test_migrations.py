@@ -10,7 +10,8 @@ from sqlalchemy import inspect
 import inventory.models  # noqa: F401  (registers the tables)
 from inventory.db import Base, make_engine, migrate
 
-INVENTORY_TABLES = {"sites", "hosts", "size_templates", "networks", "images", "tenants", "vms", "change_log"}
+INVENTORY_TABLES = {"sites", "hosts", "size_templates", "networks", "images", "tenants", "vms", "change_log",
+                    "protection_tiers"}
 
 
 def test_upgrade_head_creates_the_inventory_tables_and_is_idempotent(db_url: str) -> None:

@@ -1,0 +1,170 @@
+"""controlplane.backup_schedule's rounds fire over a migrated platform database: which counties it
+submits as the clock moves, the cap over jobs queued or running (asked-for ones included), that a
+fresh process (a restart) does not submit every county at once, and each county's tier's interval
+and retention."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from backup import ops
+from backup.policy import Retention
+from controlplane import backup_schedule, bootstrap
+from inventory import declare, loader, queries
+from inventory.db import session_scope
+from inventory.enums import Lifecycle, ProtectionTier
+from inventory.jobs import Job, JobKind, JobStatus
+from inventory.models import ProtectionTierRow
+
+START = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # on a minute: the first county's slot
+
+
+@pytest.fixture
+def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COUNTYCLOUD_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'countycloud.db'}")
+    monkeypatch.setenv("COUNTYCLOUD_BACKUP_CONCURRENCY", "2")
+    engine = bootstrap.engine()
+    with session_scope(engine) as session:
+        declare.apply(session, loader.load_sample())  # 13 counties, one VM each
+        for tenant in queries.list_tenants(session):
+            queries.set_status(tenant, Lifecycle.ACTIVE, actor="test")
+    monkeypatch.setattr(backup_schedule, "_began", None)
+    yield engine
+
+
+class Recorder:
+    """Stands in for submit_round: records a BACKUP job row as jobs.submit would (pending)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.engine, self.now = engine, START
+        self.submitted: list[tuple[datetime, str]] = []
+        monkeypatch.setattr(backup_schedule, "submit_round", self.submit)
+        monkeypatch.setattr(backup_schedule, "datetime", self.Clock(self))
+
+    class Clock:
+        def __init__(self, outer: Recorder) -> None:
+            self.outer = outer
+
+        def now(self, tz: object = None) -> datetime:
+            return self.outer.now
+
+    def submit(self, slug: str) -> str:
+        job_id = f"backup-{slug}-{len(self.submitted)}"
+        add_job(self.engine, job_id, slug, self.now, JobStatus.PENDING)
+        self.submitted.append((self.now, slug))
+        return job_id
+
+    def fire(self) -> list[str]:
+        before = len(self.submitted)
+        backup_schedule.rounds(self.now)
+        return [slug for _, slug in self.submitted[before:]]
+
+
+def add_job(engine: Engine, job_id: str, slug: str, at: datetime, status: JobStatus) -> None:
+    with session_scope(engine) as session:
+        session.add(Job(id=job_id, kind=JobKind.BACKUP, target=slug, args={}, status=status,
+                        created_at=at, started_at=at if status is JobStatus.RUNNING else None))
+
+
+def finish_all(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        for job in session.query(Job).filter(Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING])):
+            job.status = JobStatus.SUCCEEDED
+
+
+def test_the_rounds_tick_and_the_default_cap() -> None:
+    assert backup_schedule.Schedule().rounds == "*/5 * * * * *"
+    assert bootstrap.settings().backup_concurrency == 2
+
+
+def test_a_round_is_spread_over_the_minute(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Recorder(engine, monkeypatch)
+    per_fire = []
+    for _tick in range(12):  # a minute of fires, each round done before the next tick
+        per_fire.append(clock.fire())
+        finish_all(engine)
+        clock.now += backup_schedule.ROUND_TICK
+    assert sorted(slug for fired in per_fire for slug in fired) == sorted(
+        slug for slug in _slugs(engine) if slug != "yunlin")  # the 13th's slot (55.4 s) is at 60 s
+    assert max(len(fired) for fired in per_fire) == 1
+    # 60 s: yunlin (never backed up: first) and changhua's next round
+    assert clock.fire() == ["yunlin", "changhua"]
+
+
+def test_the_cap_counts_backups_asked_for_by_hand(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Recorder(engine, monkeypatch)
+    clock.now = START + timedelta(seconds=30)
+    clock.fire()  # this process's schedule begins: slots from now on are owed
+    clock.now += timedelta(seconds=20)  # slots of four counties passed meanwhile (fires were late)
+    add_job(engine, "backup-keelung-manual", "keelung", clock.now, JobStatus.RUNNING)
+    fired = clock.fire()
+    assert len(fired) == 1 and "keelung" not in fired  # one place left beside the asked-for one
+    clock.now += backup_schedule.ROUND_TICK
+    assert clock.fire() == []  # two running: the rest wait
+    finish_all(engine)
+    clock.now += backup_schedule.ROUND_TICK
+    assert len(clock.fire()) == 2
+
+
+def test_a_stuck_job_does_not_hold_a_place(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Recorder(engine, monkeypatch)
+    long_ago = START - backup_schedule.ROUND_STALE_AFTER - timedelta(minutes=1)
+    add_job(engine, "backup-a-stuck", "penghu", long_ago, JobStatus.RUNNING)
+    add_job(engine, "backup-b-stuck", "taitung", long_ago, JobStatus.RUNNING)
+    clock.fire()
+    assert clock.submitted == [(START, "changhua")]
+
+
+def test_a_restart_submits_no_county_at_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Recorder(engine, monkeypatch)
+    for index, slug in enumerate(_slugs(engine)):  # backed up long ago, before the service stopped
+        add_job(engine, f"backup-{slug}-old{index}", slug, START - timedelta(minutes=5), JobStatus.SUCCEEDED)
+    clock.now = START + timedelta(seconds=32)  # restarted mid-minute
+    assert clock.fire() == []  # every county's missed slot is before this process began
+    seen: list[str] = []
+    for _tick in range(12):
+        clock.now += backup_schedule.ROUND_TICK
+        seen += clock.fire()
+        finish_all(engine)
+    assert sorted(seen) == sorted(_slugs(engine))  # each at its own place within a minute
+
+
+def _slugs(engine: Engine) -> list[str]:
+    with session_scope(engine) as session:
+        return [tenant.slug for tenant in queries.list_tenants(session)]
+
+
+def test_each_county_on_its_tiers_interval(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    with session_scope(engine) as session:
+        session.add(ProtectionTierRow(name=ProtectionTier.REPLICATED, interval_s=30, keep_last=5))
+        queries.get_tenant(session, "keelung").protection = ProtectionTier.REPLICATED
+    states = {county.slug: county for county in backup_schedule.round_states(engine, START)}
+    assert states["keelung"].interval == timedelta(seconds=30)
+    assert states["penghu"].interval == timedelta(seconds=60)  # the backup tier's default
+    clock = Recorder(engine, monkeypatch)
+    clock.now = START - timedelta(seconds=1)
+    clock.fire()  # the schedule begins
+    rounds: list[str] = []
+    for _tick in range(24):  # two minutes
+        clock.now += backup_schedule.ROUND_TICK
+        rounds += clock.fire()
+        finish_all(engine)
+    assert rounds.count("keelung") == 4 and rounds.count("penghu") == 2
+
+
+def test_prune_forgets_each_county_by_its_tiers_retention(engine: Engine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with session_scope(engine) as session:
+        session.add(ProtectionTierRow(name=ProtectionTier.REPLICATED, interval_s=30, keep_daily=3))
+        queries.get_tenant(session, "keelung").protection = ProtectionTier.REPLICATED
+    kept = backup_schedule.retentions()
+    assert kept["keelung"][1] == Retention(keep_daily=3)
+    assert kept["penghu"][1] == Retention(keep_last=60, keep_hourly=48, keep_daily=31, keep_monthly=12)
+    assert kept["penghu"][0] == ops.BackupSites("primary", "secondary", 23000)

@@ -83,6 +83,9 @@ class Periodic:
 _periodic: dict[str, Periodic] = {}
 
 
+PERIODIC_PREFIX = "countycloud.periodic."
+
+
 def register_periodic(name: str, cron: str, action: Callable[[datetime], None]) -> None:
     """Declare periodic work before the process becomes a worker (run_workers creates its schedule)."""
     from dbos import DBOS
@@ -90,8 +93,39 @@ def register_periodic(name: str, cron: str, action: Callable[[datetime], None]) 
     def fire(scheduled_at: datetime, _context: Any) -> None:
         action(scheduled_at)
 
-    workflow = DBOS.workflow(name=f"countycloud.periodic.{name}")(fire)
+    workflow = DBOS.workflow(name=f"{PERIODIC_PREFIX}{name}")(fire)
     _periodic[name] = Periodic(name, cron, workflow)
+
+
+# Every fire of periodic work is a DBOS workflow with its record (backup rounds every 5 s, probes and
+# stats every minute: tens of thousands a day). Finished ones are kept this long, then forgotten.
+PERIODIC_HISTORY_KEPT = timedelta(days=1)
+HISTORY_WORK = "workflow-history"
+HISTORY_CRON = "0 17 * * * *"  # hourly
+_FORGET_BATCH = 1000
+
+
+def forget_periodic_history(now: datetime, kept: timedelta = PERIODIC_HISTORY_KEPT) -> int:
+    """Delete the records of periodic fires that finished before `now - kept`; returns how many. Jobs
+    (provision, backup, failover: the operators' history) are never touched here."""
+    from dbos import DBOS, WorkflowStatusString
+
+    names = [f"{PERIODIC_PREFIX}{name}" for name in _periodic]
+    finished = [WorkflowStatusString.SUCCESS.value, WorkflowStatusString.ERROR.value,
+                WorkflowStatusString.CANCELLED.value]
+    before = (now - kept).isoformat()
+    forgotten = 0
+    while names:
+        batch = [status.workflow_id for status in DBOS.list_workflows(
+            name=names, status=finished, completed_before=before, limit=_FORGET_BATCH,
+            load_input=False, load_output=False)]
+        if not batch:
+            break
+        DBOS.delete_workflows(batch)
+        forgotten += len(batch)
+        if len(batch) < _FORGET_BATCH:
+            break
+    return forgotten
 
 
 def _ensure_schedules() -> None:
@@ -133,3 +167,13 @@ def run_workers(engine: Engine, stop: threading.Event | None = None, *,
     thread = threading.Thread(target=beat, name="countycloud-worker-heartbeat", daemon=True)
     thread.start()
     return thread
+
+
+def _forget_history(at: datetime) -> None:
+    forgotten = forget_periodic_history(at)
+    if forgotten:
+        log.info("forgot %d finished periodic fires older than %s", forgotten, PERIODIC_HISTORY_KEPT)
+
+
+# Registered once per process, here: every worker keeps the history short.
+register_periodic(HISTORY_WORK, HISTORY_CRON, _forget_history)

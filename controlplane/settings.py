@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     service_operations: str = "controlplane.operations"
     # The backup schedule and its metrics (controlplane.backup_schedule) run in the service's workers.
     backup_schedule: bool = True
+    # Disaster recovery (issue 15, docs/dr.md): the site watch in the service, every site checked every
+    # second from the service, a witness process and each site's vantage point.
+    dr_watch: bool = True
+    # The vantage points the service starts as its own processes, comma-separated ("" when they run
+    # elsewhere: in production each site's runs at that site, the witness on a third machine).
+    dr_witnesses: str = "witness,primary,secondary"
+    # On: when the primary is declared down, the failover job is submitted once `dr_grace_s` has
+    # passed. Off (the default): the outage is recorded and an operator decides (`countycloud dr
+    # failover`, the console's button).
+    dr_automatic: bool = False
+    dr_grace_s: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -86,3 +86,33 @@ def test_the_console_dr_page_shows_the_report_and_an_operator_starts_a_failover(
     started = oper.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
     assert started.status_code == 303 and started.headers["location"].startswith("/jobs/failover-primary-")
     assert [view.kind for view in jobs.list_jobs(service.engine)] == [JobKind.FAILOVER]
+
+
+def test_the_site_watch_is_shown_on_the_console_and_the_api(service: Service) -> None:
+    from dr import watchstate
+    from dr.health import SiteVerdict
+    from dr.outage import Outage, Status
+
+    client = TestClient(service.app)
+    auditor = service.bearer("auditor")
+    assert client.get("/api/v1/dr/watch", headers=auditor).status_code == 404
+    browser = TestClient(service.app)
+    sign_in(browser, "auditor")
+    assert "site-watch" not in browser.get("/dr").text
+    state = watchstate.WatchState(
+        automatic=True, grace_s=30,
+        sites={"primary": watchstate.SiteView(site="primary", verdict=SiteVerdict.DOWN,
+                                              reason="site primary down", status=Status.GRACE,
+                                              status_args={"seconds": "17"}, checked_at=1_800_000_000.0)},
+        outages={"primary": Outage(site="primary", declared_at=1.0, failed_since=0.5, noticed_at=1.0)})
+    watchstate.save(bootstrap.settings().state_dir, state)
+    answer = client.get("/api/v1/dr/watch", headers=auditor)
+    assert answer.status_code == 200
+    assert answer.json()["status_text"] == {"primary": "down; automatic failover in 17 s"}
+    assert answer.json()["outages"]["primary"]["failed_since"] == 0.5
+    assert client.get("/api/v1/dr/watch", headers=service.bearer("liaison")).status_code == 403
+    page = browser.get("/dr").text
+    assert 'id="site-watch"' in page and "verdict-down" in page
+    browser.get("/lang/en")
+    english = browser.get("/dr").text
+    assert "automatic failover in 17 s" in english and "Automatic failover: on" in english

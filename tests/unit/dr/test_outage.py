@@ -52,9 +52,9 @@ def run(ticks: str | dict[str, str], policy: Policy, *, counties: int = 13,
     for second in range(max(len(text) for text in per_vantage.values())):
         now = T0 + second + 0.5
         report = site_status("primary", [o for o in seen if o.at <= now], RULES, now)
+        out = current is not None or report.verdict is SiteVerdict.DOWN
         facts = SiteFacts(counties=counties, to_site="secondary", to_site_verdict=to_site_verdict,
-                          existing_job=existing_job if current is not None or report.verdict is SiteVerdict.DOWN
-                          else None)
+                          existing_job=existing_job if out else None)
         decision = outage.decide(report, current, facts, policy, now)
         done.events += [(second, event) for event in decision.events]
         done.statuses.append(decision.status)

@@ -116,3 +116,23 @@ def test_the_site_watch_is_shown_on_the_console_and_the_api(service: Service) ->
     browser.get("/lang/en")
     english = browser.get("/dr").text
     assert "automatic failover in 17 s" in english and "Automatic failover: on" in english
+    browser.get("/lang/zh-TW")
+    chinese = browser.get("/dr").text
+    assert "17 秒後自動切換" in chinese and "機房監看" in chinese and "停擺" in chinese
+
+
+def test_every_word_of_the_dr_page_and_every_watch_status_has_its_zh_tw() -> None:
+    import re
+
+    from controlplane.web import i18n
+    from dr.health import SiteVerdict
+    from dr.outage import STATUS_TEXT
+
+    template = (Path(__file__).resolve().parents[3] / "controlplane/web/templates/dr.html").read_text()
+    words = set(re.findall(r'\bt\("([^"]+)"\)', template))
+    words |= set(STATUS_TEXT.values()) | {verdict.value for verdict in SiteVerdict}
+    words |= {kind.value for kind in report.RunKind}
+    missing = sorted(word for word in words if word not in i18n.ZH_TW)
+    assert missing == []
+    for english in STATUS_TEXT.values():  # the same placeholders, so a translation formats like its key
+        assert set(re.findall(r"{(\w+)}", english)) == set(re.findall(r"{(\w+)}", i18n.ZH_TW[english]))

@@ -266,3 +266,31 @@ def test_the_watch_reaches_the_metrics(engine: Engine, state_dir: Path) -> None:
     assert 'countycloud_dr_outage_declared_timestamp_seconds{site="primary"}' in text
     assert 'countycloud_dr_outage_declared_timestamp_seconds{site="secondary"}' not in text
     assert "countycloud_dr_automatic_failover 1.0" in text
+
+
+def test_the_cli_shows_the_watch(state: Path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from controlplane.cli import dr as dr_cli
+
+    app = typer.Typer()
+    dr_cli.register(app)
+    assert "no site watch runs" in CliRunner().invoke(app, ["dr", "watch"]).output
+    engine = make_engine(Settings().database_url)
+    try:
+        migrate(Settings().database_url)
+        audit.configure(state)
+        clock = Clock()
+        run_until(watch(engine, state, clock, Policy(), Submits()), clock, KILLED, 0, 8)
+    finally:
+        engine.dispose()
+    shown = CliRunner().invoke(app, ["dr", "watch"])
+    assert shown.exit_code == 0, shown.output
+    assert "automatic failover: off" in shown.output and "primary" in shown.output
+    assert "outage of primary: declared 3.0 s after it was last seen alive" in shown.output
+    as_json = json.loads(CliRunner().invoke(app, ["dr", "watch", "--json"]).output)
+    assert as_json["sites"]["primary"]["verdict"] == "down"
+    assert as_json["sites"]["primary"]["status"] == "nothing-there"  # no county declared here

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # failover`, the console's button).
     dr_automatic: bool = False
     dr_grace_s: float = Field(default=30.0, ge=0)
+    # The recovery plan (YAML) the automatic failover follows; "": one tier, 3 counties at a time.
+    dr_plan: str = ""
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

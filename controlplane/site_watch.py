@@ -56,12 +56,17 @@ Submit = Callable[[Outage], str]  # submits the outage's failover job; returns i
 
 def submit_failover(found: Outage) -> str:
     """The failover job of an outage, submitted as the service (audited like any job)."""
-    from controlplane import dr_ops
+    from controlplane import bootstrap, dr_ops
 
     if found.to_site is None:
         raise ValueError(f"no site to fail {found.site} over to")
-    return dr_ops.failover(SYSTEM, failed_site=found.site, to_site=found.to_site,
-                           failed_at=found.failed_since).id
+    return dr_ops.failover(SYSTEM, **failover_options(found, bootstrap.settings().dr_plan)).id
+
+
+def failover_options(found: Outage, plan_file: str) -> dict[str, object]:
+    """The failover job's options for an outage: RTO counted from the failure, the plan if set."""
+    return {"failed_site": found.site, "to_site": found.to_site, "failed_at": found.failed_since,
+            "plan_file": plan_file or None}
 
 
 def peer(sites: Sequence[str], site: str) -> str | None:

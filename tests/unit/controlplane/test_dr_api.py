@@ -136,3 +136,19 @@ def test_every_word_of_the_dr_page_and_every_watch_status_has_its_zh_tw() -> Non
     assert missing == []
     for english in STATUS_TEXT.values():  # the same placeholders, so a translation formats like its key
         assert set(re.findall(r"{(\w+)}", english)) == set(re.findall(r"{(\w+)}", i18n.ZH_TW[english]))
+
+
+def test_the_watch_submits_a_real_failover_job_once_as_the_system(service: Service) -> None:
+    from controlplane import audit, site_watch
+    from dr.outage import Outage
+
+    found = Outage(site="primary", declared_at=1000.0, failed_since=997.0, noticed_at=1000.5,
+                   to_site="secondary")
+    first = site_watch.submit_failover(found)
+    again = site_watch.submit_failover(found)  # e.g. a second service process at the same moment
+    assert first == again
+    [job] = jobs.list_jobs(service.engine)
+    assert (job.kind, job.target, job.args["failed_at"], job.args["to_site"]) == (
+        JobKind.FAILOVER, "primary", 997.0, "secondary")
+    submitted = [row for row in audit.list_events(service.engine, target="primary") if row.action == "dr"]
+    assert submitted and {row.actor_kind.value for row in submitted} == {"system"}

@@ -294,3 +294,11 @@ def test_the_cli_shows_the_watch(state: Path) -> None:
     as_json = json.loads(CliRunner().invoke(app, ["dr", "watch", "--json"]).output)
     assert as_json["sites"]["primary"]["verdict"] == "down"
     assert as_json["sites"]["primary"]["status"] == "nothing-there"  # no county declared here
+
+
+def test_the_failover_options_of_an_outage() -> None:
+    found = Outage(site="primary", declared_at=T0 + 6, failed_since=T0 + 3, noticed_at=T0 + 6.5,
+                   to_site="secondary")
+    assert site_watch.failover_options(found, "") == {
+        "failed_site": "primary", "to_site": "secondary", "failed_at": T0 + 3, "plan_file": None}
+    assert site_watch.failover_options(found, "/etc/plan.yaml")["plan_file"] == "/etc/plan.yaml"

@@ -1,9 +1,9 @@
 """The site watch as the service runs it (controlplane.site_watch) over a migrated platform database
-with counties at the primary, fake observations in the vantage points' files and a fake clock: the
-targets written, an outage audited and mirrored in the site's status, the failover submitted once
-(automatic only, after the grace period, not again after a restart, an existing job adopted), the
-outage closed; then the threads and a real witness process started and stopped, and the service's
-hook reading the settings."""
+(SQLite and PostgreSQL) with counties at the primary, fake observations in the vantage points' files
+and a fake clock: the targets written, an outage audited and mirrored in the site's status, the
+failover submitted once (automatic only, after the grace period, not again after a restart, an
+existing job adopted), the outage closed; then the threads and a real witness process started and
+stopped, the service's hook reading the settings, and the CLI."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ APP_PORT = 29310  # text only: nothing listens, the checks are faked
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path / 'platform.db'}"
-    migrate(url)
-    engine = make_engine(url)
+def engine(db_url: str) -> Iterator[Engine]:
+    """On SQLite and on PostgreSQL (job times compared as the database stores them)."""
+    migrate(db_url)
+    engine = make_engine(db_url)
     with session_scope(engine) as session:
         apply(session, load_text(DECLARATION))
     with session_scope(engine) as session:

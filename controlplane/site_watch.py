@@ -214,6 +214,8 @@ class Running:
     def keep_witnesses(self) -> None:
         """Each witness process running (started again if it died)."""
         for vantage in self.witnesses:
+            if self.stop.is_set():
+                return
             process = self.processes.get(vantage)
             if process is not None and process.poll() is None:
                 continue
@@ -239,11 +241,11 @@ class Running:
 
     def close(self, timeout_s: float = 5.0) -> None:
         self.stop.set()
+        for thread in self.threads:  # first: the watch thread would start an ended witness again
+            thread.join(timeout_s)
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
-        for thread in self.threads:
-            thread.join(timeout_s)
         for process in self.processes.values():
             try:
                 process.wait(timeout_s)

@@ -209,7 +209,13 @@ def test_start_runs_the_watch_and_a_witness_process_and_stop_ends_them(engine: E
         assert all(path.exists() for path in wanted), [str(p) for p in wanted if not p.exists()]
         seen = {(o.vantage, o.site) for o in observations.read(state_dir)}
         assert {("witness", "primary"), ("service", "secondary")} <= seen
+        first = running.processes["witness"]
+        first.kill()  # a witness that dies is started again by the watch's next tick
+        first.wait()
+        while running.processes["witness"] is first and time.monotonic() < deadline:
+            time.sleep(0.1)
         process = running.processes["witness"]
+        assert process is not first and process.poll() is None
     finally:
         site_watch.stop()
     assert process.poll() is not None

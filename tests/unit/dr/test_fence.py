@@ -270,3 +270,26 @@ def test_the_migration_builds_the_ledgers_table(engine: Engine) -> None:
     with engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert [d for d in diffs if "fenced_copies" in repr(d)] == []
+
+
+def test_the_ledger_travels_in_the_platform_databases_backup_copy(tmp_path: Path) -> None:
+    """The backup of the platform database (backup.platformdb's consistent SQLite copy) holds the
+    ledger: a control plane started from the copy, with a state folder of its own, refuses the copy."""
+    from backup import platformdb
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    migrate(url)
+    live = make_engine(url)
+    try:
+        fencing.record(FakePlatform(live, tmp_path / "primary-state"), copy_of("keelung-accounting-1"))
+        platformdb.sqlite_copy(tmp_path / "live.db", tmp_path / "restored.db")
+    finally:
+        live.dispose()
+    restored = make_engine(f"sqlite:///{tmp_path / 'restored.db'}")
+    try:
+        elsewhere = FakePlatform(restored, tmp_path / "secondary-state")
+        with pytest.raises(fencing.FencedVm):
+            fencing.refuse_if_fenced(elsewhere, "primary", "keelung-accounting-1")
+        assert [c.vm for c in fencing.fenced(elsewhere)] == ["keelung-accounting-1"]
+    finally:
+        restored.dispose()

@@ -12,7 +12,7 @@ from controlplane.actors import Actor
 from controlplane.errors import InvalidInput
 from controlplane.operations import JobRef, JobRequest, authorize, submit
 from controlplane.roles import Action
-from dr import plans, records, report
+from dr import plans, records, report, watchstate
 from dr.failback import FailbackArgs
 from dr.failover import FailoverArgs
 from inventory.jobs import JobKind
@@ -89,3 +89,11 @@ def last_report(actor: Actor, kind: report.RunKind) -> dict[str, Any] | None:
     authorize(actor, Action.READ)
     found = report.load_last(bootstrap.settings().state_dir, kind)
     return found.model_dump(mode="json") if found else None
+
+
+def site_watch(actor: Actor) -> watchstate.WatchState | None:
+    """The site watch as the service last saw it (each site's verdict, open outages, the setting);
+    None when no site watch runs with this state folder."""
+    authorize(actor, Action.READ)
+    state_dir = bootstrap.settings().state_dir
+    return watchstate.load(state_dir) if watchstate.state_path(state_dir).exists() else None

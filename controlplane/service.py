@@ -120,11 +120,16 @@ def start_workers(ctx: ServiceContext) -> None:
         backup_schedule.register()
         backup_metrics.start()
     workers.run_workers(ctx.engine, _workers_stop, sites=bootstrap.site_names())
+    if bootstrap.settings().dr_watch:  # issue 15: the site watch (and the automatic failover, if set)
+        from controlplane import site_watch
+
+        site_watch.start_from_settings(ctx.engine, bootstrap.settings())
 
 
 def stop_workers(_ctx: ServiceContext) -> None:
-    from controlplane import backup_metrics, jobs, monitor
+    from controlplane import backup_metrics, jobs, monitor, site_watch
 
+    site_watch.stop()
     monitor.stop()
     backup_metrics.stop()
     _workers_stop.set()

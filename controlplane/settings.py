@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     # running: each copies a database out of a TCG guest and runs restic, and 13 at once took both
     # cores from everything else.
     backup_concurrency: int = Field(default=2, ge=1)
+    # Disaster recovery (issue 15, docs/dr.md): the site watch in the service, every site checked every
+    # second from the service, a witness process and each site's vantage point.
+    dr_watch: bool = True
+    # The vantage points the service starts as its own processes, comma-separated ("" when they run
+    # elsewhere: in production each site's runs at that site, the witness on a third machine).
+    dr_witnesses: str = "witness,primary,secondary"
+    # On: when the primary is declared down, the failover job is submitted once `dr_grace_s` has
+    # passed. Off (the default): the outage is recorded and an operator decides (`countycloud dr
+    # failover`, the console's button).
+    dr_automatic: bool = False
+    dr_grace_s: float = Field(default=30.0, ge=0)
+    # The recovery plan (YAML) the automatic failover follows; "": one tier, 3 counties at a time.
+    dr_plan: str = ""
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -91,7 +91,7 @@ def fence(platform: Platform, site: str, vms: Sequence[RunningVm], *, job_id: st
         status = next(running.status for running in vms if running.vm == decision.vm)
         if status is not Lifecycle.FENCED:
             records.mark_fenced(platform.engine, decision.vm, note=f"fenced at {site} ({decision.how.value})")
-        fencing.record(platform.state_dir, FencedCopy(site=site, vm=decision.vm, uuid=uuids[decision.vm],
+        fencing.record(platform, FencedCopy(site=site, vm=decision.vm, uuid=uuids[decision.vm],
                                                       how=decision.how, at=time.time(), job=job_id))
         done.append(FencedVmResult(vm=decision.vm, tenant=decision.tenant, how=decision.how,
                                    uuid=uuids[decision.vm]))
@@ -105,12 +105,12 @@ def unfence(platform: Platform, site: str, vm_names: Sequence[str], log: Callabl
             ) -> list[str]:
     """After the site is back (failback): remove each fenced copy there (undefined, its disks kept),
     then forget it in the ledger. Returns the VMs removed."""
-    names = [copy.vm for copy in fencing.fenced(platform.state_dir, site) if copy.vm in vm_names]
+    names = [copy.vm for copy in fencing.fenced(platform, site) if copy.vm in vm_names]
     if names:
         with platform.hypervisor(site) as hv:
             for name in names:
                 hv.undefine(name)
                 log(f"{name}: fenced copy undefined at {site}")
     for name in names:
-        fencing.clear(platform.state_dir, site, name)
+        fencing.clear(platform, site, name)
     return names

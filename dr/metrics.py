@@ -2,8 +2,11 @@
 reports (dr.report.save_last) at scrape time, so every process serving /metrics shows the same.
 
 countycloud_dr_rto_seconds{kind,county,tier}, countycloud_dr_rpo_seconds{kind,county,tier} and
-countycloud_dr_last_run_timestamp_seconds{kind}. The service adds `DrCollector(state_dir)` to the
-registry it serves at /metrics.
+countycloud_dr_last_run_timestamp_seconds{kind}. The site watch's state (dr.watchstate, written each
+second by the service): countycloud_dr_site_verdict{site,verdict} (1 for the current verdict),
+countycloud_dr_site_checked_timestamp_seconds{site}, countycloud_dr_outage_declared_timestamp_seconds{site}
+(open outages only) and countycloud_dr_automatic_failover (the setting). The service adds
+`DrCollector(state_dir)` to the registry it serves at /metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dr import watchstate
+from dr.health import SiteVerdict
 from dr.report import RunKind, load_last
 
 
@@ -41,6 +46,30 @@ class DrCollector(Collector):
         yield rto
         yield rpo
         yield when
+        yield from self._watch()
+
+    def _watch(self) -> Iterator[GaugeMetricFamily]:
+        if not watchstate.state_path(self.state_dir).exists():
+            return  # no site watch runs here
+        state = watchstate.load(self.state_dir)
+        verdict = GaugeMetricFamily("countycloud_dr_site_verdict", "The site watch's verdict on each site "
+                                    "(1 for the current one)", labels=["site", "verdict"])
+        checked = GaugeMetricFamily("countycloud_dr_site_checked_timestamp_seconds", "When the site watch "
+                                    "last judged the site", labels=["site"])
+        declared = GaugeMetricFamily("countycloud_dr_outage_declared_timestamp_seconds", "When the site "
+                                     "was declared down (open outages only)", labels=["site"])
+        for site, view in sorted(state.sites.items()):
+            for each in SiteVerdict:
+                verdict.add_metric([site, each.value], 1.0 if view.verdict is each else 0.0)
+            checked.add_metric([site], view.checked_at)
+        for site, outage in sorted(state.outages.items()):
+            declared.add_metric([site], outage.declared_at)
+        yield verdict
+        yield checked
+        yield declared
+        yield GaugeMetricFamily("countycloud_dr_automatic_failover", "1 when a site declared down is failed "
+                                "over without an operator (after the grace period)",
+                                value=1.0 if state.automatic else 0.0)
 
 
 _SERVED = DrCollector(Path("/nonexistent"))

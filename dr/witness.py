@@ -11,6 +11,7 @@ every tick. Run one with `--vantage witness` beside the service, and one per sit
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -35,8 +36,10 @@ def run(
     keep_s: float = 30.0,
     stop: threading.Event | None = None,
     ticks: int | None = None,
+    parent_pid: int | None = None,
 ) -> None:
-    """Check every target each interval until `stop` is set (or `ticks` ticks have run)."""
+    """Check every target each interval until `stop` is set (or `ticks` ticks have run, or the process
+    `parent_pid` that started this one is gone)."""
     stop = stop or threading.Event()
     observations.path_of(state_dir, vantage)  # refuse a bad name before the first tick
     prober = Prober(vantage, timeout_s)
@@ -45,6 +48,8 @@ def run(
     done = 0
     try:
         while not stop.is_set() and (ticks is None or done < ticks):
+            if parent_pid is not None and os.getppid() != parent_pid:
+                break  # the service that started this witness died (even by kill -9): end with it
             targets = read_targets(targets_path(state_dir))
             kept = observations.recent([*kept, *prober.observe_all(targets)], time.time(), keep_s)
             observations.write(state_dir, vantage, kept)
@@ -74,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds each check waits for an answer")
     parser.add_argument("--vantage", type=_name, default="witness", help="this vantage point's name")
     parser.add_argument("--keep", type=float, default=30.0, help="seconds of observations kept in the file")
+    parser.add_argument("--parent", type=int, default=None,
+                        help="end when this process (the service that started the witness) is gone")
     args = parser.parse_args(argv)
     if args.interval <= 0 or args.timeout <= 0 or args.timeout > args.interval:
         parser.error("--interval and --timeout must be positive, and the timeout at most the interval")
@@ -84,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    run(args.state_dir, args.vantage, args.interval, args.timeout, args.keep, stop)
+    run(args.state_dir, args.vantage, args.interval, args.timeout, args.keep, stop, parent_pid=args.parent)
     return 0
 
 

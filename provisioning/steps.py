@@ -138,7 +138,7 @@ def _start(platform: Platform, target: VmTarget, ctx: StepContext) -> Started:
     plan = records.load_plan(platform.engine, target.name)
     paths = vm.vm_disks(platform, target.site, target.name)
     mode = _mode(ctx)
-    fencing.refuse_if_fenced(platform.state_dir, target.site, target.name)  # never a second writable copy
+    fencing.refuse_if_fenced(platform, target.site, target.name)  # never a second writable copy
     with platform.hypervisor(target.site) as hv:
         # An existing VM is only started: it needs no image or template (which may be gone by now).
         exists = hv.state(target.name) is not DomainState.MISSING

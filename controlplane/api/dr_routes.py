@@ -78,3 +78,13 @@ def last_report(actor: Caller, kind: Annotated[RunKind, Path()]) -> dict[str, An
     if found is None:
         raise NotFoundError(f"no {kind.value} has run yet")
     return found
+
+
+@router.get("/watch", summary="The site watch: each site's verdict, what is done about it, open outages")
+def site_watch(actor: Caller) -> dict[str, Any]:
+    require(actor, Action.READ, platform_wide=True)
+    found = dr_ops.site_watch(actor)
+    if found is None:
+        raise NotFoundError("no site watch runs (`countycloud serve` runs it)")
+    return found.model_dump(mode="json") | {
+        "status_text": {site: view.status_text for site, view in found.sites.items()}}

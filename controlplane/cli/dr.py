@@ -1,8 +1,10 @@
-"""`countycloud dr failover | test | failback | report`: disaster recovery between the two sites."""
+"""`countycloud dr failover | test | failback | report | watch`: disaster recovery between the two
+sites."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -113,3 +115,26 @@ def report_command(
 ) -> None:
     """The last run's report: per county the restore point, RTO, RPO and each part's time."""
     _show(kind, as_json)
+
+
+@dr_app.command("watch")
+def watch_command(as_json: JsonOption = False) -> None:
+    """The site watch as the service last saw it: each site's verdict and what is done about it."""
+    with user_errors():
+        found = dr_ops.site_watch(cli_actor())
+    if as_json:
+        console.print_json(found.model_dump_json() if found is not None else "null")
+        return
+    if found is None:
+        console.print("no site watch runs with this state folder (`countycloud serve` runs it)")
+        return
+    console.print(f"automatic failover: on, after {found.grace_s:.0f} s" if found.automatic
+                  else "automatic failover: off (an operator decides: `countycloud dr failover`)")
+    table = Table("site", "verdict", "what is done", "checked (UTC)")
+    for view in found.sites.values():
+        checked = datetime.fromtimestamp(view.checked_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(view.site, view.verdict.value, view.status_text, checked)
+    console.print(table)
+    for outage in found.outages.values():
+        console.print(f"outage of {outage.site}: declared {outage.declared_at - outage.failed_since:.1f} s "
+                      f"after it was last seen alive; failover job: {outage.failover_job or 'none'}")

@@ -4,6 +4,7 @@ Its own router, so the console's module stays as it is; the forms call controlpl
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
@@ -12,7 +13,9 @@ from fastapi.responses import Response
 
 from controlplane import dr_ops
 from controlplane.errors import InvalidInput
-from controlplane.web.console import Csrf, _check_csrf, _see, _signed_in, guarded, render
+from controlplane.web.console import Csrf, _check_csrf, _see, _signed_in, guarded, lang_of, render
+from controlplane.web.i18n import translate
+from dr.outage import STATUS_TEXT
 from dr.report import RunKind
 
 router = APIRouter(include_in_schema=False)
@@ -24,7 +27,13 @@ SiteField = Annotated[str, Form(max_length=63)]
 def dr_page(request: Request) -> Response:
     actor, csrf = _signed_in(request)
     reports = {kind.value: dr_ops.last_report(actor, kind) for kind in RunKind}
-    return render(request, "dr.html", actor=actor, csrf=csrf, reports=reports)
+    watch = dr_ops.site_watch(actor)
+    lang = lang_of(request)
+    sites = [{"site": view.site, "verdict": view.verdict.value,
+              "status": translate(lang, STATUS_TEXT[view.status]).format(**view.status_args),
+              "checked_at": datetime.fromtimestamp(view.checked_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+              "reason": view.reason} for view in (watch.sites.values() if watch else [])]
+    return render(request, "dr.html", actor=actor, csrf=csrf, reports=reports, watch=watch, sites=sites)
 
 
 @router.post("/dr/{operation}")

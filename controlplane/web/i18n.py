@@ -49,6 +49,30 @@ ZH_TW: dict[str, str] = {
     "The monitor is not running in this process (usage and advice need `countycloud serve`).":
         "此處未執行監測（使用率與建議需由 countycloud serve 提供）。",
     "Next page": "下一頁",
+    # disaster recovery (controlplane/web/dr_console.py; the statuses are dr.outage.STATUS_TEXT)
+    "Disaster recovery": "災難復原", "Fail over primary to secondary": "主機房切換至備援機房",
+    "Run a DR test": "執行災難復原演練", "Fail back to primary": "切回主機房",
+    "failover": "切換", "dr_test": "災難復原演練", "failback": "切回", "job": "作業",
+    "failure at": "故障時間", "first tier": "第一層級", "worst RPO": "最差 RPO", "county": "縣市",
+    "tier": "層級", "restore point": "還原點", "parts": "各階段", "none yet": "尚無紀錄",
+    "Site watch": "機房監看", "Verdict": "判定", "What is done": "處置", "Checked": "檢查時間",
+    "Automatic failover: on, after a grace period of": "自動切換：開啟，寬限期",
+    "Automatic failover: off (an operator decides)": "自動切換：關閉（由維運人員決定）",
+    "The site watch is not running (`countycloud serve` runs it).":
+        "機房監看未執行（由 countycloud serve 執行）。",
+    "up": "正常", "down": "停擺", "suspect": "疑似異常",
+    "suspect: a vantage point sees a failure": "疑似異常：有觀測點看到故障",
+    "unknown: no fresh observation": "未知：沒有最新的觀測",
+    "up again: the outage is over": "已恢復：停擺結束",
+    "down; failover job {job}": "停擺；切換作業 {job}",
+    "down; no county runs there": "停擺；該機房沒有執行中的縣市",
+    "down; waiting for an operator (automatic failover is off)": "停擺；等待維運人員處置（自動切換未開啟）",
+    "down; automatic failover in {seconds} s": "停擺；{seconds} 秒後自動切換",
+    "down; the automatic failover waits for {site} to be up ({verdict})":
+        "停擺；自動切換等待 {site} 恢復正常（目前：{verdict}）",
+    "down; the failover was not submitted ({error}); trying again in {seconds} s":
+        "停擺；切換作業未能送出（{error}），{seconds} 秒後重試",
+    "down; submitting the failover": "停擺；正在送出切換作業",
 }
 
 MESSAGES: dict[Lang, dict[str, str]] = {Lang.ZH_TW: ZH_TW, Lang.EN: {}}

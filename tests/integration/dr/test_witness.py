@@ -1,6 +1,8 @@
 """The witness processes against a real site daemon (a libvirtd of its own, no VM) and counties that
 are tiny HTTP servers on 127.0.0.1: a libvirtd paused for 10 s does not make the site DOWN while its
-counties answer; killing the site (daemon and counties) is declared DOWN within 6 s."""
+counties answer; killing the site (daemon and counties) is declared DOWN within 6 s. Each verdict also
+goes through the service's outage decision (dr.outage, automatic failover with no grace): the pause
+submits no failover, the kill exactly one."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from dr import observations
+from dr import observations, outage
 from dr.health import Observation, SiteStatusReport, SiteVerdict, WatchRules
 from dr.targets import SiteTarget, write_targets
 from provisioning import sites
@@ -119,6 +121,23 @@ def _libvirtd_pid(site: sites.SitePaths) -> int | None:
         return None
 
 
+class Decisions:
+    """The service's decision at each verdict read, automatic failover with no grace period."""
+
+    def __init__(self) -> None:
+        self.current: outage.Outage | None = None
+        self.submitted = 0
+
+    def see(self, report: SiteStatusReport) -> None:
+        facts = outage.SiteFacts(counties=len(COUNTIES), to_site="secondary", to_site_verdict=SiteVerdict.UP)
+        decision = outage.decide(report, self.current, facts, outage.Policy(automatic=True, grace_s=0),
+                                 time.time())
+        self.current = decision.outage
+        if self.current is not None and outage.Action.SUBMIT_FAILOVER in decision.actions:
+            self.submitted += 1
+            self.current = outage.submitted(self.current, f"failover-{self.submitted}")
+
+
 def status(state_dir: Path) -> tuple[SiteStatusReport, list[Observation]]:
     """The watch as the service runs it (dr.observations.verdicts), and what it read."""
     return observations.verdicts(state_dir, ["primary"], RULES)["primary"], observations.read(state_dir)
@@ -147,10 +166,12 @@ def test_a_paused_libvirtd_for_10_s_does_not_make_the_site_down(
     paused_at = time.time()
     os.kill(pid, signal.SIGSTOP)
     verdicts = []
+    decisions = Decisions()
     try:
         while time.time() - paused_at < 10.0:
             report, _ = status(state_dir)
             verdicts.append(report.verdict)
+            decisions.see(report)
             assert report.verdict is not SiteVerdict.DOWN, report.reason
             time.sleep(0.2)
     finally:
@@ -163,6 +184,7 @@ def test_a_paused_libvirtd_for_10_s_does_not_make_the_site_down(
         assert len(silent) >= 6, (vantage, silent)
         assert all(not o.daemon_ok and o.counties_ok == len(COUNTIES) for o in silent), silent
     assert SiteVerdict.UP in verdicts
+    assert decisions.submitted == 0 and decisions.current is None, "a paused daemon started a failover"
     wait_until_up_with_daemon(state_dir)  # the daemon answers again after the pause
 
 
@@ -176,8 +198,10 @@ def test_a_killed_site_is_declared_down_within_6_s(
         county.stop()
     sites.stop(site)
     dead_at = time.time()
+    decisions = Decisions()
     while True:
         report, _ = status(state_dir)
+        decisions.see(report)
         detected_s = time.time() - killed_at
         if report.verdict is SiteVerdict.DOWN:
             break
@@ -192,3 +216,12 @@ def test_a_killed_site_is_declared_down_within_6_s(
     assert report.declared_at - killed_at <= DETECTION_LIMIT_S
     # Not on the first failed check: the rule waits for hold_s without life.
     assert report.declared_at - killed_at >= RULES.hold_s - RULES.interval_s
+    # The service's decision: one failover at once (no grace), none more while the site stays dead.
+    assert decisions.submitted == 1
+    watched_until = time.time() + 3
+    while time.time() < watched_until:
+        decisions.see(status(state_dir)[0])
+        time.sleep(0.2)
+    assert decisions.submitted == 1 and decisions.current is not None
+    # Last seen alive before the kill was over, and not long before it began.
+    assert killed_at - 2 * RULES.interval_s <= decisions.current.failed_since <= dead_at

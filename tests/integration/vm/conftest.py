@@ -112,7 +112,8 @@ def _purge_leftovers(cloud: Cloud) -> None:
         for leftovers in (paths.disks / "vms", paths.scratch):
             if leftovers.exists():
                 subprocess.run(["rm", "-rf", str(leftovers)], check=True)
-    # A fence ledger names VMs of the database that is gone: provisioning would refuse them.
+    # An older fence ledger file names VMs of a database that is gone: imported into the new database,
+    # provisioning would refuse them (the ledger is a table of the platform database now).
     (STATE_DIR / "dr" / "fenced.json").unlink(missing_ok=True)
 
 

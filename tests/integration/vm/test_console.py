@@ -39,11 +39,12 @@ def console(cloud: Cloud) -> Iterator[str]:
     """`countycloud serve` (API, console, workers) on the suite's platform, and a central-IT user."""
     _add_user(cloud)
     port = _free_port()
-    # Without the backup schedule and the probes: their jobs, left unfinished when this service stops,
-    # were taken over by the worker test's workers later (a backup of keelung to this service's REST
-    # port) and then refused the failover test's `backup now` ("unfinished with other arguments").
-    # Both are tested on their own.
-    env = {**cloud.env, "COUNTYCLOUD_BACKUP_SCHEDULE": "false", "COUNTYCLOUD_MONITORING": "false"}
+    # Without the backup schedule, the probes and the site watch: their jobs, left unfinished when this
+    # service stops, were taken over by the worker test's workers later (a backup of keelung to this
+    # service's REST port) and then refused the failover test's `backup now` ("unfinished with other
+    # arguments"); the watch asks every county for /healthz every second. Each is tested on its own.
+    env = {**cloud.env, "COUNTYCLOUD_BACKUP_SCHEDULE": "false", "COUNTYCLOUD_MONITORING": "false",
+           "COUNTYCLOUD_DR_WATCH": "false"}
     process = subprocess.Popen([sys.executable, "-m", "controlplane", "serve", "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)

@@ -86,3 +86,69 @@ def test_the_console_dr_page_shows_the_report_and_an_operator_starts_a_failover(
     started = oper.post("/dr/failover", data={"csrf": csrf}, follow_redirects=False)
     assert started.status_code == 303 and started.headers["location"].startswith("/jobs/failover-primary-")
     assert [view.kind for view in jobs.list_jobs(service.engine)] == [JobKind.FAILOVER]
+
+
+def test_the_site_watch_is_shown_on_the_console_and_the_api(service: Service) -> None:
+    from dr import watchstate
+    from dr.health import SiteVerdict
+    from dr.outage import Outage, Status
+
+    client = TestClient(service.app)
+    auditor = service.bearer("auditor")
+    assert client.get("/api/v1/dr/watch", headers=auditor).status_code == 404
+    browser = TestClient(service.app)
+    sign_in(browser, "auditor")
+    assert "site-watch" not in browser.get("/dr").text
+    state = watchstate.WatchState(
+        automatic=True, grace_s=30,
+        sites={"primary": watchstate.SiteView(site="primary", verdict=SiteVerdict.DOWN,
+                                              reason="site primary down", status=Status.GRACE,
+                                              status_args={"seconds": "17"}, checked_at=1_800_000_000.0)},
+        outages={"primary": Outage(site="primary", declared_at=1.0, failed_since=0.5, noticed_at=1.0)})
+    watchstate.save(bootstrap.settings().state_dir, state)
+    answer = client.get("/api/v1/dr/watch", headers=auditor)
+    assert answer.status_code == 200
+    assert answer.json()["status_text"] == {"primary": "down; automatic failover in 17 s"}
+    assert answer.json()["outages"]["primary"]["failed_since"] == 0.5
+    assert client.get("/api/v1/dr/watch", headers=service.bearer("liaison")).status_code == 403
+    page = browser.get("/dr").text
+    assert 'id="site-watch"' in page and "verdict-down" in page
+    browser.get("/lang/en")
+    english = browser.get("/dr").text
+    assert "automatic failover in 17 s" in english and "Automatic failover: on" in english
+    browser.get("/lang/zh-TW")
+    chinese = browser.get("/dr").text
+    assert "17 秒後自動切換" in chinese and "機房監看" in chinese and "停擺" in chinese
+
+
+def test_every_word_of_the_dr_page_and_every_watch_status_has_its_zh_tw() -> None:
+    import re
+
+    from controlplane.web import i18n
+    from dr.health import SiteVerdict
+    from dr.outage import STATUS_TEXT
+
+    template = (Path(__file__).resolve().parents[3] / "controlplane/web/templates/dr.html").read_text()
+    words = set(re.findall(r'\bt\("([^"]+)"\)', template))
+    words |= set(STATUS_TEXT.values()) | {verdict.value for verdict in SiteVerdict}
+    words |= {kind.value for kind in report.RunKind}
+    missing = sorted(word for word in words if word not in i18n.ZH_TW)
+    assert missing == []
+    for english in STATUS_TEXT.values():  # the same placeholders, so a translation formats like its key
+        assert set(re.findall(r"{(\w+)}", english)) == set(re.findall(r"{(\w+)}", i18n.ZH_TW[english]))
+
+
+def test_the_watch_submits_a_real_failover_job_once_as_the_system(service: Service) -> None:
+    from controlplane import audit, site_watch
+    from dr.outage import Outage
+
+    found = Outage(site="primary", declared_at=1000.0, failed_since=997.0, noticed_at=1000.5,
+                   to_site="secondary")
+    first = site_watch.submit_failover(found)
+    again = site_watch.submit_failover(found)  # e.g. a second service process at the same moment
+    assert first == again
+    [job] = jobs.list_jobs(service.engine)
+    assert (job.kind, job.target, job.args["failed_at"], job.args["to_site"]) == (
+        JobKind.FAILOVER, "primary", 997.0, "secondary")
+    submitted = [row for row in audit.list_events(service.engine, target="primary") if row.action == "dr"]
+    assert submitted and {row.actor_kind.value for row in submitted} == {"system"}

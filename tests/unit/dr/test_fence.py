@@ -1,25 +1,30 @@
-"""Fencing on plain data and on a real (SQLite) inventory with a fake hypervisor and gateway."""
+"""Fencing on plain data and on a real inventory (SQLite and PostgreSQL) with a fake hypervisor and
+gateway; the fence ledger's table (concurrent writers, the import of the older file)."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
 from dr import fence, records
 from dr.records import RunningVm
 from inventory import queries
-from inventory.db import make_engine, migrate, session_scope
+from inventory.db import Base, make_engine, migrate, session_scope
 from inventory.declare import apply
 from inventory.enums import Lifecycle
 from inventory.loader import load_text
 from provisioning import fencing
 from provisioning import records as provisioning_records
-from provisioning.fencing import FenceHow
+from provisioning.fencing import FencedCopy, FenceHow
 from provisioning.sites import site_paths
 
 DECLARATION = """\
@@ -74,9 +79,9 @@ class FakePlatform:
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    migrate(sqlite_url)
-    engine = make_engine(sqlite_url)
+def engine(db_url: str) -> Iterator[Engine]:
+    migrate(db_url)
+    engine = make_engine(db_url)
     with session_scope(engine) as session:
         apply(session, load_text(DECLARATION))
     with session_scope(engine) as session:  # every county provisioned where it is declared
@@ -137,13 +142,13 @@ def test_a_silent_site_is_fenced_by_marking_and_leaves_the_addresses(platform: F
     assert platform.rendered, "the addresses were rendered again"  # type: ignore[attr-defined]
     with session_scope(engine) as session:
         assert queries.get_vm(session, "keelung-accounting-1").status is Lifecycle.FENCED
-    assert [(c.vm, c.how, c.job) for c in fencing.fenced(platform.state_dir, "primary")] == [
+    assert [(c.vm, c.how, c.job) for c in fencing.fenced(platform, "primary")] == [
         ("keelung-accounting-1", FenceHow.MARKED, "failover-1"),
         ("penghu-accounting-1", FenceHow.MARKED, "failover-1")]
     # A fenced copy never starts again at that site: provisioning asks the ledger first.
     with pytest.raises(fencing.FencedVm, match="fenced"):
-        fencing.refuse_if_fenced(platform.state_dir, "primary", "keelung-accounting-1")
-    fencing.refuse_if_fenced(platform.state_dir, "secondary", "keelung-accounting-1")
+        fencing.refuse_if_fenced(platform, "primary", "keelung-accounting-1")
+    fencing.refuse_if_fenced(platform, "secondary", "keelung-accounting-1")
 
 
 def test_fencing_again_is_idempotent(platform: FakePlatform) -> None:
@@ -151,7 +156,7 @@ def test_fencing_again_is_idempotent(platform: FakePlatform) -> None:
         running = records.running_at(platform.engine, "primary")
         fence.fence(platform, "primary", running, daemon_answers=lambda: False,  # type: ignore[arg-type]
                     log=lambda _line: None)
-    assert len(fencing.fenced(platform.state_dir, "primary")) == 2
+    assert len(fencing.fenced(platform, "primary")) == 2
 
 
 def test_an_answering_site_has_its_vms_destroyed_there(platform: FakePlatform) -> None:
@@ -160,7 +165,7 @@ def test_an_answering_site_has_its_vms_destroyed_there(platform: FakePlatform) -
                        log=lambda _line: None)
     assert done.daemon_answered is True
     assert platform.hv.undefined == ["keelung-accounting-1"]
-    assert [c.how for c in fencing.fenced(platform.state_dir, "primary")] == [FenceHow.DESTROYED]
+    assert [c.how for c in fencing.fenced(platform, "primary")] == [FenceHow.DESTROYED]
     assert backends(platform.engine, "keelung") == []
     assert backends(platform.engine, "penghu") == ["penghu-accounting-1"]
 
@@ -172,7 +177,7 @@ def test_unfence_removes_the_copies_at_the_returning_site_and_forgets_them(platf
     removed = fence.unfence(platform, "primary", ["keelung-accounting-1"],  # type: ignore[arg-type]
                             log=lambda _line: None)
     assert removed == ["keelung-accounting-1"] and platform.hv.undefined == ["keelung-accounting-1"]
-    assert [c.vm for c in fencing.fenced(platform.state_dir, "primary")] == ["penghu-accounting-1"]
+    assert [c.vm for c in fencing.fenced(platform, "primary")] == ["penghu-accounting-1"]
 
 
 def test_move_county_records_where_it_runs_and_readds_its_backend(platform: FakePlatform) -> None:
@@ -191,3 +196,100 @@ def test_move_county_records_where_it_runs_and_readds_its_backend(platform: Fake
     records.move_county(engine, "keelung", "primary", note="home")
     with session_scope(engine) as session:
         assert queries.get_tenant(session, "keelung").running_site is None
+
+
+def copy_of(vm: str, *, site: str = "primary", job: str = "j", how: FenceHow = FenceHow.MARKED) -> FencedCopy:
+    return FencedCopy(site=site, vm=vm, uuid=f"uuid-{vm}", how=how, at=1_796_400_000.5, job=job)
+
+
+def test_the_ledger_keeps_each_copys_first_entry_and_forgets_a_cleared_one(platform: FakePlatform) -> None:
+    assert fencing.record(platform, copy_of("a", job="first")) is True
+    assert fencing.record(platform, copy_of("a", job="second", how=FenceHow.DESTROYED)) is False
+    assert fencing.record(platform, copy_of("a", site="secondary")) is True
+    assert fencing.fenced(platform) == [copy_of("a", job="first"), copy_of("a", site="secondary")]
+    assert fencing.is_fenced(platform, "primary", "a") and not fencing.is_fenced(platform, "primary", "b")
+    assert fencing.clear(platform, "primary", "a") is True
+    assert fencing.clear(platform, "primary", "a") is False
+    assert [c.site for c in fencing.fenced(platform)] == ["secondary"]
+
+
+def test_concurrent_writers_lose_no_entry(platform: FakePlatform) -> None:
+    """Many threads (each its own connection) record at once, every VM twice: every entry is there,
+    each added exactly once. The file ledger lost entries when two processes wrote it at once."""
+    names = [f"vm-{number:02d}" for number in range(24)]
+    added: list[bool] = []
+
+    def write(batch: list[str]) -> None:
+        for name in batch:
+            added.append(fencing.record(platform, copy_of(name, job=threading.current_thread().name)))
+
+    threads = [threading.Thread(target=write, args=(names[start::4] * 2,), name=f"w{start}")
+               for start in range(4)]
+    threads += [threading.Thread(target=write, args=(list(reversed(names[start::4])),), name=f"r{start}")
+                for start in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(c.vm for c in fencing.fenced(platform, "primary")) == names
+    assert added.count(True) == len(names) and len(added) == 3 * len(names)
+
+
+def test_a_control_plane_on_the_databases_copy_knows_what_is_fenced(platform: FakePlatform,
+                                                                   tmp_path: Path) -> None:
+    """The ledger travels with the platform database: another state folder (a control plane started
+    at the other site) over the same database refuses the fenced copy."""
+    fence.fence(platform, "primary", records.running_at(platform.engine, "primary"),  # type: ignore[arg-type]
+                daemon_answers=lambda: False, log=lambda _line: None)
+    elsewhere = FakePlatform(platform.engine, tmp_path / "elsewhere")
+    with pytest.raises(fencing.FencedVm):
+        fencing.refuse_if_fenced(elsewhere, "primary", "keelung-accounting-1")
+    assert not (platform.state_dir / "dr" / fencing.LEDGER_NAME).exists(), "no file written any more"
+
+
+def test_an_older_ledger_file_is_imported_once(platform: FakePlatform) -> None:
+    fencing.record(platform, copy_of("kept", job="table"))
+    path = fencing.ledger_path(platform.state_dir)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({
+        "primary": {"kept": {"uuid": "u", "how": "destroyed", "at": 1.0, "job": "file"},
+                    "old": {"uuid": "u-old", "how": "marked", "at": 2.0, "job": "file"}},
+        "secondary": {"other": {"uuid": "u2", "how": "destroyed", "at": 3.0}}}))
+    with pytest.raises(fencing.FencedVm):
+        fencing.refuse_if_fenced(platform, "primary", "old")
+    assert not path.exists() and path.with_name(path.name + ".imported").exists()
+    assert [(c.site, c.vm, c.how, c.job) for c in fencing.fenced(platform)] == [
+        ("primary", "kept", FenceHow.MARKED, "table"),  # the table's entry wins
+        ("primary", "old", FenceHow.MARKED, "file"),
+        ("secondary", "other", FenceHow.DESTROYED, "")]
+    assert fencing.clear(platform, "primary", "old") is True
+    assert [c.vm for c in fencing.fenced(platform, "primary")] == ["kept"], "not imported a second time"
+
+
+def test_the_migration_builds_the_ledgers_table(engine: Engine) -> None:
+    with engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [d for d in diffs if "fenced_copies" in repr(d)] == []
+
+
+def test_the_ledger_travels_in_the_platform_databases_backup_copy(tmp_path: Path) -> None:
+    """The backup of the platform database (backup.platformdb's consistent SQLite copy) holds the
+    ledger: a control plane started from the copy, with a state folder of its own, refuses the copy."""
+    from backup import platformdb
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    migrate(url)
+    live = make_engine(url)
+    try:
+        fencing.record(FakePlatform(live, tmp_path / "primary-state"), copy_of("keelung-accounting-1"))
+        platformdb.sqlite_copy(tmp_path / "live.db", tmp_path / "restored.db")
+    finally:
+        live.dispose()
+    restored = make_engine(f"sqlite:///{tmp_path / 'restored.db'}")
+    try:
+        elsewhere = FakePlatform(restored, tmp_path / "secondary-state")
+        with pytest.raises(fencing.FencedVm):
+            fencing.refuse_if_fenced(elsewhere, "primary", "keelung-accounting-1")
+        assert [c.vm for c in fencing.fenced(elsewhere)] == ["keelung-accounting-1"]
+    finally:
+        restored.dispose()

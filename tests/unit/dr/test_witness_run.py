@@ -60,3 +60,26 @@ def test_arguments_that_cannot_work_are_refused(tmp_path: Path, arguments: list[
         witness.main(["--state-dir", str(tmp_path), *arguments])
     assert exited.value.code == 2
     assert not observations.observations_dir(tmp_path).exists()
+
+
+def test_the_witness_ends_when_its_parent_is_gone(tmp_path: Path) -> None:
+    """`--parent PID`: started by a service that is gone (here: a parent pid that is not its parent),
+    the witness stops at its first tick instead of checking on forever."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    gone = subprocess.run([sys.executable, "-m", "dr.witness", "--state-dir", str(tmp_path),
+                           "--parent", str(os.getpid() + 1_000_000)], cwd=root, timeout=60, check=False)
+    assert gone.returncode == 0
+    assert not observations.path_of(tmp_path, "witness").exists(), "it checked nothing"
+    stop = threading.Event()
+    loop = threading.Thread(target=witness.run, args=(tmp_path, "service"),
+                            kwargs={"interval_s": 0.1, "stop": stop, "parent_pid": os.getppid()})
+    loop.start()  # in-process, the parent is this process's own: it runs until stopped
+    try:
+        wait_for(lambda: observations.path_of(tmp_path, "service").exists())
+    finally:
+        stop.set()
+        loop.join(10)

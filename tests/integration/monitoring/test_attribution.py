@@ -32,7 +32,9 @@ def test_injected_delay_is_attributed_to_the_right_side(platform: Platform) -> N
     targets = {c: platform.target(c) for c in COUNTIES}
     probe, server_injected = interleaved_splits(targets, INJECTED_MS, REQUESTS, WARM_UP)
     injected = (platform.proxy.injected_ms(), server_injected)
-    assert all(INJECTED_MS <= x < INJECTED_MS + 50 for x in injected), injected
+    # asyncio wakes a sleeper up to its clock resolution early (a timer is due when it falls before
+    # now + resolution): CI saw the app's 200 ms sleep take 199.993 ms.
+    assert all(INJECTED_MS - 1 <= x < INJECTED_MS + 50 for x in injected), injected
     errors = {f"probe {k}": v for k, v in attribution_errors(probe, *injected).items()}
 
     # The same requests as the gateway logged them.

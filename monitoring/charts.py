@@ -2,12 +2,14 @@
 
 `stacked_hours`: per hour, one bar stacked network / gateway queue / app / database time (each
 component's median) with the hour's total p95 as a line above (one `<path>` per component, a
-sub-path `M x y h w v h h -w z` per hour, bottom to top in that order); `usage_lines`: usage series in
-percent (host CPU, memory, a VM's CPU) over time. Pure: rows in, markup out (every text escaped).
+sub-path `M x y h w v h h -w z` per hour, bottom to top in that order); `stacked_hours_of`: the same
+from storage.chart_bars rows, memoized on the rows; `usage_lines`: usage series in percent (host
+CPU, memory, a VM's CPU) over time. Pure: rows in, markup out (every text escaped).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,10 @@ STACK: tuple[tuple[Component, str, str], ...] = (
 P95_COLOUR = "#d62728"
 WIDTH, HEIGHT = 960, 240
 TOOLTIP_BARS = 7 * 24
+CACHED_CHARTS = 32  # drawn charts kept (~90 KB each for 30 days)
+
+# storage.chart_bars' row: hour, count, p50 of network, queue, app, db, the total's p95 (ms)
+BarRow = tuple[int, int, float | None, float | None, float | None, float | None, float | None]
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 34
 
 
@@ -47,8 +53,7 @@ def bars(rows: Sequence[Mapping[str, Any]]) -> list[Bar]:
     return result
 
 
-def bars_from_columns(rows: Sequence[tuple[int, int, float | None, float | None, float | None, float | None,
-                                           float | None]]) -> list[Bar]:
+def bars_from_columns(rows: Sequence[BarRow]) -> list[Bar]:
     """storage.chart_bars rows -> bars."""
     return [Bar(hour, (net or 0.0, queue or 0.0, app or 0.0, db or 0.0), p95, count)
             for hour, count, net, queue, app, db, p95 in rows]
@@ -88,24 +93,38 @@ def stacked_hours(data: Sequence[Bar], since: int, until: int, title: str) -> st
     width = max(slot * 0.8, 0.6)
     line: list[str] = []
     # The page's hot loop (720 bars for 30 days): one path per component (a sub-path per hour, in
-    # the bars' order), one decimal, no lookups inside; per-hour tooltips only for a week or less.
-    paths: list[list[str]] = [[] for _ in STACK]
+    # the bars' order, bottom to top as STACK), one decimal, the four components unrolled and the
+    # parts of a sub-path that do not change built once; per-hour tooltips only for a week or less.
+    paths: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
+    network, queue, app, db = paths
     tips: list[str] = []
     with_tips = len(data) <= TOOLTIP_BARS
     bottom = TOP + plot_h
     w = f"{width:.1f}"
+    across, close = f"h{w}v", f"h-{w}z"
+    floor = float(bottom)
+    half = width / 2
     for bar in data:
         x = LEFT + (bar.hour - since) / HOUR_S * slot
-        base = float(bottom)
-        for segments, value in zip(paths, bar.parts, strict=True):
-            h = value * scale
-            base -= h
-            segments.append(f"M{x:.1f} {base:.1f}h{w}v{h:.1f}h-{w}z")
+        at = f"M{x:.1f} "
+        n, q, a, d = bar.parts
+        h = n * scale
+        base = floor - h
+        network.append(f"{at}{base:.1f}{across}{h:.1f}{close}")
+        h = q * scale
+        base -= h
+        queue.append(f"{at}{base:.1f}{across}{h:.1f}{close}")
+        h = a * scale
+        base -= h
+        app.append(f"{at}{base:.1f}{across}{h:.1f}{close}")
+        h = d * scale
+        base -= h
+        db.append(f"{at}{base:.1f}{across}{h:.1f}{close}")
         p95 = bar.p95_ms
         if p95 is not None:
-            line.append(f"{x + width / 2:.1f},{bottom - p95 * scale:.1f}")
+            line.append(f"{x + half:.1f},{bottom - p95 * scale:.1f}")
         if with_tips:
-            parts = ", ".join(f"{n} {v:.1f}" for (_, _, n), v in zip(STACK, bar.parts, strict=True))
+            parts = ", ".join(f"{name} {v:.1f}" for (_, _, name), v in zip(STACK, bar.parts, strict=True))
             tips.append(f'<rect class="hour" data-hour="{bar.hour}" x="{x:.1f}" y="{TOP}" width="{w}" '
                         f'height="{plot_h}" fill="transparent"><title>'
                         + time.strftime("%Y-%m-%d %H:00 UTC", time.gmtime(bar.hour))
@@ -130,6 +149,15 @@ def stacked_hours(data: Sequence[Bar], since: int, until: int, title: str) -> st
         x += 24 + 7 * len(name)
     out.append("</svg>")
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=CACHED_CHARTS)
+def stacked_hours_of(rows: tuple[BarRow, ...], since: int, until: int, title: str) -> str:
+    """`stacked_hours` of storage.chart_bars rows, memoized on the rows themselves (the key is every
+    figure drawn, not a time or a version): the same rows always draw the same chart, so a page
+    viewed again before its data changed is not drawn again, and a row that changed (a flush merges
+    new answers into the current hour every probe interval) is a new key, drawn afresh."""
+    return stacked_hours(bars_from_columns(rows), since, until, title)
 
 
 def usage_lines(series: Mapping[str, Sequence[tuple[float, float]]], since: float, until: float,

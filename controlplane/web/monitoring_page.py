@@ -79,13 +79,13 @@ def monitoring_page(request: Request, slug: str,
     present = [Transaction(t) for t in dict.fromkeys(str(row["transaction"]) for row in last_hour)]
     wanted = (Transaction(transaction) if transaction in set(Transaction)
               else Transaction.CERTIFY if Transaction.CERTIFY in present or not present else present[0])
-    bars = charts.bars_from_columns(storage.chart_bars(ctx.engine, slug, chosen_source, wanted, since, until))
+    bars = storage.chart_bars(ctx.engine, slug, chosen_source, wanted, since, until)
     title = f"{tenant['name']} {TITLES[wanted]} ({wanted.value}), {chosen_source.value}, {days} d"
     advice = _advice(slug, tenant.get("vms", []), now)
     return render(request, "monitoring.html", actor=actor, csrf=csrf, tenant=tenant, days=days,
                   source=chosen_source.value, sources=[s.value for s in Source], transaction=wanted.value,
                   transactions=[(t.value, TITLES[t]) for t in Transaction], chart=Markup(
-                      charts.stacked_hours(bars, since, until, title)), hours_with_data=len(bars),
+                      charts.stacked_hours_of(bars, since, until, title)), hours_with_data=len(bars),
                   last_hour=[{**row, "title": TITLES[Transaction(str(row["transaction"]))]}
                              for row in last_hour],
                   usage=_usage(str(tenant.get("site") or ""), tenant.get("vms", []), now - 24 * HOUR_S,

@@ -50,6 +50,20 @@ def producer(database: Path, scratch: Path) -> list[str]:
     return consistent.copy_argv(str(database), python=sys.executable, scratch_dir=str(scratch))
 
 
+def _bind_when_free(held: socket.socket, port: int, within_s: float = 70) -> None:
+    """Bind once the stopped server's connections have left TIME_WAIT (up to a minute on Linux): CI
+    once found the port still taken right after the stop."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            held.bind(("127.0.0.1", port))
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_offsite_away_rounds_land_locally_lag_alerts_and_the_catch_up_copies_them(
         platform: Platform, county_db: Path, tmp_path: Path, port: int) -> None:
     sites = ops.BackupSites(rest_port=port)
@@ -59,7 +73,7 @@ def test_offsite_away_rounds_land_locally_lag_alerts_and_the_catch_up_copies_the
     restserver.stop(server)
     # The port held (bound, not listening): the server cannot come back and clients are refused.
     with socket.socket() as held:
-        held.bind(("127.0.0.1", port))
+        _bind_when_free(held, port)
         later = []
         for _ in range(2):
             time.sleep(1.1)  # restic times are in seconds: let the lag show

@@ -109,12 +109,20 @@ def test_a_resumed_job_runs_in_the_resuming_process_not_in_a_bystander(
     engine.dispose()
 
 
+def _as_from_a_shell() -> None:
+    """The child's SIGINT as a shell gives it: handled by default, not blocked. A test process inherits
+    what its earlier tests' libraries left (an ignored or blocked SIGINT survives exec): twice in the
+    full suite under xdist the child never saw the Ctrl-C, and never alone (the library was not found)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_ends_the_process_at_once_and_leaves_the_job_resumable(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.unit.controlplane.fake_job", db_url, str(tmp_path), "start-slow"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_shell,
     )
     try:
         deadline = time.monotonic() + 60

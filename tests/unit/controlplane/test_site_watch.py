@@ -22,11 +22,9 @@ from dr.health import Observation
 from dr.outage import Outage, Policy, Status
 from inventory import queries
 from inventory.db import make_engine, migrate, session_scope
-from inventory.declare import apply
 from inventory.enums import Lifecycle, SiteStatus
 from inventory.jobs import Job, JobKind, JobStatus
-from inventory.loader import load_text
-from tests.unit.dr.test_fence import DECLARATION
+from tests.unit.dr.test_fence import declared_and_active
 
 T0 = 1_800_000_000.0
 APP_PORT = 29310  # text only: nothing listens, the checks are faked
@@ -35,19 +33,7 @@ APP_PORT = 29310  # text only: nothing listens, the checks are faked
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """On SQLite and on PostgreSQL (job times compared as the database stores them)."""
-    migrate(db_url)
-    engine = make_engine(db_url)
-    with session_scope(engine) as session:
-        apply(session, load_text(DECLARATION))
-    with session_scope(engine) as session:
-        for number, tenant in enumerate(queries.list_tenants(session)):
-            for vm in queries.vms_of(tenant):
-                queries.place_vm(session, vm)
-                queries.record_vm_identity(vm, f"00000000-0000-4000-8000-00000000000{number}",
-                                           f"52:54:00:00:00:0{number}")
-                vm.app_port = APP_PORT + number
-                queries.set_status(vm, Lifecycle.ACTIVE, actor="test")
-            queries.set_status(tenant, Lifecycle.ACTIVE, actor="test")
+    engine = declared_and_active(db_url, app_port=APP_PORT)
     yield engine
     engine.dispose()
 

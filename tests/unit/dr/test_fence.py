@@ -78,20 +78,29 @@ class FakePlatform:
         return self.hv
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
+def declared_and_active(db_url: str, app_port: int | None = None) -> Engine:
+    """The declaration migrated in, every county provisioned and active where it is declared (each
+    VM's app on `app_port` + its number, when given)."""
     migrate(db_url)
     engine = make_engine(db_url)
     with session_scope(engine) as session:
         apply(session, load_text(DECLARATION))
-    with session_scope(engine) as session:  # every county provisioned where it is declared
+    with session_scope(engine) as session:
         for number, tenant in enumerate(queries.list_tenants(session)):
             for vm in queries.vms_of(tenant):
                 queries.place_vm(session, vm)
                 queries.record_vm_identity(vm, f"00000000-0000-4000-8000-00000000000{number}",
                                            f"52:54:00:00:00:0{number}")
+                if app_port is not None:
+                    vm.app_port = app_port + number
                 queries.set_status(vm, Lifecycle.ACTIVE, actor="test")
             queries.set_status(tenant, Lifecycle.ACTIVE, actor="test")
+    return engine
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = declared_and_active(db_url)
     yield engine
     engine.dispose()
 

@@ -31,5 +31,5 @@ phase "machine ready (exit $ready)"
 ((ready == 0)) || exit "$ready"
 ((fast == 0)) || exit "$fast"
 
-.venv/bin/python -m pytest -m vm "$@"
+.venv/bin/python -m pytest -m vm --durations=30 "$@"
 phase "all tests done"

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,9 @@ STATE_DIR = Path(os.environ.get("COUNTYCLOUD_STATE_DIR", "/var/lib/countycloud-t
 # COUNTYCLOUD_TEST_COLD=1 boots every county instead of cloning a template: only to measure what the
 # templates save the suite (docs/benchmarks.md); tests that assert the clone path are skipped then.
 COLD = os.environ.get("COUNTYCLOUD_TEST_COLD") == "1"
+# The suite's backup REST server (the secondary site's repository): a port kept for backup servers
+# (23000-23009), clear of guest ports.
+REST_PORT = 23007
 
 
 @dataclass
@@ -68,6 +74,15 @@ class Cloud:
         except NotHealthy:
             return False
         return True
+
+    def backup_now(self, county: str) -> None:
+        """A backup of the county (restore point at both sites), its offsite copy through REST_PORT."""
+        Cloud(env={**self.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)}).cli("backup", "now", county)
+
+    def stop_rest_server(self) -> None:
+        from backup import repository, restserver
+
+        restserver.stop(repository.site_backup(STATE_DIR, "secondary").rest_server(REST_PORT))
 
     def platform_engine(self) -> Any:
         from inventory.db import make_engine
@@ -132,6 +147,39 @@ def retired_after(cloud: Cloud) -> Iterator[list[str]]:
     yield counties
     for county in counties:
         cloud.cli("tenant", "retire", county, "--purge", check=False)
+
+
+@contextmanager
+def served(cloud: Cloud, settings: dict[str, str], within_s: float = 120) -> Iterator[str]:
+    """`countycloud serve` (API, console, workers and what `settings` leave on) on the suite's platform,
+    answering /healthz; its base URL. Stopped when the block ends."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    process = subprocess.Popen([sys.executable, "-m", "controlplane", "serve", "--port", str(port)],
+                               cwd=ROOT, env={**cloud.env, **settings}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, process.stderr.read() if process.stderr else "serve exited"
+            assert time.monotonic() < deadline, f"the service did not answer within {within_s} s"
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 needs_clones = pytest.mark.skipif(COLD, reason="asserts the template clone path; COUNTYCLOUD_TEST_COLD=1")

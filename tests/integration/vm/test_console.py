@@ -7,17 +7,15 @@ reload) until it serves (issue 11, "Done when"). Screenshots go to artifacts/scr
 from __future__ import annotations
 
 import itertools
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.integration.vm.conftest import ROOT, Cloud
+from tests.integration.vm.conftest import ROOT, Cloud, served
 from tests.support.browser import chromium_browser, shot  # noqa: F401 (the `browser` fixture)
 
 pytestmark = [pytest.mark.vm, pytest.mark.browser]
@@ -28,45 +26,17 @@ SECOND = "chiayi-city"
 CREATE_BOUND_S = 900
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def console(cloud: Cloud) -> Iterator[str]:
     """`countycloud serve` (API, console, workers) on the suite's platform, and a central-IT user."""
     _add_user(cloud)
-    port = _free_port()
     # Without the backup schedule, the probes and the site watch: their jobs, left unfinished when this
     # service stops, were taken over by the worker test's workers later (a backup of keelung to this
     # service's REST port) and then refused the failover test's `backup now` ("unfinished with other
     # arguments"); the watch asks every county for /healthz every second. Each is tested on its own.
-    env = {**cloud.env, "COUNTYCLOUD_BACKUP_SCHEDULE": "false", "COUNTYCLOUD_MONITORING": "false",
-           "COUNTYCLOUD_DR_WATCH": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "controlplane", "serve", "--port", str(port)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, process.stderr.read() if process.stderr else "serve exited"
-            assert time.monotonic() < deadline, "the service did not answer within 120 s"
-            time.sleep(0.5)
+    with served(cloud, {"COUNTYCLOUD_BACKUP_SCHEDULE": "false", "COUNTYCLOUD_MONITORING": "false",
+                        "COUNTYCLOUD_DR_WATCH": "false"}) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _add_user(cloud: Cloud) -> None:

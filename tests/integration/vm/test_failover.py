@@ -28,8 +28,6 @@ from tests.integration.vm.conftest import STATE_DIR, Cloud, needs_clones
 
 pytestmark = [pytest.mark.vm, pytest.mark.outage, needs_clones]
 
-# This test's backup REST server: a port kept for backup servers (23000-23009), clear of guest ports.
-REST_PORT = 23007
 CLERK = "fin-clerk"
 
 
@@ -125,16 +123,6 @@ def _writer(cloud: Cloud, county: str, within_s: float = 900) -> Writer:
     return Writer(port=port, token=token, line_id=line["id"])
 
 
-def _backup(cloud: Cloud, county: str) -> None:
-    Cloud(env={**cloud.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)}).cli("backup", "now", county)
-
-
-def _stop_rest_server() -> None:
-    from backup import repository, restserver
-
-    restserver.stop(repository.site_backup(STATE_DIR, "secondary").rest_server(REST_PORT))
-
-
 def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelung: str) -> None:
     county = keelung
     [vm_name] = [vm["name"] for vm in cloud.json("tenant", "show", county)["vms"]]
@@ -143,7 +131,7 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
     try:
         time.sleep(3)
         backup_began = time.time()
-        _backup(cloud, county)
+        cloud.backup_now(county)
         time.sleep(3)  # writes after the restore point: the ones a failover may lose
         killed_at = time.time()
         cloud.cli("site", "stop", "primary")
@@ -222,4 +210,4 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
         assert not [name for name in domains["secondary"] if name.endswith("-drtest")]
     finally:
         writer.halt()
-        _stop_rest_server()
+        cloud.stop_rest_server()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -132,6 +134,14 @@ def start(server: RestServer, timeout_s: float = 30.0) -> int:
     if running is not None and answers(server):
         return running
     stop(server)  # a hung or half-started leftover
+    squatter = _listener_on(server.port)
+    if squatter is not None:
+        # Another folder's server (or anything else) would answer in our place, and restic would then
+        # fail with "wrong password" against a repository that is not this site's.
+        raise RestServerError(
+            f"port {LOOPBACK}:{server.port} is already served by pid {squatter[0]} ({squatter[1]}), not by "
+            f"the REST server for {server.root}: stop it, or give this state folder another port "
+            "(COUNTYCLOUD_BACKUP_REST_PORT)")
     server.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     server.pidfile.parent.mkdir(parents=True, exist_ok=True)
     argv = _argv(server, program())
@@ -145,7 +155,9 @@ def start(server: RestServer, timeout_s: float = 30.0) -> int:
     new_pid = int(launched.stdout.strip())
     server.pidfile.write_text(f"{new_pid}\n")
     deadline = time.monotonic() + timeout_s
-    while not answers(server, timeout_s=0.5):
+    # Ours must be alive as well as something answering: a port taken in the meantime would answer
+    # while our server exits on "address already in use".
+    while not (answers(server, timeout_s=0.5) and _is_our_server(server, new_pid)):
         if not _is_our_server(server, new_pid) or time.monotonic() > deadline:
             stop(server)
             raise RestServerError(
@@ -153,6 +165,25 @@ def start(server: RestServer, timeout_s: float = 30.0) -> int:
                 f"{_log_tail(server)}")
         time.sleep(0.05)
     return new_pid
+
+
+def _listener_on(port: int) -> tuple[int | None, str] | None:
+    """Who listens on 127.0.0.1:`port` (pid, command line) when something does; pid None when the
+    socket is not ours to see (another user's process)."""
+    try:
+        listening = [c for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                     and c.laddr.ip in (LOOPBACK, "0.0.0.0", "::")]
+    except psutil.AccessDenied:
+        listening = []
+    if not listening:
+        return None
+    owner = listening[0].pid
+    try:
+        command = " ".join(psutil.Process(owner).cmdline()) if owner else "unknown process"
+    except psutil.Error:
+        command = "a process that has just exited"
+    return owner, command
 
 
 def stop(server: RestServer, grace_s: float = 5.0) -> int | None:

@@ -207,6 +207,22 @@ def test_start_is_idempotent_and_stop_stops(sites: Sites) -> None:
     assert restserver.ensure_running(server) is True
 
 
+def test_a_port_served_by_another_folders_server_is_refused_by_name(sites: Sites, tmp_path: Path) -> None:
+    # Another state folder's server on this site's port: restic would have reached its repository and
+    # failed with "wrong password". The start says whose port it is and leaves that server alone.
+    ours = sites.pair.offsite_server
+    theirs_pid = restserver.pid(ours)
+    other = restserver.RestServer(root=tmp_path / "other-state" / "backup", port=ours.port,
+                                  pidfile=tmp_path / "other.pid", logfile=tmp_path / "other.log")
+    with pytest.raises(restserver.RestServerError) as refused:
+        restserver.start(other)
+    said = str(refused.value)
+    assert f"already served by pid {theirs_pid}" in said and str(ours.root) in said and str(other.root) in said
+    assert "COUNTYCLOUD_BACKUP_REST_PORT" in said
+    assert restserver.state(ours) is restserver.ServerState.UP and restserver.pid(other) is None
+    assert not other.root.exists(), "nothing is made for a server that cannot start"
+
+
 def _restic_process(restic: Restic, repo: Repository) -> subprocess.Popen[bytes]:
     """A restic backup reading a pipe that stays open: it holds its lock until killed."""
     process = subprocess.Popen(

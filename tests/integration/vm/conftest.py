@@ -109,6 +109,7 @@ def cloud() -> Iterator[Cloud]:
     # The database goes with the session, so the VMs go the quick way, not by a `tenant retire` job per
     # county (a CLI start each: two minutes for ten counties). Retire is tested on its own.
     _purge_leftovers(cloud)
+    cloud.stop_rest_server()  # a failed test's, which would otherwise serve on after the session
     postgres.drop_database(database)
 
 

@@ -211,3 +211,28 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
     finally:
         writer.halt()
         cloud.stop_rest_server()
+
+
+def test_a_probe_walks_the_seeded_county_through_its_address(cloud: Cloud, keelung: str) -> None:
+    """The platform's probe against a real county (issue 13): every step of a user's walk answers
+    through the gateway, each split into network and server time, and the county's users see nothing
+    of it. Runs on the county the failover test seeded (or seeds it when run alone)."""
+    from monitoring.probes import ProbeAccount, ProbeStep, Target, probe_county
+    from provisioning import probe_accounts
+
+    clerk = _writer(cloud, keelung)
+    cloud.cli("tenant", "configure", keelung)  # the probe account, now that the county has a fiscal year
+    kept = probe_accounts.load(STATE_DIR, keelung)
+    assert kept is not None, "configure kept no probe account for a seeded county"
+    account = ProbeAccount(kept.username, kept.password, kept.api_token, kept.budget_line_id)
+    seen_before = clerk.present()
+    result = probe_county(Target(keelung, f"http://127.0.0.1:{cloud.address(keelung)}", account))
+    assert result.ok, result.message
+    assert {request.step for request in result.requests} == set(ProbeStep)
+    for request in result.requests:
+        timing = request.timing
+        assert request.status < 400 and timing.server_ms > 0, request
+        assert timing.network_ms >= 0 and timing.queue_ms >= 0
+        assert abs(timing.network_ms + timing.queue_ms + timing.server_ms - timing.total_ms) < 1, timing
+        assert timing.app_ms + timing.db_ms <= timing.server_ms + 1, timing
+    assert clerk.present() == seen_before, "the probe's certification showed on a user's line"

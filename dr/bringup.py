@@ -25,7 +25,7 @@ from dr.restorepoints import Point
 from provisioning import address, images, templates, vm
 from provisioning import records as provisioning_records
 from provisioning.errors import ProvisioningError
-from provisioning.hypervisor import Hypervisor
+from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.platform import Platform
 from provisioning.vmplan import VmPaths, VmPlan
 
@@ -110,6 +110,11 @@ def _backing(platform: Platform, hv: Hypervisor, site: str, plan: VmPlan, cold: 
     return image, template
 
 
+def _runs(platform: Platform, site: str, name: str) -> bool:
+    with platform.hypervisor(site) as hv:
+        return hv.state(name) in (DomainState.RUNNING, DomainState.PAUSED)
+
+
 def switch_address(platform: Platform, county: str, site: str, plan: VmPlan, note: str) -> int:
     """Record the county at `site` and put its VM there behind its address; the address's port."""
     records.move_county(platform.engine, county, site, note=note)
@@ -131,9 +136,15 @@ def bring_up(platform: Platform, county: str, point: Point, target: Target, work
     serving = address.healthy(plan.app_port, timeout_s=1.0)
     how = "already serving"
     if not serving:
-        with clock.part("restore"):
-            restored = restorepoints.restore(platform, site, plan.name, point, plan.data_disk_mib, workdir)
-            log(f"{county}: data disk {place_data_disk(restored, paths.data_disk, serving=False)}")
+        if _runs(platform, site, plan.name):
+            # An interrupted attempt's VM runs on the disk it restored: a second restore would move
+            # that disk aside under it, and its writes would go to the file kept aside.
+            log(f"{county}: its VM already runs at {site} (an interrupted attempt's): not restored again")
+        else:
+            with clock.part("restore"):
+                restored = restorepoints.restore(platform, site, plan.name, point, plan.data_disk_mib,
+                                                 workdir)
+                log(f"{county}: data disk {place_data_disk(restored, paths.data_disk, serving=False)}")
         with platform.hypervisor(site) as hv:
             image, template = _backing(platform, hv, site, plan, target.cold)
             with clock.part("disks"):

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from inventory.db import session_scope
 from inventory.jobs import Job, JobStep, StepStatus
-from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, needs_clones
+from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, ColdBoot, needs_clones
 
 pytestmark = pytest.mark.vm
 
@@ -81,31 +79,22 @@ def test_port_clash_is_refused_before_anything_is_made(cloud: Cloud, retired_aft
 
 
 @needs_clones
-def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud, retired_after: list[str]) -> None:
-    retired_after.append("penghu")
-    from provisioning import images, sites, templates
-
-    image = images.cached(Path(cloud.env.get("COUNTYCLOUD_CACHE_DIR", "/var/cache/countycloud")))
-    assert image is not None, "setup built the golden image at the start of the session"
-    site = sites.site_paths(STATE_DIR, "primary")
-    broken = templates.template_dir(site, image.key, 896)
-    broken.mkdir(parents=True, exist_ok=True)
-    (broken / "state.sav").write_bytes(b"LibvirtQemudSave" + b"\0" * 20)  # truncated
-    (broken / "system.qcow2").write_bytes(b"")
-    (broken / "manifest.json").write_text(json.dumps({
-        "site": "primary", "image_key": image.key, "max_vcpus": 4, "max_memory_mib": 896, "vcpus": 1,
-        "memory_mib": 896, "built_s": 0.0}))
+def test_unusable_template_falls_back_to_a_cold_boot(cloud: Cloud, cold_boot: ColdBoot,
+                                                      retired_after: list[str]) -> None:
+    # Its `tenant create` began with the session (conftest's cold_boot): here it is waited for.
+    retired_after.append(cold_boot.county)
     try:
-        cloud.create("penghu")
-        job = cloud.json("job", "list", "--target", "penghu")[0]
+        status, output = cold_boot.wait()
+        assert status == 0, output[-3000:]
+        job = cloud.json("job", "list", "--target", cold_boot.county)[0]
         steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
         said = steps["template"]["output"]
         assert said.startswith("template unusable, falling back to a cold boot")
         assert "cold boot: template unusable" in said  # the step's typed result: a cold boot chosen
-        assert str(broken / "state.sav") in said, "the refusal names the file"
-        assert "defined and started (cold boot)" in steps["penghu-accounting-1:start"]["output"]
-        assert cloud.serving("penghu")
+        assert str(cold_boot.broken_template / "state.sav") in said, "the refusal names the file"
+        assert "defined and started (cold boot)" in steps[f"{cold_boot.county}-accounting-1:start"]["output"]
+        assert cloud.serving(cold_boot.county)
     finally:
         import shutil
 
-        shutil.rmtree(broken, ignore_errors=True)
+        shutil.rmtree(cold_boot.broken_template, ignore_errors=True)

@@ -129,8 +129,14 @@ def _disks(platform: Platform, target: VmTarget, ctx: StepContext) -> str:
     paths = vm.vm_disks(platform, target.site, target.name)
     image = _image(platform, ctx, target.site)
     backing = image.disk if _mode(ctx) is BringUp.COLD else _template_for(platform, target, image).system_disk
+    new_database = not paths.data_disk.exists()
     with platform.hypervisor(target.site) as hv:
         made = vm.make_disks(hv, plan, paths, system_backing=backing, ssh_key=platform.ssh_key)
+    if new_database and probe_accounts.load(platform.state_dir, plan.tenant) is not None:
+        # The credentials kept were made in a database that is gone (a purged county created again):
+        # kept, they would stop `tenant configure` from making the account in this one.
+        probe_accounts.forget(platform.state_dir, plan.tenant)
+        made.append("probe account of the earlier database forgotten")
     return ", ".join(made)
 
 
@@ -388,8 +394,10 @@ def _teardown_step(platform: Platform, vm_name: str, purge: bool) -> Step:
                 "stop, undefine, remove disks")
 
 
-def _record_retired(platform: Platform, tenant: str) -> str:
+def _record_retired(platform: Platform, tenant: str, purge: bool) -> str:
     records.mark_tenant(platform.engine, tenant, Lifecycle.RETIRED, with_vms=True, release_hosts=True)
+    if purge:  # its database is gone, and the probe account with it
+        probe_accounts.forget(platform.state_dir, tenant)
     return f"tenant {tenant} retired"
 
 
@@ -403,7 +411,7 @@ def retire_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     for name in records.vm_names(platform.engine, tenant):
         steps.append(_teardown_step(platform, name, args.purge))
     steps += [
-        Step("record", lambda ctx: _record_retired(platform, tenant), "tenant and VMs retired"),
+        Step("record", lambda ctx: _record_retired(platform, tenant, args.purge), "tenant and VMs retired"),
         Step("address", lambda ctx: _address(platform), "drop its HAProxy frontend"),
     ]
     return steps

@@ -16,7 +16,7 @@ from inventory import queries
 from inventory.db import session_scope
 from inventory.enums import Lifecycle
 from inventory.jobs import StepContext, StepResult
-from provisioning import disks, images, seed, sites, steps
+from provisioning import disks, images, probe_accounts, seed, sites, steps
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.images import GoldenImage
 from provisioning.jobdata import Placed
@@ -116,6 +116,23 @@ def test_cold_disks_are_made_once_and_kept_on_rerun(platform: Platform, golden: 
     assert platform.ssh_key.exists() and platform.ssh_key.with_suffix(".pub").exists()
 
 
+def test_a_new_data_disk_forgets_the_probe_account_of_an_earlier_database(
+        platform: Platform, golden: GoldenImage) -> None:
+    # A county purged and created again: its old probe credentials name a user its new database lacks.
+    credentials = probe_accounts.ProbeCredentials("cc-probe", "old-secret", "old-token", 1, 2)
+    probe_accounts.save(platform.state_dir, "keelung", credentials)
+    listed = steps.provision_steps({"tenant": "keelung", "cold": True}, platform)
+    context = cold_ctx(golden, run(listed, "place"))
+    made = run(listed, f"{VM}:disks", context)
+    assert made == ("system disk on golden.qcow2, data disk created, seed disk, "
+                    "probe account of the earlier database forgotten")
+    assert probe_accounts.load(platform.state_dir, "keelung") is None
+    # A rerun keeps the data disk, and credentials made for it since are kept too.
+    probe_accounts.save(platform.state_dir, "keelung", credentials)
+    assert run(listed, f"{VM}:disks", context) == "system disk on golden.qcow2, data disk kept, seed disk"
+    assert probe_accounts.load(platform.state_dir, "keelung") == credentials
+
+
 def test_cold_start_defines_and_boots_then_a_rerun_is_a_no_op(
     platform: Platform, golden: GoldenImage
 ) -> None:
@@ -168,12 +185,19 @@ def test_retire_bookkeeping_releases_hosts_and_a_retired_tenant_needs_no_site(
     assert _identity(platform.engine)[4] is Lifecycle.RETIRING
     with pytest.raises(steps.ProvisioningError, match="being retired"):
         run(provision, "check")  # provisioning waits for the retirement to finish
+    kept = probe_accounts.ProbeCredentials("cc-probe", "secret", "token", 1, 2)
+    probe_accounts.save(platform.state_dir, "keelung", kept)
     assert run(retire, "record") == "tenant keelung retired"
+    assert probe_accounts.load(platform.state_dir, "keelung") == kept, "retired without purge: data kept"
     uuid, _mac, host, vm_status, tenant_status = _identity(platform.engine)
     assert (host, vm_status, tenant_status) == (None, Lifecycle.RETIRED, Lifecycle.RETIRED)
     assert uuid is not None  # the identity is kept for a re-provision
     assert run(retire, "mark") == "retiring"  # a rerun does not reopen a finished retirement
     assert _identity(platform.engine)[4] is Lifecycle.RETIRED
+
+    purged = steps.retire_steps({"tenant": "keelung", "purge": True}, platform)
+    assert run(purged, "record") == "tenant keelung retired"
+    assert probe_accounts.load(platform.state_dir, "keelung") is None, "purged: its probe account with it"
 
     monkeypatch.setattr(sites, "state", lambda _site: sites.SiteState.DOWN)
     assert run(retire, "check") == "tenant keelung is already retired"

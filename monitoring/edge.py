@@ -243,7 +243,7 @@ class RumListener:
     """Reads the gateway's socket continuously in a thread and hands lines over in batches.
 
     A reader that falls behind costs the gateway nothing: the lines wait in the socket, then in
-    HAProxy's ring (1 MiB per worker), and only past that are they dropped (HAProxy never waits).
+    HAProxy's ring (4 MiB per worker), and only past that are they dropped (HAProxy never waits).
     """
 
     def __init__(self, path: Path, on_lines: Callable[[list[str]], object], poll_s: float = 0.2,
@@ -258,7 +258,7 @@ class RumListener:
     def _run(self) -> None:
         # Lowest priority for this thread only (on Linux the nice value is per thread): when the
         # machine is busy the gateway and the counties come first; its ring holds the lines meanwhile
-        # (past 1 MiB HAProxy drops them: real-user timing is then a sample, never a brake).
+        # (past 4 MiB HAProxy drops them: real-user timing is then a sample, never a brake).
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while not self._stop.is_set():

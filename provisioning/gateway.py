@@ -52,7 +52,7 @@ class RumRelay:
     ring: str = "rum"
     relay: str = "rum_relay"
     maxlen: int = RUM_LINE_MAX
-    ring_bytes: int = 1 << 20  # ~7000 lines of ~150 bytes: a burst waits here, never dropped
+    ring_bytes: int = 4 << 20  # ~28000 lines of ~150 bytes (5 s of a saturated gateway): a burst waits here
     hold_s: int = 5
     check_ms: int = 1000  # the reader back: found within a second
 # HAProxy identifiers allow more, but county slugs and VM names never need it and it keeps the

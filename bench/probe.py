@@ -181,8 +181,10 @@ def rum_overhead(work: Path, seconds: int, rounds: int) -> tuple[float, dict[str
     itself), so the gateway is the busy part. At saturation a gateway's throughput is 1 / its CPU
     per request, so the loss is extra / (base + extra). CPU per request is used rather than wrk's
     rate because the machine is shared: rates drift by tens of percent between runs, CPU accounting
-    per process does not. The rates, and what reading and rolling up the lines costs this service
-    (its own process, not the gateway), are in the details."""
+    per process does not. With the log on, the gateway's CPU is read once the reader has caught up
+    (the ring forwards after the burst), and lines_kept_pct is what reached the reader of what wrk
+    counted. The rates, and what reading and rolling up the lines costs this service (its own
+    process, not the gateway), are in the details."""
     port = free_port()
     config = work / "fast.cfg"
     config.write_text(FAST_BACKEND.format(port=port, timing="app;dur=0.05, db;dur=0.00"))

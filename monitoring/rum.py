@@ -1,9 +1,9 @@
 """Real-user timings: HAProxy's log lines for every request through a county's address -> samples.
 
 The gateway writes one line per request in RUM_LOG_FORMAT (provisioning.gateway) into its ring, which
-forwards them over a unix stream socket this service reads (monitoring.edge.RumReceiver). A line carries the gateway's timers, the
-frontend (fe_<county>), method, path and query, status and the app's `Server-Timing` header as
-captured from the response. Lines that are not ours (HAProxy's own notices) and lines that do not
+forwards them over a unix stream socket this service reads (monitoring.edge.RumReceiver). A line
+carries the gateway's timers, the frontend (fe_<county>), method, path and query, status and the
+app's `Server-Timing` header as captured from the response. Lines that are not ours (HAProxy's own notices) and lines that do not
 parse are counted and skipped: one bad line never stops the stream.
 """
 

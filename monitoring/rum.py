@@ -3,8 +3,8 @@
 The gateway writes one line per request in RUM_LOG_FORMAT (provisioning.gateway) into its ring, which
 forwards them over a unix stream socket this service reads (monitoring.edge.RumReceiver). A line
 carries the gateway's timers, the frontend (fe_<county>), method, path and query, status and the
-app's `Server-Timing` header as captured from the response. Lines that are not ours (HAProxy's own notices) and lines that do not
-parse are counted and skipped: one bad line never stops the stream.
+app's `Server-Timing` header as captured from the response. Lines that are not ours (HAProxy's own
+notices) and lines that do not parse are counted and skipped: one bad line never stops the stream.
 """
 
 from __future__ import annotations

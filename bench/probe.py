@@ -54,6 +54,7 @@ from tests.integration.monitoring.support import (  # noqa: E402
     gateway,
     interleaved_splits,
     seed_county,
+    wait_reader,
 )
 
 INJECTED_MS = 200.0
@@ -164,14 +165,26 @@ def _gateway_cpu_s(gw: HAProxyGateway) -> float:
     return total
 
 
+def _caught_up(engine: MonitoringEngine, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Wait until no line has arrived for quiet_s (at most limit_s)."""
+    deadline = time.monotonic() + limit_s
+    seen, since = engine.rum_stats.lines, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.1)
+        if engine.rum_stats.lines != seen:
+            seen, since = engine.rum_stats.lines, time.monotonic()
+
+
 def rum_overhead(work: Path, seconds: int, rounds: int) -> tuple[float, dict[str, object]]:
     """The gateway's CPU per request with its request log on versus off, measured side by side
     (pairs, order alternating) with wrk through it to a fast backend (a second HAProxy answering
     itself), so the gateway is the busy part. At saturation a gateway's throughput is 1 / its CPU
     per request, so the loss is extra / (base + extra). CPU per request is used rather than wrk's
     rate because the machine is shared: rates drift by tens of percent between runs, CPU accounting
-    per process does not. The rates, and what reading and rolling up the lines costs this service
-    (its own process, not the gateway), are in the details."""
+    per process does not. With the log on, the gateway's CPU is read once the reader has caught up
+    (the ring forwards after the burst), and lines_kept_pct is what reached the reader of what wrk
+    counted. The rates, and what reading and rolling up the lines costs this service (its own
+    process, not the gateway), are in the details."""
     port = free_port()
     config = work / "fast.cfg"
     config.write_text(FAST_BACKEND.format(port=port, timing="app;dur=0.05, db;dur=0.00"))
@@ -190,15 +203,19 @@ def rum_overhead(work: Path, seconds: int, rounds: int) -> tuple[float, dict[str
             counted: list[int] = []
             listener = RumListener(gw.paths.rum_socket, engine.ingest_gateway_lines) if on else None
             ours = process_cpu_seconds()
-            before = _gateway_cpu_s(gw)
             if listener:
                 listener.start()
+                wait_reader(gw)  # the relay has found the reader (its check runs every second)
+            before = _gateway_cpu_s(gw)
             try:
                 rates[on].append(_wrk(addresses["fast"], seconds, counted))
+                if listener:
+                    # The ring forwards what a burst left in it after the burst: the gateway's CPU is
+                    # read once the reader has caught up, so that work is counted too.
+                    _caught_up(engine)
                 used = _gateway_cpu_s(gw) - before
             finally:
                 if listener:
-                    time.sleep(0.5)  # the reader catches up with what is queued
                     listener.stop()
             cpu_per_request[on].append(used / counted[0])
             if on:

@@ -3,7 +3,7 @@
 - probes of every serving county on a schedule (workers.register_periodic, every
   `monitoring_probe_interval_s`, 60 s by default), with the probe credentials the platform keeps
   (provisioning.probe_accounts); a county with none is counted, not probed;
-- the gateway's request log read from its datagram socket (RumListener, its own thread);
+- the gateway's request log read from its unix stream socket (RumListener, its own thread);
 - host and VM usage per site on the same schedule;
 - what arrived flushed into the platform database (monitoring.storage) after each probe round and
   each stats round; retention (a day of samples, a year of rollups) pruned hourly;

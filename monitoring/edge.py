@@ -9,6 +9,7 @@ import contextlib
 import enum
 import io
 import os
+import selectors
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -144,44 +145,95 @@ def _headers(raw: bytes) -> dict[str, str]:
 
 
 class RumReceiver:
-    """The unix datagram socket HAProxy sends its request lines to (provisioning GatewayPaths.rum_socket).
+    """The unix stream socket the gateway's request lines arrive on (provisioning GatewayPaths.rum_socket).
 
-    Bound by this service; HAProxy drops lines while nobody is bound, never waits. `drain` reads what
-    has arrived without blocking.
+    HAProxy's ring forwards its lines through the gateway's relay (provisioning.gateway.RumRelay) as
+    a stream: each line followed by LF (the ring server's `log-proto legacy`, RFC 6587
+    non-transparent framing), many lines per read, a line possibly split across reads. Several
+    connections can be open at once: during a reload the old and the new worker each forward their
+    own ring; HAProxy's health checks connect and close without a byte. Bound by this service;
+    `drain` reads what has arrived without blocking.
     """
 
-    def __init__(self, path: Path, buffer_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, path: Path, buffer_bytes: int = 4 * 1024 * 1024, backlog: int = 16) -> None:
         self.path = path
+        self._buffer_bytes = buffer_bytes
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a socket left by a previous run: datagram sockets cannot be re-bound
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        # A burst of requests while the service is busy must not overflow the queue.
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+            path.unlink()  # a socket left by a previous run: a unix socket path cannot be re-bound
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(str(path))
         os.chmod(path, 0o660)
+        self._sock.listen(backlog)
         self._sock.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._sock, selectors.EVENT_READ)
+        self._partial: dict[socket.socket, bytes] = {}  # per connection: the line not yet ended
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def drain(self, limit: int = 100_000) -> list[str]:
-        lines: list[str] = []
+    @property
+    def connections(self) -> int:
+        return len(self._partial)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            conn.setblocking(False)
+            # A burst while this service is busy waits in the kernel, then in HAProxy's ring.
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._buffer_bytes)
+            self._partial[conn] = b""
+            self._selector.register(conn, selectors.EVENT_READ)
+
+    def _read(self, conn: socket.socket, lines: list[str], limit: int) -> None:
+        """Read what this connection has (up to about limit lines); complete lines into lines."""
+        pending = self._partial[conn]
         while len(lines) < limit:
             try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
+                data = conn.recv(262144)
+            except (BlockingIOError, InterruptedError):
                 break
-            lines.append(data.decode("utf-8", errors="replace"))
+            except OSError:
+                data = b""
+            if not data:  # closed (a reload's old worker, a health check): its last line, if cut, too
+                if pending:
+                    lines.append(pending.decode("utf-8", errors="replace"))
+                self._forget(conn)
+                return
+            pending += data
+            *complete, pending = pending.split(b"\n")
+            lines.extend(line.decode("utf-8", errors="replace") for line in complete)
+        self._partial[conn] = pending
+
+    def _forget(self, conn: socket.socket) -> None:
+        self._selector.unregister(conn)
+        del self._partial[conn]
+        conn.close()
+
+    def drain(self, limit: int = 100_000) -> list[str]:
+        """Every complete line that has arrived (about limit at most), without waiting."""
+        lines: list[str] = []
+        for key, _ in self._selector.select(0):
+            if key.fileobj is self._sock:
+                self._accept()
+        for conn in list(self._partial):
+            if len(lines) >= limit:
+                break
+            self._read(conn, lines, limit)
         return lines
 
     def wait(self, timeout_s: float) -> bool:
-        """Whether a line arrived within timeout_s."""
-        import select
-
-        readable, _, _ = select.select([self._sock], [], [], timeout_s)
-        return bool(readable)
+        """Whether anything (a connection, bytes, a close) arrived within timeout_s."""
+        return bool(self._selector.select(timeout_s))
 
     def close(self) -> None:
+        for conn in list(self._partial):
+            self._forget(conn)
+        self._selector.close()
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -190,9 +242,8 @@ class RumReceiver:
 class RumListener:
     """Reads the gateway's socket continuously in a thread and hands lines over in batches.
 
-    Continuous because a unix datagram socket queues only net.unix.max_dgram_qlen datagrams (10 by
-    default): a reader that looked only now and then would lose most lines (HAProxy drops, by design,
-    rather than wait).
+    A reader that falls behind costs the gateway nothing: the lines wait in the socket, then in
+    HAProxy's ring (4 MiB per worker), and only past that are they dropped (HAProxy never waits).
     """
 
     def __init__(self, path: Path, on_lines: Callable[[list[str]], object], poll_s: float = 0.2,
@@ -206,8 +257,8 @@ class RumListener:
 
     def _run(self) -> None:
         # Lowest priority for this thread only (on Linux the nice value is per thread): when the
-        # machine is busy the gateway and the counties come first, and the lines this thread cannot
-        # keep up with are dropped by HAProxy (real-user timing is then a sample, never a brake).
+        # machine is busy the gateway and the counties come first; its ring holds the lines meanwhile
+        # (past 4 MiB HAProxy drops them: real-user timing is then a sample, never a brake).
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while not self._stop.is_set():

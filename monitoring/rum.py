@@ -1,10 +1,10 @@
 """Real-user timings: HAProxy's log lines for every request through a county's address -> samples.
 
-The gateway writes one line per request in RUM_LOG_FORMAT (provisioning.gateway) to a unix datagram
-socket this service reads (monitoring.edge.RumReceiver). A line carries the gateway's timers, the
-frontend (fe_<county>), method, path and query, status and the app's `Server-Timing` header as
-captured from the response. Lines that are not ours (HAProxy's own notices) and lines that do not
-parse are counted and skipped: one bad line never stops the stream.
+The gateway writes one line per request in RUM_LOG_FORMAT (provisioning.gateway) into its ring, which
+forwards them over a unix stream socket this service reads (monitoring.edge.RumReceiver). A line
+carries the gateway's timers, the frontend (fe_<county>), method, path and query, status and the
+app's `Server-Timing` header as captured from the response. Lines that are not ours (HAProxy's own
+notices) and lines that do not parse are counted and skipped: one bad line never stops the stream.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _FIELDS = 14  # space-separated fields before the captured header (which has spa
 class Skip(enum.StrEnum):
     """Why a line gave no sample."""
 
-    FOREIGN = "foreign"  # not a request line of ours (an HAProxy notice, an empty datagram)
+    FOREIGN = "foreign"  # not a request line of ours (an HAProxy notice, an empty line)
     MALFORMED = "malformed"  # ours, but not in the expected shape
     ABORTED = "aborted"  # the client or the gateway gave up before an answer: no timing to keep
 
@@ -95,7 +95,7 @@ def parse_line(line: str, table: TransactionTable = DEFAULT_TABLE) -> Sample | S
 
 def parse_lines(lines: Iterable[str], stats: ParseStats | None = None,
                 table: TransactionTable = DEFAULT_TABLE) -> Iterator[Sample]:
-    """Samples from lines (datagrams or a file's lines), counting what is skipped in `stats`."""
+    """Samples from lines (the stream's lines or a file's), counting what is skipped in `stats`."""
     stats = stats if stats is not None else ParseStats()
     for line in lines:
         stats.lines += 1

@@ -19,13 +19,42 @@ from provisioning.errors import ProvisioningError
 # The network rule: the gateway listens on, and forwards to, loopback only.
 LOOPBACK = "127.0.0.1"
 HEALTH_PATH = "/healthz"
-# Real-user timing: one line per request, sent to a unix datagram socket that monitoring.rum reads.
+# Real-user timing: one line per request, written to an in-memory ring that forwards the lines over
+# a unix stream socket (LF after each) to monitoring.edge.RumReceiver (see RumRelay and the template).
 # Timers (ms): TR request headers received, Tw queue, Tc connect to server, Tr server's response
 # headers, Ta whole active time; %hs is the captured Server-Timing of the app. Fields are
 # space-separated, path and query quoted; monitoring.rum parses exactly this.
 RUM_LOG_TAG = "ccrum1"
 RUM_LOG_FORMAT = (RUM_LOG_TAG + r" %Ts.%ms %ft %ST %HM %{+Q}HP %{+Q}HQ %TR %Tw %Tc %Tr %Ta %B %tsc %hs")
 RUM_SERVER_TIMING_LEN = 120
+RUM_LINE_MAX = 4096  # bytes; a longer line is cut by HAProxy (the parser counts it malformed)
+RUM_RELAY_SOCKET_NAME = "rum-relay.sock"
+
+
+def rum_relay_socket(rum_socket: Path) -> Path:
+    """The gateway's own relay socket, next to the reader's (the ring's server; see RumRelay)."""
+    return rum_socket.with_name(RUM_RELAY_SOCKET_NAME)
+
+
+@dataclass(frozen=True)
+class RumRelay:
+    """How the request lines reach the reader: HAProxy's `ring` (in memory, every worker its own)
+    forwards them over one stream to a `listen` section of the same HAProxy, which passes them to
+    the reader's unix socket.
+
+    Why the relay: HAProxy 2.6 reconnects a ring's server at once when it refuses, without end, so
+    with the reader down a ring pointed straight at it spins (+113 % of the gateway's CPU, measured).
+    The relay always accepts, holds the connection up to hold_s while its reader is down (then
+    closes it: one reconnect per hold_s) and forwards as soon as a check finds the reader up.
+    """
+
+    relay_socket: str
+    ring: str = "rum"
+    relay: str = "rum_relay"
+    maxlen: int = RUM_LINE_MAX
+    ring_bytes: int = 4 << 20  # ~28000 lines of ~150 bytes (5 s of a saturated gateway): a burst waits here
+    hold_s: int = 5
+    check_ms: int = 1000  # the reader back: found within a second
 # HAProxy identifiers allow more, but county slugs and VM names never need it and it keeps the
 # rendered names (fe_<slug>, be_<slug>) safe to use on the runtime API's command line.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -136,8 +165,10 @@ def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeou
 
     runtime_socket is the admin socket of the workers; it also hands the listening sockets to the
     next worker on reload (`expose-fd listeners`), which is what makes the reload hitless.
-    rum_socket: where each request's timing line goes (None: no request log). HAProxy sends
-    datagrams and drops them when nobody listens, so a stopped reader never slows a county.
+    rum_socket: the reader's unix stream socket, where each request's timing line goes (None: no
+    request log). Lines pass through a ring in memory and the gateway's own relay (RumRelay, on
+    rum_relay_socket next to it); when nobody reads they are dropped, so a stopped reader never
+    slows a county.
     """
     problems = validate(frontends)
     if problems:
@@ -149,6 +180,7 @@ def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeou
         loopback=LOOPBACK,
         health_path=HEALTH_PATH,
         rum_socket=str(rum_socket) if rum_socket else None,
+        rum=RumRelay(str(rum_relay_socket(rum_socket))) if rum_socket else None,
         rum_log_format=RUM_LOG_FORMAT,
         rum_server_timing_len=RUM_SERVER_TIMING_LEN,
     )

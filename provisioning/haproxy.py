@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning.gateway import Frontend, GatewayError, Timeouts, render
+from provisioning.gateway import Frontend, GatewayError, Timeouts, render, rum_relay_socket
 
 HAPROXY = Path("/usr/sbin/haproxy")
 # sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -94,8 +94,13 @@ class GatewayPaths:
 
     @property
     def rum_socket(self) -> Path:
-        """Where HAProxy sends each request's timing line (monitoring.rum listens here)."""
+        """Where HAProxy sends each request's timing line (monitoring.edge.RumReceiver listens here)."""
         return self.root / "rum.sock"
+
+    @property
+    def rum_relay_socket(self) -> Path:
+        """The gateway's own relay between its ring of request lines and rum_socket (RumRelay)."""
+        return rum_relay_socket(self.rum_socket)
 
     @property
     def lock(self) -> Path:
@@ -157,7 +162,8 @@ class HAProxyGateway:
         self.binary = binary
         self.timeouts = timeouts or Timeouts()
         self.real_user_timing = real_user_timing
-        for sock in (self.paths.master_socket, self.paths.runtime_socket, self.paths.rum_socket):
+        for sock in (self.paths.master_socket, self.paths.runtime_socket, self.paths.rum_socket,
+                     self.paths.rum_relay_socket):
             if len(str(sock)) > _UNIX_PATH_MAX:
                 raise GatewayError(f"socket path {sock} is longer than {_UNIX_PATH_MAX} bytes; "
                                    "use a shorter state directory")

@@ -50,7 +50,7 @@ def test_a_probe_walks_the_county_and_the_gateway_logs_every_request(platform: P
         assert request.phases.total_ms >= request.phases.first_byte_ms
 
     lines = _collect(platform, at_least=len(result.requests))
-    # Real lines from the real HAProxy, with broken ones mixed in the way a truncated datagram or a
+    # Real lines from the real HAProxy, with broken ones mixed in the way a line cut short or a
     # foreign writer would leave them.
     broken = [lines[0][: len(lines[0]) // 2], "ccrum1 not a request line", "", "Proxy fe_x started."]
     stats = ParseStats()

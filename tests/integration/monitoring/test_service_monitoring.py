@@ -117,9 +117,10 @@ def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tu
     rum = GatewayPaths(state / "haproxy").rum_socket
     line = (f'ccrum1 {time.time():.3f} fe_keelung 200 GET "/budget" "" 0 1 0 40 45 300 ---- '
             "{app;dur=38.00, db;dur=20.00}")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        sender.sendto(line.encode(), str(rum))
-        sender.sendto(b"ccrum1 garbage", str(rum))
+    # Over a stream as the gateway's relay forwards them: LF after each line.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:
+        sender.connect(str(rum))
+        sender.sendall(line.encode() + b"\nccrum1 garbage\n")
 
     engine = make_engine(url)
     try:

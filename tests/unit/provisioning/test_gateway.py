@@ -12,7 +12,9 @@ from provisioning.gateway import Backend, Frontend, GatewayError, render
 from provisioning.haproxy import ServerState, _parse_show_proc, _parse_state
 
 GOLDEN = Path(__file__).parent / "golden" / "haproxy.cfg"
+GOLDEN_RUM = Path(__file__).parent / "golden" / "haproxy-rum.cfg"  # with the real-user request log
 RUNTIME_SOCKET = Path("/var/lib/countycloud/haproxy/runtime.sock")
+RUM_SOCKET = Path("/var/lib/countycloud/haproxy/rum.sock")
 
 
 def sample() -> list[Frontend]:
@@ -29,16 +31,48 @@ def test_sample_renders_to_the_golden_file() -> None:
     assert render(sample(), RUNTIME_SOCKET) == GOLDEN.read_text()
 
 
+def test_sample_with_the_request_log_renders_to_its_golden_file() -> None:
+    assert render(sample(), RUNTIME_SOCKET, rum_socket=RUM_SOCKET) == GOLDEN_RUM.read_text()
+
+
+def test_request_log_goes_through_the_ring_and_the_relay_never_straight_to_the_reader() -> None:
+    """Each frontend logs into the ring (no syscall per request); the ring's one server is the
+    gateway's own relay; only the relay connects to the reader, and it holds the ring's connection
+    while the reader is down (the no-spin property, tested for real in
+    tests/integration/provisioning/test_gateway_rum.py)."""
+    text = render(sample(), RUNTIME_SOCKET, rum_socket=RUM_SOCKET)
+    relay = "/var/lib/countycloud/haproxy/rum-relay.sock"
+    # Each blank-line-separated block by its first line that is not a comment.
+    sections = {next(line for line in block.splitlines() if not line.startswith("#")): block
+                for block in text.split("\n\n")}
+    assert "log ring@rum len 4096 format raw local0 info info" in text
+    assert f"unix@{RUM_SOCKET}" not in text.split("listen rum_relay")[0]
+    ring = sections["ring rum"]
+    assert [line.split()[:3] for line in ring.splitlines() if line.strip().startswith("server")] == \
+        [["server", "relay", f"unix@{relay}"]]
+    assert "log-proto legacy" in ring  # LF after each line: what monitoring.edge.RumReceiver splits on
+    listen = sections["listen rum_relay from rum_relay"]
+    assert f"bind unix@{relay} mode 600" in listen and "no log" in listen  # its own sessions unlogged
+    assert "tcp-request inspect-delay 5s" in listen
+    assert "tcp-request content accept if { nbsrv(rum_relay) gt 0 }" in listen
+    assert "tcp-request content reject if WAIT_END" in listen
+    assert f"server reader unix@{RUM_SOCKET} check" in listen and "on-error mark-down" in listen
+    assert sections["defaults rum_relay"].count("mode tcp") == 1
+    assert "rum" not in render(sample(), RUNTIME_SOCKET)  # off: no ring, no relay, no log
+
+
 def test_order_of_frontends_does_not_change_the_text() -> None:
     assert render(list(reversed(sample())), RUNTIME_SOCKET) == render(sample(), RUNTIME_SOCKET)
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
                     reason="haproxy not installed")
-def test_haproxy_accepts_the_golden_file() -> None:
-    result = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(GOLDEN)], capture_output=True, text=True,
+@pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_RUM], ids=["plain", "request_log"])
+def test_haproxy_accepts_the_golden_file(golden: Path) -> None:
+    result = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(golden)], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stdout + result.stderr  # e.g. an HTTP option left on the TCP relay
 
 
 @pytest.mark.parametrize(

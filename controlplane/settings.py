@@ -33,10 +33,10 @@ class Settings(BaseSettings):
     # servers (the bench uses 23009, the tests 23100-23199).
     backup_rest_port: int = 23000
     # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
-    # TCG that phase is CPU-bound, yet each VM also waits on its job's own steps (state copy, the
-    # guest agent, hot-plugs): two per core served 13 counties after 77 s where one per core took
-    # 103 s and 13 at once 106 s (docs/benchmarks.md, issue 14 item 12).
-    bringup_places: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=0)
+    # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
+    # first of them within seconds; two per core was not faster when measured side by side
+    # (docs/benchmarks.md, issue 14 item 12).
+    bringup_places: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
 
     # The service (`countycloud serve`): API, console and job workers on 127.0.0.1. The port is below
     # the ephemeral range for the same reason as the guests' ports.

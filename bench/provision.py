@@ -293,6 +293,9 @@ class County:
     rc: int | None = None
     rss_mb: float = 0.0
     pids: dict[str, int] = field(default_factory=dict)
+    # Its QEMUs' CPU seconds when it first answered: what coming up cost it (the rest of its CPU
+    # until the last county serves is what it cost while serving idle).
+    qemu_s_at_ready: float | None = None
 
 
 def describe(cli: Cli, slug: str) -> County:
@@ -326,10 +329,22 @@ def watch_address(county: County, stop: threading.Event) -> None:
     while not stop.is_set():
         if address.healthy(county.gateway_port, timeout_s=2.0):
             county.ready_s = time.monotonic() - county.started
+            county.qemu_s_at_ready = qemu_cpu_s(qemu_pids(county.vms, STATE_DIR).values())
             say(f"  {county.slug}: healthy through 127.0.0.1:{county.gateway_port} "
                 f"{county.ready_s:.1f} s after its command started")
             return
         time.sleep(ADDRESS_POLL_S)
+
+
+def qemu_cpu_s(pids: Iterable[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return round(total, 2)
 
 
 @dataclass
@@ -384,6 +399,9 @@ class CpuShare:
             "window_s": round(time.monotonic() - at, 2), "cores": os.cpu_count(),
             "machine_busy_s": round(self._busy(now) - self._busy(machine), 1),
             "qemu_s": round(sum(qemu.values()), 1), "qemu_s_each": qemu,
+            # Split at each county's first answer: coming up, then serving while the rest come up.
+            "qemu_s_to_serve": round(sum(c.qemu_s_at_ready or 0.0 for c in counties), 1),
+            "qemu_s_to_serve_each": {c.slug: c.qemu_s_at_ready for c in counties},
             "cli_s": round(sum(clis.values()), 1),
             "libvirtd_s": round(self._named("libvirtd") - libvirtd, 1),
             "haproxy_s": round(self._named("haproxy") - haproxy, 1),
@@ -583,6 +601,12 @@ def main() -> int:
                         help="run the CLI from a snapshot of HEAD (default) or from the work tree")
     parser.add_argument("--skip-single", action="store_true",
                         help="no cold/clone single figures (the bare boot still runs for clone13_ratio)")
+    parser.add_argument("--places", default="",
+                        help="comma-separated COUNTYCLOUD_BRINGUP_PLACES values (0: no limit): the N "
+                             "counties from templates once per value, side by side; the figures are "
+                             "the first value's (default: the platform's own setting, once)")
+    parser.add_argument("--skip-bare", action="store_true",
+                        help="no bare boot (no ratios): for comparing --places values quickly")
     args = parser.parse_args()
     if not 1 <= args.counties <= 13:
         parser.error("--counties takes 1 to 13")
@@ -660,11 +684,26 @@ def main() -> int:
 
     chosen = slugs[: args.counties]
 
+    places: list[int | None] = [int(value) for value in args.places.split(",") if value.strip()]
+
     def clones_phase() -> None:
         how = ("one command" if args.clone_concurrency is None
                else f"{min(args.clone_concurrency, len(chosen))} commands at a time")
-        say(f"{len(chosen)} counties from templates, {how}")
-        clones = many(cli, chosen, cold=False, concurrency=args.clone_concurrency, label="clone-many")
+        runs: dict[str, dict[str, Any]] = {}
+        for value in places or [None]:
+            run_cli = cli if value is None else Cli(source=cli.source, logs=cli.logs, env={
+                **cli.env, "COUNTYCLOUD_BRINGUP_PLACES": str(value)})
+            label = "clone-many" if value is None else f"clone-many-places{value}"
+            say(f"{len(chosen)} counties from templates, {how}"
+                + ("" if value is None else f", {value or 'unlimited'} places"))
+            runs[str(value)] = many(run_cli, chosen, cold=False, concurrency=args.clone_concurrency,
+                                    label=label)
+        if places:
+            out["places"] = {value: {
+                "all_ready_s": run["all_ready_s"], "ratio": ratio(run["all_ready_s"], out["bare_boot_s"]),
+                "command_s": run["command_s_max"], "cpu": run["cpu_until_all_serve"],
+                "ready_s": run["ready_s"]} for value, run in runs.items()}
+        clones = next(iter(runs.values()))
         out.update(clone13_all_ready_s=clones["all_ready_s"],
                    clone13_ratio=ratio(clones["all_ready_s"], out["bare_boot_s"]),
                    clone13_command_s=clones["command_s_max"] if not clones["command_failed"] else None,
@@ -678,7 +717,7 @@ def main() -> int:
         out.update(cold13_all_ready_s=colds["all_ready_s"], cold13_rss_mb_max=colds["rss_mb_max"],
                    cold_many=colds)
 
-    if not args.skip_single or args.counties > 1:
+    if (not args.skip_single or args.counties > 1) and not args.skip_bare:
         phase("bare", bare_phase)  # the denominator of clone13_ratio as well
     if not args.skip_single:
         phase("cold", cold_phase)

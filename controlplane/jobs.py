@@ -63,6 +63,8 @@ DBOS_APP_NAME = "countycloud"
 DBOS_APP_VERSION = "countycloud-jobs-1"
 POLL_S = 0.2
 MAX_POLL_S = 1.0
+# A job run by this process is read when it changes, and at least this often (see _wait_s).
+LOCAL_POLL_S = 5.0
 # How often this process's DBOS queue looks for the job it was asked to resume.
 QUEUE_POLL_S = 0.1
 # Output is flushed to the database at most this often while a step runs (and always at its end).
@@ -254,6 +256,10 @@ class _Process:
         # The workers' queues this process takes jobs from (`countycloud serve`); none for a CLI.
         self.listening: list[str] = []
         self.registered_queues: set[str] = set()
+        self.own_queue = False
+        # Per job this process waits for: set when its steps or its end are recorded here, so the
+        # wait reads the job when it changes rather than polling it.
+        self.changed: dict[str, threading.Event] = {}
 
 
 _proc = _Process()
@@ -357,7 +363,10 @@ def launch(engine: Engine, *, worker: bool = False, sites: Sequence[str] = ()) -
         # A CLI listens to its own queue only; a worker (`countycloud serve`) to the shared one too.
         DBOS.listen_queues([_proc.queue_name, *listening])
         DBOS.launch()
-        DBOS.register_queue(_proc.queue_name, polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
+        # The process's own queue is registered only when a job is put on it (`_own_queue`): DBOS
+        # polls every registered queue it listens to ten times a second, which cost a CLI waiting
+        # for 13 jobs ~5 % of a core (docs/benchmarks.md, issue 14 item 12).
+        _proc.own_queue = False
         DBOS.register_queue(WORKER_QUEUE, worker_concurrency=WORKER_CONCURRENCY,
                             polling_interval_sec=QUEUE_POLL_S, on_conflict="always_update")
         _proc.registered_queues = set()
@@ -367,6 +376,24 @@ def launch(engine: Engine, *, worker: bool = False, sites: Sequence[str] = ()) -
         _proc.launch_s = time.perf_counter() - began
         _proc.dbos_url = target
         _proc.engine = engine
+
+
+def _own_queue() -> str:
+    """This process's queue, registered on first use (DBOS starts polling it within a second)."""
+    from dbos import DBOS
+
+    with _proc.lock:
+        if not _proc.own_queue:
+            DBOS.register_queue(_proc.queue_name, polling_interval_sec=QUEUE_POLL_S,
+                                on_conflict="always_update")
+            _proc.own_queue = True
+    return _proc.queue_name
+
+
+def _changed(job_id: str) -> None:
+    event = _proc.changed.get(job_id)
+    if event is not None:
+        event.set()
 
 
 def executor_id() -> str:
@@ -389,8 +416,10 @@ def shutdown() -> None:
         if _proc.dbos_url is not None:
             from dbos import DBOS
 
-            with contextlib.suppress(Exception):  # best effort: a leftover queue row is harmless
-                DBOS.delete_queue(_proc.queue_name)
+            if _proc.own_queue:
+                with contextlib.suppress(Exception):  # best effort: a leftover queue row is harmless
+                    DBOS.delete_queue(_proc.queue_name)
+                _proc.own_queue = False
             DBOS.destroy(destroy_registry=False)
             _proc.dbos_url = None
 
@@ -431,6 +460,7 @@ def _mirror_begin(engine: Engine, job_id: str, steps: list[Step]) -> None:
         job.finished_at = None
         job.started_at = job.started_at or _now()
         job.runner = _runner_name()
+    _changed(job_id)
 
 
 def _mirror_job_end(engine: Engine, job_id: str, status: JobStatus, error: str | None) -> None:
@@ -447,6 +477,7 @@ def _mirror_job_end(engine: Engine, job_id: str, status: JobStatus, error: str |
             for step in job.steps:
                 if step.status in (StepStatus.PENDING, StepStatus.RUNNING):
                     step.status = StepStatus.SKIPPED
+    _changed(job_id)
 
 
 class _StepLog:
@@ -491,6 +522,7 @@ def _execute_step(job_id: str, index: int) -> str | dict[str, Any] | None:
         row.output = ""
         row.attempts = (row.attempts or 0) + 1
         folder, args = Path(job.artifacts_dir), dict(job.args or {})
+    _changed(job_id)
     folder.mkdir(parents=True, exist_ok=True)
     log = _StepLog(engine, job_id, index)
     context = StepContext(job_id=job_id, args=args, artifacts=folder, previous=dict(live.previous), _log=log)
@@ -519,6 +551,7 @@ def _finish_step(engine: Engine, job_id: str, index: int, status: StepStatus, be
         row.duration_s = round(time.monotonic() - began, 3)
         row.output = output
         row.error = error
+    _changed(job_id)
 
 
 # ---------------------------------------------------------------- the workflow
@@ -805,9 +838,9 @@ def resume(engine: Engine, job_id: str, *, context: Any = None,
         _launch_new(engine, job_id)
     elif status.status in ("PENDING", "ENQUEUED", "DELAYED"):
         # Left PENDING by a dead process (or ENQUEUED on a dead process's queue): put it on ours.
-        DBOS.resume_workflow(job_id, queue_name=_proc.queue_name)
+        DBOS.resume_workflow(job_id, queue_name=_own_queue())
     elif status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=_proc.queue_name)
+        DBOS.rewind_workflow(job_id, start_step=_first_unfinished_step(job_id), queue_name=_own_queue())
     # SUCCESS: DBOS finished but we died before mirroring it; _wait repairs the mirror.
     return _wait(engine, job_id, on_progress)
 
@@ -841,13 +874,27 @@ def _poll_s() -> float:
     return min(MAX_POLL_S, POLL_S * max(1, len(_proc.live)))
 
 
+def _wait_s(job_id: str, view: JobView) -> float:
+    """How long to sleep before reading the job again, unless it changes here first.
+
+    A job run by this process says when it changes (`_changed`): its wait reads it then, and
+    otherwise only every LOCAL_POLL_S (a failure DBOS records without us). Its record ends just
+    before DBOS's does, so a finished record is looked at again soon. A job run elsewhere is polled.
+    """
+    if view.status in FINISHED or view.status is JobStatus.FAILED:
+        return POLL_S / 4
+    return LOCAL_POLL_S if job_id in _proc.live else _poll_s()
+
+
 def _wait(engine: Engine, job_id: str, on_progress: ProgressCallback | None) -> str:
     """Wait for the workflow to end, reporting progress from the mirror rows as it changes."""
     from dbos import DBOS
 
     last: JobView | None = None
+    changed = _proc.changed.setdefault(job_id, threading.Event())
     try:
         while True:
+            changed.clear()  # before the reads: a change recorded after them wakes the next wait
             dbos_status = DBOS.get_workflow_status(job_id)
             state = dbos_status.status if dbos_status else "PENDING"
             view = get_job(engine, job_id)
@@ -856,9 +903,11 @@ def _wait(engine: Engine, job_id: str, on_progress: ProgressCallback | None) -> 
             last = view
             if state in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
                 break
-            time.sleep(_poll_s())
+            changed.wait(_wait_s(job_id, view))
     except KeyboardInterrupt:
         raise _interrupted(engine, job_id) from None
+    finally:
+        _proc.changed.pop(job_id, None)
     if state == "SUCCESS" and view.status != JobStatus.SUCCEEDED:
         _mirror_job_end(engine, job_id, JobStatus.SUCCEEDED, None)
     elif state != "SUCCESS" and view.status != JobStatus.FAILED:

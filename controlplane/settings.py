@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     backup_rest_port: int = 23000
     # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
     # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
-    # first of them within seconds (docs/benchmarks.md).
+    # first of them within seconds; two per core was not faster when measured side by side
+    # (docs/benchmarks.md, issue 14 item 12).
     bringup_places: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
 
     # The service (`countycloud serve`): API, console and job workers on 127.0.0.1. The port is below

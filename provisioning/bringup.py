@@ -109,11 +109,19 @@ def converge_turn(directory: Path, wait_s: float = 600.0, poll_s: float = 1.0,
 # --- places to come up in -------------------------------------------------------------------------
 
 _places: dict[str, IO[str]] = {}
+# Set when this process leaves a place: its waiter looks again at once instead of on its next poll.
+_left = threading.Event()
 
 
-def take_place(directory: Path, vm: str, places: int, poll_s: float = 0.05,
+def _until_a_place_is_left(timeout_s: float) -> None:
+    """Sleep until this process leaves a place, or `timeout_s` (a place left by another process)."""
+    _left.wait(timeout_s)
+    _left.clear()
+
+
+def take_place(directory: Path, vm: str, places: int, poll_s: float = 0.25,
                clock: Callable[[], float] = time.monotonic,
-               sleep: Callable[[float], None] = time.sleep) -> float:
+               sleep: Callable[[float], None] = _until_a_place_is_left) -> float:
     """Wait for one of `places` places to bring a VM from restore (or boot) to serving; returns the
     seconds waited. Held until `leave_place` (or the process ends: one flock per place, so it counts
     across processes). Idempotent per VM. `places` 0: no limit."""
@@ -127,7 +135,9 @@ def take_place(directory: Path, vm: str, places: int, poll_s: float = 0.05,
     began = clock()
     # Only the waiter at the head of the line polls the places; the rest sleep in the kernel on the
     # line's lock. Eleven job threads each polling every 0.05 s cost a fifth of a core while 13
-    # counties came up (docs/benchmarks.md, issue 14 item 12).
+    # counties came up (docs/benchmarks.md, issue 14 item 12). The head wakes as soon as a job of
+    # this process leaves its place (`tenant create A B C` is one process), and polls every `poll_s`
+    # only for places held by other processes.
     with locks.exclusive(folder / "line.lock"):
         while True:
             handle = _free_place(folder, places)
@@ -155,3 +165,4 @@ def leave_place(vm: str) -> None:
         handle = _places.pop(vm, None)
     if handle is not None:
         handle.close()
+        _left.set()

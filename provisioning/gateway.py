@@ -115,7 +115,15 @@ class Timeouts:
     connect_ms: int = 2000
     client_ms: int = 30000
     server_ms: int = 30000
-    check_interval_ms: int = 2000
+    # A server that is UP is checked every check_interval_ms; after a failed check, every
+    # check_transition_ms (HAProxy's `fastinter`), so a failing county is DOWN after 5 + 2 x 1 = 7 s
+    # (6 s with checks every 2 s); a DOWN one every check_down_ms (`downinter`), so a county that
+    # comes back serves as soon as before. Every check of a serving county is an HTTP request its TCG
+    # guest answers: every 2 s that was 2.7 % of a core per idle county, the most an idle county
+    # cost (1.9 % without checks, 0.5 % without its app; docs/benchmarks.md, issue 14 item 12).
+    check_interval_ms: int = 5000
+    check_transition_ms: int = 1000
+    check_down_ms: int = 2000
     # A county's app runs in an emulated (TCG) guest: on a busy host one health answer can take
     # seconds. Measured with 15 guests on 2 cores, 2 s checks flapped healthy counties DOWN, so a
     # check may take 5 s and a server is taken out only after 3 failures in a row.

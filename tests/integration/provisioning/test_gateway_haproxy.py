@@ -265,7 +265,8 @@ def test_the_gateway_replaces_client_sent_forwarded_headers(
 def test_a_server_vouched_for_serves_at_once_not_at_its_next_check(app_a: _Server) -> None:
     # Checks a minute apart: within this test only the vouch can bring a DOWN server back UP.
     state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))
-    gw = HAProxyGateway(state / "haproxy", timeouts=Timeouts(check_interval_ms=60000))
+    minute = Timeouts(check_interval_ms=60000, check_transition_ms=60000, check_down_ms=60000)
+    gw = HAProxyGateway(state / "haproxy", timeouts=minute)
     try:
         port = free_port()
         gw.apply([Frontend("yilan", port, [Backend("yilan-app", port_of(app_a))])])

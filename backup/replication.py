@@ -131,6 +131,28 @@ def enable(platform: Platform, tenant: str, *, target: ReplicaServer | None = No
     return done
 
 
+def streaming(platform: Platform, plan: VmPlan) -> bool:
+    """Whether the guest's Litestream service runs (one SSH command, no process started besides)."""
+    try:
+        said = _guest(plan, platform.ssh_key, f"systemctl is-active {replica.GUEST_UNIT} || true",
+                      timeout_s=60)
+    except (ReplicationError, subprocess.SubprocessError):
+        return False
+    return said.strip() == "active"
+
+
+def ensure_streaming(platform: Platform, tenant: str, *, target: ReplicaServer | None = None) -> bool:
+    """Enable the county's stream unless every VM of it already streams; True when it enabled now.
+    What the periodic work calls (controlplane/replication_schedule.py): a county cloned, failed
+    over or restored comes back without the service, or with it stopped."""
+    target = target or ensure_target(platform)
+    plans = records.load_plans(platform.engine, tenant)
+    if plans and all(plan.replica_port is not None and streaming(platform, plan) for plan in plans):
+        return False
+    enable(platform, tenant, target=target)
+    return True
+
+
 # --- reading and restoring the replica ---------------------------------------------------------
 
 def newest(platform: Platform, tenant: str, site: str = DEFAULT_SITE) -> ReplicaState | None:

@@ -49,6 +49,8 @@ def replicated(cloud: Cloud) -> Iterator[tuple[Cloud, Platform, ReplicaServer]]:
 
 
 def restored_ids(site: replica.ReplicaSite, into: Path) -> set[int]:
+    if replica.newest_state(site, COUNTY) is None:
+        return set()
     replication.restore_database(site, COUNTY, into)
     with sqlite3.connect(into) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -78,8 +80,9 @@ def test_acknowledged_writes_reach_the_replica_within_seconds_and_restore(
             if certification in held:
                 break
             assert time.monotonic() - began < WITHIN_S, (
-                f"certification {certification} not in the replica after {WITHIN_S} s: "
-                f"{(target.site.logfile.read_text()[-1500:])}")
+                f"certification {certification} not in the replica after {WITHIN_S} s:\n"
+                f"{target.site.logfile.read_text()[-1500:]}\n"
+                f"{cloud.exec(COUNTY, 'journalctl -u countycloud-litestream --no-pager -n 40; ls -la /srv/tenant-data')}")
             time.sleep(0.5)
     state = replication.newest(platform, COUNTY)
     assert state is not None and state.txid > 1

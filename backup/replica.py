@@ -159,9 +159,10 @@ def newest_of(headers: list[LtxHeader]) -> LtxHeader | None:
     return max(headers, key=lambda h: (h.max_txid, h.timestamp), default=None)
 
 
-def newest_state(site: ReplicaSite, tenant: str) -> ReplicaState | None:
-    """The county's newest replicated state at `site` (None: no replica there). Reads the headers
-    of the LTX files in the served folder; a file being written (short, or not LTX yet) is skipped."""
+def newest_state(site: ReplicaSite, tenant: str, before: datetime | None = None) -> ReplicaState | None:
+    """The county's newest replicated state at `site` (None: no replica there), or the newest one
+    written at or before `before`. Reads the headers of the LTX files in the served folder; a file
+    being written (short, or not LTX yet) is skipped."""
     folder = site.county_dir(tenant) / "ltx"
     headers = []
     for path in folder.glob("*/*.ltx"):
@@ -170,7 +171,7 @@ def newest_state(site: ReplicaSite, tenant: str) -> ReplicaState | None:
                 headers.append(parse_ltx_header(handle.read(_LTX_HEADER.size)))
         except (OSError, NotLtx):
             continue
-    newest = newest_of(headers)
+    newest = newest_of([h for h in headers if before is None or h.timestamp <= before])
     if newest is None:
         return None
     return ReplicaState(tenant=tenant, site=site.site, txid=newest.max_txid, at=newest.timestamp,

@@ -155,22 +155,24 @@ def ensure_streaming(platform: Platform, tenant: str, *, target: ReplicaServer |
 
 # --- reading and restoring the replica ---------------------------------------------------------
 
-def newest(platform: Platform, tenant: str, site: str = DEFAULT_SITE) -> ReplicaState | None:
-    """The county's newest replicated state held at `site` (its time is the transaction's)."""
-    return replica.newest_state(replica.replica_site(platform.state_dir, site), tenant)
+def newest(platform: Platform, tenant: str, site: str = DEFAULT_SITE,
+           before: datetime | None = None) -> ReplicaState | None:
+    """The county's newest replicated state held at `site` (its time is the transaction's), or the
+    newest written at or before `before`."""
+    return replica.newest_state(replica.replica_site(platform.state_dir, site), tenant, before)
 
 
-def restore_database(site: ReplicaSite, tenant: str, target: Path, *, at: datetime | None = None,
+def restore_database(site: ReplicaSite, tenant: str, target: Path, *, txid: int | None = None,
                      timeout_s: float = 300) -> Path:
     """`litestream restore` of the county's replica (the served folder, read directly) into
-    `target` (a new file), then a full integrity_check. `at`: the state at that time."""
+    `target` (a new file), then a full integrity_check. `txid`: the state up to that transaction."""
     source = site.county_dir(tenant)
     if not (source / "ltx").is_dir():
         raise ReplicationError(f"no replica of {tenant} at {site.site} ({source})")
     target.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(litestream_binary()), "restore", "-o", str(target)]
-    if at is not None:
-        argv += ["-timestamp", at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+    if txid is not None:
+        argv += ["-txid", f"{txid:016x}"]
     done = subprocess.run([*argv, f"file://{source}"], capture_output=True, text=True, timeout=timeout_s,
                           check=False)
     if done.returncode != 0:
@@ -189,13 +191,15 @@ class ReplicaRestored:
 
 
 def restore_to_disk(platform: Platform, tenant: str, *, site: str, replica_site: str = DEFAULT_SITE,
-                    vm_name: str | None = None, size_mib: int | None = None) -> ReplicaRestored:
-    """The county's newest replicated state onto a NEW ccdata data disk at `site`
-    (SITE/disks/restored/VMNAME-replica-TXID.img; a rerun returns the disk already made)."""
+                    before: datetime | None = None, vm_name: str | None = None,
+                    size_mib: int | None = None) -> ReplicaRestored:
+    """The county's newest replicated state (at or before `before`) onto a NEW ccdata data disk at
+    `site` (SITE/disks/restored/VMNAME-replica-TXID.img; a rerun returns the disk already made)."""
     held = replica.replica_site(platform.state_dir, replica_site)
-    state = replica.newest_state(held, tenant)
+    state = replica.newest_state(held, tenant, before)
     if state is None:
-        raise ReplicationError(f"no replica of {tenant} at {replica_site}")
+        raise ReplicationError(f"no replica of {tenant} at {replica_site}"
+                               + (f" from before {before.isoformat()}" if before else ""))
     plans = records.load_plans(platform.engine, tenant)
     name = vm_name or plans[0].name
     target = platform.site(site).disks / "restored" / f"{name}-replica-{state.txid:016x}.img"
@@ -204,7 +208,7 @@ def restore_to_disk(platform: Platform, tenant: str, *, site: str, replica_site:
         return ReplicaRestored(target, state, made=False)
     work = platform.artifacts_dir / "restore-disk" / f"{target.stem}-{uuidlib.uuid4().hex[:8]}"
     try:
-        database = restore_database(held, tenant, work / restored.DATABASE_NAME)
+        database = restore_database(held, tenant, work / restored.DATABASE_NAME, txid=state.txid)
         restored.make(target, size_mib or plans[0].data_disk_mib, database)
     finally:
         shutil.rmtree(work, ignore_errors=True)

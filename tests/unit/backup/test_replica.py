@@ -79,3 +79,17 @@ def test_newest_state_reads_every_level_and_skips_a_file_being_written(tmp_path:
     assert (state.txid, state.at.timestamp(), state.files, state.site) == (4, 1796431078.472, 2, "secondary")
     assert state.as_dict()["txid"] == "0000000000000004"
     assert replica.newest_state(site, "keelung") is None
+
+
+def test_newest_state_before_a_time_leaves_out_later_transactions(tmp_path: Path) -> None:
+    site = ReplicaSite("secondary", tmp_path)
+    folder = site.county_dir("taipei") / "ltx" / "0"
+    folder.mkdir(parents=True)
+    for txid, ms in ((1, 1_000_000), (2, 2_000_000), (3, 3_000_000)):
+        (folder / f"{txid:016x}-{txid:016x}.ltx").write_bytes(ltx(txid, txid, ms))
+    before = datetime.fromtimestamp(2_500, UTC)
+    state = replica.newest_state(site, "taipei", before)
+    assert state is not None and state.txid == 2
+    assert replica.newest_state(site, "taipei", datetime.fromtimestamp(500, UTC)) is None
+    newest = replica.newest_state(site, "taipei")
+    assert newest is not None and newest.txid == 3

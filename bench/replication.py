@@ -12,7 +12,7 @@ acknowledged certification is first in a restored database. lag = first restored
 writer stops and the poll goes on `--grace` seconds; a write never seen is counted `missing`.
 
 Last line: {"rpo_replicated_s", "rpo_replicated_p50_s", "writes", "missing", "window_s", "poll_s",
-"restore_s"}.
+"restore_s", "restores", "restores_failed"}.
 Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/replication.py --window 120
 """
 
@@ -109,6 +109,7 @@ def main() -> int:
         replication.enable(platform, COUNTY, target=target)
         first_seen: dict[str, float] = {}
         restores: list[float] = []
+        failed: list[str] = []
         with tempfile.TemporaryDirectory(dir=STATE) as scratch:
             writer.start()
             ends = time.monotonic() + args.window
@@ -116,7 +117,12 @@ def main() -> int:
             while time.monotonic() < grace_ends:
                 if time.monotonic() >= ends and not writer.stop.is_set():
                     writer.halt()
-                found, took = restored_purposes(site, Path(scratch))
+                try:
+                    found, took = restored_purposes(site, Path(scratch))
+                except replication.ReplicationError as error:  # a file being written: next poll
+                    failed.append(str(error)[-300:])
+                    time.sleep(args.poll)
+                    continue
                 now = time.time()
                 restores.append(took)
                 for purpose in found:
@@ -132,7 +138,10 @@ def main() -> int:
             "rpo_replicated_p50_s": round(statistics.median(lags), 2) if lags else None,
             "writes": len(writer.acked), "missing": missing, "window_s": args.window, "poll_s": args.poll,
             "restore_s": round(statistics.median(restores), 3) if restores else None,
+            "restores": len(restores), "restores_failed": len(failed),
         }
+        if failed:
+            print(f"restores that failed: {len(failed)}; last: {failed[-1]}", file=sys.stderr)
     finally:
         if not args.keep:
             cloud.cli("tenant", "retire", COUNTY, "--purge", timeout=900)

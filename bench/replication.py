@@ -1,9 +1,12 @@
 """rpo_replicated_s on a real VM: the worst lag between a write the app acknowledged and its presence
 in the restorable replica, over a bounded window of steady writes (issue 12's replicated tier).
 
-One county of the `replicated` tier is cloned from the primary's template in a state folder of its
-own (/var/lib/countycloud-bench-repl); the secondary's replica target (`rclone serve sftp`) runs
-on 127.0.0.1:31250; Litestream streams the county database from the guest through its guestfwd.
+One county of the `replicated` tier is cloned from the primary's template in a state folder
+(COUNTYCLOUD_BENCH_REPL_STATE, default /var/lib/countycloud-bench-repl; the VM suite's folder
+/var/lib/countycloud-test may be given to reuse its templates: the bench has its own platform
+database file there, bench-replication.db, and its own ports); the secondary's replica target
+(`rclone serve sftp`) runs on 127.0.0.1:31250; Litestream streams the county database from the
+guest through its guestfwd.
 A writer commits one certification every half second through the county's address (as
 bench/failover.py does) for `--window` seconds; meanwhile this process restores the replica with
 `litestream restore` from the served folder every `--poll` seconds and notes when each
@@ -40,7 +43,8 @@ from tests.integration.vm.test_failover import _writer  # noqa: E402
 STATE = Path(os.environ.get("COUNTYCLOUD_BENCH_REPL_STATE", "/var/lib/countycloud-bench-repl"))
 REPLICA_PORT = 31250  # this bench's own (the replication helper's block 31200-31299)
 ENV = {
-    **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE), "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/cc.db",
+    **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE),
+    "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/bench-replication.db",
     "COUNTYCLOUD_GUEST_PORT_FIRST": "31200", "COUNTYCLOUD_GUEST_PORT_LAST": "31239",
     "COUNTYCLOUD_GATEWAY_PORT_FIRST": "31240", "COUNTYCLOUD_GATEWAY_PORT_LAST": "31249",
     "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT),

@@ -123,7 +123,9 @@ def enable(platform: Platform, tenant: str, *, target: ReplicaServer | None = No
                  f"{APP_USER}:{APP_USER}")
             _put(plan, platform.ssh_key, unit, f"/etc/systemd/system/{replica.GUEST_UNIT}", "0644",
                  "root:root")
-            _guest(plan, platform.ssh_key, f"chmod 0755 /etc/litestream && systemctl daemon-reload && "
+            # The folders were made under umask 077; the app's user must reach its files in them.
+            _guest(plan, platform.ssh_key, f"chmod 0755 /etc/litestream {replica.GUEST_DIR} && "
+                   f"systemctl daemon-reload && "
                    f"systemctl enable {replica.GUEST_UNIT} && systemctl restart {replica.GUEST_UNIT}")
             done.append(Enabled(plan.name, had != version, target.site.sftp_path(tenant)))
     finally:

@@ -52,7 +52,7 @@ def replicated(cloud: Cloud) -> Iterator[tuple[Cloud, Platform, ReplicaServer]]:
 def diagnose(cloud: Cloud, target: ReplicaServer) -> str:
     """The target's log and the guest's Litestream journal, for a failure's message."""
     guest = cloud.cli("tenant", "exec", COUNTY, "--", "sh", "-c",
-                      "journalctl -u countycloud-litestream --no-pager -n 40; "
+                      "systemctl status --no-pager -n 40 countycloud-litestream; "
                       "ls -la /srv/tenant-data /etc/litestream", check=False)
     served = target.site.logfile.read_text(errors="replace")[-1500:]
     return f"{served}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
@@ -96,7 +96,8 @@ def test_acknowledged_writes_reach_the_replica_within_seconds_and_restore(
         acknowledged.append(certification)
         began = time.monotonic()
         while True:
-            held = restored_ids(target.site, tmp_path / f"r-{certification}.db")
+            # A new file each poll: `litestream restore` never overwrites one.
+            held = restored_ids(target.site, tmp_path / f"r-{time.monotonic_ns()}.db")
             if certification in held:
                 break
             assert time.monotonic() - began < WITHIN_S, (

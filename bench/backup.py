@@ -16,9 +16,9 @@ Measured, side by side in one run:
 - restore_s: that county's database from the offsite repository into a new file, integrity-checked
   (integrity_check and quick_check also reported alone: the rounds skip the check, see CopyCheck).
 Not measured here (null): rpo_s and rpo_replicated_s (10 minutes of steady writes through the app
-in VMs; no replication stream yet) and verify_s (needs a template clone). The database is copied on
-the host, not inside a guest, so the "app-consistent through the SSH forward" path is not in these
-figures.
+in VMs; the replicated tier's figure is bench/replication.py's) and verify_s (needs a template
+clone). The database is copied on the host, not inside a guest, so the "app-consistent through the
+SSH forward" path is not in these figures.
 
 Last line: {"counties", "db_mb", "incremental_s", "overhead_pct", "round_s", "rpo_s",
 "rpo_replicated_s", "restore_s", "verify_s"} (plus the strategy figures under "strategies").

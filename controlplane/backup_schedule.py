@@ -251,4 +251,7 @@ def register(schedule: Schedule = Schedule()) -> None:
     workers.register_periodic(Work.VERIFY, schedule.verify, verify)
     workers.register_periodic(Work.PLATFORM_DB, schedule.platform_db, platform_db)
     workers.register_periodic(Work.CHECK, schedule.check, check)
+    from controlplane import replication_schedule  # the replicated tier's stream (issue 12)
+
+    replication_schedule.register()
     _registered = True

@@ -204,7 +204,22 @@ def _fence(platform: Platform, ctx: StepContext) -> fence.Fenced:
 def _points(platform: Platform, args: FailoverArgs, ctx: StepContext) -> Chosen:
     scope = ctx.result("check", Scope)
     available = restorepoints.list_points(platform, scope.to_site)
-    return choose_points(available, sorted(scope.vms), args.points, scope.failed_at)
+    chosen = choose_points(available, sorted(scope.vms), args.points, scope.failed_at)
+    replicated = {county: restorepoints.newest_replicated(platform, county, scope.to_site, scope.failed_at)
+                  for county in chosen.points if county not in args.points}
+    return with_replicated(chosen, replicated)
+
+
+def with_replicated(chosen: Chosen, replicated: Mapping[str, Point | None]) -> Chosen:
+    """Pure: each county's replicated state where it is newer than its backup point, the backup
+    point then first among its fallbacks (a state that does not restore falls back to it)."""
+    points, fallbacks = dict(chosen.points), {k: list(v) for k, v in chosen.fallbacks.items()}
+    for county, state in replicated.items():
+        point, before = restorepoints.prefer_replicated(points[county], state)
+        if before:
+            points[county] = point
+            fallbacks[county] = [*before, *fallbacks.get(county, [])][:FALLBACK_POINTS]
+    return Chosen(points=points, fallbacks=fallbacks)
 
 
 def _target(platform: Platform, scope: Scope, county: str, args: FailoverArgs) -> Target:

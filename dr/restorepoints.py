@@ -14,12 +14,12 @@ and laid on its disk here (backup.restored.make).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from backup import consistent, figures, ops, repository, restored, verifications
+from backup import consistent, figures, ops, replication, repository, restored, verifications
 from backup.platformdb import PlatformDbError
 from backup.restic import Restic, Snapshot
 from provisioning.platform import Platform
@@ -41,7 +41,33 @@ class Point(BaseModel):
 
     @property
     def short(self) -> str:
-        return self.snapshot_id[:8]
+        return self.snapshot_id[:8] if not self.replicated else f"r{self.snapshot_id[-7:]}"
+
+    @property
+    def replicated(self) -> bool:
+        """A state of the replicated tier's stream (Litestream), not a restic snapshot."""
+        return self.snapshot_id.startswith(REPLICA_PREFIX)
+
+    @property
+    def txid(self) -> int:
+        return int(self.snapshot_id.removeprefix(REPLICA_PREFIX), 16)
+
+
+# A replicated state's id: the prefix and its last transaction id (16 hex digits).
+REPLICA_PREFIX = "replica-"
+
+
+def replica_point(county: str, txid: int, at: float) -> Point:
+    return Point(county=county, snapshot_id=f"{REPLICA_PREFIX}{txid:016x}", taken_at=at)
+
+
+def prefer_replicated(chosen: Point, replicated: Point | None) -> tuple[Point, list[Point]]:
+    """Pure: the replicated state when it is newer than the chosen backup point (the issue: "the
+    replicated tier's newest state, else the newest offsite backup that verified"), with the backup
+    point to fall back to; else the backup point alone."""
+    if replicated is None or replicated.taken_at <= chosen.taken_at:
+        return chosen, []
+    return replicated, [chosen]
 
 
 def county_of(snapshot: Snapshot) -> str | None:
@@ -117,6 +143,8 @@ def restore(platform: Platform, site: str, vm_name: str, point: Point, size_mib:
     """A new data disk at `site` holding the point's database (kept if a killed attempt made it): a
     database staged in `workdir` (a failback's final copy), else the restic point through
     backup.ops.restore_to_disk from `site`'s own repository. PointError when it does not verify."""
+    if point.replicated:
+        return _restore_replicated(platform, site, vm_name, point, size_mib)
     staged, marker = staged_paths(workdir, point)
     if marker.exists() and staged.exists():
         disk = restored_disk(platform.site(site).disks, vm_name, point)
@@ -129,6 +157,26 @@ def restore(platform: Platform, site: str, vm_name: str, point: Point, size_mib:
                                    vm_name=vm_name, size_mib=size_mib)
     except (figures.FiguresError, PlatformDbError) as error:  # figures differ, or the copy is damaged
         raise PointError(f"{point.county}: restore point {point.short} does not verify: {error}") from error
+    return done.path
+
+
+def newest_replicated(platform: Platform, county: str, site: str, before: float) -> Point | None:
+    """The county's newest replicated state held at `site` written before the failure, if any."""
+    state = replication.newest(platform, county, site, before=datetime.fromtimestamp(before, UTC))
+    return None if state is None else replica_point(county, state.txid, state.at.timestamp())
+
+
+def _restore_replicated(platform: Platform, site: str, vm_name: str, point: Point, size_mib: int) -> Path:
+    try:
+        done = replication.restore_to_disk(
+            platform, point.county, site=site, replica_site=site, vm_name=vm_name, size_mib=size_mib,
+            before=datetime.fromtimestamp(point.taken_at, UTC))
+    except (replication.ReplicationError, PlatformDbError) as error:
+        raise PointError(f"{point.county}: replicated state {point.short} does not restore: "
+                         f"{error}") from error
+    if done.state.txid != point.txid:
+        raise PointError(f"{point.county}: replicated state {point.short} is not the one found "
+                         f"({done.state.txid:016x})")
     return done.path
 
 

@@ -38,7 +38,8 @@ class ProtectionTier(StrEnum):
 
     BACKUP: restic rounds on the tier's interval; the RPO is about one interval plus a round.
     REPLICATED: the same rounds, plus the database's changes streamed continuously to the secondary
-    site between them (the streaming is not built yet: today it runs the rounds only).
+    site between them (Litestream in the guest, over a guestfwd, to the secondary's replica target:
+    backup/replication.py).
     """
 
     BACKUP = "backup"

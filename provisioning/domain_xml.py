@@ -12,7 +12,19 @@ from typing import Any
 import jinja2
 
 from provisioning.errors import ProvisioningError
-from provisioning.spec import LOOPBACK, BridgeNetwork, Disk, DomainType, Forward, UserNetwork, VMSpec
+from provisioning.spec import (
+    GUESTFWD_ADDRESS,
+    GUESTFWD_CHARDEV,
+    GUESTFWD_PORT,
+    LOOPBACK,
+    BridgeNetwork,
+    Disk,
+    DomainType,
+    Forward,
+    GuestForward,
+    UserNetwork,
+    VMSpec,
+)
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
@@ -48,7 +60,23 @@ def hostfwd(forward: Forward) -> str:
 def netdev_arg(network: UserNetwork) -> str:
     """The `-netdev user,...` value: restrict=on so the guest can reach neither the host nor beyond."""
     parts = ["user", f"id={NETDEV_ID}", "restrict=on", *(hostfwd(f) for f in network.forwards)]
+    if network.guestfwd is not None:
+        parts.append(guestfwd_option())
     return ",".join(parts)
+
+
+def guestfwd_option() -> str:
+    """The netdev's `guestfwd=` to the chardev. The `-cmd:` form crashes QEMU under libvirt's
+    seccomp sandbox (spawn=deny) on the first connection; a chardev socket does not spawn."""
+    return f"guestfwd=tcp:{GUESTFWD_ADDRESS}:{GUESTFWD_PORT}-chardev:{GUESTFWD_CHARDEV}"
+
+
+def chardev_arg(forward: GuestForward) -> str:
+    """The `-chardev socket,...` the guestfwd writes to: a client of the host's loopback listener
+    that reconnects every second (the target may start after the VM, or restart under it)."""
+    if forward.host_address != LOOPBACK:
+        raise RenderError(f"guestfwd chardev to {forward.host_address!r}; only {LOOPBACK} is allowed")
+    return f"socket,id={GUESTFWD_CHARDEV},host={LOOPBACK},port={forward.host_port},reconnect=1"
 
 
 def _disk_context(disk: Disk) -> dict[str, Any]:
@@ -65,7 +93,9 @@ def _context(spec: VMSpec) -> dict[str, Any]:
     qemu_args: list[str] = []
     bridge: BridgeNetwork | None = None
     if isinstance(spec.network, UserNetwork):
-        qemu_args = ["-netdev", netdev_arg(spec.network), "-device", NIC_DEVICE]
+        # The chardev comes first: the netdev's guestfwd names it.
+        chardev = [] if spec.network.guestfwd is None else ["-chardev", chardev_arg(spec.network.guestfwd)]
+        qemu_args = [*chardev, "-netdev", netdev_arg(spec.network), "-device", NIC_DEVICE]
     else:
         bridge = spec.network
     tcg = spec.domain_type is DomainType.QEMU

@@ -9,14 +9,14 @@ from sqlalchemy import Engine
 
 from inventory import queries
 from inventory.db import session_scope
-from inventory.enums import Lifecycle
+from inventory.enums import Lifecycle, ProtectionTier
 from inventory.models import Vm
 from provisioning import address
 from provisioning.errors import ProvisioningError
 from provisioning.gateway import Frontend
 from provisioning.jobdata import Placed, VmTarget
 from provisioning.spec import new_uuid
-from provisioning.vmplan import VmPlan
+from provisioning.vmplan import REPLICA_PORT, VmPlan
 
 ACTOR = "provisioning"
 
@@ -30,6 +30,7 @@ def plan_of(vm: Vm, site: str | None = None) -> VmPlan:
         data_disk_mib=vm.data_disk_mb, ssh_port=vm.ssh_port, app_port=vm.app_port,
         app_secret=vm.tenant.app_secret,
         settings={str(k): str(v) for k, v in (vm.tenant.settings or {}).items()},
+        replica_port=REPLICA_PORT if vm.tenant.protection is ProtectionTier.REPLICATED else None,
     )
 
 

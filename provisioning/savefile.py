@@ -318,12 +318,17 @@ def rewrite_domain_xml(
     forwards: tuple[PortForward, ...],
     agent_socket: Path | str | None,
     serial_log: Path | str | None,
+    guestfwd: tuple[str, str] | None = None,
 ) -> str:
     """The saved domain XML renamed for one county VM; every other element is left as it was.
 
     Restore requires the device set to match the saved guest exactly, so this only changes values:
     name, uuid, the source file of the named disks, the host ports of the hostfwd rules, the agent
     socket path and the serial log path (serial and its console mirror). None = leave that one alone.
+
+    `guestfwd` = (the netdev's `guestfwd=` option, the `-chardev` value it names) is the one thing
+    added: QEMU keeps neither a chardev nor the user network's options in a saved state, so a
+    template saved without the guestfwd restores with it (checked on a real clone, docs/backup.md).
     """
     root = ET.fromstring(xml)
     _one(root, "name", "<name>").text = name
@@ -346,6 +351,9 @@ def rewrite_domain_xml(
             raise XmlRewriteError(f"expected one user-mode -netdev argument, found {len(args)}")
         args[0].set("value", _rewrite_netdev(args[0].get("value", ""), wanted))
 
+    if guestfwd is not None:
+        _add_guestfwd(root, *guestfwd)
+
     if agent_socket is not None:
         channels = [c for c in root.iterfind("devices/channel[@type='unix']")
                     if (t := c.find("target")) is not None and t.get("name") == _AGENT_CHANNEL]
@@ -365,6 +373,27 @@ def rewrite_domain_xml(
                 csource.set("path", str(serial_log))
 
     return ET.tostring(root, encoding="unicode")
+
+
+def _add_guestfwd(root: ET.Element, option: str, chardev: str) -> None:
+    """The guestfwd option on the user-mode netdev and its chardev just before it (idempotent)."""
+    commandline = _one(root, f"{{{QEMU_NS}}}commandline", "<qemu:commandline>")
+    args = list(commandline)
+    netdevs = [i for i, a in enumerate(args) if a.get("value", "").startswith("user,")]
+    if len(netdevs) != 1 or netdevs[0] == 0:
+        raise XmlRewriteError(f"expected one user-mode -netdev argument, found {len(netdevs)}")
+    netdev = args[netdevs[0]]
+    options = [o for o in netdev.get("value", "").split(",") if not o.startswith("guestfwd=")]
+    netdev.set("value", ",".join([*options, option]))
+    chardev_id = chardev.split(",id=", 1)[1].split(",", 1)[0] if ",id=" in chardev else None
+    for i, arg in enumerate(args[:-1]):
+        if arg.get("value") == "-chardev" and f",id={chardev_id}," in f"{args[i + 1].get('value', '')},":
+            args[i + 1].set("value", chardev)
+            return
+    position = netdevs[0] - 1  # before "-netdev"
+    for offset, value in enumerate(("-chardev", chardev)):
+        element = ET.Element(f"{{{QEMU_NS}}}arg", {"value": value})
+        commandline.insert(position + offset, element)
 
 
 def disk_sources(xml: str) -> dict[str, str]:

@@ -109,11 +109,35 @@ class Forward:
         return LOOPBACK
 
 
+# Where a guest reaches the host's replica target through its guestfwd: an address inside the
+# user-mode network that slirp answers itself (not a host, not routed anywhere), and a port.
+GUESTFWD_ADDRESS = "10.0.2.100"
+GUESTFWD_PORT = 9000
+GUESTFWD_CHARDEV = "rep0"
+
+
+@dataclass(frozen=True)
+class GuestForward:
+    """The guest's connections to GUESTFWD_ADDRESS:GUESTFWD_PORT carried to the host's
+    127.0.0.1:host_port (a chardev socket that reconnects): the one way out under restrict=on."""
+
+    host_port: int
+
+    def __post_init__(self) -> None:
+        _check_port("guestfwd host_port", self.host_port)
+
+    @property
+    def host_address(self) -> str:
+        return LOOPBACK
+
+
 @dataclass(frozen=True)
 class UserNetwork:
-    """QEMU user-mode networking with restrict=on: the guest reaches nothing, only forwards reach it."""
+    """QEMU user-mode networking with restrict=on: the guest reaches nothing, only forwards reach it
+    (and, for a replicated county, its one guestfwd reaches the host's replica target)."""
 
     forwards: tuple[Forward, ...] = ()
+    guestfwd: GuestForward | None = None
 
     def __post_init__(self) -> None:
         hosts = [f.host_port for f in self.forwards]

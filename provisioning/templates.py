@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from provisioning import disks, guest, locks, savefile
-from provisioning.domain_xml import render_domain_xml
+from provisioning.domain_xml import chardev_arg, guestfwd_option, render_domain_xml
 from provisioning.errors import ProvisioningError
 from provisioning.guest import agent_exec
 from provisioning.hypervisor import Hypervisor
@@ -29,6 +29,7 @@ from provisioning.spec import (
     DiskFormat,
     DomainType,
     Forward,
+    GuestForward,
     UserNetwork,
     VMSpec,
     new_uuid,
@@ -220,12 +221,14 @@ def build(hv: Hypervisor, site: SitePaths, image: GoldenImage, domain_type: Doma
 
 def write_clone_state(template: Template, *, name: str, uuid: str, system_disk: Path,
                       forwards: tuple[Forward, ...], agent_socket: Path, serial_log: Path,
-                      destination: Path) -> None:
-    """A copy of the template's state file that restores as the county's VM."""
+                      destination: Path, guestfwd: GuestForward | None = None) -> None:
+    """A copy of the template's state file that restores as the county's VM (with the replica
+    guestfwd when given: templates are saved without one)."""
     header = savefile.read_header(template.state_file)
     xml = savefile.rewrite_domain_xml(
         header.xml, name=name, uuid=uuid, disk_paths={"vda": system_disk}, forwards=forwards,
         agent_socket=agent_socket, serial_log=serial_log,
+        guestfwd=None if guestfwd is None else (guestfwd_option(), chardev_arg(guestfwd)),
     )
     # The copy lives only until it is restored, so it is not fsynced (a crash means writing it again).
     savefile.write_clone(template.state_file, destination, xml, durable=False)

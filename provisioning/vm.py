@@ -31,6 +31,7 @@ from provisioning.vmplan import (
     app_env,
     cold_spec,
     forwards,
+    guestfwd,
     hotplug_disks,
     machine_id,
     vm_paths,
@@ -126,6 +127,7 @@ def start(hv: Hypervisor, plan: VmPlan, paths: VmPaths, *, mode: BringUp, image:
     templates.write_clone_state(
         template, name=plan.name, uuid=plan.uuid, system_disk=paths.system_disk, forwards=forwards(plan),
         agent_socket=paths.agent_socket, serial_log=paths.serial_log, destination=paths.clone_state,
+        guestfwd=guestfwd(plan),
     )
     cloned = time.monotonic() - began
     try:

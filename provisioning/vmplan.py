@@ -7,6 +7,7 @@ through the edges. Nothing here touches libvirt, disks or the network.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +15,17 @@ from pathlib import Path
 from provisioning import seed
 from provisioning.images import GoldenImage
 from provisioning.sites import SitePaths
-from provisioning.spec import Disk, DiskFormat, DomainType, Forward, UserNetwork, VMSpec
+from provisioning.spec import Disk, DiskFormat, DomainType, Forward, GuestForward, UserNetwork, VMSpec
 
 SSH_GUEST_PORT = 22
 APP_GUEST_PORT = 8080
 SEED_TARGET = "vdb"
 DATA_TARGET = "vdc"
 GUEST_DATA_DIR = "/srv/tenant-data"
+# The replica target's port (backup/replicaserver.py: `rclone serve sftp` of the secondary site),
+# which every replicated county's guestfwd connects to. Next to the backup REST servers'
+# 23000-23009 and below Linux's ephemeral range; read here because the VM's XML names it.
+REPLICA_PORT = int(os.environ.get("COUNTYCLOUD_REPLICA_PORT", "23010"))
 # Where the gateway's connections come from as the guest sees them: QEMU user networking hands a
 # hostfwd connection to the guest from its host alias, 10.0.2.2 by default (netdev_arg sets no
 # `net=`/`host=`). The app believes X-Forwarded-For/-Proto only from this address, and HAProxy sets
@@ -44,6 +49,9 @@ class VmPlan:
     app_port: int
     app_secret: str
     settings: dict[str, str]
+    # The host port the county's database stream goes to (its guestfwd's chardev): set only for a
+    # county of the `replicated` protection tier (backup/replication.py).
+    replica_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,10 @@ def forwards(plan: VmPlan) -> tuple[Forward, ...]:
             Forward(host_port=plan.app_port, guest_port=APP_GUEST_PORT))
 
 
+def guestfwd(plan: VmPlan) -> GuestForward | None:
+    return None if plan.replica_port is None else GuestForward(host_port=plan.replica_port)
+
+
 def machine_id(plan: VmPlan) -> str:
     """systemd's machine-id: 32 lower-case hex digits, unique per VM (its UUID without dashes)."""
     return uuidlib.UUID(plan.uuid).hex
@@ -144,7 +156,7 @@ def cold_spec(plan: VmPlan, paths: VmPaths, image: GoldenImage, domain_type: Dom
             Disk(path=paths.system_disk, target="vda", fmt=DiskFormat.QCOW2),
             *hotplug_disks(paths),
         ),
-        network=UserNetwork(forwards=forwards(plan)),
+        network=UserNetwork(forwards=forwards(plan), guestfwd=guestfwd(plan)),
         agent_socket=paths.agent_socket, serial_log=paths.serial_log,
     )
 

@@ -197,3 +197,20 @@ def test_a_county_finished_by_a_killed_attempt_is_not_brought_up_again(
     monkeypatch.setattr(bringup.address, "healthy", lambda port, timeout_s=2.0: False)
     with pytest.raises(RestoredAgain):
         bringup.bring_up(Platform(), "keelung", done.point, target, tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_newer_replicated_state_is_chosen_with_the_backup_point_to_fall_back_to() -> None:
+    backup = Point(county="taipei", snapshot_id="a" * 64, taken_at=100.0)
+    older = Point(county="taipei", snapshot_id="b" * 64, taken_at=50.0)
+    kept = Point(county="keelung", snapshot_id="c" * 64, taken_at=100.0)
+    chosen = failover.Chosen(points={"taipei": backup, "keelung": kept}, fallbacks={"taipei": [older]})
+    newer = restorepoints.replica_point("taipei", 0x2A, 130.0)
+    stale = restorepoints.replica_point("keelung", 0x07, 90.0)
+
+    picked = failover.with_replicated(chosen, {"taipei": newer, "keelung": stale})
+    assert picked.points == {"taipei": newer, "keelung": kept}
+    assert picked.fallbacks["taipei"] == [backup, older]
+    assert "keelung" not in picked.fallbacks
+    assert newer.replicated and newer.txid == 0x2A and newer.short == "r000002a"
+    assert not backup.replicated
+    assert failover.with_replicated(chosen, {"taipei": None}).points["taipei"] == backup

@@ -248,3 +248,24 @@ def test_disk_xml_escapes_the_path() -> None:
     disk = Disk(Path("/srv/a'b&c.img"), "vdd", DiskFormat.RAW)
     assert _find(ET.fromstring(render_disk_xml(disk)), "source").attrib["file"] == "/srv/a'b&c.img"
 
+
+
+def test_guestfwd_chardev_comes_before_the_netdev_and_connects_to_loopback() -> None:
+    from provisioning.domain_xml import chardev_arg, guestfwd_option, netdev_arg
+    from provisioning.spec import GUESTFWD_CHARDEV, GuestForward, UserNetwork
+
+    network = UserNetwork((Forward(22001, 22),), guestfwd=GuestForward(23010))
+    xml = render_domain_xml(keelung_spec(network=network))
+    args = [a.get("value") for a in ET.fromstring(xml).iter(f"{{{QEMU_NS}}}arg")]
+    assert args.index("-chardev") < args.index("-netdev")
+    assert args[args.index("-chardev") + 1] == chardev_arg(GuestForward(23010))
+    assert chardev_arg(GuestForward(23010)) == (
+        f"socket,id={GUESTFWD_CHARDEV},host=127.0.0.1,port=23010,reconnect=1")
+    assert netdev_arg(network).endswith("," + guestfwd_option())
+    assert "restrict=on" in netdev_arg(network)
+    assert guestfwd_option().endswith(f"-chardev:{GUESTFWD_CHARDEV}") and "-cmd:" not in guestfwd_option()
+
+
+def test_no_guestfwd_no_chardev() -> None:
+    xml = render_domain_xml(keelung_spec())
+    assert "-chardev" not in xml and "guestfwd" not in xml

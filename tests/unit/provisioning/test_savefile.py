@@ -320,3 +320,41 @@ def test_disk_sources_names_the_frozen_disk_of_a_state_file(tmp_path: Path) -> N
     assert savefile.disk_sources(h.xml) == {
         "vda": "/var/lib/countycloud/templates/g1/frozen-overlay.qcow2"
     }
+
+
+# --- the replicated tier's guestfwd, added to a template saved without one ---------------------------
+
+def _clone_guestfwd() -> tuple[str, str]:
+    from provisioning.domain_xml import chardev_arg, guestfwd_option
+    from provisioning.spec import GuestForward
+
+    return guestfwd_option(), chardev_arg(GuestForward(23010))
+
+
+def test_rewrite_adds_the_guestfwd_as_a_cold_render_has_it() -> None:
+    from provisioning.spec import GuestForward
+
+    out = rewrite_domain_xml(SAVED_XML, **CLONE_ARGS, guestfwd=_clone_guestfwd())  # type: ignore[arg-type]
+    expected = render_domain_xml(
+        TEMPLATE.with_overrides(
+            name=CLONE_ARGS["name"],
+            uuid=CLONE_ARGS["uuid"],
+            disks=(Disk(CLONE_ARGS["disk_paths"]["vda"], "vda", DiskFormat.QCOW2),),  # type: ignore[index]
+            network=UserNetwork(CLONE_ARGS["forwards"], guestfwd=GuestForward(23010)),  # type: ignore[arg-type]
+            agent_socket=CLONE_ARGS["agent_socket"],
+            serial_log=CLONE_ARGS["serial_log"],
+        )
+    )
+    assert ET.canonicalize(out, strip_text=True) == ET.canonicalize(expected, strip_text=True)
+
+
+def test_rewrite_guestfwd_twice_is_the_same_as_once() -> None:
+    once = rewrite_domain_xml(SAVED_XML, **CLONE_ARGS, guestfwd=_clone_guestfwd())  # type: ignore[arg-type]
+    twice = rewrite_domain_xml(once, **CLONE_ARGS, guestfwd=_clone_guestfwd())  # type: ignore[arg-type]
+    assert ET.canonicalize(twice, strip_text=True) == ET.canonicalize(once, strip_text=True)
+    assert twice.count('value="-chardev"') == 1 and twice.count("guestfwd=") == 1
+
+
+def test_rewrite_without_guestfwd_adds_none() -> None:
+    out = rewrite_domain_xml(SAVED_XML, **CLONE_ARGS)  # type: ignore[arg-type]
+    assert "guestfwd=" not in out and "-chardev" not in out

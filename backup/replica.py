@@ -1,0 +1,178 @@
+"""The replicated tier's plain logic: where a site keeps the replicas it receives, the guest's
+Litestream configuration, and a replica's newest state read from its LTX files (no process run).
+
+A replicated county's guest runs Litestream (backup/replication.py installs it), which streams the
+county database's WAL changes as LTX files over SFTP through the VM's guestfwd to the replica
+target (`rclone serve sftp`, backup/replicaserver.py) that the secondary site serves from
+`SITE/replica/served`: county C's replica is `served/counties/C/ltx/LEVEL/MINTXID-MAXTXID.ltx`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provisioning.sites import site_paths
+from provisioning.spec import GUESTFWD_ADDRESS, GUESTFWD_PORT
+
+COUNTIES = "counties"
+# In the guest (backup/replication.py puts them there; the image is left as it is).
+GUEST_DIR = "/opt/litestream"
+GUEST_BINARY = f"{GUEST_DIR}/litestream"
+GUEST_VERSION_FILE = f"{GUEST_DIR}/version"
+GUEST_CONFIG = "/etc/litestream/litestream.yml"
+GUEST_KEY = "/etc/litestream/replica_key"
+GUEST_UNIT = "countycloud-litestream.service"
+# How often Litestream ships the WAL's new frames: the floor of the tier's RPO.
+SYNC_INTERVAL = "1s"
+LTX_MAGIC = b"LTX1"
+_LTX_HEADER = struct.Struct(">4sIIIQQq")  # magic, flags, page size, commit, min txid, max txid, ms
+
+
+@dataclass(frozen=True)
+class ReplicaSite:
+    """A site's replica files. Only `served` is exposed (by the SFTP server)."""
+
+    site: str
+    root: Path
+
+    @property
+    def served(self) -> Path:
+        return self.root / "served"
+
+    def county_dir(self, tenant: str) -> Path:
+        return self.served / COUNTIES / tenant
+
+    def sftp_path(self, tenant: str) -> str:
+        """The county's replica as the SFTP server shows it (its root is `served`)."""
+        return f"/{COUNTIES}/{tenant}"
+
+    @property
+    def host_key(self) -> Path:
+        return self.root / "host_ed25519"
+
+    @property
+    def client_key(self) -> Path:
+        """The key guests log in with (pushed into each replicated county's guest, 0600)."""
+        return self.root / "client_ed25519"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.root / "authorized_keys"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "sftp-server.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "sftp-server.log"
+
+
+def replica_site(state_dir: Path, site: str) -> ReplicaSite:
+    return ReplicaSite(site=site, root=site_paths(state_dir, site).root / "replica")
+
+
+def litestream_config(*, database: str, tenant: str, host_key_line: str, sync_interval: str = SYNC_INTERVAL,
+                      site: ReplicaSite) -> str:
+    """The guest's /etc/litestream/litestream.yml: `database` to the county's replica through the
+    guestfwd (GUESTFWD_ADDRESS:GUESTFWD_PORT is the host's target). The key is a file path, so the
+    configuration holds no secret; the target's host key is pinned."""
+    if "\n" in host_key_line or '"' in host_key_line:
+        raise ValueError("a host key line is one line without quotes")
+    return (
+        "# Written by CountyCloud (backup/replication.py): the replicated tier's stream.\n"
+        "logging:\n  level: info\n"
+        "dbs:\n"
+        f"  - path: {database}\n"
+        "    replica:\n"
+        "      type: sftp\n"
+        f"      host: {GUESTFWD_ADDRESS}:{GUESTFWD_PORT}\n"
+        "      user: litestream\n"
+        f"      key-path: {GUEST_KEY}\n"
+        f'      host-key: "{host_key_line}"\n'
+        f"      path: {site.sftp_path(tenant)}\n"
+        f"      sync-interval: {sync_interval}\n"
+    )
+
+
+def unit_text(user: str) -> str:
+    """The guest's systemd unit: Litestream as the app's user (it owns the database's folder, where
+    Litestream keeps its own state), restarted whenever it stops (the target away, the database not
+    there yet on a template clone before activation)."""
+    return (
+        "[Unit]\n"
+        "Description=Litestream: the county database streamed to the secondary site (replicated tier)\n"
+        "After=tenant-app.service\n\n"
+        "[Service]\n"
+        f"User={user}\n"
+        f"ExecStart={GUEST_BINARY} replicate -config {GUEST_CONFIG}\n"
+        "Restart=always\n"
+        "RestartSec=2\n"
+        "NoNewPrivileges=yes\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+@dataclass(frozen=True)
+class LtxHeader:
+    min_txid: int
+    max_txid: int
+    timestamp: datetime  # when the transaction was written (the guest's clock)
+
+
+class NotLtx(ValueError):
+    pass
+
+
+def parse_ltx_header(head: bytes) -> LtxHeader:
+    """The first fields of an LTX file's header (superfly/ltx: big-endian, timestamp in ms)."""
+    if len(head) < _LTX_HEADER.size:
+        raise NotLtx(f"{len(head)} bytes is shorter than an LTX header")
+    magic, _flags, _page_size, _commit, min_txid, max_txid, ms = _LTX_HEADER.unpack_from(head)
+    if magic != LTX_MAGIC:
+        raise NotLtx(f"magic {magic!r} is not {LTX_MAGIC!r}")
+    return LtxHeader(min_txid, max_txid, datetime.fromtimestamp(ms / 1000, UTC))
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """A county's newest restorable replicated state."""
+
+    tenant: str
+    site: str
+    txid: int
+    at: datetime
+    files: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "site": self.site, "txid": f"{self.txid:016x}",
+                "at": self.at.isoformat(), "files": self.files}
+
+
+def newest_of(headers: list[LtxHeader]) -> LtxHeader | None:
+    """Pure: the header that reaches the highest transaction (the newest when two files of two
+    levels end at the same one)."""
+    return max(headers, key=lambda h: (h.max_txid, h.timestamp), default=None)
+
+
+def newest_state(site: ReplicaSite, tenant: str, before: datetime | None = None) -> ReplicaState | None:
+    """The county's newest replicated state at `site` (None: no replica there), or the newest one
+    written at or before `before`. Reads the headers of the LTX files in the served folder; a file
+    being written (short, or not LTX yet) is skipped."""
+    folder = site.county_dir(tenant) / "ltx"
+    headers = []
+    for path in folder.glob("*/*.ltx"):
+        try:
+            with path.open("rb") as handle:
+                headers.append(parse_ltx_header(handle.read(_LTX_HEADER.size)))
+        except (OSError, NotLtx):
+            continue
+    newest = newest_of([h for h in headers if before is None or h.timestamp <= before])
+    if newest is None:
+        return None
+    return ReplicaState(tenant=tenant, site=site.site, txid=newest.max_txid, at=newest.timestamp,
+                        files=len(headers))

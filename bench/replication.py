@@ -1,0 +1,158 @@
+"""rpo_replicated_s on a real VM: the worst lag between a write the app acknowledged and its presence
+in the restorable replica, over a bounded window of steady writes (issue 12's replicated tier).
+
+One county of the `replicated` tier is cloned from the primary's template in a state folder
+(COUNTYCLOUD_BENCH_REPL_STATE, default /var/lib/countycloud-bench-repl; the VM suite's folder
+/var/lib/countycloud-test may be given to reuse its templates: the bench has its own platform
+database file there, bench-replication.db, and its own ports); the secondary's replica target
+(`rclone serve sftp`) runs on 127.0.0.1:31250; Litestream streams the county database from the
+guest through its guestfwd.
+A writer commits one certification every half second through the county's address (as
+bench/failover.py does) for `--window` seconds; meanwhile this process restores the replica with
+`litestream restore` from the served folder every `--poll` seconds and notes when each
+acknowledged certification is first in a restored database. lag = first restored - acknowledged
+(an upper bound: it includes up to one poll interval and one restore). After the window the
+writer stops and the poll goes on `--grace` seconds; a write never seen is counted `missing`.
+
+Last line: {"rpo_replicated_s", "rpo_replicated_p50_s", "writes", "missing", "window_s", "poll_s",
+"restore_s", "restores", "restores_failed"}.
+Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/replication.py --window 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backup import replica, replicaserver, replication  # noqa: E402
+from provisioning.platform import Platform, host_domain_type  # noqa: E402
+from tests.integration.vm.conftest import Cloud  # noqa: E402
+from tests.integration.vm.test_failover import _writer  # noqa: E402
+
+STATE = Path(os.environ.get("COUNTYCLOUD_BENCH_REPL_STATE", "/var/lib/countycloud-bench-repl"))
+REPLICA_PORT = 31250  # this bench's own (the replication helper's block 31200-31299)
+ENV = {
+    **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE),
+    "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/bench-replication.db",
+    "COUNTYCLOUD_GUEST_PORT_FIRST": "31200", "COUNTYCLOUD_GUEST_PORT_LAST": "31239",
+    "COUNTYCLOUD_GATEWAY_PORT_FIRST": "31240", "COUNTYCLOUD_GATEWAY_PORT_LAST": "31249",
+    "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT),
+}
+COUNTY = "taipei"
+INVENTORY = f"""sites:
+  - name: primary
+    role: primary
+    hosts: [{{name: p1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
+  - name: secondary
+    role: secondary
+    hosts: [{{name: s1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
+size_templates:
+  - {{name: small, vcpus: 1, memory_mb: 1024, data_disk_mb: 64}}
+networks:
+  - {{name: tenant-user, kind: user}}
+images:
+  - {{name: bookworm-tenant}}
+tenants:
+  - {{slug: {COUNTY}, name: {COUNTY}, site: primary, network: tenant-user, image: bookworm-tenant,
+     protection: replicated, vms: [{{role: accounting, size: small}}]}}
+"""
+
+
+def restored_purposes(site: replica.ReplicaSite, scratch: Path) -> tuple[set[str], float]:
+    """The certifications' purposes in a database restored from the replica now, and the restore's
+    duration."""
+    target = scratch / f"r-{time.monotonic_ns()}.db"
+    began = time.monotonic()
+    replication.restore_database(site, COUNTY, target)
+    took = time.monotonic() - began
+    with sqlite3.connect(target) as db:
+        found = {row[0] for row in db.execute("SELECT purpose FROM certification")}
+    for leftover in scratch.glob(f"{target.name}*"):
+        leftover.unlink()
+    return found, took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--window", type=float, default=120.0)
+    parser.add_argument("--poll", type=float, default=0.5)
+    parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--keep", action="store_true", help="leave the county running")
+    args = parser.parse_args()
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    cloud = Cloud(env=ENV)
+    cloud.cli("setup", timeout=3600)
+    with tempfile.TemporaryDirectory() as folder:
+        declared = Path(folder) / "inventory.yaml"
+        declared.write_text(INVENTORY)
+        cloud.cli("inventory", "apply", str(declared))
+    site = replica.replica_site(STATE, "secondary")
+    target = replicaserver.server(site, REPLICA_PORT)
+    replicaserver.stop(target)
+    subprocess.run(["rm", "-rf", str(site.served)], check=True)
+    replicaserver.start(target)
+    from inventory.db import make_engine
+
+    platform = Platform(engine=make_engine(ENV["COUNTYCLOUD_DATABASE_URL"]), state_dir=STATE,
+                        cache_dir=STATE / "cache", domain_type=host_domain_type())
+    try:
+        cloud.create(COUNTY)
+        writer = _writer(cloud, COUNTY)
+        replication.enable(platform, COUNTY, target=target)
+        first_seen: dict[str, float] = {}
+        restores: list[float] = []
+        failed: list[str] = []
+        with tempfile.TemporaryDirectory(dir=STATE) as scratch:
+            writer.start()
+            ends = time.monotonic() + args.window
+            grace_ends = ends + args.grace
+            while time.monotonic() < grace_ends:
+                if time.monotonic() >= ends and not writer.stop.is_set():
+                    writer.halt()
+                try:
+                    found, took = restored_purposes(site, Path(scratch))
+                except replication.ReplicationError as error:  # a file being written: next poll
+                    failed.append(str(error)[-300:])
+                    time.sleep(args.poll)
+                    continue
+                now = time.time()
+                restores.append(took)
+                for purpose in found:
+                    first_seen.setdefault(purpose, now)
+                if writer.stop.is_set() and all(p in first_seen for p, _ in writer.acked):
+                    break
+                time.sleep(args.poll)
+            writer.halt()
+        lags = [first_seen[purpose] - acked for purpose, acked in writer.acked if purpose in first_seen]
+        missing = sum(1 for purpose, _ in writer.acked if purpose not in first_seen)
+        figures = {
+            "rpo_replicated_s": round(max(lags), 2) if lags else None,
+            "rpo_replicated_p50_s": round(statistics.median(lags), 2) if lags else None,
+            "writes": len(writer.acked), "missing": missing, "window_s": args.window, "poll_s": args.poll,
+            "restore_s": round(statistics.median(restores), 3) if restores else None,
+            "restores": len(restores), "restores_failed": len(failed),
+        }
+        if failed:
+            print(f"restores that failed: {len(failed)}; last: {failed[-1]}", file=sys.stderr)
+    finally:
+        if not args.keep:
+            cloud.cli("tenant", "retire", COUNTY, "--purge", timeout=900)
+            replicaserver.stop(target)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""The replicated tier's periodic work (`countycloud serve`): the secondary's replica target kept up
+(backup/replicaserver.py, like the offsite REST server before each copy) and every active county of
+the `replicated` tier streaming (backup.replication.ensure_streaming: Litestream installed and
+running in its guest). Registered with controlplane.workers.register_periodic."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from backup import replication
+from controlplane import bootstrap
+from inventory import queries
+from inventory.db import session_scope
+from inventory.enums import Lifecycle, ProtectionTier
+
+log = logging.getLogger("countycloud.backup")
+
+WORK = "backup-replication"
+SCHEDULE = "*/15 * * * * *"  # a county that lost its stream is back within about 15 s
+
+
+def replicated_counties() -> list[str]:
+    with session_scope(bootstrap.engine()) as session:
+        return [tenant.slug for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
+                if tenant.protection is ProtectionTier.REPLICATED]
+
+
+def replicate(_at: datetime) -> None:
+    counties = replicated_counties()
+    if not counties:
+        return
+    platform = bootstrap.platform()
+    target = replication.ensure_target(platform)
+    for county in counties:
+        try:
+            if replication.ensure_streaming(platform, county, target=target):
+                log.info("replication of %s (re)enabled", county)
+        except Exception:
+            log.exception("replication of %s could not be enabled", county)
+
+
+def register() -> None:
+    from controlplane import workers
+
+    workers.register_periodic(WORK, SCHEDULE, replicate)

@@ -1,0 +1,113 @@
+"""The replicated tier on a real county VM (issue 12): Litestream in the guest streams the county
+database through the VM's guestfwd (restrict=on) to the secondary's replica target (`rclone serve
+sftp`); certifications the app acknowledged are in the replica within seconds, and a database
+restored from the replica has them and passes integrity_check.
+
+Lean: one county of the replicated tier, cloned from the primary's template (so the guestfwd is
+proven on the clone path: templates are saved without it)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backup import replica, replicaserver, replication
+from backup.replicaserver import ReplicaServer
+from provisioning import records
+from provisioning.platform import Platform, host_domain_type
+from tests.integration.vm.conftest import STATE_DIR, Cloud
+from tests.integration.vm.test_backup import APP, certify
+
+pytestmark = pytest.mark.vm
+
+# The replica target for this test: clear of the suite's guest (24000-24999) and gateway ports and
+# of the backup servers (23000-23199).
+REPLICA_PORT = 23290
+COUNTY = "taipei"
+WITHIN_S = 10.0  # an acknowledged write is in the restorable replica within this
+FIRST_WITHIN_S = 120.0  # the first state: Litestream started in a TCG guest, its first snapshot sent
+
+
+@pytest.fixture(scope="module")
+def replicated(cloud: Cloud) -> Iterator[tuple[Cloud, Platform, ReplicaServer]]:
+    own = Cloud(env={**cloud.env, "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT)})
+    platform = Platform(engine=cloud.platform_engine(), state_dir=STATE_DIR, cache_dir=STATE_DIR / "cache",
+                        domain_type=host_domain_type())
+    site = replica.replica_site(STATE_DIR, "secondary")
+    target = replicaserver.server(site, REPLICA_PORT)
+    replicaserver.stop(target)
+    shutil.rmtree(site.served, ignore_errors=True)  # an earlier run's replica
+    replicaserver.start(target)
+    own.create(COUNTY)
+    yield own, platform, target
+    own.cli("tenant", "retire", COUNTY, "--purge", check=False)
+    replicaserver.stop(target)
+
+
+def diagnose(cloud: Cloud, target: ReplicaServer) -> str:
+    """The target's log and the guest's Litestream journal, for a failure's message."""
+    guest = cloud.cli("tenant", "exec", COUNTY, "--", "sh", "-c",
+                      "systemctl status --no-pager -n 40 countycloud-litestream; "
+                      "ls -la /srv/tenant-data /etc/litestream", check=False)
+    served = target.site.logfile.read_text(errors="replace")[-1500:]
+    return f"{served}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
+
+
+def restored_ids(site: replica.ReplicaSite, into: Path) -> set[int]:
+    if replica.newest_state(site, COUNTY) is None:
+        return set()
+    try:
+        replication.restore_database(site, COUNTY, into)
+    except replication.ReplicationError:  # an LTX file being written as it was read: the next poll
+        return set()
+    with sqlite3.connect(into) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return {row[0] for row in db.execute("SELECT id FROM certification")}
+
+
+def test_acknowledged_writes_reach_the_replica_within_seconds_and_restore(
+        replicated: tuple[Cloud, Platform, ReplicaServer], tmp_path: Path) -> None:
+    cloud, platform, target = replicated
+    [vm] = records.vm_names(platform.engine, COUNTY)
+    with platform.hypervisor("primary") as hv:
+        running = hv.xml(vm)
+    # The clone's restored XML carries the chardev and the guestfwd (the template had neither).
+    assert f"port={REPLICA_PORT},reconnect=1" in running and "guestfwd=tcp:" in running
+    enabled = replication.enable(platform, COUNTY, target=target)
+    assert [e.replica_path for e in enabled] == [f"/counties/{COUNTY}"]
+
+    # The stream's first state (Litestream's snapshot of the whole database) lands first.
+    began = time.monotonic()
+    while replication.newest(platform, COUNTY) is None:
+        assert time.monotonic() - began < FIRST_WITHIN_S, (
+            f"no replica after {FIRST_WITHIN_S} s:\n" + diagnose(cloud, target))
+        time.sleep(1)
+
+    cloud.exec(COUNTY, f"{APP} generate 5")
+    token = cloud.exec(COUNTY, f"{APP} token fin-clerk").strip().splitlines()[-1]
+    acknowledged = []
+    for _ in range(3):
+        _line, certification = certify(cloud, COUNTY, token, range(1, 80))
+        acknowledged.append(certification)
+        began = time.monotonic()
+        while True:
+            # A new file each poll: `litestream restore` never overwrites one.
+            held = restored_ids(target.site, tmp_path / f"r-{time.monotonic_ns()}.db")
+            if certification in held:
+                break
+            assert time.monotonic() - began < WITHIN_S, (
+                f"certification {certification} not in the replica after {WITHIN_S} s:\n"
+                + diagnose(cloud, target))
+            time.sleep(0.5)
+    state = replication.newest(platform, COUNTY)
+    assert state is not None and state.txid > 1
+
+    disk = replication.restore_to_disk(platform, COUNTY, site="secondary")
+    assert disk.made and disk.path.exists() and disk.state.txid >= state.txid
+    assert set(acknowledged) <= restored_ids(target.site, tmp_path / "final.db")
+    disk.path.unlink()

@@ -3,8 +3,11 @@ the DR test's isolated identities, and putting a restored disk in place."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +18,7 @@ from dr.failover import DrError, batches_for, choose_points, isolated_identity
 from dr.plans import RecoveryPlan, Role, Step, Tier
 from dr.restorepoints import Point, PointError
 from provisioning.errors import ProvisioningError
+from provisioning.hypervisor import DomainState
 
 
 def plan(*tiers: Tier) -> RecoveryPlan:
@@ -167,6 +171,46 @@ def test_metrics_give_the_last_rto_and_rpo_per_county(tmp_path: Path) -> None:
     assert 'countycloud_dr_last_run_timestamp_seconds{kind="failover"} 1012.5' in text
 
 
+def test_a_vm_a_killed_attempt_left_running_is_not_restored_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its VM runs on the disk the killed attempt restored: a second restore would move that disk aside
+    # under it. The bring-up goes on to start (which finds it running) without restoring.
+    from dr import bringup
+    from provisioning.sites import site_paths
+    from provisioning.vmplan import VmPlan
+
+    class ReachedStart(Exception):
+        pass
+
+    restored: list[object] = []
+    opened: list[str] = []
+
+    class Platform:
+        def site(self, name: str) -> object:
+            return site_paths(tmp_path / "state", name)
+
+        @contextmanager
+        def hypervisor(self, site: str) -> Iterator[object]:
+            opened.append(site)
+            if len(opened) > 1:
+                raise ReachedStart
+            yield SimpleNamespace(state=lambda name: DomainState.RUNNING if name == plan.name
+                                  else DomainState.MISSING)
+
+    plan = VmPlan(name="keelung-accounting-1", uuid="00000000-0000-4000-8000-000000000001", tenant="keelung",
+                  county_name="基隆市", site="secondary", vcpus=1, memory_mib=1024, data_disk_mib=64,
+                  ssh_port=24000, app_port=24001, app_secret="s", settings={})
+    monkeypatch.setattr(bringup.restorepoints, "restore", lambda *args, **kwargs: restored.append(args))
+    monkeypatch.setattr(bringup.address, "healthy", lambda port, timeout_s=2.0: False)
+    said: list[str] = []
+    with pytest.raises(ReachedStart):
+        bringup.bring_up(Platform(), "keelung", run("keelung", 990.0, 1_010.0).point,  # type: ignore[arg-type]
+                         bringup.Target(site="secondary", plan=plan, switch=True), tmp_path, log=said.append)
+    assert restored == [], "restored again under a running VM"
+    assert said == ["keelung: its VM already runs at secondary (an interrupted attempt's): "
+                    "not restored again"]
+
+
 def test_a_county_finished_by_a_killed_attempt_is_not_brought_up_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dr import bringup
@@ -182,6 +226,10 @@ def test_a_county_finished_by_a_killed_attempt_is_not_brought_up_again(
     class Platform:
         def site(self, name: str) -> object:
             return site_paths(tmp_path / "state", name)
+
+        @contextmanager
+        def hypervisor(self, _site: str) -> Iterator[object]:
+            yield SimpleNamespace(state=lambda _name: DomainState.MISSING)  # no VM of an earlier attempt
 
     done = run("keelung", 990.0, 1_010.0)
     plan = VmPlan(name=done.vm, uuid="00000000-0000-4000-8000-000000000001", tenant="keelung",

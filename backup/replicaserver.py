@@ -20,8 +20,8 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
+from backup import processes
 from backup.replica import ReplicaSite
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,8 @@ def pid(target: ReplicaServer) -> int | None:
 
 
 def _is_our_server(target: ReplicaServer, candidate: int) -> bool:
-    # Pids are reused: the process must be a server for this folder and port, and not a zombie.
-    try:
-        argv = Path(f"/proc/{candidate}/cmdline").read_bytes().split(b"\0")
-        status = Path(f"/proc/{candidate}/stat").read_text()
-    except OSError:
-        return False
-    if status.rsplit(")", 1)[-1].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(candidate, os.WNOHANG)
-        return False
-    args = [arg.decode(errors="replace") for arg in argv]
-    return "sftp" in args and str(target.site.served) in args and any(f":{target.port}" in a for a in args)
+    argv = processes.live_argv(candidate)
+    return argv is not None and "sftp" in argv and processes.serves(argv, target.site.served, target.port)
 
 
 def answers(target: ReplicaServer, timeout_s: float = 2.0) -> bool:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from backup import processes
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -91,23 +93,7 @@ def pid(server: RestServer) -> int | None:
 
 
 def _is_our_server(server: RestServer, candidate: int) -> bool:
-    # Pids are reused: the process must be a server for this folder and port, and not a zombie
-    # (a killed child of ours stays in the table until reaped, and answers signal 0).
-    try:
-        argv = Path(f"/proc/{candidate}/cmdline").read_bytes().split(b"\0")
-        status = Path(f"/proc/{candidate}/stat").read_text()
-    except OSError:
-        return False
-    if status.rsplit(")", 1)[-1].split()[0] == "Z":
-        _reap(candidate)
-        return False
-    args = [arg.decode(errors="replace") for arg in argv]
-    return str(server.root) in args and any(f":{server.port}" in arg for arg in args)
-
-
-def _reap(candidate: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(candidate, os.WNOHANG)
+    return processes.serves(processes.live_argv(candidate), server.root, server.port)
 
 
 def answers(server: RestServer, timeout_s: float = 2.0) -> bool:

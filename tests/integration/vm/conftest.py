@@ -155,7 +155,7 @@ def retired_after(cloud: Cloud) -> Iterator[list[str]]:
 def served(cloud: Cloud, settings: dict[str, str], within_s: float = 120) -> Iterator[str]:
     """`countycloud serve` (API, console, workers and what `settings` leave on) on the suite's platform,
     answering /healthz; its base URL. Stopped when the block ends."""
-    import httpx
+    from provisioning.address import healthy
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -163,19 +163,13 @@ def served(cloud: Cloud, settings: dict[str, str], within_s: float = 120) -> Ite
     process = subprocess.Popen([sys.executable, "-m", "controlplane", "serve", "--port", str(port)],
                                cwd=ROOT, env={**cloud.env, **settings}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + within_s
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        while not healthy(port):
             assert process.poll() is None, process.stderr.read() if process.stderr else "serve exited"
             assert time.monotonic() < deadline, f"the service did not answer within {within_s} s"
             time.sleep(0.5)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:

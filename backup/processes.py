@@ -1,0 +1,28 @@
+"""Servers the platform starts and supervises (the REST server, the replica target), read back from
+/proc: pid files outlive their processes, and pids are reused."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def live_argv(pid: int) -> list[str] | None:
+    """The process's command line while it lives; None once it is gone or a zombie. A zombie is a
+    killed child of ours not reaped yet (it still answers signal 0): it is reaped here."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    if status.rsplit(")", 1)[-1].split()[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return None
+    return [arg.decode(errors="replace") for arg in argv]
+
+
+def serves(argv: list[str] | None, folder: Path, port: int) -> bool:
+    """Whether a command line is a server of `folder` on `port`."""
+    return argv is not None and str(folder) in argv and any(f":{port}" in arg for arg in argv)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,3 +29,16 @@ def live_argv(pid: int) -> list[str] | None:
 def serves(argv: list[str] | None, folder: Path, port: int) -> bool:
     """Whether a command line is a server of `folder` on `port`."""
     return argv is not None and str(folder) in argv and any(f":{port}" in arg for arg in argv)
+
+
+def terminate(pid: int, still_ours: Callable[[int], bool], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL once `grace_s` passed; returns when `still_ours(pid)` is false or the
+    kill's own 5 s are over."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while still_ours(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not still_ours(pid):
+            return

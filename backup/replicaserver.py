@@ -10,10 +10,8 @@ accepts the client key's public half (`--authorized-keys`), guests pin the host 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -130,14 +128,7 @@ def start(target: ReplicaServer, timeout_s: float = 30.0) -> int:
 def stop(target: ReplicaServer, grace_s: float = 5.0) -> int | None:
     running = pid(target)
     if running is not None:
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(running, sig)
-            deadline = time.monotonic() + wait_s
-            while _is_our_server(target, running) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not _is_our_server(target, running):
-                break
+        processes.terminate(running, lambda candidate: _is_our_server(target, candidate), grace_s)
     target.site.pidfile.unlink(missing_ok=True)
     return running
 

@@ -11,12 +11,10 @@ restic repository is encrypted with the repository's password, which never trave
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -176,17 +174,7 @@ def stop(server: RestServer, grace_s: float = 5.0) -> int | None:
     """Stop the server (SIGTERM, then SIGKILL after `grace_s`); returns the pid stopped, if any."""
     running = pid(server)
     if running is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(running, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while _is_our_server(server, running) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _is_our_server(server, running):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(running, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while _is_our_server(server, running) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        processes.terminate(running, lambda candidate: _is_our_server(server, candidate), grace_s)
     server.pidfile.unlink(missing_ok=True)
     return running
 

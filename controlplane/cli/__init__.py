@@ -13,4 +13,16 @@ for group in (site, inventory, tenant, job, template, demo, user, audit, serve, 
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
+    from controlplane import bootstrap
+    from controlplane.cli.common import EXIT_USAGE, errors
+
+    try:  # a bad COUNTYCLOUD_* value is the operator's input: named, not a traceback
+        bootstrap.settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = "COUNTYCLOUD_" + "_".join(str(part) for part in problem["loc"]).upper()
+            errors.print(f"{name}: {problem['msg']} (got {problem.get('input')!r})", markup=False)
+        raise SystemExit(EXIT_USAGE) from None
     app()

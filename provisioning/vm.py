@@ -22,7 +22,7 @@ from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.errors import ProvisioningError
 from provisioning.gateway import Frontend
 from provisioning.guest import agent_exec
-from provisioning.hypervisor import DomainState, Hypervisor
+from provisioning.hypervisor import AgentTimeout, DomainState, Hypervisor, HypervisorError
 from provisioning.platform import Platform, ensure_ssh_key
 from provisioning.spec import DomainType
 from provisioning.vmplan import (
@@ -39,8 +39,9 @@ from provisioning.vmplan import (
 
 AGENT_TIMEOUT_S = 60.0
 # Files of the guest's launcher (provisioning/image/files/launcher.py).
-ACTIVATE_REQUEST = "/run/countycloud/activate-request"
-ACTIVATION_ERROR = "/run/countycloud/activation-error"
+LAUNCHER_RUN = "/run/countycloud"
+ACTIVATE_REQUEST = f"{LAUNCHER_RUN}/activate-request"
+ACTIVATION_ERROR = f"{LAUNCHER_RUN}/activation-error"
 # A live resize never takes a VM below this: the guest's kernel and app need it.
 MIN_MEMORY_MIB = 256
 
@@ -157,8 +158,27 @@ def activate(hv: Hypervisor, vm_name: str, paths: VmPaths) -> Activated:
     The data disk attached is `paths.data_disk`, whichever disk the caller chose."""
     waited = hv.wait_for_agent(vm_name, timeout_s=AGENT_TIMEOUT_S)
     # The request first: the launcher sets the clock from it before the disks can appear.
-    guest.write_file(hv, vm_name, ACTIVATE_REQUEST, f"{time.time():.6f}\n".encode())
+    request_activation(hv, vm_name)
     return Activated(round(waited, 3), attach_disks(hv, vm_name, paths))
+
+
+def request_activation(hv: Hypervisor, vm_name: str) -> None:
+    """Write the host's time as the launcher's activation request.
+
+    A restored clone always has the launcher's folder: its launcher made it before the template was
+    saved. A VM booting from its own disks (an existing VM started again, or a rerun while it still
+    boots) answers through its agent before its launcher has run, and the folder is not there yet.
+    Such a launcher needs no request (its clock is the host's from boot, and it finds its disks by
+    label), but it takes one as well: the folder is made once, and the two paths stay one.
+    """
+    stamp = f"{time.time():.6f}\n".encode()
+    try:
+        guest.write_file(hv, vm_name, ACTIVATE_REQUEST, stamp)
+    except AgentTimeout:
+        raise
+    except HypervisorError:
+        agent_exec(hv, vm_name, ["/bin/mkdir", "-p", LAUNCHER_RUN])
+        guest.write_file(hv, vm_name, ACTIVATE_REQUEST, stamp)
 
 
 def attach_disks(hv: Hypervisor, vm_name: str, paths: VmPaths) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from provisioning import guest
+from provisioning import guest, vm
 from provisioning.guest import CommandResult, GuestCommandError
 from provisioning.hypervisor import AgentTimeout, Hypervisor, HypervisorError
 
@@ -194,3 +194,64 @@ def test_read_file_lets_an_agent_timeout_through() -> None:
 
     with pytest.raises(AgentTimeout):
         guest.read_file(Silent([]), "vm1", "/etc/hostname")
+
+
+# --- the activation request (provisioning.vm) ------------------------------------------------------
+
+class BootingGuest(FileAgent):
+    """A guest whose agent answers before its launcher made /run/countycloud: a file can be written
+    only in a folder that exists, and `mkdir -p` through guest-exec makes one."""
+
+    def __init__(self, folders: set[str]) -> None:
+        super().__init__({})
+        self.folders = folders
+
+    def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+              timeout_s: int = 10) -> Any:
+        assert arguments is not None or command != "guest-file-open"
+        if command == "guest-exec":
+            assert arguments is not None and arguments["path"] == "/bin/mkdir"
+            self.folders.add(arguments["arg"][-1])
+            self._statuses = [{"exited": True, "exitcode": 0}]
+            return FakeHypervisor.agent(self, name, command, arguments)
+        if command == "guest-exec-status":
+            return FakeHypervisor.agent(self, name, command, arguments)
+        if command == "guest-file-open" and arguments is not None:
+            folder = arguments["path"].rsplit("/", 1)[0]
+            if arguments["mode"] == "w" and folder not in self.folders:
+                self.calls.append((name, command, arguments))
+                raise HypervisorError(
+                    f"site primary: guest agent guest-file-open on {name}: failed to open file "
+                    f"'{arguments['path']}' (mode: 'w'): No such file or directory")
+        return super().agent(name, command, arguments, timeout_s)
+
+
+def test_a_restored_clone_gets_its_request_without_any_process_in_the_guest() -> None:
+    hv = BootingGuest({"/run/countycloud"})
+    before = time.time()
+    vm.request_activation(hv, "keelung-accounting-1")
+    assert before <= float(hv.files[vm.ACTIVATE_REQUEST]) <= time.time()
+    assert hv.commands("guest-exec") == [], "the clone's path starts no process"
+
+
+def test_a_guest_still_booting_gets_the_launcher_folder_and_then_its_request() -> None:
+    # A fresh clone's `make demo` failed here: keelung existed, stopped, and was booted from its
+    # own disks; its agent answered before the launcher had made /run/countycloud.
+    hv = BootingGuest(set())
+    vm.request_activation(hv, "keelung-accounting-1")
+    assert "/run/countycloud" in hv.folders
+    assert hv.files[vm.ACTIVATE_REQUEST].endswith(b"\n")
+    assert hv.handles == {}
+
+
+def test_an_agent_that_does_not_answer_is_not_taken_for_a_booting_guest() -> None:
+    class Silent(FakeHypervisor):
+        def agent(self, name: str, command: str, arguments: dict[str, Any] | None = None,
+                  timeout_s: int = 10) -> Any:
+            self.calls.append((name, command, arguments))
+            raise AgentTimeout(f"site primary: guest agent of {name} did not answer {command} within 10 s")
+
+    silent = Silent([])
+    with pytest.raises(AgentTimeout):
+        vm.request_activation(silent, "keelung-accounting-1")
+    assert silent.commands("guest-exec") == []

@@ -124,6 +124,31 @@ class Rollup:
         return cls(int(data["count"]), int(data["failures"]), sketches)
 
 
+class _Batch:
+    """One rollup key's part of a batch: counts of each component's values, then weighted adds."""
+
+    __slots__ = ("count", "failures", "values")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.failures = 0
+        self.values: tuple[dict[float, int], ...] = tuple({} for _ in Component)
+
+    def add(self, sample: Sample) -> None:
+        self.count += 1
+        if sample.status >= 500 or sample.status <= 0:
+            self.failures += 1
+        for counts, value in zip(self.values, sample.timing, strict=True):
+            counts[value] = counts.get(value, 0) + 1
+
+    def into(self, rollup: Rollup) -> None:
+        rollup.count += self.count
+        rollup.failures += self.failures
+        for sketch, counts in zip(rollup._ordered(), self.values, strict=True):
+            for value, weight in counts.items():
+                sketch.add(value, weight)
+
+
 class RollupStore:
     """Hourly rollups and the last day's raw samples, in memory.
 
@@ -147,12 +172,27 @@ class RollupStore:
                 self.raw.append(sample)
 
     def extend(self, samples: Iterable[Sample]) -> int:
-        n = 0
+        """Add a batch (the gateway reader's): its values are counted first and each distinct value
+        goes into its sketch once, with its count as the weight. A busy gateway's lines repeat the
+        same few milliseconds, and a sketch's add (a logarithm, a bin) was most of the reader's
+        CPU per line; the sketches are the same as from one add per sample."""
+        batch: dict[RollupKey, _Batch] = {}
+        arrived = list(samples)
+        for sample in arrived:
+            key = RollupKey(sample.county, sample.transaction, sample.source, hour_of(sample.at))
+            grouped = batch.get(key)
+            if grouped is None:
+                grouped = batch[key] = _Batch()
+            grouped.add(sample)
         with self._lock:
-            for sample in samples:
-                self.add(sample)
-                n += 1
-        return n
+            for key, grouped in batch.items():
+                rollup = self.rollups.get(key)
+                if rollup is None:
+                    rollup = self.rollups[key] = Rollup()
+                grouped.into(rollup)
+            if self.keep_raw:
+                self.raw.extend(arrived)
+        return len(arrived)
 
     def prune(self, now: float) -> None:
         with self._lock:

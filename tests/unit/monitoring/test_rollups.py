@@ -100,3 +100,28 @@ def test_raw_samples_kept_a_day_and_rollups_a_year() -> None:
     assert len(store.rollups) == 2
     store.prune(now=T0 + 367 * 24 * HOUR_S)
     assert [k.hour for k in store.rollups] == [int(T0) + 2 * 24 * HOUR_S]
+
+
+def test_a_batch_gives_the_same_rollups_as_one_sample_at_a_time() -> None:
+    # The reader adds a batch with weighted adds (one per distinct value): nothing may differ from
+    # adding each sample, across keys, hours, failures and the raw samples kept.
+    rng = random.Random(7)
+    samples = [sample(float(rng.choice([1, 2, 2, 3, 5, 8, 250])), float(rng.choice([0.5, 1, 1.5])),
+                      at=T0 + rng.uniform(0, 2 * HOUR_S), county=rng.choice(["taichung", "penghu"]),
+                      status=rng.choice([200, 200, 503]))
+               for _ in range(3000)]
+    one_by_one, batched = RollupStore(), RollupStore()
+    for each in samples:
+        one_by_one.add(each)
+    assert batched.extend(samples[:1000]) == 1000
+    batched.extend(samples[1000:])
+    assert batched.rollups.keys() == one_by_one.rollups.keys() and len(batched.rollups) == 4
+    for key, rollup in one_by_one.rollups.items():
+        mine = batched.rollups[key]
+        assert (mine.count, mine.failures) == (rollup.count, rollup.failures)
+        for component in Component:
+            theirs = sketch_to_dict(rollup.sketches[component])
+            ours = sketch_to_dict(mine.sketches[component])
+            assert ours["bins"] == theirs["bins"] and ours["min"] == theirs["min"]
+            assert ours["sum"] == pytest.approx(theirs["sum"])
+    assert list(batched.raw) == list(one_by_one.raw), "raw samples kept in their order of arrival"

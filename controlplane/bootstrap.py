@@ -86,6 +86,7 @@ def check_port_ranges() -> None:
         check_port_range(current.guest_port_first, current.guest_port_last, "guest ports", ephemeral)
         check_port_range(current.gateway_port_first, current.gateway_port_last, "gateway ports", ephemeral)
         check_port_range(current.backup_rest_port, current.backup_rest_port, "backup REST port", ephemeral)
+        check_port_range(current.replica_port, current.replica_port, "replica port", ephemeral)
     except ValueError as error:
         raise ProvisioningError(f"settings: {error} (COUNTYCLOUD_*_PORT*)") from None
 

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # ephemeral range and clear of the guest and gateway ranges; 23000-23009 are kept for backup
     # servers (the bench uses 23009, the tests 23100-23199).
     backup_rest_port: int = 23000
+    # The secondary site's replica target (rclone serve sftp) that replicated counties' guests stream
+    # to through their guestfwd (provisioning.vmplan reads it too: the VM's XML names it).
+    replica_port: int = Field(default=23010, ge=1, le=65535)
     # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
     # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
     # first of them within seconds; two per core was not faster when measured side by side

@@ -25,7 +25,17 @@ GUEST_DATA_DIR = "/srv/tenant-data"
 # The replica target's port (backup/replicaserver.py: `rclone serve sftp` of the secondary site),
 # which every replicated county's guestfwd connects to. Next to the backup REST servers'
 # 23000-23009 and below Linux's ephemeral range; read here because the VM's XML names it.
-REPLICA_PORT = int(os.environ.get("COUNTYCLOUD_REPLICA_PORT", "23010"))
+# controlplane.settings declares the same variable with its bounds and refuses a bad value, naming
+# it, before any command or the service runs; a value that is not a port is not used here meanwhile.
+DEFAULT_REPLICA_PORT = 23010
+
+
+def _replica_port(text: str | None) -> int:
+    port = int(text) if text and text.strip().isdigit() else DEFAULT_REPLICA_PORT
+    return port if 1 <= port <= 65535 else DEFAULT_REPLICA_PORT
+
+
+REPLICA_PORT = _replica_port(os.environ.get("COUNTYCLOUD_REPLICA_PORT"))
 # Where the gateway's connections come from as the guest sees them: QEMU user networking hands a
 # hostfwd connection to the guest from its host alias, 10.0.2.2 by default (netdev_arg sets no
 # `net=`/`host=`). The app believes X-Forwarded-For/-Proto only from this address, and HAProxy sets

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.parametrize(("variable", "value", "said"), [
     ("COUNTYCLOUD_BRINGUP_PLACES", "-1", "greater than or equal to 0"),
     ("COUNTYCLOUD_BRINGUP_PLACES", "abc", "valid integer"),
+    # Read by provisioning.vmplan at import as well: the import must not be what fails.
+    ("COUNTYCLOUD_REPLICA_PORT", "99999", "less than or equal to 65535"),
+    ("COUNTYCLOUD_REPLICA_PORT", "abc", "valid integer"),
 ])
 def test_a_bad_setting_is_named_without_a_traceback(tmp_path: Path, variable: str, value: str,
                                                      said: str) -> None:

@@ -16,6 +16,7 @@ not answering) is converged, as before.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from provisioning.vmplan import APP_GUEST_PORT, VmPlan, app_env, settings_digest
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 # Written by the guest's launcher (provisioning/image/files/launcher.py, SETTINGS_DIGEST).
 GUEST_SETTINGS_DIGEST = "/run/countycloud/settings-digest"
+GUEST_SETTINGS_FILE = "/etc/tenant-app.env"  # converge.yml writes it; the launcher reads it
 SKIPPED = "skipped: settings digest matches"
 _SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
 
@@ -118,6 +120,30 @@ def guest_settings_digest(hv: Hypervisor, vm: str) -> str | None:
     except HypervisorError:  # the agent did not answer (AgentTimeout is one): converge to be sure
         return None
     return recorded.decode(errors="replace").strip() or None if recorded else None
+
+
+def env_text_digest(text: str) -> str:
+    """The digest of a settings file's text as the guest's launcher computes it (one KEY=VALUE line
+    each, each ending in a newline), comparable with vmplan.settings_digest."""
+    canonical = "".join(f"{line}\n" for line in text.splitlines())
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def in_sync(hv: Hypervisor, plan: VmPlan) -> bool:
+    """Whether a converge would change nothing: the guest serves the declared settings, its settings
+    file on disk still holds them (an edit there would take effect at the next restart), and its
+    hostname is the VM's name. Three reads through the guest agent, no process in the guest: a
+    converge is a minute and more of Ansible's modules under TCG."""
+    declared = settings_digest(plan)
+    if guest_settings_digest(hv, plan.name) != declared:
+        return False
+    try:
+        on_disk = guest.read_file(hv, plan.name, GUEST_SETTINGS_FILE)
+        hostname = guest.read_file(hv, plan.name, "/etc/hostname", limit=256)
+    except HypervisorError:
+        return False
+    return (on_disk is not None and env_text_digest(on_disk.decode(errors="replace")) == declared
+            and hostname is not None and hostname.decode(errors="replace").strip() == plan.name)
 
 
 def guest_digests(plans: Sequence[VmPlan],

@@ -124,3 +124,27 @@ def test_guest_digests_asks_each_vms_own_site() -> None:
     digests = configure.guest_digests([PLAN, elsewhere], hypervisor)
     assert digests == {PLAN.name: "0123456789abcdef", elsewhere.name: "0123456789abcdef"}
     assert asked == ["primary", "secondary"]
+
+
+def _guest(*, served: VmPlan = PLAN, on_disk: str | None = None,
+           hostname: str = PLAN.name + "\n") -> FileAgent:
+    files = {configure.GUEST_SETTINGS_DIGEST: (vmplan.settings_digest(served) + "\n").encode(),
+             "/etc/hostname": hostname.encode()}
+    written = seed.render_env(app_env(served)) if on_disk is None else on_disk
+    files[configure.GUEST_SETTINGS_FILE] = written.encode()
+    return FileAgent(files)
+
+
+def test_tenant_configure_skips_a_guest_only_when_nothing_would_change() -> None:
+    assert configure.env_text_digest(seed.render_env(app_env(PLAN))) == vmplan.settings_digest(PLAN)
+    assert configure.in_sync(_guest(), PLAN)
+    # Serving older settings; the file edited in the guest (served at its next restart); another
+    # hostname; the settings file gone: each is converged.
+    changed = dataclasses.replace(PLAN, settings={"county_name": "基隆市政府"})
+    assert not configure.in_sync(_guest(), changed)
+    edited = seed.render_env(app_env(PLAN)).replace("基隆市", "某縣")
+    assert not configure.in_sync(_guest(on_disk=edited), PLAN)
+    assert not configure.in_sync(_guest(hostname="localhost\n"), PLAN)
+    gone = _guest()
+    del gone.files[configure.GUEST_SETTINGS_FILE]
+    assert not configure.in_sync(gone, PLAN)

@@ -1,9 +1,9 @@
 """Job step lists for a county's backup round and for restoring / verifying a restore point.
 
-Backup round:  check -> copy (app-consistent, backup/consistent.py) -> figures -> snapshot -> offsite
--> retention. The figures are read from the staged copy before the snapshot because they are stored
-as the snapshot's own tags (backup/figures.py says why); the snapshot is the one restic call that
-makes a restore point.
+Backup round:  check -> copy (app-consistent: backup/frozen.py, else backup/consistent.py) -> figures
+-> snapshot -> offsite -> retention. The figures are read from the staged copy before the snapshot
+because they are stored as the snapshot's own tags (backup/figures.py says why); the snapshot is the
+one restic call that makes a restore point.
 
 Restore (`mode`: verify, copy, in-place): check (choose the snapshot) -> fetch (restic dump, integrity
 check, figures compared with those recorded) -> data-disk (a NEW ccdata disk with the restored

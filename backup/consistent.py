@@ -1,4 +1,8 @@
-"""A county's database taken app-consistently from its guest.
+"""A county's database taken app-consistently from its guest, over SSH: the fallback way.
+
+Rounds take the database by a freeze of the guest's data file system and a read of its raw disk on
+the host (backup/frozen.py: ~1 s against ~13 s for this way on a TCG guest, docs/benchmarks.md); this
+way is taken when the guest agent does not freeze.
 
 Inside the guest, a small Python program makes an online-backup copy of the app's SQLite database
 (sqlite3's backup API: a consistent image of every committed transaction, WAL content included, while

@@ -267,7 +267,8 @@ def backup_now(platform: Platform, tenant: str, *, sites: BackupSites | None = N
                       _log=log or (lambda _line: None))
     said: dict[str, str] = {}
     try:
-        for step in steps.backup_steps(args.model_dump(mode="json"), platform, producer=producer):
+        for step in steps.backup_steps(args.model_dump(mode="json"), platform, producer=producer,
+                                       look_up_always=True):
             result = step.run(ctx)
             if isinstance(result, StepResult):
                 ctx.previous = {**ctx.previous, step.name: result.model_dump(mode="json")}

@@ -69,13 +69,28 @@ def ensure_password(backup: SiteBackup) -> Path:
     return backup.password_file
 
 
-def ensure_repository(restic: Restic, repository: Repository, *, chunker_params_from: Repository | None = None
-                      ) -> bool:
-    """Create the repository if there is none (idempotent); True when it was created now."""
+def ensure_repository(restic: Restic, repository: Repository, *,
+                      chunker_params_from: Repository | None = None,
+                      server: RestServer | None = None) -> bool:
+    """Create the repository if there is none (idempotent); True when it was created now. A config
+    file seen (on disk, or through `server`) answers without restic: every round asks, and each
+    restic command pays a key derivation (~0.5 s)."""
+    if has_config(repository, server):
+        return False
     if restic.is_initialized(repository):
         return False
     restic.init(repository, chunker_params_from=chunker_params_from)
     return True
+
+
+def has_config(repository: Repository, server: RestServer | None = None) -> bool:
+    """Whether the repository's `config` (written by `restic init` after its key) is there: a local
+    repository by its file, one behind our REST server by a HEAD request. False when unsure."""
+    if server is not None and repository.location == server.repository_location(REPOSITORY_NAME):
+        return restserver.has_config(server, REPOSITORY_NAME)
+    if ":" in repository.location.split("/", 1)[0]:  # another backend (rest:, sftp:, s3:...)
+        return False
+    return (Path(repository.location) / "config").is_file()
 
 
 @dataclass(frozen=True)
@@ -108,5 +123,6 @@ def ensure_pair(restic: Restic, state_dir: Path, primary_site: str, secondary_si
     repositories = pair(state_dir, primary_site, secondary_site, port)
     restserver.ensure_running(repositories.offsite_server)
     ensure_repository(restic, repositories.primary)
-    ensure_repository(restic, repositories.offsite, chunker_params_from=repositories.primary)
+    ensure_repository(restic, repositories.offsite, chunker_params_from=repositories.primary,
+                      server=repositories.offsite_server)
     return repositories

@@ -107,6 +107,20 @@ def answers(server: RestServer, timeout_s: float = 2.0) -> bool:
     return True
 
 
+def has_config(server: RestServer, name: str, timeout_s: float = 2.0) -> bool:
+    """Whether repository `name` under the server has its `config` (what `restic init` writes last):
+    a HEAD request, no key derivation. False on any doubt (the caller then asks restic)."""
+    connection = http.client.HTTPConnection(LOOPBACK, server.port, timeout=timeout_s)
+    try:
+        connection.request("HEAD", f"/{name}/config")
+        status = connection.getresponse().status
+    except OSError:
+        return False
+    finally:
+        connection.close()
+    return status == 200
+
+
 def state(server: RestServer) -> ServerState:
     return ServerState.UP if pid(server) is not None and answers(server) else ServerState.DOWN
 

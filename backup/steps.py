@@ -1,9 +1,9 @@
 """Job step lists for a county's backup round and for restoring / verifying a restore point.
 
-Backup round:  check -> copy (app-consistent, backup/consistent.py) -> figures -> snapshot -> offsite
--> retention. The figures are read from the staged copy before the snapshot because they are stored
-as the snapshot's own tags (backup/figures.py says why); the snapshot is the one restic call that
-makes a restore point.
+Backup round:  check -> copy (app-consistent: backup/frozen.py, else backup/consistent.py) -> figures
+-> snapshot -> offsite -> retention. The figures are read from the staged copy before the snapshot
+because they are stored as the snapshot's own tags (backup/figures.py says why); the snapshot is the
+one restic call that makes a restore point.
 
 Restore (`mode`: verify, copy, in-place): check (choose the snapshot) -> fetch (restic dump, integrity
 check, figures compared with those recorded) -> data-disk (a NEW ccdata disk with the restored
@@ -23,6 +23,7 @@ import hashlib
 import os
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backup import consistent, figures, repository, restored, verifications
+from backup import consistent, figures, frozen, repository, restored, verifications
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier, policy_from
@@ -49,7 +50,7 @@ from inventory.db import session_scope
 from inventory.jobs import JobKind, Step, StepContext, StepResult, StepsBuilder
 from provisioning import images, records, templates, vm
 from provisioning.address import port_free
-from provisioning.hypervisor import DomainState
+from provisioning.hypervisor import DomainState, HypervisorError
 from provisioning.platform import Platform
 from provisioning.vmplan import VmPaths, VmPlan
 
@@ -61,6 +62,7 @@ JOB_TAG = "job"
 SECRET_TAG = "secret"  # a fingerprint of the county's app secret when the point was made
 SIZE_TAG = "bytes"  # the database's size, recorded with the snapshot (restic 0.14 keeps no summary)
 STAGED_NAME = "tenant.db"
+SNAPSHOT_MARK = "snapshot.started"  # in the job's folder: an attempt of the snapshot step began
 
 
 LogFn = Callable[[str], None]
@@ -96,12 +98,24 @@ class RestoreArgs(BaseModel):
 
 # --- results handed between steps --------------------------------------------------------------
 
+class CopyWay(StrEnum):
+    """How a round's database copy was taken (backup/frozen.py says why the freeze is first)."""
+
+    FREEZE = "freeze"  # guest-agent freeze of the data file system, read from the disk on the host
+    SSH = "ssh"  # the guest's online backup streamed over its SSH forward (the agent did not freeze)
+    PRODUCER = "producer"  # a command given by the caller (a database outside a guest)
+
+
 class Staged(StepResult):
     path: str
     bytes: int
+    way: CopyWay = CopyWay.SSH
+    frozen_s: float | None = None  # how long the county's writers were held (way freeze)
 
     def summary(self) -> str:
-        return f"copy of {self.bytes} bytes staged, quick_check ok"
+        how = (f"by freeze ({self.frozen_s:.2f} s frozen)" if self.way is CopyWay.FREEZE and self.frozen_s
+               is not None else f"by {self.way.value}")
+        return f"copy of {self.bytes} bytes staged {how}, quick_check ok"
 
 
 class Snapshotted(StepResult):
@@ -222,6 +236,17 @@ def _first_line(error: Exception) -> str:
 
 # --- edges used by the steps -------------------------------------------------------------------
 
+def write_mark(path: Path) -> None:
+    """An empty file, on disk (file and folder synced) before the caller goes on."""
+    with path.open("wb") as mark:
+        os.fsync(mark.fileno())
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def _restic(platform: Platform, site: str) -> Restic:
     return Restic(cache_dir=repository.site_backup(platform.state_dir, site).cache_dir)
 
@@ -243,12 +268,33 @@ def _county_plan(platform: Platform, tenant: str) -> VmPlan:
     return plans[0]
 
 
+def take_database(platform: Platform, site: str, plan: VmPlan, target: Path, log: LogFn, *,
+                  disk: Path | None = None) -> Staged:
+    """The VM's database, app-consistent, at `target`: by a freeze of its data file system and a read
+    of its data disk on the host (backup/frozen.py); when the agent does not freeze (away, refusing),
+    by the guest's online backup over SSH. A thaw that fails is an error, never a fallback."""
+    disk = disk or vm.vm_disks(platform, site, plan.name).data_disk
+    try:
+        with platform.hypervisor(site) as hv:
+            taken = frozen.take(hv, plan.name, disk, target)
+        return Staged(path=str(taken.path), bytes=taken.bytes, way=CopyWay.FREEZE, frozen_s=taken.frozen_s)
+    except (frozen.FreezeFailed, frozen.ExtractFailed, HypervisorError) as error:
+        log(f"no frozen copy ({_first_line(error)}); taking the online backup over SSH")
+    size = consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), target)
+    # integrity_check is the verification's: too slow for every round (CopyCheck says why)
+    check_sqlite(target, CopyCheck.QUICK)
+    return Staged(path=str(target), bytes=size, way=CopyWay.SSH)
+
+
 # --- backup round ------------------------------------------------------------------------------
 
-def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequence[str] | None = None
-                 ) -> list[Step]:
-    """`producer`: the command writing the database to stdout (default: the guest's online backup over
-    its SSH forward; backup.ops.backup_now passes another for a database outside a guest)."""
+def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequence[str] | None = None,
+                 look_up_always: bool = False) -> list[Step]:
+    """`producer`: the command writing the database to stdout (default: the database taken by a freeze
+    of the guest's data file system, or its online backup over SSH; backup.ops.backup_now passes
+    another for a database outside a guest). `look_up_always`: the snapshot step looks for the
+    job's snapshot even on a first attempt (backup_now: its folder does not outlive a call, its key
+    does)."""
     args = BackupArgs.model_validate(raw)
     county = consistent.county_tag(args.tenant)
 
@@ -271,13 +317,13 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
                 f"repositories {primary.location} and {offsite}")
 
     def copy(ctx: StepContext) -> Staged:
-        plan = _county_plan(platform, args.tenant)
         staged = ctx.artifacts / STAGED_NAME
-        command = producer or consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port)
-        size = consistent.stage(command, staged)
-        # integrity_check is the verification's: too slow for every round (CopyCheck says why)
-        check_sqlite(staged, CopyCheck.QUICK)
-        return Staged(path=str(staged), bytes=size)
+        if producer is not None:
+            size = consistent.stage(producer, staged)
+            check_sqlite(staged, CopyCheck.QUICK)
+            return Staged(path=str(staged), bytes=size, way=CopyWay.PRODUCER)
+        site = records.current_site(platform.engine, args.tenant)
+        return take_database(platform, site, _county_plan(platform, args.tenant), staged, ctx.log)
 
     def read_figures(ctx: StepContext) -> Figures:
         return figures.read(Path(ctx.result("copy", Staged).path))
@@ -285,10 +331,16 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
     def snapshot(ctx: StepContext) -> Snapshotted:
         site = records.current_site(platform.engine, args.tenant)
         restic, repo = _restic(platform, site), pair(site).primary
-        mine = restic.snapshots(repo, tags=[county, f"{JOB_TAG}={ctx.job_id}"])
-        if mine:  # a killed attempt of this job already stored it: never a second restore point
-            # restic 0.14's backup summary names a snapshot by its short id: so does this result
-            return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
+        # Only an attempt that already got as far as starting restic can have stored this job's
+        # snapshot: the mark (durable before restic starts) says so, and saves the first attempt a
+        # `restic snapshots` (a key derivation, ~0.5 s) per round.
+        mark = ctx.artifacts / SNAPSHOT_MARK
+        if look_up_always or mark.exists():
+            mine = restic.snapshots(repo, tags=[county, f"{JOB_TAG}={ctx.job_id}"])
+            if mine:  # a killed attempt of this job already stored it: never a second restore point
+                # restic 0.14's backup summary names a snapshot by its short id: so does this result
+                return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
+        write_mark(mark)
         staged = Path(ctx.result("copy", Staged).path)
         tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}",
                 f"{SIZE_TAG}={staged.stat().st_size}",
@@ -317,16 +369,19 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
             keep = policy_from(queries.protection_of(session, args.tenant)).retention
         # One group per county (its snapshots carry host=slug): the figures and job tags differ on
         # every snapshot, so grouping by tags would make each snapshot a group of its own.
-        said = []
-        for where, repo in (("primary", repositories.primary), ("offsite", repositories.offsite)):
+        # The two repositories are apart (each its own lock): both forgets run at once.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            primary_done = pool.submit(restic.forget, repositories.primary, keep, tags=[county],
+                                       group_by="host")
+            offsite_done = pool.submit(restic.forget, repositories.offsite, keep, tags=[county],
+                                       group_by="host")
+            done = primary_done.result()
+            said = [f"primary: kept {len(done.kept)}, forgot {len(done.removed)}"]
             try:
-                done = restic.forget(repo, keep, tags=[county], group_by="host")
+                done = offsite_done.result()
+                said.append(f"offsite: kept {len(done.kept)}, forgot {len(done.removed)}")
             except OFFSITE_AWAY as error:
-                if where == "primary":
-                    raise
-                said.append(f"{where}: unreachable ({_first_line(error)})")
-                continue
-            said.append(f"{where}: kept {len(done.kept)}, forgot {len(done.removed)}")
+                said.append(f"offsite: unreachable ({_first_line(error)})")
         return "; ".join(said) + " (pruning is scheduled apart)"
 
     return [
@@ -447,7 +502,8 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         with platform.hypervisor(args.site) as hv:
             vm.wait_ready(hv, chosen.clone_name, chosen.app_port, platform.boot_timeout_s)
         served = ctx.artifacts / "served.db"
-        consistent.stage(consistent.guest_copy_argv(platform.ssh_key, chosen.ssh_port), served)
+        # the database the clone serves, read the rounds' way (its data disk under a freeze)
+        take_database(platform, args.site, plan(ctx), served, ctx.log, disk=paths(ctx).data_disk)
         found = figures.read(served)
         differ = figures.differences(chosen.recorded, found)
         if differ:

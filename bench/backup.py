@@ -23,6 +23,8 @@ SSH forward" path is not in these figures.
 Last line: {"counties", "db_mb", "incremental_s", "overhead_pct", "round_s", "rpo_s",
 "rpo_replicated_s", "restore_s", "verify_s"} (plus the strategy figures under "strategies").
 Run: .venv/bin/python bench/backup.py
+On a real VM (one county, per-step figures, the fsfreeze way beside): bench/backup_vm.py, run as
+    flock /work/vm.lock .venv/bin/python bench/backup.py --vm
 """
 
 from __future__ import annotations
@@ -130,7 +132,15 @@ def median(values: list[float]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counties", type=int, default=COUNTIES)
+    parser.add_argument("--vm", action="store_true",
+                        help="one county on a real VM through the product's steps (bench/backup_vm.py)")
+    parser.add_argument("--repeat", type=int, default=3, help="--vm: timed incremental rounds")
+    parser.add_argument("--keep", action="store_true", help="--vm: leave the county running")
     args = parser.parse_args()
+    if args.vm:
+        from bench import backup_vm
+
+        return backup_vm.main(args.repeat, args.keep)
 
     run = STATE / "run"
     if run.exists():

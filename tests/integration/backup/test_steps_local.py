@@ -148,3 +148,33 @@ def test_in_place_swap_keeps_the_disk_before_and_a_rerun_changes_nothing(platfor
     assert not new.exists()
     assert "already swapped" in run(in_place, "swap", ctx)
     assert own.read_bytes() == b"restored" and kept.read_bytes() == b"the county's disk before"
+
+
+def test_a_round_asks_restic_nothing_it_knows_already(platform: Platform, county_db: Path, tmp_path: Path,
+                                                      port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repositories made: the check finds their config without restic; a job's first snapshot attempt
+    does not look for its own snapshot (only a rerun can find one). Each restic command is a key
+    derivation (~0.5 s), which the ≤ 2 s round cannot afford twice over."""
+    backup = steps.backup_steps({"tenant": "keelung", "rest_port": port}, platform)
+    warm = StepContext(job_id="job-warm", args={}, artifacts=tmp_path)
+    run(backup, "check", warm)  # makes both repositories
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("restic asked")
+
+    monkeypatch.setattr(Restic, "is_initialized", refused)
+    monkeypatch.setattr(Restic, "snapshots", refused)
+    artifacts = tmp_path / "job-d"
+    artifacts.mkdir()
+    ctx = StepContext(job_id="job-d", args={}, artifacts=artifacts)
+    assert "repositories" in run(backup, "check", ctx)
+    staged = artifacts / "tenant.db"
+    shutil.copy(county_db, staged)
+    ctx.previous = {"copy": Staged(path=str(staged), bytes=staged.stat().st_size).model_dump(mode="json")}
+    run(backup, "figures", ctx)
+    first = run(backup, "snapshot", ctx)
+    assert isinstance(first, Snapshotted) and not first.reused
+    assert (artifacts / steps.SNAPSHOT_MARK).exists()  # a rerun will look
+    monkeypatch.undo()
+    again = run(backup, "snapshot", ctx)
+    assert isinstance(again, Snapshotted) and again.reused and again.snapshot_id == first.snapshot_id

@@ -183,3 +183,64 @@ def test_the_retention_step_forgets_by_the_countys_tier(tmp_path: Path,
         said = retention.run(StepContext(job_id="j", args={}, artifacts=tmp_path))
         assert asked == [("P", expected), ("O", expected)] and "kept 1, forgot 0" in str(said)
     engine.dispose()
+
+
+class _NoHypervisor:
+    def __enter__(self) -> object:
+        return object()
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+def _take_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception | None
+               ) -> tuple[steps.Staged, list[list[str]], list[str]]:
+    from backup import frozen
+
+    staged_by: list[list[str]] = []
+    logged: list[str] = []
+
+    def take(_hv: object, _name: str, _disk: Path, target: Path) -> frozen.Taken:
+        if error is not None:
+            raise error
+        target.write_bytes(b"db")
+        return frozen.Taken(path=target, bytes=2, frozen_s=0.3, wall_s=0.9)
+
+    def stage(producer: list[str], target: Path) -> int:
+        staged_by.append(list(producer))
+        target.write_bytes(b"db!")
+        return 3
+
+    monkeypatch.setattr(steps.frozen, "take", take)
+    monkeypatch.setattr(steps.consistent, "stage", stage)
+    monkeypatch.setattr(steps, "check_sqlite", lambda *_a, **_k: None)
+    fake = SimpleNamespace(hypervisor=lambda _site: _NoHypervisor(), ssh_key=tmp_path / "key")
+    plan = SimpleNamespace(name="keelung-accounting-1", ssh_port=22001)
+    done = steps.take_database(fake, "primary", plan, tmp_path / "t.db", logged.append,  # type: ignore[arg-type]
+                               disk=tmp_path / "data.img")
+    return done, staged_by, logged
+
+
+def test_the_round_takes_the_database_by_freeze(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    done, staged_by, logged = _take_with(monkeypatch, tmp_path, None)
+    assert done.way is steps.CopyWay.FREEZE and done.frozen_s == 0.3 and done.bytes == 2
+    assert staged_by == [] and logged == []
+    assert "by freeze (0.30 s frozen)" in done.summary()
+
+
+def test_an_agent_that_does_not_freeze_falls_back_to_the_ssh_stream(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from backup import frozen
+
+    done, staged_by, logged = _take_with(monkeypatch, tmp_path, frozen.FreezeFailed("agent away"))
+    assert done.way is steps.CopyWay.SSH and done.bytes == 3
+    [argv] = staged_by
+    assert argv[0] == "ssh" and "22001" in argv
+    assert "agent away" in logged[0]
+
+
+def test_a_thaw_that_failed_fails_the_round(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from backup import frozen
+
+    with pytest.raises(frozen.ThawFailed):
+        _take_with(monkeypatch, tmp_path, frozen.ThawFailed("may still be frozen"))

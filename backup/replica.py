@@ -9,6 +9,7 @@ target (`rclone serve sftp`, backup/replicaserver.py) that the secondary site se
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,6 +158,45 @@ def newest_of(headers: list[LtxHeader]) -> LtxHeader | None:
     """Pure: the header that reaches the highest transaction (the newest when two files of two
     levels end at the same one)."""
     return max(headers, key=lambda h: (h.max_txid, h.timestamp), default=None)
+
+
+@dataclass(frozen=True)
+class LtxFile:
+    """One file of a replica's folder as listed: LEVEL/MINTXID-MAXTXID.ltx, its size and header
+    (None: shorter than a header or not LTX, e.g. a file the SFTP server is still writing)."""
+
+    level: int
+    name: str
+    size: int
+    header: LtxHeader | None
+
+    def as_dict(self) -> dict[str, object]:
+        head = self.header
+        return {"level": self.level, "name": self.name, "size": self.size,
+                "txids": f"{head.min_txid}-{head.max_txid}" if head else None,
+                "at": head.timestamp.isoformat() if head else None}
+
+
+def listing(site: ReplicaSite, tenant: str) -> list[LtxFile]:
+    """The county's LTX files at `site` now, by level then name (a file gone meanwhile is left out)."""
+    found = []
+    for path in sorted((site.county_dir(tenant) / "ltx").glob("*/*.ltx")):
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(_LTX_HEADER.size)
+                size = os.fstat(handle.fileno()).st_size
+        except OSError:
+            continue
+        try:
+            header: LtxHeader | None = parse_ltx_header(head)
+        except NotLtx:
+            header = None
+        try:
+            level = int(path.parent.name)
+        except ValueError:
+            continue
+        found.append(LtxFile(level, path.name, size, header))
+    return sorted(found, key=lambda f: (f.level, f.name))
 
 
 def newest_state(site: ReplicaSite, tenant: str, before: datetime | None = None) -> ReplicaState | None:

@@ -31,11 +31,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup import replica, replicaserver, replication  # noqa: E402
+from provisioning import records  # noqa: E402
 from provisioning.platform import Platform, host_domain_type  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import _writer  # noqa: E402
@@ -83,13 +85,22 @@ def restored_purposes(site: replica.ReplicaSite, scratch: Path) -> tuple[set[str
     return found, took
 
 
+def note(log: TextIO | None, entry: dict[str, object]) -> None:
+    if log is not None:
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--window", type=float, default=120.0)
     parser.add_argument("--poll", type=float, default=0.5)
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--keep", action="store_true", help="leave the county running")
+    parser.add_argument("--log", type=Path, help="JSON lines: every poll's time, outcome and the LTX "
+                        "folder's listing before and after it, then the guest's Litestream journal")
     args = parser.parse_args()
+    log = args.log.open("w") if args.log else None
 
     STATE.mkdir(parents=True, exist_ok=True)
     cloud = Cloud(env=ENV)
@@ -121,13 +132,20 @@ def main() -> int:
             while time.monotonic() < grace_ends:
                 if time.monotonic() >= ends and not writer.stop.is_set():
                     writer.halt()
+                began = time.time()
+                before = replica.listing(site, COUNTY)
                 try:
                     found, took = restored_purposes(site, Path(scratch))
-                except replication.ReplicationError as error:  # a file being written: next poll
+                except replication.ReplicationError as error:
                     failed.append(str(error)[-300:])
+                    note(log, {"t": began, "ok": False, "error": str(error)[-300:],
+                               "before": [f.as_dict() for f in before],
+                               "after": [f.as_dict() for f in replica.listing(site, COUNTY)]})
                     time.sleep(args.poll)
                     continue
                 now = time.time()
+                note(log, {"t": began, "ok": True, "took": took,
+                           "before": [f.as_dict() for f in before]})
                 restores.append(took)
                 for purpose in found:
                     first_seen.setdefault(purpose, now)
@@ -135,6 +153,11 @@ def main() -> int:
                     break
                 time.sleep(args.poll)
             writer.halt()
+        if log is not None:
+            [plan] = records.load_plans(platform.engine, COUNTY)
+            journal = (f"journalctl -u {replica.GUEST_UNIT} -o short-iso-precise --no-pager "
+                       "| tail -n 3000")
+            note(log, {"journal": replication._guest(plan, platform.ssh_key, journal)})
         lags = [first_seen[purpose] - acked for purpose, acked in writer.acked if purpose in first_seen]
         missing = sum(1 for purpose, _ in writer.acked if purpose not in first_seen)
         figures = {

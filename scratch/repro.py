@@ -13,7 +13,7 @@ db = work / "tenant.db"
 with sqlite3.connect(db) as c:
     c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE IF NOT EXISTS certification (id INTEGER PRIMARY KEY, purpose TEXT)")
 cfg = replica.litestream_config(database=str(db), tenant="taipei", site=server.site, host_key_line=replicaserver.host_key_line(server.site))
-cfg = cfg.replace(f"{GUESTFWD_ADDRESS}:{GUESTFWD_PORT}", f"127.0.0.1:{server.port}").replace(replica.GUEST_KEY, str(server.site.client_key))
+cfg = cfg.replace(f"{GUESTFWD_ADDRESS}:{GUESTFWD_PORT}", f"127.0.0.1:{int(os.environ.get('VIA', server.port))}").replace(replica.GUEST_KEY, str(server.site.client_key))
 cfg = cfg.replace("logging:\n  level: info\n", "logging:\n  level: debug\n") + extra
 (work / "ls.yml").write_text(cfg)
 ls = subprocess.Popen([str(replication.litestream_binary()), "replicate", "-config", str(work / "ls.yml")], stdout=open(work / "ls.log", "w"), stderr=subprocess.STDOUT)
@@ -50,7 +50,7 @@ while time.monotonic() < end:
     else:
         ok += 1
     for f in target.parent.glob("*"): f.unlink()
-    time.sleep(0.3)
+    time.sleep(float(os.environ.get("POLL", "0.3")))
 stop.set(); t.join(); ls.terminate(); ls.wait()
 replicaserver.stop(server)
 print(json.dumps({"ok": ok, "fail": fail}))

@@ -23,7 +23,8 @@ Last line: {"rpo_replicated_s", "rpo_replicated_p50_s", "writes", "missing", "wi
 "restore_s", "restores", "restores_failed", "to_host_p50_s", "to_host_max_s",
 "host_to_restored_p50_s", "host_to_restored_max_s", "stream_start_s", "startup_writes",
 "startup_lag_max_s"}.
-Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/replication.py --window 120
+Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/replication.py --window 600
+[--log FILE: every poll with the LTX listing, each write's times, each level-0 file's arrival]
 """
 
 from __future__ import annotations

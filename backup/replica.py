@@ -9,6 +9,8 @@ target (`rclone serve sftp`, backup/replicaserver.py) that the secondary site se
 
 from __future__ import annotations
 
+import bisect
+import os
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -159,20 +161,90 @@ def newest_of(headers: list[LtxHeader]) -> LtxHeader | None:
     return max(headers, key=lambda h: (h.max_txid, h.timestamp), default=None)
 
 
-def newest_state(site: ReplicaSite, tenant: str, before: datetime | None = None) -> ReplicaState | None:
-    """The county's newest replicated state at `site` (None: no replica there), or the newest one
-    written at or before `before`. Reads the headers of the LTX files in the served folder; a file
-    being written (short, or not LTX yet) is skipped."""
-    folder = site.county_dir(tenant) / "ltx"
-    headers = []
-    for path in folder.glob("*/*.ltx"):
+@dataclass(frozen=True)
+class LtxFile:
+    """One file of a replica's folder as listed: LEVEL/MINTXID-MAXTXID.ltx, its size and header
+    (None: shorter than a header or not LTX, e.g. a file the SFTP server is still writing)."""
+
+    level: int
+    name: str
+    size: int
+    header: LtxHeader | None
+
+    def as_dict(self) -> dict[str, object]:
+        head = self.header
+        return {"level": self.level, "name": self.name, "size": self.size,
+                "txids": f"{head.min_txid}-{head.max_txid}" if head else None,
+                "at": head.timestamp.isoformat() if head else None}
+
+
+def listing(site: ReplicaSite, tenant: str) -> list[LtxFile]:
+    """The county's LTX files at `site` now, by level then name (a file gone meanwhile is left out)."""
+    found = []
+    for path in sorted((site.county_dir(tenant) / "ltx").glob("*/*.ltx")):
         try:
             with path.open("rb") as handle:
-                headers.append(parse_ltx_header(handle.read(_LTX_HEADER.size)))
-        except (OSError, NotLtx):
+                head = handle.read(_LTX_HEADER.size)
+                size = os.fstat(handle.fileno()).st_size
+        except OSError:
             continue
-    newest = newest_of([h for h in headers if before is None or h.timestamp <= before])
+        try:
+            header: LtxHeader | None = parse_ltx_header(head)
+        except NotLtx:
+            header = None
+        try:
+            level = int(path.parent.name)
+        except ValueError:
+            continue
+        found.append(LtxFile(level, path.name, size, header))
+    return sorted(found, key=lambda f: (f.level, f.name))
+
+
+SNAPSHOT_LEVEL = 9  # Litestream 0.5 keeps full snapshots there; levels 0-8 hold changes
+
+
+def restorable_ends(headers: list[LtxHeader], snapshots: list[LtxHeader] | None = None) -> set[int]:
+    """Pure: every transaction `litestream restore -txid T` can rebuild from these files.
+
+    Litestream 0.5's restore plan starts from the newest snapshot at or below T (or from nothing),
+    then keeps taking, from any level, the file that starts at or before the next transaction and
+    reaches furthest without passing T; T is restorable only when that chain ends exactly at T.
+    Compaction makes this matter: once level 0's files are compacted into a level-1 file and
+    removed (Litestream keeps them `l0-retention` longer), a transaction inside that level-1 file's
+    range is no longer restorable although a file of it is still listed, and asking for it fails
+    with Litestream's "no matching backup files available". A chain ends at a file's last
+    transaction when some restorable end lies in [first - 1, last - 1] (files taken by last)."""
+    ends = [0, *sorted({s.max_txid for s in snapshots or []})]
+    reached = set(ends)
+    for header in sorted(headers, key=lambda h: h.max_txid):
+        below = bisect.bisect_left(ends, header.max_txid) - 1  # the highest end before its last txid
+        if below >= 0 and ends[below] >= header.min_txid - 1 and header.max_txid not in reached:
+            bisect.insort(ends, header.max_txid)
+            reached.add(header.max_txid)
+    reached.discard(0)
+    return reached
+
+
+def newest_restorable(files: list[LtxFile], before: datetime | None = None) -> LtxHeader | None:
+    """Pure: the header of the newest state `litestream restore` can rebuild from `files` (written
+    at or before `before`): the highest restorable end among the files' last transactions."""
+    complete = [f for f in files if f.header is not None]
+    snapshots = [f.header for f in complete if f.level == SNAPSHOT_LEVEL and f.header]
+    changes = [f.header for f in complete if f.level != SNAPSHOT_LEVEL and f.header]
+    ends = restorable_ends(changes, snapshots)
+    candidates = [f.header for f in complete if f.header and f.header.max_txid in ends
+                  and (before is None or f.header.timestamp <= before)]
+    return newest_of(candidates)
+
+
+def newest_state(site: ReplicaSite, tenant: str, before: datetime | None = None) -> ReplicaState | None:
+    """The county's newest restorable replicated state at `site` (None: none there), or the newest
+    one written at or before `before`. Reads the headers of the LTX files in the served folder
+    (Litestream writes each under a temporary name and renames it when complete); a state inside a
+    compacted file's range whose own files are gone is not offered (restorable_ends)."""
+    files = listing(site, tenant)
+    newest = newest_restorable(files, before)
     if newest is None:
         return None
     return ReplicaState(tenant=tenant, site=site.site, txid=newest.max_txid, at=newest.timestamp,
-                        files=len(headers))
+                        files=sum(1 for f in files if f.header is not None))

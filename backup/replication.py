@@ -164,10 +164,22 @@ def newest(platform: Platform, tenant: str, site: str = DEFAULT_SITE,
     return replica.newest_state(replica.replica_site(platform.state_dir, site), tenant, before)
 
 
+# A restore that fails while Litestream changes the replica's files under it is tried again:
+# bounded, since one that fails on a folder nobody is changing fails the same way each time.
+RESTORE_ATTEMPTS = 4
+
+
+def _litestream_restore(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
 def restore_database(site: ReplicaSite, tenant: str, target: Path, *, txid: int | None = None,
                      timeout_s: float = 300) -> Path:
     """`litestream restore` of the county's replica (the served folder, read directly) into
-    `target` (a new file), then a full integrity_check. `txid`: the state up to that transaction."""
+    `target` (a new file), then a full integrity_check. `txid`: the state up to that transaction.
+    A failed restore is tried again when the folder's LTX files changed meanwhile (Litestream
+    writing, compacting or removing files as the restore listed them); the error is Litestream's
+    own once the folder holds still."""
     source = site.county_dir(tenant)
     if not (source / "ltx").is_dir():
         raise ReplicationError(f"no replica of {tenant} at {site.site} ({source})")
@@ -175,11 +187,16 @@ def restore_database(site: ReplicaSite, tenant: str, target: Path, *, txid: int 
     argv = [str(litestream_binary()), "restore", "-o", str(target)]
     if txid is not None:
         argv += ["-txid", f"{txid:016x}"]
-    done = subprocess.run([*argv, f"file://{source}"], capture_output=True, text=True, timeout=timeout_s,
-                          check=False)
-    if done.returncode != 0:
-        raise ReplicationError(f"litestream restore of {tenant}: exit {done.returncode}: "
-                               f"{done.stderr[-800:]}")
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        listed = replica.listing(site, tenant)
+        done = _litestream_restore([*argv, f"file://{source}"], timeout_s)
+        if done.returncode == 0:
+            break
+        for leftover in (target, target.with_name(target.name + ".tmp")):
+            leftover.unlink(missing_ok=True)
+        if attempt == RESTORE_ATTEMPTS or replica.listing(site, tenant) == listed:
+            raise ReplicationError(f"litestream restore of {tenant}: exit {done.returncode}"
+                                   f"{f' (try {attempt})' if attempt > 1 else ''}: {done.stderr[-800:]}")
     target.chmod(0o600)
     check_sqlite(target, CopyCheck.FULL)
     return target
@@ -198,20 +215,34 @@ def restore_to_disk(platform: Platform, tenant: str, *, site: str, replica_site:
     """The county's newest replicated state (at or before `before`) onto a NEW ccdata data disk at
     `site` (SITE/disks/restored/VMNAME-replica-TXID.img; a rerun returns the disk already made)."""
     held = replica.replica_site(platform.state_dir, replica_site)
-    state = replica.newest_state(held, tenant, before)
-    if state is None:
-        raise ReplicationError(f"no replica of {tenant} at {replica_site}"
-                               + (f" from before {before.isoformat()}" if before else ""))
     plans = records.load_plans(platform.engine, tenant)
     name = vm_name or plans[0].name
-    target = platform.site(site).disks / "restored" / f"{name}-replica-{state.txid:016x}.img"
-    if target.exists():
-        restored.check_existing(target)
-        return ReplicaRestored(target, state, made=False)
-    work = platform.artifacts_dir / "restore-disk" / f"{target.stem}-{uuidlib.uuid4().hex[:8]}"
-    try:
-        database = restore_database(held, tenant, work / restored.DATABASE_NAME, txid=state.txid)
-        restored.make(target, size_mib or plans[0].data_disk_mib, database)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return ReplicaRestored(target, state, made=True)
+    state = _restorable(held, tenant, before)
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        target = platform.site(site).disks / "restored" / f"{name}-replica-{state.txid:016x}.img"
+        if target.exists():
+            restored.check_existing(target)
+            return ReplicaRestored(target, state, made=False)
+        work = platform.artifacts_dir / "restore-disk" / f"{target.stem}-{uuidlib.uuid4().hex[:8]}"
+        try:
+            database = restore_database(held, tenant, work / restored.DATABASE_NAME, txid=state.txid)
+            restored.make(target, size_mib or plans[0].data_disk_mib, database)
+            return ReplicaRestored(target, state, made=True)
+        except ReplicationError:
+            # The state chosen stopped being restorable as such (its level-0 files compacted and
+            # removed meanwhile): the newest restorable one now, if it is another.
+            again = _restorable(held, tenant, before)
+            if again.txid == state.txid or attempt == RESTORE_ATTEMPTS:
+                raise
+            state = again
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _restorable(held: ReplicaSite, tenant: str, before: datetime | None) -> ReplicaState:
+    state = replica.newest_state(held, tenant, before)
+    if state is None:
+        raise ReplicationError(f"no replica of {tenant} at {held.site}"
+                               + (f" from before {before.isoformat()}" if before else ""))
+    return state

@@ -8,29 +8,40 @@ database file there, bench-replication.db, and its own ports); the secondary's r
 (`rclone serve sftp`) runs on 127.0.0.1:31250; Litestream streams the county database from the
 guest through its guestfwd.
 A writer commits one certification every half second through the county's address (as
-bench/failover.py does) for `--window` seconds; meanwhile this process restores the replica with
-`litestream restore` from the served folder every `--poll` seconds and notes when each
+bench/failover.py does); meanwhile this process restores the replica from the served folder every
+`--poll` seconds (backup.replication.restore_database, the DR path) and notes when each
 acknowledged certification is first in a restored database. lag = first restored - acknowledged
-(an upper bound: it includes up to one poll interval and one restore). After the window the
-writer stops and the poll goes on `--grace` seconds; a write never seen is counted `missing`.
+(an upper bound: it includes up to one poll interval and one restore). The window of steady
+writes (`--window` s) starts at the first restore that works: until then Litestream is starting in
+the guest after `enable` (stream_start_s), and the writes acknowledged meanwhile are reported apart
+(startup_writes, startup_lag_max_s). After the window the writer stops and the poll goes on
+`--grace` seconds; a write never seen is counted `missing`. A thread lists the folder every 50 ms:
+to_host = acknowledged -> the first level-0 LTX file that reached the host after it (a lower
+bound of the write's own file), host_to_restored = the rest of the lag.
 
 Last line: {"rpo_replicated_s", "rpo_replicated_p50_s", "writes", "missing", "window_s", "poll_s",
-"restore_s", "restores", "restores_failed"}.
-Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/replication.py --window 120
+"restore_s", "restores", "restores_failed", "to_host_p50_s", "to_host_max_s",
+"host_to_restored_p50_s", "host_to_restored_max_s", "stream_start_s", "startup_writes",
+"startup_lag_max_s"}.
+Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/replication.py --window 600
+[--log FILE: every poll with the LTX listing, each write's times, each level-0 file's arrival]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,13 +94,57 @@ def restored_purposes(site: replica.ReplicaSite, scratch: Path) -> tuple[set[str
     return found, took
 
 
+class Arrivals:
+    """When each level-0 LTX file first appeared in the served folder (host clock), listed every
+    50 ms by a thread: where a write's lag splits into reaching the host and becoming restored."""
+
+    def __init__(self, site: replica.ReplicaSite) -> None:
+        self.site = site
+        self.seen: dict[int, tuple[float, float]] = {}  # max txid -> (on the host, header time)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="arrivals", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            now = time.time()
+            for entry in replica.listing(self.site, COUNTY):
+                if entry.level == 0 and entry.header is not None and entry.header.max_txid not in self.seen:
+                    self.seen[entry.header.max_txid] = (now, entry.header.timestamp.timestamp())
+            self.stop.wait(0.05)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def first_after(self, moment: float) -> float:
+        """The first level-0 file's arrival after `moment` (a write acknowledged then is in it or a
+        later one: a lower bound of when its changes reached the host)."""
+        return min((seen for seen, _ in self.seen.values() if seen >= moment), default=math.inf)
+
+
+def note(log: TextIO | None, entry: dict[str, object]) -> None:
+    if log is not None:
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--window", type=float, default=120.0)
     parser.add_argument("--poll", type=float, default=0.5)
     parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--start-within", type=float, default=120.0,
+                        help="seconds the stream may take to start after enable (writes acknowledged "
+                        "before its first restorable state are reported apart, as startup_*)")
     parser.add_argument("--keep", action="store_true", help="leave the county running")
+    parser.add_argument("--log", type=Path, help="JSON lines: every poll's time, outcome and the LTX "
+                        "folder's listing before and after it, then each write's times and each "
+                        "level-0 file's arrival")
     args = parser.parse_args()
+    log = args.log.open("w") if args.log else None
 
     STATE.mkdir(parents=True, exist_ok=True)
     cloud = Cloud(env=ENV)
@@ -114,20 +169,36 @@ def main() -> int:
         first_seen: dict[str, float] = {}
         restores: list[float] = []
         failed: list[str] = []
+        arrivals = Arrivals(site)
+        enabled_at = time.time()
+        steady_from: float | None = None  # the first restore that worked: the stream is up
         with tempfile.TemporaryDirectory(dir=STATE) as scratch:
             writer.start()
-            ends = time.monotonic() + args.window
-            grace_ends = ends + args.grace
-            while time.monotonic() < grace_ends:
+            arrivals.start()
+            ends = time.monotonic() + args.window + args.start_within
+            while time.monotonic() < ends + args.grace:
+                if steady_from is None and time.time() - enabled_at > args.start_within:
+                    raise SystemExit(f"no restorable replica {args.start_within} s after enable")
                 if time.monotonic() >= ends and not writer.stop.is_set():
                     writer.halt()
+                began = time.time()
+                before = replica.listing(site, COUNTY)
                 try:
                     found, took = restored_purposes(site, Path(scratch))
-                except replication.ReplicationError as error:  # a file being written: next poll
-                    failed.append(str(error)[-300:])
+                except replication.ReplicationError as error:
+                    if steady_from is not None:
+                        failed.append(str(error)[-300:])
+                    note(log, {"t": began, "ok": False, "error": str(error)[-300:],
+                               "before": [f.as_dict() for f in before],
+                               "after": [f.as_dict() for f in replica.listing(site, COUNTY)]})
                     time.sleep(args.poll)
                     continue
                 now = time.time()
+                if steady_from is None:
+                    steady_from = began
+                    ends = time.monotonic() + args.window  # the window of steady writes from here
+                note(log, {"t": began, "ok": True, "took": took,
+                           "before": [f.as_dict() for f in before]})
                 restores.append(took)
                 for purpose in found:
                     first_seen.setdefault(purpose, now)
@@ -135,14 +206,34 @@ def main() -> int:
                     break
                 time.sleep(args.poll)
             writer.halt()
-        lags = [first_seen[purpose] - acked for purpose, acked in writer.acked if purpose in first_seen]
+            arrivals.halt()
+        if log is not None:
+            for purpose, acked in writer.acked:
+                note(log, {"write": purpose, "acked": acked, "seen": first_seen.get(purpose)})
+            for txid, (seen, at) in sorted(arrivals.seen.items()):
+                note(log, {"ltx": txid, "on_host": seen, "header_at": at})
+        assert steady_from is not None
+        steady = [(p, acked) for p, acked in writer.acked if acked >= steady_from]
+        startup = [first_seen[p] - acked for p, acked in writer.acked
+                   if acked < steady_from and p in first_seen]
+        lags = [first_seen[p] - acked for p, acked in steady if p in first_seen]
+        split = [(arrivals.first_after(acked), acked, first_seen[p]) for p, acked in steady
+                 if p in first_seen]
+        to_host = [landed - acked for landed, acked, _ in split if landed < math.inf]
+        rest = [seen - landed for landed, _, seen in split if landed < math.inf]
         missing = sum(1 for purpose, _ in writer.acked if purpose not in first_seen)
         figures = {
             "rpo_replicated_s": round(max(lags), 2) if lags else None,
             "rpo_replicated_p50_s": round(statistics.median(lags), 2) if lags else None,
-            "writes": len(writer.acked), "missing": missing, "window_s": args.window, "poll_s": args.poll,
+            "writes": len(steady), "missing": missing, "window_s": args.window, "poll_s": args.poll,
             "restore_s": round(statistics.median(restores), 3) if restores else None,
             "restores": len(restores), "restores_failed": len(failed),
+            "to_host_p50_s": round(statistics.median(to_host), 2) if to_host else None,
+            "to_host_max_s": round(max(to_host), 2) if to_host else None,
+            "host_to_restored_p50_s": round(statistics.median(rest), 2) if rest else None,
+            "host_to_restored_max_s": round(max(rest), 2) if rest else None,
+            "stream_start_s": round(steady_from - enabled_at, 2),
+            "startup_writes": len(startup), "startup_lag_max_s": round(max(startup), 2) if startup else None,
         }
         if failed:
             print(f"restores that failed: {len(failed)}; last: {failed[-1]}", file=sys.stderr)

@@ -93,3 +93,42 @@ def test_newest_state_before_a_time_leaves_out_later_transactions(tmp_path: Path
     assert replica.newest_state(site, "taipei", datetime.fromtimestamp(500, UTC)) is None
     newest = replica.newest_state(site, "taipei")
     assert newest is not None and newest.txid == 3
+
+
+def h(min_txid: int, max_txid: int, ms: int = 0) -> LtxHeader:
+    return LtxHeader(min_txid, max_txid, datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def test_restorable_ends_follow_litestreams_plan_across_levels() -> None:
+    snapshot = [h(1, 1)]
+    assert replica.restorable_ends([h(t, t) for t in range(2, 6)], snapshot) == {1, 2, 3, 4, 5}
+    # Level 0's 2-7 compacted into level 1's 2-10 and removed; 8-10 still kept (l0-retention):
+    # 8 and 9 are listed but no restore can stop there; 10 and the new 11 can be reached.
+    compacted = [h(2, 10), *(h(t, t) for t in (8, 9, 10, 11))]
+    assert replica.restorable_ends(compacted, snapshot) == {1, 10, 11}
+    assert replica.restorable_ends([h(1, 4), h(3, 3)]) == {4}  # no snapshot: from transaction 1
+    assert replica.restorable_ends([h(1, 1), h(2, 2), h(5, 5)]) == {1, 2}  # a gap ends the chain
+    assert replica.restorable_ends([h(3, 3)]) == set()
+    assert replica.restorable_ends([], [h(1, 7)]) == {7}
+
+
+def put(folder: Path, level: int, min_txid: int, max_txid: int, ms: int) -> None:
+    (folder / str(level)).mkdir(parents=True, exist_ok=True)
+    (folder / str(level) / f"{min_txid:016x}-{max_txid:016x}.ltx").write_bytes(ltx(min_txid, max_txid, ms))
+
+
+def test_newest_state_offers_no_state_a_compaction_made_unrestorable(tmp_path: Path) -> None:
+    site = ReplicaSite("secondary", tmp_path)
+    folder = site.county_dir("taipei") / "ltx"
+    put(folder, 9, 1, 1, 1_000_000)
+    put(folder, 1, 2, 10, 10_000_000)
+    for txid in (8, 9, 10):
+        put(folder, 0, txid, txid, txid * 1_000_000)
+    (folder / "0" / f"{11:016x}-{11:016x}.ltx.123.456.tmp").write_bytes(ltx(11, 11, 11_000_000))
+    newest = replica.newest_state(site, "taipei")
+    assert newest is not None and (newest.txid, newest.files) == (10, 5)  # the .tmp is not listed
+    # At 9.5 s the listed transaction 9 is the newest written, but a restore cannot stop at it.
+    at = replica.newest_state(site, "taipei", datetime.fromtimestamp(9_500, UTC))
+    assert at is not None and at.txid == 1
+    assert [f.name for f in replica.listing(site, "taipei") if f.level == 0] == [
+        f"{t:016x}-{t:016x}.ltx" for t in (8, 9, 10)]

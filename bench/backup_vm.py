@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from backup import consistent, figures, ops, repository, restserver, steps  # noqa: E402
 from backup.platformdb import CopyCheck, check_sqlite  # noqa: E402
+from bench.inventories import two_sites  # noqa: E402
 from inventory.jobs import StepContext, StepResult  # noqa: E402
 from provisioning import records, vm  # noqa: E402
 from provisioning.errors import ProvisioningError  # noqa: E402
@@ -66,23 +67,7 @@ CHANGE_VOUCHERS = 50
 CACHE = Path("/var/tmp/countycloud-bench-backup/cache-vm")
 APP = ("runuser -u tenant-app -- env PYTHONPATH=/opt/tenant-app/src /opt/tenant-app/venv/bin/python "
        "-m tenant_app --settings-file /etc/tenant-app.env")
-INVENTORY = f"""sites:
-  - name: primary
-    role: primary
-    hosts: [{{name: p1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
-  - name: secondary
-    role: secondary
-    hosts: [{{name: s1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
-size_templates:
-  - {{name: small, vcpus: 1, memory_mb: 1024, data_disk_mb: 256}}
-networks:
-  - {{name: tenant-user, kind: user}}
-images:
-  - {{name: bookworm-tenant}}
-tenants:
-  - {{slug: {COUNTY}, name: {COUNTY}, site: primary, network: tenant-user, image: bookworm-tenant,
-     vms: [{{role: accounting, size: small}}]}}
-"""
+INVENTORY = two_sites([COUNTY], data_disk_mb=256)
 
 
 def median(values: list[float]) -> float | None:

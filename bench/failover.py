@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.inventories import two_sites  # noqa: E402
 from dr import observations, witness  # noqa: E402
 from dr.health import SiteVerdict, WatchRules  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
@@ -56,25 +57,7 @@ SLUGS = ["taichung", "taoyuan", "changhua", "hsinchu-county", "hsinchu-city", "k
 
 
 def inventory(count: int) -> str:
-    tenants = "\n".join(
-        f"  - {{slug: {slug}, name: {slug}, site: primary, network: tenant-user, image: bookworm-tenant,\n"
-        f"     vms: [{{role: accounting, size: small}}]}}" for slug in SLUGS[:count])
-    return f"""sites:
-  - name: primary
-    role: primary
-    hosts: [{{name: p1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
-  - name: secondary
-    role: secondary
-    hosts: [{{name: s1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
-size_templates:
-  - {{name: small, vcpus: 1, memory_mb: 1024, data_disk_mb: 64}}
-networks:
-  - {{name: tenant-user, kind: user}}
-images:
-  - {{name: bookworm-tenant}}
-tenants:
-{tenants}
-"""
+    return two_sites(SLUGS[:count])
 
 
 def cli(*args: str, timeout: float = 3600) -> str:

@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup import replica, replicaserver, replication  # noqa: E402
+from bench.inventories import two_sites  # noqa: E402
 from provisioning.platform import Platform, host_domain_type  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import _writer  # noqa: E402
@@ -61,23 +62,7 @@ ENV = {
     "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT),
 }
 COUNTY = "taipei"
-INVENTORY = f"""sites:
-  - name: primary
-    role: primary
-    hosts: [{{name: p1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
-  - name: secondary
-    role: secondary
-    hosts: [{{name: s1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
-size_templates:
-  - {{name: small, vcpus: 1, memory_mb: 1024, data_disk_mb: 64}}
-networks:
-  - {{name: tenant-user, kind: user}}
-images:
-  - {{name: bookworm-tenant}}
-tenants:
-  - {{slug: {COUNTY}, name: {COUNTY}, site: primary, network: tenant-user, image: bookworm-tenant,
-     protection: replicated, vms: [{{role: accounting, size: small}}]}}
-"""
+INVENTORY = two_sites([COUNTY], protection="replicated")
 
 
 def restored_purposes(site: replica.ReplicaSite, scratch: Path) -> tuple[set[str], float]:

@@ -1,0 +1,29 @@
+"""The inventory the VM benches declare: both sites with one roomy host each, one size, counties at
+the primary (each bench keeps its own state folder and ports; this is only the YAML)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def two_sites(counties: Sequence[str], *, data_disk_mb: int = 64, protection: str | None = None) -> str:
+    tier = f"protection: {protection}, " if protection else ""
+    tenants = "\n".join(
+        f"  - {{slug: {slug}, name: {slug}, site: primary, network: tenant-user, image: bookworm-tenant,\n"
+        f"     {tier}vms: [{{role: accounting, size: small}}]}}" for slug in counties)
+    return f"""sites:
+  - name: primary
+    role: primary
+    hosts: [{{name: p1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
+  - name: secondary
+    role: secondary
+    hosts: [{{name: s1, vcpus: 64, memory_mb: 262144, disk_gb: 2000}}]
+size_templates:
+  - {{name: small, vcpus: 1, memory_mb: 1024, data_disk_mb: {data_disk_mb}}}
+networks:
+  - {{name: tenant-user, kind: user}}
+images:
+  - {{name: bookworm-tenant}}
+tenants:
+{tenants}
+"""

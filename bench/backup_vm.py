@@ -36,7 +36,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from backup import consistent, figures, ops, repository, restserver, steps  # noqa: E402
 from backup.platformdb import CopyCheck, check_sqlite  # noqa: E402
 from bench.inventories import two_sites  # noqa: E402
-from inventory.jobs import StepContext, StepResult  # noqa: E402
+from inventory.jobs import Step, StepContext, StepResult  # noqa: E402
 from provisioning import records, vm  # noqa: E402
 from provisioning.errors import ProvisioningError  # noqa: E402
 from provisioning.platform import Platform, host_domain_type  # noqa: E402
@@ -78,6 +79,20 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     began = time.perf_counter()
     result = action()
     return time.perf_counter() - began, result
+
+
+def run_timed(job_steps: Iterable[Step], ctx: StepContext) -> dict[str, float]:
+    """A job's steps run inline as ops.backup_now runs them (each result handed to the next steps),
+    with each step's seconds and the total."""
+    took: dict[str, float] = {}
+    began = time.perf_counter()
+    for step in job_steps:
+        seconds, result = timed(partial(step.run, ctx))
+        took[step.name] = seconds
+        if isinstance(result, StepResult):
+            ctx.previous = {**ctx.previous, step.name: result.model_dump(mode="json")}
+    took["total"] = time.perf_counter() - began
+    return took
 
 
 def generated_database() -> Path:
@@ -131,14 +146,7 @@ class Bench:
         work = self.platform.artifacts_dir / "backup-now" / key
         work.mkdir(parents=True, exist_ok=True)
         ctx = StepContext(job_id=key, args=args.model_dump(mode="json"), artifacts=work)
-        took: dict[str, float] = {}
-        began = time.perf_counter()
-        for step in steps.backup_steps(args.model_dump(mode="json"), self.platform):
-            seconds, result = timed(lambda step=step: step.run(ctx))
-            took[step.name] = seconds
-            if isinstance(result, StepResult):
-                ctx.previous = {**ctx.previous, step.name: result.model_dump(mode="json")}
-        took["total"] = time.perf_counter() - began
+        took = run_timed(steps.backup_steps(args.model_dump(mode="json"), self.platform), ctx)
         self.ways.append(str(ctx.previous.get("copy", {}).get("way")))
         subprocess.run(["rm", "-rf", str(work)], check=True)
         return took
@@ -223,14 +231,9 @@ class Bench:
         work = self.platform.artifacts_dir / key
         work.mkdir(parents=True, exist_ok=True)
         ctx = StepContext(job_id=key, args=args.model_dump(mode="json"), artifacts=work)
-        took: dict[str, float] = {}
-        began = time.perf_counter()
-        for step in steps.restore_steps(args.model_dump(mode="json"), self.platform):
-            seconds, result = timed(lambda step=step: step.run(ctx))
-            took[step.name] = round(seconds, 3)
-            if isinstance(result, StepResult):
-                ctx.previous = {**ctx.previous, step.name: result.model_dump(mode="json")}
-        took["total"] = round(time.perf_counter() - began, 3)
+        took = {name: round(seconds, 3)
+                for name, seconds in run_timed(steps.restore_steps(args.model_dump(mode="json"),
+                                                                   self.platform), ctx).items()}
         subprocess.run(["rm", "-rf", str(work)], check=True)
         return took
 

@@ -136,7 +136,7 @@ class _Batch:
 
     def add(self, sample: Sample) -> None:
         self.count += 1
-        if sample.status >= 500 or sample.status <= 0:
+        if sample.failed:
             self.failures += 1
         for counts, value in zip(self.values, sample.timing, strict=True):
             counts[value] = counts.get(value, 0) + 1
@@ -162,14 +162,7 @@ class RollupStore:
         self._lock = threading.RLock()
 
     def add(self, sample: Sample) -> None:
-        key = RollupKey(sample.county, sample.transaction, sample.source, hour_of(sample.at))
-        with self._lock:
-            rollup = self.rollups.get(key)
-            if rollup is None:  # not setdefault: a new Rollup (six sketches) per line is the cost to avoid
-                rollup = self.rollups[key] = Rollup()
-            rollup.add(sample)
-            if self.keep_raw:
-                self.raw.append(sample)
+        self.extend((sample,))
 
     def extend(self, samples: Iterable[Sample]) -> int:
         """Add a batch (the gateway reader's): its values are counted first and each distinct value

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from provisioning.vmplan import DEFAULT_REPLICA_PORT
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COUNTYCLOUD_", env_file=".env", extra="ignore")
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     backup_rest_port: int = 23000
     # The secondary site's replica target (rclone serve sftp) that replicated counties' guests stream
     # to through their guestfwd (provisioning.vmplan reads it too: the VM's XML names it).
-    replica_port: int = Field(default=23010, ge=1, le=65535)
+    replica_port: int = Field(default=DEFAULT_REPLICA_PORT, ge=1, le=65535)
     # VMs brought from restore (or boot) to serving at once on this machine; 0 for no limit. Under
     # TCG that phase is CPU-bound: one per core served 13 counties sooner than 13 at once, and the
     # first of them within seconds; two per core was not faster when measured side by side

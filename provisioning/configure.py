@@ -160,12 +160,28 @@ def skipped(plans: Sequence[VmPlan]) -> str:
     return f"{SKIPPED} for {len(plans)} VM(s): {', '.join(settings_digest(plan) for plan in plans)}"
 
 
+def out_of_sync(plans: Sequence[VmPlan],
+                hypervisor: Callable[[str], AbstractContextManager[Hypervisor]]) -> list[VmPlan]:
+    """The VMs a converge would change (in_sync), each asked through its own site's hypervisor."""
+    stale = []
+    for plan in plans:
+        with hypervisor(plan.site) as hv:
+            if not in_sync(hv, plan):
+                stale.append(plan)
+    return stale
+
+
 def converge_stale(plans: Sequence[VmPlan], guest_digests: Mapping[str, str | None],
                    run: Callable[[Sequence[VmPlan]], str]) -> str:
     """Converge only the VMs whose settings differ from what their guest serves with (`run` converges;
     provisioning's takes its turn among other counties' converges first, so a county whose guest
     already matches never waits for one)."""
-    stale = unconverged(plans, guest_digests)
+    return converge_only(plans, unconverged(plans, guest_digests), run)
+
+
+def converge_only(plans: Sequence[VmPlan], stale: Sequence[VmPlan],
+                  run: Callable[[Sequence[VmPlan]], str]) -> str:
+    """`run` on the stale VMs only; the others are said to be skipped."""
     if not stale:
         return skipped(plans)
     current = [plan for plan in plans if plan not in stale]

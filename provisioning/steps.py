@@ -213,14 +213,9 @@ def _probe_account(platform: Platform, tenant: str, ctx: StepContext) -> str:
 def _configure(platform: Platform, tenant: str, ctx: StepContext) -> str:
     """`tenant configure`: Ansible converges the VMs a converge would change (configure.in_sync)."""
     plans = records.load_plans(platform.engine, tenant)
-    current = []
-    for plan in plans:
-        with platform.hypervisor(plan.site) as hv:
-            if configure.in_sync(hv, plan):
-                current.append(plan)
-    stale = [plan for plan in plans if plan not in current]
-    said = configure.converge(stale, ensure_ssh_key(platform.ssh_key), ctx.artifacts) if stale else ""
-    return "; ".join(part for part in (said, configure.skipped(current) if current else "") if part)
+    return configure.converge_only(
+        plans, configure.out_of_sync(plans, platform.hypervisor),
+        lambda stale: configure.converge(stale, ensure_ssh_key(platform.ssh_key), ctx.artifacts))
 
 
 def _configure_after_others(platform: Platform, tenant: str, ctx: StepContext) -> str:

@@ -148,3 +148,17 @@ def test_tenant_configure_skips_a_guest_only_when_nothing_would_change() -> None
     gone = _guest()
     del gone.files[configure.GUEST_SETTINGS_FILE]
     assert not configure.in_sync(gone, PLAN)
+
+
+def test_out_of_sync_asks_each_vms_site_and_names_only_the_stale() -> None:
+    changed = dataclasses.replace(OTHER, site="secondary", settings={"county_name": "基隆市政府"})
+    guests = {"primary": _guest(), "secondary": _guest(served=OTHER)}
+    asked: list[str] = []
+
+    @contextmanager
+    def hypervisor(site: str) -> Iterator[Hypervisor]:
+        asked.append(site)
+        yield guests[site]
+
+    assert configure.out_of_sync([PLAN, changed], hypervisor) == [changed]
+    assert asked == ["primary", "secondary"]

@@ -51,6 +51,11 @@ class ReplicaSite:
         """The county's replica as the SFTP server shows it (its root is `served`)."""
         return f"/{COUNTIES}/{tenant}"
 
+    def set_aside_dir(self, tenant: str, label: str) -> Path:
+        """Where a county's replica of an ended lineage is kept: outside `served`, so neither the
+        SFTP server nor a failover's choice of state sees it."""
+        return self.root / "set-aside" / f"{tenant}-{label}"
+
     @property
     def host_key(self) -> Path:
         return self.root / "host_ed25519"

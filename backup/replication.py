@@ -155,6 +155,21 @@ def ensure_streaming(platform: Platform, tenant: str, *, target: ReplicaServer |
     return True
 
 
+def set_aside(platform: Platform, tenant: str, label: str, site: str = DEFAULT_SITE) -> Path | None:
+    """The county's replica at `site` moved out of the served folder (kept, not deleted), where it
+    was; None when there was none. Called when its lineage ended: the county came home from a
+    failover with a database the stream never held, so the states there are no longer restorable
+    as the county's newest, and the stream that resumes starts a new replica. Idempotent by
+    `label` (a rerun finds it moved)."""
+    held = replica.replica_site(platform.state_dir, site)
+    source, kept = held.county_dir(tenant), held.set_aside_dir(tenant, label)
+    if not source.exists():
+        return kept if kept.exists() else None
+    kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    source.rename(kept)
+    return kept
+
+
 # --- reading and restoring the replica ---------------------------------------------------------
 
 def newest(platform: Platform, tenant: str, site: str = DEFAULT_SITE,

@@ -21,9 +21,12 @@ SCHEDULE = "*/15 * * * * *"  # a county that lost its stream is back within abou
 
 
 def replicated_counties() -> list[str]:
+    """Active counties of the replicated tier running at their home site. One running elsewhere
+    after a failover does not stream: its target is the site it runs at, whose replica is what it
+    was restored from (the failback sets that replica aside; the stream resumes at home)."""
     with session_scope(bootstrap.engine()) as session:
         return [tenant.slug for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
-                if tenant.protection is ProtectionTier.REPLICATED]
+                if tenant.protection is ProtectionTier.REPLICATED and tenant.running_site is None]
 
 
 def replicate(_at: datetime) -> None:

@@ -10,6 +10,8 @@ check -> unfence -> drain -> final-copy -> stop -> recover -> verify -> switch -
 - recover: dr.bringup at the home site from the final copy (its app answers; no address yet);
 - verify: the served database's figures equal the final copy's: every committed write came home
   (before any new write can reach it);
+- replicas: a replicated county's replica at the secondary set aside (its stream ended at the
+  failover); the stream resumes from home with a new replica;
 - switch: the address back home, probed through it.
 Protection resumes from the home site by itself: backup rounds run where the county runs.
 """
@@ -23,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from backup import consistent, figures
+from backup import consistent, figures, replication
 from backup.platformdb import CopyCheck, check_sqlite
 from dr import bringup, fence, records, report, restorepoints
 from dr.bringup import Target
@@ -164,6 +166,18 @@ def _verify(platform: Platform, ctx: StepContext) -> str:
     return f"{len(said)} county(ies) serve exactly their final state: 0 committed writes lost"
 
 
+def _replicas(platform: Platform, ctx: StepContext) -> str:
+    """Each county's replica at the site it comes from set aside: its stream ended at the failover,
+    and the county comes home with the final copy, which is newer. Left served, its states would be
+    a later failover's choice over the backups taken at home (replication.set_aside)."""
+    scope = ctx.result("check", Scope)
+    kept = [county for county in sorted(scope.vms)
+            if replication.set_aside(platform, county, ctx.job_id, scope.failed_site) is not None]
+    for county in kept:
+        ctx.log(f"{county}: its replica at {scope.failed_site} set aside; the stream resumes at home")
+    return f"{len(kept)} replica(s) set aside"
+
+
 def _switch(platform: Platform, ctx: StepContext) -> Recovered:
     """Each verified county back behind its address, probed through it; its run's times completed."""
     scope, recovered = ctx.result("check", Scope), ctx.result("recover", Recovered)
@@ -201,6 +215,7 @@ def failback_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         Step("stop", lambda ctx: _stop(platform, ctx), "the secondary's VMs undefined (disks kept)"),
         Step("recover", lambda ctx: _recover(platform, ctx), "at home from the final copy (no address)"),
         Step("verify", lambda ctx: _verify(platform, ctx), "served figures equal the final copy's"),
+        Step("replicas", lambda ctx: _replicas(platform, ctx), "the ended streams' replicas set aside"),
         Step("switch", lambda ctx: _switch(platform, ctx), "addresses back home, probed through them"),
         Step("report", lambda ctx: _report(platform, ctx), "downtime per county"),
     ]

@@ -124,3 +124,22 @@ def test_restore_to_disk_picks_again_when_its_state_was_compacted_away(
     with pytest.raises(replication.ReplicationError, match="no matching backup files"):
         replication.restore_to_disk(platform, "taipei", site="secondary", vm_name="other")
     assert asked == [0]
+
+
+def test_a_set_aside_replica_is_no_longer_a_state_to_restore(tmp_path: Path) -> None:
+    """After a failback the county's replica is of a lineage that ended: moved out of the served
+    folder (kept), so no later failover picks it; a rerun of the step finds it already moved."""
+    platform = Platform(engine=create_engine("sqlite://"), state_dir=tmp_path / "state",
+                        cache_dir=tmp_path / "cache", domain_type=DomainType.QEMU)
+    site = replica.replica_site(platform.state_dir, "secondary")
+    folder = site.county_dir("taipei") / "ltx"
+    put(folder, 9, 1, 1, 1_000)
+    put(folder, 0, 2, 2, 2_000)
+    assert replication.newest(platform, "taipei") is not None
+
+    kept = replication.set_aside(platform, "taipei", "job-1")
+    assert kept is not None and (kept / "ltx").is_dir() and not site.county_dir("taipei").exists()
+    assert site.served not in kept.parents, "a set-aside replica must not be served"
+    assert replication.newest(platform, "taipei") is None
+    assert replication.set_aside(platform, "taipei", "job-1") == kept  # the rerun
+    assert replication.set_aside(platform, "keelung", "job-1") is None  # no replica: nothing to do

@@ -262,3 +262,33 @@ def test_a_newer_replicated_state_is_chosen_with_the_backup_point_to_fall_back_t
     assert newer.replicated and newer.txid == 0x2A and newer.short == "r000002a"
     assert not backup.replicated
     assert failover.with_replicated(chosen, {"taipei": None}).points["taipei"] == backup
+
+
+# --- failback: the ended streams' replicas --------------------------------------------------------
+
+def test_failback_sets_aside_the_replicas_of_the_counties_it_brings_home(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from backup import replica, replication
+    from dr import failback
+    from provisioning.platform import Platform
+    from provisioning.spec import DomainType
+    from tests.unit.backup.test_replica import put
+
+    platform = Platform(engine=create_engine("sqlite://"), state_dir=tmp_path / "state",
+                        cache_dir=tmp_path / "cache", domain_type=DomainType.QEMU)
+    held = replica.replica_site(platform.state_dir, "secondary")
+    for county in ("taipei", "yilan"):
+        put(held.county_dir(county) / "ltx", 9, 1, 1, 1_000)
+    scope = failover.Scope(failed_site="secondary", to_site="primary", failed_at=1.0, batches=[["taipei"]],
+                           tiers={"taipei": "failback"}, tier_order=["failback"], expected={},
+                           vms={"taipei": "taipei-1", "keelung": "keelung-1"})
+    said: list[str] = []
+    ctx = SimpleNamespace(job_id="j1", log=said.append, result=lambda name, _kind: scope)
+    steps = [step.name for step in failback.failback_steps({}, platform)]
+    assert steps.index("verify") < steps.index("replicas") < steps.index("switch")
+
+    assert failback._replicas(platform, ctx) == "1 replica(s) set aside"  # type: ignore[arg-type]
+    assert replication.newest(platform, "taipei") is None, "the ended lineage is still served"
+    assert replication.newest(platform, "yilan") is not None, "a county not failing back keeps its replica"
+    assert said == ["taipei: its replica at secondary set aside; the stream resumes at home"]

@@ -19,9 +19,11 @@ Protection resumes from the home site by itself: backup rounds run where the cou
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,7 +31,7 @@ from backup import consistent, figures, replication
 from backup.platformdb import CopyCheck, check_sqlite
 from dr import bringup, fence, records, report, restorepoints
 from dr.bringup import Target
-from dr.failover import DrError, Recovered, Scope
+from dr.failover import DEFAULT_PARALLELISM, DrError, Recovered, Scope
 from dr.restorepoints import Point
 from inventory import queries
 from inventory.db import session_scope
@@ -39,6 +41,27 @@ from provisioning import records as provisioning_records
 from provisioning.platform import Platform
 
 DRAIN_SETTLE_S = 1.0  # requests already inside the app finish (HAProxy reloads hitlessly)
+
+T = TypeVar("T")
+
+
+def each_county(counties: Iterable[str], work: Callable[[str], T]) -> dict[str, T]:
+    """`work` for every county, DEFAULT_PARALLELISM at a time as a failover's tier runs (each
+    county's downtime is its own: one after the other, the last of 13 waited for all the others).
+    Every county's work ends before the first error is raised; each is idempotent, so a rerun of the
+    step redoes only what did not finish."""
+    with ThreadPoolExecutor(max_workers=DEFAULT_PARALLELISM, thread_name_prefix="failback") as pool:
+        futures = {county: pool.submit(work, county) for county in sorted(counties)}
+    return {county: future.result() for county, future in futures.items()}
+
+
+def _logger(ctx: StepContext) -> Callable[[str], None]:
+    lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with lock:
+            ctx.log(line)
+    return log
 
 
 class FailbackArgs(BaseModel):
@@ -116,8 +139,9 @@ def _final_copy(platform: Platform, ctx: StepContext) -> FinalCopies:
     scope = ctx.result("check", Scope)
     workdir = ctx.artifacts / "counties"
     workdir.mkdir(parents=True, exist_ok=True)
-    points = {}
-    for county in sorted(scope.vms):
+    log = _logger(ctx)
+
+    def copy(county: str) -> Point:
         plan = records.county_plan(platform.engine, county, scope.failed_site)
         point = final_point(county, ctx.job_id, time.time(), {})
         target, marker = restorepoints.staged_paths(workdir, point)
@@ -126,9 +150,9 @@ def _final_copy(platform: Platform, ctx: StepContext) -> FinalCopies:
             check_sqlite(target, CopyCheck.FULL)
             marker.touch()
         found = figures.read(target)
-        points[county] = point.model_copy(update={"recorded": found.tags()})
-        ctx.log(f"{county}: final copy, {found.summary()}")
-    return FinalCopies(points=points)
+        log(f"{county}: final copy, {found.summary()}")
+        return point.model_copy(update={"recorded": found.tags()})
+    return FinalCopies(points=each_county(scope.vms, copy))
 
 
 def _stop(platform: Platform, ctx: StepContext) -> str:
@@ -142,18 +166,19 @@ def _stop(platform: Platform, ctx: StepContext) -> str:
 def _recover(platform: Platform, ctx: StepContext) -> Recovered:
     scope, copies = ctx.result("check", Scope), ctx.result("final-copy", FinalCopies)
     workdir = ctx.artifacts / "counties"
-    runs = []
-    for county in sorted(scope.vms):
+    log = _logger(ctx)
+
+    def recover(county: str) -> bringup.CountyRun:
         plan = records.county_plan(platform.engine, county, scope.to_site)
         target = Target(scope.to_site, plan, switch=False)  # switched after `verify`
-        runs.append(bringup.bring_up(platform, county, copies.points[county], target, workdir, log=ctx.log))
-    return Recovered(runs=runs)
+        return bringup.bring_up(platform, county, copies.points[county], target, workdir, log=log)
+    return Recovered(runs=list(each_county(scope.vms, recover).values()))
 
 
 def _verify(platform: Platform, ctx: StepContext) -> str:
     scope, copies = ctx.result("check", Scope), ctx.result("final-copy", FinalCopies)
-    said = []
-    for county in sorted(scope.vms):
+
+    def verify(county: str) -> None:
         plan = records.county_plan(platform.engine, county, scope.to_site)
         served = ctx.artifacts / "counties" / f"{county}-served.db"
         consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), served)
@@ -162,7 +187,7 @@ def _verify(platform: Platform, ctx: StepContext) -> str:
             raise DrError(f"{county}: the database served at {scope.to_site} differs from the final copy: "
                           + "; ".join(differ))
         served.unlink()
-        said.append(county)
+    said = each_county(scope.vms, verify)
     return f"{len(said)} county(ies) serve exactly their final state: 0 committed writes lost"
 
 

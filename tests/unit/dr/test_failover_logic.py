@@ -292,3 +292,32 @@ def test_failback_sets_aside_the_replicas_of_the_counties_it_brings_home(tmp_pat
     assert replication.newest(platform, "taipei") is None, "the ended lineage is still served"
     assert replication.newest(platform, "yilan") is not None, "a county not failing back keeps its replica"
     assert said == ["taipei: its replica at secondary set aside; the stream resumes at home"]
+
+
+def test_failback_works_on_counties_a_few_at_a_time_and_finishes_all_before_failing() -> None:
+    import threading
+    import time as clock
+
+    from dr import failback
+
+    running, most, ended = [0], [0], []
+    lock = threading.Lock()
+
+    def work(county: str) -> str:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        clock.sleep(0.05)
+        with lock:
+            running[0] -= 1
+            ended.append(county)
+        if county == "b":
+            raise DrError("b: the served database differs")
+        return county.upper()
+
+    counties = ["e", "d", "c", "b", "a"]
+    with pytest.raises(DrError, match="b: the served"):
+        failback.each_county(counties, work)
+    assert sorted(ended) == sorted(counties), "a county's error stopped the others' work"
+    assert 1 < most[0] <= failover.DEFAULT_PARALLELISM
+    assert failback.each_county(["c", "a"], str.upper) == {"a": "A", "c": "C"}

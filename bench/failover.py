@@ -1,26 +1,28 @@
-"""Failover figures on real VMs: detection, RTO (clone and cold), RPO, failback with nothing lost.
+"""Failover figures on real VMs: detection, RTO (clone and cold), RPO per tier, failback with nothing lost.
 
 N counties (`--counties`, default 13) are provisioned at the primary site by cloning its template
-in a state folder of its own (/var/lib/countycloud-bench-dr), each gets a writer committing one
-certification every half second through its address and one backup round (its restore point).
-Three vantage points watch the sites (this process as "service", two `python -m dr.witness`
-processes as "witness" and "secondary"). Then, side by side in one run:
+in a state folder of its own (/var/lib/countycloud-bench-dr). The recovery plan is the sample's
+(inventory/samples/recovery-plan.yaml: tier-1 of 3 counties, then 6, then 4), kept to the counties
+present; tier-1's counties are of the `replicated` protection tier: Litestream in their guests
+streams to the secondary's replica target (rclone serve sftp) from before the writes start. Each
+county gets a writer committing one certification every half second through its address and one
+backup round (its restore point). Three vantage points watch the sites (this process as "service",
+two `python -m dr.witness` processes as "witness" and "secondary"). Then, side by side in one run:
 
 1. kill the primary (`countycloud site stop primary`); detect_s: until the watch declares it DOWN;
-   `countycloud dr failover --failed-at KILL` by clone: rto_s (kill -> last county serving through
-   its address), rto_first_tier_s, rpo_backup_s (worst: restore point -> kill);
+   `countycloud dr failover --plan PLAN --failed-at KILL` by clone: rto_s (kill -> last county
+   serving through its address), rto_first_tier_s; rpo_backup_s and rpo_replicated_s measured by
+   the writers, per tier: the age at the kill of the oldest acknowledged write missing after the
+   failover (0 when none is); the report's own (restore point -> kill) beside them;
 2. primary back, `countycloud dr failback`: failback_lost (acknowledged writes missing at home);
 3. kill again, `dr failover --cold` (boot the golden image instead of cloning): rto_cold_s, and
    bare_boot_s: the fastest county's boot alone in that run (start + app ready, no restore), the
    machine's bare boot of the same image at that moment; rto_ratio = rto_s / bare_boot_s;
 4. failback again, retire everything.
 
-rpo_replicated_s is null: there is no replication stream (the backup issue's replicated tier).
-Without a recovery plan file the counties fail over in one tier, 3 at a time.
-
 Last line: {"counties", "bare_boot_s", "detect_s", "rto_s", "rto_ratio", "rto_first_tier_s",
 "rpo_backup_s", "rpo_replicated_s", "failback_lost", "rto_cold_s"}.
-Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/failover.py --counties 2
+Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/failover.py
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,19 +50,67 @@ from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import Writer, _writer  # noqa: E402
 
 STATE = Path(os.environ.get("COUNTYCLOUD_BENCH_DR_STATE", "/var/lib/countycloud-bench-dr"))
-# Ports of the DR helper's block: guests 24300-24349, addresses 24350-24379, backup REST 24390.
+# Ports of the DR helper's block: guests 24300-24349, addresses 24350-24379, backup REST 24390,
+# the replica target 24391.
+REPLICA_PORT = 24391
 ENV = {
     **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE), "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/cc.db",
     "COUNTYCLOUD_GUEST_PORT_FIRST": "24300", "COUNTYCLOUD_GUEST_PORT_LAST": "24349",
     "COUNTYCLOUD_GATEWAY_PORT_FIRST": "24350", "COUNTYCLOUD_GATEWAY_PORT_LAST": "24379",
-    "COUNTYCLOUD_BACKUP_REST_PORT": "24390",
+    "COUNTYCLOUD_BACKUP_REST_PORT": "24390", "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT),
 }
 SLUGS = ["taichung", "taoyuan", "changhua", "hsinchu-county", "hsinchu-city", "keelung", "yunlin",
          "chiayi-county", "pingtung", "chiayi-city", "penghu", "kinmen", "lienchiang"]
 
 
-def inventory(count: int) -> str:
-    return two_sites(SLUGS[:count])
+FIRST_STATE_WITHIN_S = 300.0  # Litestream started in TCG guests, each first snapshot sent
+
+
+def recovery_plan(counties: list[str]) -> tuple[str, list[str]]:
+    """The sample plan kept to `counties` (tiers left empty dropped), and its first tier's counties."""
+    from dr import plans
+
+    raw = yaml.safe_load(plans.sample_path().read_text())
+    for tier in raw["tiers"]:
+        tier["counties"] = [county for county in tier["counties"] if county in counties]
+    raw["tiers"] = [tier for tier in raw["tiers"] if tier["counties"]]
+    first = min(raw["tiers"], key=lambda tier: tier["order"])["counties"]
+    return yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), first
+
+
+def start_replication(counties: list[str]) -> None:
+    """The secondary's replica target, fresh, and each county's stream; back once each has a state."""
+    from backup import replica, replicaserver, replication
+    from inventory.db import make_engine
+    from provisioning.platform import Platform, host_domain_type
+
+    platform = Platform(engine=make_engine(ENV["COUNTYCLOUD_DATABASE_URL"]), state_dir=STATE,
+                        cache_dir=STATE / "cache", domain_type=host_domain_type())
+    site = replica.replica_site(STATE, "secondary")
+    target = replicaserver.server(site, REPLICA_PORT)
+    replicaserver.stop(target)
+    shutil.rmtree(site.served, ignore_errors=True)  # an earlier run's replicas
+    replicaserver.start(target)
+    for county in counties:
+        replication.enable(platform, county, target=target)
+    ends = time.monotonic() + FIRST_STATE_WITHIN_S
+    while [county for county in counties if replication.newest(platform, county) is None]:
+        if time.monotonic() > ends:
+            raise SystemExit(f"no replicated state within {FIRST_STATE_WITHIN_S} s")
+        time.sleep(1)
+
+
+def rpo_by_tier(writers: dict[str, Writer], present: dict[str, set[str]], killed: float,
+                before: float, replicated: list[str]) -> dict[str, float | None]:
+    """Worst RPO per protection tier as the writers saw it: the age at the kill of the oldest write
+    acknowledged before `before` (the failover's end) and missing after it; 0 when none is missing.
+    (Writes acknowledged between the kill command and its effect count: they were lost too.)"""
+    ages: dict[str, list[float]] = {"backup": [], "replicated": []}
+    for county, writer in writers.items():
+        lost = [at for purpose, at in writer.acked if at < before and purpose not in present[county]]
+        tier = "replicated" if county in replicated else "backup"
+        ages[tier].append(max(0.0, killed - min(lost)) if lost else 0.0)
+    return {tier: round(max(found), 2) if found else None for tier, found in ages.items()}
 
 
 def cli(*args: str, timeout: float = 3600) -> str:
@@ -111,11 +164,12 @@ def watch_down(since: float, timeout_s: float = 60) -> float:
 
 
 def failover(*extra: str) -> tuple[dict[str, Any], float, float]:
-    """Kill the primary, wait for the watch, fail over: the report, detect_s, the kill's time."""
+    """Kill the primary, wait for the watch, fail over by the plan: the report, detect_s, the kill's time."""
     killed = time.time()
     cli("site", "stop", "primary")
     detect = watch_down(killed)
-    out = cli("dr", "failover", "--failed-at", str(killed), "--json", *extra)
+    out = cli("dr", "failover", "--plan", str(STATE / "plan.yaml"), "--failed-at", str(killed), "--json",
+              *extra)
     return json.loads(out[out.index("{"):]), detect, killed
 
 
@@ -130,11 +184,16 @@ def main() -> int:
     args = parser.parse_args()
     counties = SLUGS[:args.counties]
     STATE.mkdir(parents=True, exist_ok=True)
-    (STATE / "bench.yaml").write_text(inventory(args.counties))
+    plan, replicated = recovery_plan(counties)
+    (STATE / "plan.yaml").write_text(plan)
+    (STATE / "bench.yaml").write_text(two_sites(counties, replicated=replicated))
     cli("setup", timeout=3600)
     cli("inventory", "apply", str(STATE / "bench.yaml"))
+    began = time.monotonic()
     cli("tenant", "create", *counties)
+    created_s = time.monotonic() - began
     writers = make_writers(counties)
+    start_replication(replicated)
     for writer in writers.values():
         writer.start()
     from dr import targets
@@ -151,11 +210,16 @@ def main() -> int:
                                 "--vantage", name], cwd=ROOT, env=ENV) for name in ("witness", "secondary")]
     try:
         time.sleep(3)
+        began = time.monotonic()
         subprocess.run([sys.executable, "-c", BACKUP, *counties], cwd=ROOT, env=ENV, check=True, timeout=3600)
+        backups_s = time.monotonic() - began
         time.sleep(5)  # writes after the restore points
-        clone, detect_s, _ = failover()
+        clone, detect_s, killed = failover()
         failed_over = time.time()
         kept = {county: writer.present() for county, writer in writers.items()}
+        rpo = rpo_by_tier(writers, kept, killed, failed_over, replicated)
+        print(json.dumps({"clone_report": clone, "detect_s": detect_s, "rpo": rpo}, ensure_ascii=False),
+              flush=True)  # the first half's figures, kept should the rest fail
         with session_scope(engine) as session:  # the watch follows the counties to the secondary
             targets.write_targets(STATE, targets.from_database(session, STATE))
         time.sleep(3)
@@ -183,11 +247,17 @@ def main() -> int:
     for county in counties:
         cli("tenant", "retire", county, "--purge")
     print(json.dumps({"clone_report": clone, "cold_report": cold}, ensure_ascii=False))
+    reported = {tier: max((row["rpo_s"] for row in clone["counties"]
+                           if (row["county"] in replicated) == (tier == "replicated")), default=None)
+                for tier in ("backup", "replicated")}
+    print(json.dumps({"created_s": round(created_s, 1), "backups_s": round(backups_s, 1),
+                      "replicated": replicated, "rpo_reported": reported,
+                      "writer_errors": {county: writer.errors for county, writer in writers.items()}}))
     figures = {
         "counties": len(counties), "bare_boot_s": round(bare, 2), "detect_s": detect_s,
         "rto_s": clone["rto_s"], "rto_ratio": round(clone["rto_s"] / bare, 3) if bare else None,
-        "rto_first_tier_s": clone["rto_first_tier_s"], "rpo_backup_s": clone["rpo_worst_s"],
-        "rpo_replicated_s": None, "failback_lost": lost, "rto_cold_s": cold["rto_s"],
+        "rto_first_tier_s": clone["rto_first_tier_s"], "rpo_backup_s": rpo["backup"],
+        "rpo_replicated_s": rpo["replicated"], "failback_lost": lost, "rto_cold_s": cold["rto_s"],
     }
     print(json.dumps(figures))
     return 0

@@ -3,14 +3,18 @@ the primary (each bench keeps its own state folder and ports; this is only the Y
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 
-def two_sites(counties: Sequence[str], *, data_disk_mb: int = 64, protection: str | None = None) -> str:
-    tier = f"protection: {protection}, " if protection else ""
+def two_sites(counties: Sequence[str], *, data_disk_mb: int = 64, protection: str | None = None,
+              replicated: Collection[str] = ()) -> str:
+    """`protection`: every county's tier; `replicated`: the counties of the replicated tier."""
+    def tier(slug: str) -> str:
+        chosen = "replicated" if slug in replicated else protection
+        return f"protection: {chosen}, " if chosen else ""
     tenants = "\n".join(
         f"  - {{slug: {slug}, name: {slug}, site: primary, network: tenant-user, image: bookworm-tenant,\n"
-        f"     {tier}vms: [{{role: accounting, size: small}}]}}" for slug in counties)
+        f"     {tier(slug)}vms: [{{role: accounting, size: small}}]}}" for slug in counties)
     return f"""sites:
   - name: primary
     role: primary

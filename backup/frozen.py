@@ -19,7 +19,10 @@ folds it into one file (journal_mode=DELETE), which is quick_checked.
 
 A freeze left behind (the control plane killed between freeze and thaw) would stop the county's
 writes: `take` first thaws whatever is frozen, so the step's rerun on resume releases it, and the
-thaw is retried before an error is reported.
+thaw is retried before an error is reported. When the agent cannot be reached to thaw (the site's
+libvirt daemon died with the guest frozen: the guest itself runs on), `thaw_otherwise` is tried:
+the caller's other way into the guest (backup.steps: `fsfreeze --unfreeze` over SSH, which goes
+through QEMU's own forward, not the daemon).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -148,12 +151,28 @@ def thaw(hv: Agent, vm_name: str) -> int:
     raise ThawFailed(f"{vm_name}: data file system may still be frozen: {last}") from last
 
 
-def take(hv: Agent, vm_name: str, disk: Path, target: Path, *, mountpoint: str = GUEST_DATA_DIR) -> Taken:
-    """The county's database as of one instant, at `target` (0600, replaced only when complete)."""
+def thaw_or_otherwise(hv: Agent, vm_name: str, otherwise: Callable[[], None] | None) -> None:
+    """Thaw through the agent; when it never answers, `otherwise` (which raises ThawFailed itself
+    when it cannot thaw either). The agent's error is kept in the message."""
+    try:
+        thaw(hv, vm_name)
+    except ThawFailed as error:
+        if otherwise is None:
+            raise
+        try:
+            otherwise()
+        except ThawFailed as other:
+            raise ThawFailed(f"{error}; and otherwise: {other}") from other
+
+
+def take(hv: Agent, vm_name: str, disk: Path, target: Path, *, mountpoint: str = GUEST_DATA_DIR,
+         thaw_otherwise: Callable[[], None] | None = None) -> Taken:
+    """The county's database as of one instant, at `target` (0600, replaced only when complete).
+    `thaw_otherwise`: another way to thaw when the agent cannot be reached (see the module's text)."""
     began = time.monotonic()
     try:  # a freeze left by a killed attempt is released first
         if hv.agent(vm_name, "guest-fsfreeze-status", timeout_s=10) == "frozen":
-            thaw(hv, vm_name)
+            thaw_or_otherwise(hv, vm_name, thaw_otherwise)
         frozen_at = time.monotonic()
         count = hv.agent(vm_name, "guest-fsfreeze-freeze-list", {"mountpoints": [mountpoint]}, timeout_s=30)
     except ThawFailed:
@@ -167,7 +186,7 @@ def take(hv: Agent, vm_name: str, disk: Path, target: Path, *, mountpoint: str =
                 raise FreezeFailed(f"{vm_name}: the agent froze no file system at {mountpoint}")
             extract(disk, Path(folder))
         finally:
-            thaw(hv, vm_name)
+            thaw_or_otherwise(hv, vm_name, thaw_otherwise)
             frozen_s = time.monotonic() - frozen_at
         database = fold(Path(folder))
         database.chmod(0o600)

@@ -271,16 +271,26 @@ def _county_plan(platform: Platform, tenant: str) -> VmPlan:
 def take_database(platform: Platform, site: str, plan: VmPlan, target: Path, log: LogFn, *,
                   disk: Path | None = None) -> Staged:
     """The VM's database, app-consistent, at `target`: by a freeze of its data file system and a read
-    of its data disk on the host (backup/frozen.py); when the agent does not freeze (away, refusing),
-    by the guest's online backup over SSH. A thaw that fails is an error, never a fallback."""
+    of its data disk on the host (backup/frozen.py); when the agent does not freeze (away, refusing,
+    the site's daemon gone), by the guest's online backup over SSH. A thaw the agent cannot make is
+    made over SSH; one that fails both ways is an error, never a fallback."""
     disk = disk or vm.vm_disks(platform, site, plan.name).data_disk
+
+    def thaw_over_ssh() -> None:
+        try:
+            consistent.unfreeze(platform.ssh_key, plan.ssh_port)
+        except consistent.CopyFailed as error:
+            raise frozen.ThawFailed(f"{plan.name}: no thaw over SSH either: {error}") from error
+        log(f"{plan.name}: the agent did not answer the thaw; thawed over SSH")
+
     try:
         with platform.hypervisor(site) as hv:
-            taken = frozen.take(hv, plan.name, disk, target)
+            taken = frozen.take(hv, plan.name, disk, target, thaw_otherwise=thaw_over_ssh)
         return Staged(path=str(taken.path), bytes=taken.bytes, way=CopyWay.FREEZE, frozen_s=taken.frozen_s)
     except (frozen.FreezeFailed, frozen.ExtractFailed, HypervisorError) as error:
         log(f"no frozen copy ({_first_line(error)}); taking the online backup over SSH")
-    size = consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), target)
+    # Thawed first in the same session: a freeze whose answer was lost may still hold the file system.
+    size = consistent.stage(consistent.thawed_copy_argv(platform.ssh_key, plan.ssh_port), target)
     # integrity_check is the verification's: too slow for every round (CopyCheck says why)
     check_sqlite(target, CopyCheck.QUICK)
     return Staged(path=str(target), bytes=size, way=CopyWay.SSH)

@@ -181,7 +181,10 @@ def start(site: SitePaths, timeout_s: float = 60.0) -> None:
     # be disturbed by restarting them.
     if state(site) is SiteState.UP and (not _started_with_huge_pages(site) or qemu_pids(site)):
         return
-    stop(site)  # clear half-started leftovers (a daemon without the other, stale sockets)
+    # Clear half-started leftovers (a daemon without the other, stale sockets), but never a guest:
+    # daemons that died under running VMs are restarted and take their VMs back (libvirt reconnects
+    # to each QEMU from the status it keeps in the site's run folder).
+    _stop_daemons(site)
     for sub in _BIND_MOUNTS:
         (site.root / sub).mkdir(parents=True, exist_ok=True)
     site.disks.mkdir(parents=True, exist_ok=True)
@@ -247,10 +250,9 @@ def _is_qemu(pid: int) -> bool:
         return False
 
 
-def stop(site: SitePaths) -> list[int]:
-    """Site outage: kill -9 the site's daemons and every QEMU it runs. Returns the pids killed."""
-    killed: list[int] = []
-    pids: set[int] = qemu_pids(site)
+def _daemon_pids(site: SitePaths) -> set[int]:
+    """The site's own processes besides its guests: its daemons and what runs in their namespace."""
+    pids: set[int] = set()
     if site.namespace_file.exists():
         namespace = site.namespace_file.read_text().strip()
         # Never kill our own namespace (a stale file could name the host's).
@@ -260,6 +262,12 @@ def stop(site: SitePaths) -> list[int]:
         pid = _site_pid(site, pidfile)
         if pid:
             pids.add(pid)
+    return {pid for pid in pids if not _is_qemu(pid)}
+
+
+def _kill(site: SitePaths, pids: set[int]) -> list[int]:
+    """kill -9 of `pids`, waited for (10 s at most); the daemons' pid files and socket removed."""
+    killed: list[int] = []
     for pid in sorted(pids):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -273,3 +281,12 @@ def stop(site: SitePaths) -> list[int]:
         pidfile.unlink(missing_ok=True)
     site.socket.unlink(missing_ok=True)
     return killed
+
+
+def _stop_daemons(site: SitePaths) -> list[int]:
+    return _kill(site, _daemon_pids(site))
+
+
+def stop(site: SitePaths) -> list[int]:
+    """Site outage: kill -9 the site's daemons and every QEMU it runs. Returns the pids killed."""
+    return _kill(site, qemu_pids(site) | _daemon_pids(site))

@@ -106,3 +106,25 @@ def test_a_thaw_that_never_answers_is_reported_not_swallowed(tmp_path: Path,
     with pytest.raises(frozen.ThawFailed, match="may still be frozen"):
         frozen.take(agent, "vm", tmp_path / "disk", tmp_path / "out.db")
     assert commands(agent).count("guest-fsfreeze-thaw") == frozen.THAW_ATTEMPTS
+
+
+def test_a_thaw_the_agent_cannot_make_is_made_the_other_way_and_the_copy_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site's daemon gone with the guest frozen: the agent never answers the thaw, the caller's
+    other way (SSH) thaws, and the database read while frozen is a good copy."""
+    monkeypatch.setattr(frozen.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(frozen, "extract", lambda disk, out: {})
+    monkeypatch.setattr(frozen, "fold", lambda out: _db(out))
+    thawed: list[str] = []
+    agent = FakeAgent(fail={"guest-fsfreeze-thaw"})
+    taken = frozen.take(agent, "vm", tmp_path / "disk", tmp_path / "out.db",
+                        thaw_otherwise=lambda: thawed.append("ssh"))
+    assert thawed == ["ssh"] and (tmp_path / "out.db").read_bytes() == b"data"
+
+    def cannot() -> None:
+        raise frozen.ThawFailed("ssh: connection refused")
+
+    with pytest.raises(frozen.ThawFailed, match=r"may still be frozen.*and otherwise: ssh: connection"):
+        frozen.take(agent, "vm", tmp_path / "disk", tmp_path / "again.db", thaw_otherwise=cannot)
+    assert not (tmp_path / "again.db").exists()
+    assert taken.bytes == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -193,16 +194,20 @@ class _NoHypervisor:
         return None
 
 
-def _take_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception | None
-               ) -> tuple[steps.Staged, list[list[str]], list[str]]:
+def _take_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception | None, *,
+               agent_thaws: bool = True) -> tuple[steps.Staged, list[list[str]], list[str]]:
     from backup import frozen
 
     staged_by: list[list[str]] = []
     logged: list[str] = []
 
-    def take(_hv: object, _name: str, _disk: Path, target: Path) -> frozen.Taken:
+    def take(_hv: object, _name: str, _disk: Path, target: Path,
+             thaw_otherwise: Callable[[], None] | None = None) -> frozen.Taken:
         if error is not None:
             raise error
+        if not agent_thaws:
+            assert thaw_otherwise is not None
+            thaw_otherwise()
         target.write_bytes(b"db")
         return frozen.Taken(path=target, bytes=2, frozen_s=0.3, wall_s=0.9)
 
@@ -236,7 +241,26 @@ def test_an_agent_that_does_not_freeze_falls_back_to_the_ssh_stream(monkeypatch:
     assert done.way is steps.CopyWay.SSH and done.bytes == 3
     [argv] = staged_by
     assert argv[0] == "ssh" and "22001" in argv
+    assert argv[-1].startswith("sh -c 'fsfreeze --unfreeze /srv/tenant-data"), "a lost freeze is not thawed"
     assert "agent away" in logged[0]
+
+
+def test_a_thaw_the_agent_cannot_make_is_made_over_ssh(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    from backup import frozen
+
+    unfrozen: list[int] = []
+    monkeypatch.setattr(steps.consistent, "unfreeze", lambda _key, port: unfrozen.append(port))
+    done, staged_by, logged = _take_with(monkeypatch, tmp_path, None, agent_thaws=False)
+    assert done.way is steps.CopyWay.FREEZE and unfrozen == [22001] and not staged_by
+    assert "thawed over SSH" in logged[0]
+
+    def unreachable(_key: Path, _port: int) -> None:
+        raise steps.consistent.CopyFailed("ssh exited 255: connection refused")
+
+    monkeypatch.setattr(steps.consistent, "unfreeze", unreachable)
+    with pytest.raises(frozen.ThawFailed, match="no thaw over SSH either: ssh exited 255"):
+        _take_with(monkeypatch, tmp_path, None, agent_thaws=False)
 
 
 def test_a_thaw_that_failed_fails_the_round(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

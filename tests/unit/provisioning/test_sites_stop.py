@@ -50,3 +50,30 @@ def test_a_stale_namespace_file_naming_a_reused_namespace_kills_nothing(tmp_path
     finally:
         other.kill()
         other.wait()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_starting_a_site_whose_daemons_died_keeps_its_running_guests(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemons killed under running VMs: `site start` restarts the daemons and kills no guest (libvirt
+    takes them back); `site stop`, the outage, kills both."""
+    site = sites.site_paths(tmp_path, "primary")
+    killed: list[set[int]] = []
+
+    def kill(_site: sites.SitePaths, pids: set[int]) -> list[int]:
+        killed.append(set(pids))
+        raise _Stopped  # what start does next needs real daemons
+
+    monkeypatch.setattr(sites, "state", lambda _site: sites.SiteState.DOWN)
+    monkeypatch.setattr(sites, "qemu_pids", lambda _site: {2002})
+    monkeypatch.setattr(sites, "_site_pid", lambda _site, _pidfile: 1001)
+    monkeypatch.setattr(sites, "_is_qemu", lambda pid: pid == 2002)
+    monkeypatch.setattr(sites, "_kill", kill)
+    with pytest.raises(_Stopped):
+        sites.start(site)
+    with pytest.raises(_Stopped):
+        sites.stop(site)
+    assert killed == [{1001}, {1001, 2002}]

@@ -657,10 +657,12 @@ class Restic:
 
     def snapshots(
         self, repo: Repository, *, tags: Iterable[str] = (), host: str | None = None,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, no_lock: bool = False,
     ) -> list[Snapshot]:
-        """The repository's snapshots, oldest first; `tags` must all be present (restic's AND)."""
-        args: list[str] = []
+        """The repository's snapshots, oldest first; `tags` must all be present (restic's AND).
+        `no_lock`: a reader that must never hold up the rounds' `forget` (restic 0.14 does not wait
+        for a lock: the other command fails)."""
+        args: list[str] = ["--no-lock"] if no_lock else []
         checked = _check_tags(tags)
         if checked:
             args += ["--tag", ",".join(checked)]
@@ -757,13 +759,15 @@ class Restic:
 
     def dump(
         self, repo: Repository, snapshot_id: str, path: str, target: Path, *, timeout_s: float | None = None,
+        no_lock: bool = False,
     ) -> DumpResult:
         """Write one file of a snapshot to `target` (through a temporary file: no half-written target)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
+        args = ["--no-lock"] if no_lock else []
         try:
             with partial.open("wb") as out:
-                done = self._run(repo, "dump", [_check_snapshot_id(snapshot_id), path], stdout=out,
+                done = self._run(repo, "dump", [*args, _check_snapshot_id(snapshot_id), path], stdout=out,
                                  timeout_s=timeout_s)
             size = partial.stat().st_size
             os.replace(partial, target)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,21 @@ def test_lock_of_a_killed_restic_is_removed_and_a_live_one_is_kept(sites: Sites,
     result = restic.forget(repo, Retention(keep_last=1))
     assert len(result.kept) == 1
     assert lock_files(repo_dir) == []
+
+
+def test_a_reader_without_lock_reads_past_an_exclusive_lock(sites: Sites, tmp_path: Path) -> None:
+    """What a reader polling the offsite repository needs (bench/backup_rpo.py): restic 0.14 does not
+    wait for a lock, so a locking reader and a round's exclusive `forget` fail each other."""
+    restic, repo = replace(sites.restic, clear_stale_locks=False), sites.pair.primary
+    source = random_file(tmp_path / "src" / "a", 10_000)
+    snapshot = restic.backup_paths(repo, [source]).snapshot_id
+    _leave_stale_exclusive_lock(restic, repo)  # as a forget or check holds while it runs
+    held = lock_files(Path(repo.location))
+    with pytest.raises(RepositoryLocked):
+        restic.snapshots(repo)
+    assert [s.id for s in restic.snapshots(repo, no_lock=True)] == [snapshot]
+    assert restic.dump(repo, snapshot, str(source), tmp_path / "a.out", no_lock=True).bytes == 10_000
+    assert lock_files(Path(repo.location)) == held
 
 
 def _leave_stale_exclusive_lock(restic: Restic, repo: Repository) -> None:

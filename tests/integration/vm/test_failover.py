@@ -102,8 +102,11 @@ class Writer:
 
 
 # Seeding the demo county hashes passwords and makes every user's signing key: minutes in a TCG guest,
-# longer than one `tenant exec` may take, so it runs in the background and is waited for.
-SEED = (f"nohup sh -c 'tenant-app seed > /tmp/dr-seed.log 2>&1 "
+# longer than one `tenant exec` may take, so it runs in the background and is waited for. On a
+# machine loaded with many guests the seed once met "database is locked" (its transaction waited
+# longer than SQLite's busy time-out): it is tried again, three times at most (a failed seed wrote
+# nothing).
+SEED = ("nohup sh -c 'for try in 1 2 3; do tenant-app seed > /tmp/dr-seed.log 2>&1 && break; sleep 5; done "
         f"&& tenant-app token {CLERK} > /tmp/dr-token.part && mv /tmp/dr-token.part /tmp/dr-token' "
         "> /dev/null 2>&1 &")
 

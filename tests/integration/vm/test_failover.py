@@ -61,6 +61,7 @@ class Writer:
     port: int
     token: str
     line_id: int
+    interval_s: float = 0.5  # between one answer and the next request
     acked: list[tuple[str, float]] = field(default_factory=list)
     errors: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -82,7 +83,7 @@ class Writer:
                     self.acked.append((purpose, time.time()))
                 else:
                     self.errors += 1
-                time.sleep(0.5)
+                time.sleep(self.interval_s)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="writer", daemon=True)

@@ -19,7 +19,6 @@ Protection resumes from the home site by itself: backup rounds run where the cou
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from backup import consistent, figures, replication
 from backup.platformdb import CopyCheck, check_sqlite
 from dr import bringup, fence, records, report, restorepoints
 from dr.bringup import Target
-from dr.failover import DEFAULT_PARALLELISM, DrError, Recovered, Scope
+from dr.failover import DEFAULT_PARALLELISM, DrError, Recovered, Scope, locked_log
 from dr.restorepoints import Point
 from inventory import queries
 from inventory.db import session_scope
@@ -53,15 +52,6 @@ def each_county(counties: Iterable[str], work: Callable[[str], T]) -> dict[str, 
     with ThreadPoolExecutor(max_workers=DEFAULT_PARALLELISM, thread_name_prefix="failback") as pool:
         futures = {county: pool.submit(work, county) for county in sorted(counties)}
     return {county: future.result() for county, future in futures.items()}
-
-
-def _logger(ctx: StepContext) -> Callable[[str], None]:
-    lock = threading.Lock()
-
-    def log(line: str) -> None:
-        with lock:
-            ctx.log(line)
-    return log
 
 
 class FailbackArgs(BaseModel):
@@ -139,7 +129,7 @@ def _final_copy(platform: Platform, ctx: StepContext) -> FinalCopies:
     scope = ctx.result("check", Scope)
     workdir = ctx.artifacts / "counties"
     workdir.mkdir(parents=True, exist_ok=True)
-    log = _logger(ctx)
+    log = locked_log(ctx)
 
     def copy(county: str) -> Point:
         plan = records.county_plan(platform.engine, county, scope.failed_site)
@@ -166,7 +156,7 @@ def _stop(platform: Platform, ctx: StepContext) -> str:
 def _recover(platform: Platform, ctx: StepContext) -> Recovered:
     scope, copies = ctx.result("check", Scope), ctx.result("final-copy", FinalCopies)
     workdir = ctx.artifacts / "counties"
-    log = _logger(ctx)
+    log = locked_log(ctx)
 
     def recover(county: str) -> bringup.CountyRun:
         plan = records.county_plan(platform.engine, county, scope.to_site)

@@ -245,16 +245,21 @@ def _recover_one(platform: Platform, args: FailoverArgs, scope: Scope, chosen: C
     raise AssertionError("unreachable")
 
 
-def _recover(platform: Platform, args: FailoverArgs, ctx: StepContext) -> Recovered:
-    scope, chosen = ctx.result("check", Scope), ctx.result("restore-points", Chosen)
-    workdir = ctx.artifacts / "counties"
-    workdir.mkdir(parents=True, exist_ok=True)
+def locked_log(ctx: StepContext) -> Callable[[str], None]:
+    """The step's log for counties worked on in threads: one line at a time."""
     lock = threading.Lock()
 
     def log(line: str) -> None:
         with lock:
             ctx.log(line)
+    return log
 
+
+def _recover(platform: Platform, args: FailoverArgs, ctx: StepContext) -> Recovered:
+    scope, chosen = ctx.result("check", Scope), ctx.result("restore-points", Chosen)
+    workdir = ctx.artifacts / "counties"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = locked_log(ctx)
     runs: list[CountyRun] = []
     failed: dict[str, str] = {}
     for number, batch in enumerate(scope.batches, 1):

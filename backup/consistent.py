@@ -79,23 +79,23 @@ def guest_copy_argv(ssh_key: Path, ssh_port: int) -> list[str]:
     return ssh_argv(ssh_key, ssh_port, copy_argv())
 
 
-# `fsfreeze --unfreeze` of a file system that is not frozen fails with EINVAL: already thawed.
-_UNFREEZE = f"fsfreeze --unfreeze {GUEST_DATA_DIR} 2>/dev/null || true"
+# The data file system thawed; `fsfreeze --unfreeze` of one that is not frozen fails with EINVAL
+# (already thawed: fine); any other failure is fsfreeze's message and exit 1.
+_UNFREEZE = (f"{{ out=$(fsfreeze --unfreeze {GUEST_DATA_DIR} 2>&1) || case \"$out\" in "
+             f"*'Invalid argument'*) ;; *) echo \"$out\" >&2; exit 1;; esac; }}")
 
 
 def thawed_copy_argv(ssh_key: Path, ssh_port: int) -> list[str]:
     """The guest's online-backup copy, its data file system thawed first in the same session: a
     freeze whose answer was lost (the agent's connection broke mid-call) would otherwise hold the
     copy's first write to SQLite's shared memory until the time-out."""
-    return ssh_argv(ssh_key, ssh_port, ["sh", "-c", f"{_UNFREEZE}; exec {shlex.join(copy_argv())}"])
+    return ssh_argv(ssh_key, ssh_port, ["sh", "-c", f"{_UNFREEZE} && exec {shlex.join(copy_argv())}"])
 
 
 def unfreeze(ssh_key: Path, ssh_port: int, *, timeout_s: float = 60.0) -> None:
     """The guest's data file system thawed over SSH (QEMU's forward, not the site's daemons); one
     that was not frozen is left as it is. CopyFailed when it cannot (no SSH, or fsfreeze's error)."""
-    script = (f"out=$(fsfreeze --unfreeze {GUEST_DATA_DIR} 2>&1) || case \"$out\" in "
-              f"*'Invalid argument'*) ;; *) echo \"$out\" >&2; exit 1;; esac")
-    argv = ssh_argv(ssh_key, ssh_port, ["sh", "-c", script])
+    argv = ssh_argv(ssh_key, ssh_port, ["sh", "-c", _UNFREEZE])
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as error:

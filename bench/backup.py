@@ -136,11 +136,13 @@ def main() -> int:
                         help="one county on a real VM through the product's steps (bench/backup_vm.py)")
     parser.add_argument("--repeat", type=int, default=3, help="--vm: timed incremental rounds")
     parser.add_argument("--keep", action="store_true", help="--vm: leave the county running")
+    parser.add_argument("--rounds-only", action="store_true",
+                        help="--vm: the backup rounds only (no SSH/freeze probes, restore or verify)")
     args = parser.parse_args()
     if args.vm:
         from bench import backup_vm
 
-        return backup_vm.main(args.repeat, args.keep)
+        return backup_vm.main(args.repeat, args.keep, rounds_only=args.rounds_only)
 
     run = STATE / "run"
     if run.exists():

@@ -148,6 +148,7 @@ class Bench:
         ctx = StepContext(job_id=key, args=args.model_dump(mode="json"), artifacts=work)
         took = run_timed(steps.backup_steps(args.model_dump(mode="json"), self.platform), ctx)
         self.ways.append(str(ctx.previous.get("copy", {}).get("way")))
+        took["frozen"] = ctx.previous.get("copy", {}).get("frozen_s") or 0.0  # writers held (not a step)
         subprocess.run(["rm", "-rf", str(work)], check=True)
         return took
 
@@ -238,7 +239,7 @@ class Bench:
         return took
 
 
-def main(repeat: int, keep: bool) -> int:
+def main(repeat: int, keep: bool, *, rounds_only: bool = False) -> int:
     from inventory.db import make_engine
 
     database = generated_database()
@@ -267,11 +268,16 @@ def main(repeat: int, keep: bool) -> int:
         for attempt in range(repeat):
             changes.append(timed(lambda attempt=attempt: bench.change(9_000 + attempt))[0])
             rounds.append(bench.backup_round())
-        probes = bench.copy_probes()
-        with tempfile.TemporaryDirectory(dir=STATE) as scratch:
-            freeze = bench.freeze_way(Path(scratch))
-            restores = [bench.restore(Path(scratch)) for _ in range(3)]
-        verify = bench.verify()
+        probes: dict[str, float] = {}
+        freeze: dict[str, Any] = {}
+        restores: list[dict[str, float]] = []
+        verify: dict[str, float] = {}
+        if not rounds_only:
+            probes = bench.copy_probes()
+            with tempfile.TemporaryDirectory(dir=STATE) as scratch:
+                freeze = bench.freeze_way(Path(scratch))
+                restores = [bench.restore(Path(scratch)) for _ in range(3)]
+            verify = bench.verify()
         names = list(rounds[0])
         figures_out = {
             "counties": 1,
@@ -285,13 +291,17 @@ def main(repeat: int, keep: bool) -> int:
             "rpo_s": None,
             "rpo_replicated_s": None,
             "restore_s": median([r["fetch_checked_s"] for r in restores]),
-            "verify_s": verify["total"],
+            "verify_s": verify.get("total"),
             "incremental_steps": {name: median([r[name] for r in rounds]) for name in names},
+            # each round's steps as measured (the per-step medians above need not add up to the
+            # median of the sums: a slow step in one round moves only that round's sum)
+            "incremental_rounds": [{name: round(value, 3) for name, value in r.items()} for r in rounds],
             "first_backup_steps": {name: round(value, 3) for name, value in first.items()},
             "copy_ways": bench.ways,
             "copy_probes": {name: round(value, 3) for name, value in probes.items()},
             "fsfreeze_way": freeze,
-            "restore_phases": {name: median([r[name] for r in restores]) for name in restores[0]},
+            "restore_phases": {name: median([r[name] for r in restores]) for name in restores[0]}
+            if restores else {},
             "verify_steps": verify,
             "put_database_s": round(put_s, 1),
             "change_s": median(changes),

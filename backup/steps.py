@@ -111,6 +111,9 @@ class Staged(StepResult):
     bytes: int
     way: CopyWay = CopyWay.SSH
     frozen_s: float | None = None  # how long the county's writers were held (way freeze)
+    # Read during the copy's quick_check (figures.read_checked: the two overlap); the figures step
+    # hands them on. None in results recorded before they were read here: that step reads them.
+    figures: Figures | None = None
 
     def summary(self) -> str:
         how = (f"by freeze ({self.frozen_s:.2f} s frozen)" if self.way is CopyWay.FREEZE and self.frozen_s
@@ -276,14 +279,14 @@ def take_database(platform: Platform, site: str, plan: VmPlan, target: Path, log
     disk = disk or vm.vm_disks(platform, site, plan.name).data_disk
     try:
         with platform.hypervisor(site) as hv:
-            taken = frozen.take(hv, plan.name, disk, target)
-        return Staged(path=str(taken.path), bytes=taken.bytes, way=CopyWay.FREEZE, frozen_s=taken.frozen_s)
+            taken = frozen.take(hv, plan.name, disk, target, check=False)
+        # quick_check (integrity_check is the verification's, CopyCheck says why) with the figures
+        return Staged(path=str(taken.path), bytes=taken.bytes, way=CopyWay.FREEZE, frozen_s=taken.frozen_s,
+                      figures=figures.read_checked(taken.path))
     except (frozen.FreezeFailed, frozen.ExtractFailed, HypervisorError) as error:
         log(f"no frozen copy ({_first_line(error)}); taking the online backup over SSH")
     size = consistent.stage(consistent.guest_copy_argv(platform.ssh_key, plan.ssh_port), target)
-    # integrity_check is the verification's: too slow for every round (CopyCheck says why)
-    check_sqlite(target, CopyCheck.QUICK)
-    return Staged(path=str(target), bytes=size, way=CopyWay.SSH)
+    return Staged(path=str(target), bytes=size, way=CopyWay.SSH, figures=figures.read_checked(target))
 
 
 # --- backup round ------------------------------------------------------------------------------
@@ -320,13 +323,14 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
         staged = ctx.artifacts / STAGED_NAME
         if producer is not None:
             size = consistent.stage(producer, staged)
-            check_sqlite(staged, CopyCheck.QUICK)
-            return Staged(path=str(staged), bytes=size, way=CopyWay.PRODUCER)
+            return Staged(path=str(staged), bytes=size, way=CopyWay.PRODUCER,
+                          figures=figures.read_checked(staged))
         site = records.current_site(platform.engine, args.tenant)
         return take_database(platform, site, _county_plan(platform, args.tenant), staged, ctx.log)
 
     def read_figures(ctx: StepContext) -> Figures:
-        return figures.read(Path(ctx.result("copy", Staged).path))
+        staged = ctx.result("copy", Staged)
+        return staged.figures or figures.read(Path(staged.path))
 
     def snapshot(ctx: StepContext) -> Snapshotted:
         site = records.current_site(platform.engine, args.tenant)
@@ -503,8 +507,8 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
             vm.wait_ready(hv, chosen.clone_name, chosen.app_port, platform.boot_timeout_s)
         served = ctx.artifacts / "served.db"
         # the database the clone serves, read the rounds' way (its data disk under a freeze)
-        take_database(platform, args.site, plan(ctx), served, ctx.log, disk=paths(ctx).data_disk)
-        found = figures.read(served)
+        taken = take_database(platform, args.site, plan(ctx), served, ctx.log, disk=paths(ctx).data_disk)
+        found = taken.figures or figures.read(served)
         differ = figures.differences(chosen.recorded, found)
         if differ:
             failed(ctx, f"served database: {'; '.join(differ)}")

@@ -75,7 +75,7 @@ def test_a_freeze_left_by_a_killed_attempt_is_released_first(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     agent = FakeAgent(status="frozen")
     monkeypatch.setattr(frozen, "extract", lambda disk, out: {})
-    monkeypatch.setattr(frozen, "fold", lambda out: _db(out))
+    monkeypatch.setattr(frozen, "fold", lambda out, check=True: _db(out))
     taken = frozen.take(agent, "vm", tmp_path / "disk", tmp_path / "out.db")
     assert commands(agent) == ["guest-fsfreeze-status", "guest-fsfreeze-thaw", "guest-fsfreeze-freeze-list",
                                "guest-fsfreeze-thaw"]

@@ -225,6 +225,60 @@ class Bench:
         target.unlink(missing_ok=True)
         return {"snapshots_s": listed_s, "fetch_checked_s": total_s, "dump_s": fetched.wall_s}
 
+    def offsite_ways(self, scratch: Path, trials: int) -> dict[str, Any]:
+        """The offsite leg both ways on the same staged copies, alternating (not the product's way
+        unless `copy`): `copy` = `restic backup` into the primary then `restic copy` of that snapshot
+        (what the round does); `both_parallel` = two `restic backup` at once, one per repository.
+        Each trial's copy is the county's database taken the round's way, then 50 vouchers added on
+        the host (every backup has new data, as a round's has). The probe's snapshots are tagged
+        county=PROBE and forgotten afterwards."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from bench.backup import add_vouchers
+
+        site = records.current_site(self.platform.engine, COUNTY)
+        restic = steps._restic(self.platform, site)
+        pair = repository.pair(self.platform.state_dir, site, "secondary", REST_PORT)
+        slug = f"{COUNTY}-probe"
+        base = scratch / "probe-base.db"
+        steps.take_database(self.platform, site, self.plan, base, lambda _line: None)
+        made: dict[str, list[str]] = {"primary": [], "offsite": []}
+        out: dict[str, list[float]] = {"copy_backup_s": [], "copy_copy_s": [], "copy_s": [],
+                                       "both_parallel_s": [], "both_primary_s": [], "both_offsite_s": []}
+
+        def store(repo: Any, staged: Path, where: str) -> float:
+            began = time.perf_counter()
+            done = consistent.store(restic, repo, staged, slug, tags=[f"job=probe-{uuid.uuid4().hex[:8]}"])
+            made[where].append(done.snapshot_id)
+            return time.perf_counter() - began
+
+        for trial in range(trials):
+            for way in ("copy", "both_parallel"):
+                staged = scratch / f"probe-{trial}-{way}.db"
+                subprocess.run(["cp", str(base), str(staged)], check=True)
+                add_vouchers(staged, CHANGE_VOUCHERS, 70_000 + trial * 2 + (way == "copy"))
+                if way == "copy":
+                    backup_s = store(pair.primary, staged, "primary")
+                    copy_s, done = timed(lambda: restic.copy(pair.offsite, pair.primary,
+                                                             snapshot_ids=[made["primary"][-1]]))
+                    made["offsite"] += list(done.copied.values())
+                    out["copy_backup_s"].append(backup_s)
+                    out["copy_copy_s"].append(copy_s)
+                    out["copy_s"].append(backup_s + copy_s)
+                else:
+                    began = time.perf_counter()
+                    with ThreadPoolExecutor(max_workers=2) as pool:
+                        primary = pool.submit(store, pair.primary, staged, "primary")
+                        offsite = pool.submit(store, pair.offsite, staged, "offsite")
+                        out["both_primary_s"].append(primary.result())
+                        out["both_offsite_s"].append(offsite.result())
+                    out["both_parallel_s"].append(time.perf_counter() - began)
+                staged.unlink()
+        for where, repo in (("primary", pair.primary), ("offsite", pair.offsite)):
+            restic.forget_ids(repo, made[where])
+        return {name: median(values) for name, values in out.items()} | {
+            "trials": {name: [round(value, 3) for value in values] for name, values in out.items()}}
+
     def verify(self) -> dict[str, float]:
         key = f"bench-verify-{uuid.uuid4().hex[:8]}"
         args = steps.RestoreArgs(tenant=COUNTY, mode=steps.RestoreMode.VERIFY, site="secondary",
@@ -239,7 +293,7 @@ class Bench:
         return took
 
 
-def main(repeat: int, keep: bool, *, rounds_only: bool = False) -> int:
+def main(repeat: int, keep: bool, *, rounds_only: bool = False, offsite_trials: int = 0) -> int:
     from inventory.db import make_engine
 
     database = generated_database()
@@ -268,6 +322,10 @@ def main(repeat: int, keep: bool, *, rounds_only: bool = False) -> int:
         for attempt in range(repeat):
             changes.append(timed(lambda attempt=attempt: bench.change(9_000 + attempt))[0])
             rounds.append(bench.backup_round())
+        offsite_ways: dict[str, Any] = {}
+        if offsite_trials:
+            with tempfile.TemporaryDirectory(dir=STATE) as scratch:
+                offsite_ways = bench.offsite_ways(Path(scratch), offsite_trials)
         probes: dict[str, float] = {}
         freeze: dict[str, Any] = {}
         restores: list[dict[str, float]] = []
@@ -296,6 +354,7 @@ def main(repeat: int, keep: bool, *, rounds_only: bool = False) -> int:
             # each round's steps as measured (the per-step medians above need not add up to the
             # median of the sums: a slow step in one round moves only that round's sum)
             "incremental_rounds": [{name: round(value, 3) for name, value in r.items()} for r in rounds],
+            "offsite_ways": offsite_ways,
             "first_backup_steps": {name: round(value, 3) for name, value in first.items()},
             "copy_ways": bench.ways,
             "copy_probes": {name: round(value, 3) for name, value in probes.items()},

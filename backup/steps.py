@@ -1,9 +1,10 @@
 """Job step lists for a county's backup round and for restoring / verifying a restore point.
 
-Backup round:  check -> copy (app-consistent: backup/frozen.py, else backup/consistent.py) -> figures
--> snapshot -> offsite -> retention. The figures are read from the staged copy before the snapshot
-because they are stored as the snapshot's own tags (backup/figures.py says why); the snapshot is the
-one restic call that makes a restore point.
+Backup round:  check -> copy (app-consistent: backup/frozen.py, else backup/consistent.py; the
+figures read during its quick_check) -> figures -> snapshot (into both repositories at once) ->
+offsite (restic copy, only when the offsite write did not succeed) -> retention. The figures are read
+from the staged copy before the snapshot because they are stored as the snapshot's own tags
+(backup/figures.py says why); the snapshot step's restic calls are what make a restore point.
 
 Restore (`mode`: verify, copy, in-place): check (choose the snapshot) -> fetch (restic dump, integrity
 check, figures compared with those recorded) -> data-disk (a NEW ccdata disk with the restored
@@ -12,9 +13,9 @@ verify and copy use a clone of their own (own name, UUID and ports, no tenant ad
 stops the county's VM, swaps its data disk (the old one kept beside it), and starts it again. Every
 VM bring-up ends by reading the figures back from the running app's database over SSH.
 
-Every step is idempotent: the snapshot step finds the snapshot a killed attempt of the same job
-made (tag job=ID) instead of making a second; disks are linked into place only when complete; the
-VM operations are idempotent themselves.
+Every step is idempotent: the snapshot step finds the snapshots a killed attempt of the same job
+made (tag job=ID, in either repository) instead of making a second; disks are linked into place only
+when complete; the VM operations are idempotent themselves.
 """
 
 from __future__ import annotations
@@ -456,10 +457,10 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
 
     return [
         Step("check", check, "the county's VM, both repositories (made if missing)"),
-        Step("copy", copy, "online backup of the county's database in its guest, over SSH"),
+        Step("copy", copy, "the county's database, app-consistent (freeze, else SSH), quick_check"),
         Step("figures", read_figures, "voucher count, certified per line, journal balance"),
-        Step("snapshot", snapshot, "restic backup --stdin, figures as tags"),
-        Step("offsite", offsite, "restic copy to the secondary site"),
+        Step("snapshot", snapshot, "restic backup --stdin into both repositories at once, figures as tags"),
+        Step("offsite", offsite, "restic copy to the secondary site, if its write did not succeed"),
         Step("retention", retention, "forget by the tier's retention, both repositories"),
     ]
 

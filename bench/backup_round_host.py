@@ -37,13 +37,12 @@ def main() -> int:
     sys.path.insert(0, str(args.root.resolve()))
 
     from backup import consistent, repository, restserver, steps
+    from bench.backup import add_vouchers
     from inventory.jobs import StepContext, StepResult
     from provisioning import records
     from provisioning.platform import Platform
     from provisioning.spec import DomainType
     from tests.unit.provisioning.test_steps_lists import _database
-
-    from bench.backup import add_vouchers
 
     args.state.mkdir(parents=True, exist_ok=True)
     inventory = args.state / "inventory.db"
@@ -81,7 +80,8 @@ def main() -> int:
         if os.environ.get("BENCH_STOP_SERVER"):
             restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(args.port))
     took["incremental_s"] = round(sum(float(took[name]) for name in STEPS_TO_OFFSITE), 3)
-    print(json.dumps({"root": str(args.root), "full": first, **took, "load_1m": round(os.getloadavg()[0], 2)}))
+    load = round(os.getloadavg()[0], 2)
+    print(json.dumps({"root": str(args.root), "full": first, **took, "load_1m": load}))
     return 0
 
 

@@ -22,6 +22,10 @@ Measured (each phase timed around the product's own step functions, backup/steps
   integrity_check and figures (ops.fetch_checked), median of 3;
 - verify_s: a RESTORE job in mode verify run inline (clone at the secondary, /healthz, figures
   read back over SSH, record, tear-down), per step.
+- offsite_ways (`--offsite-trials N`): the offsite leg both ways on the same staged copies, side by
+  side (`restic backup` then `restic copy`, against two `restic backup` at once);
+- incremental_rounds: each round's steps as measured (the per-step medians need not add up to the
+  median of the sums). `--rounds-only` skips the SSH / freeze probes, the restores and the verify.
 overhead_pct, round_s and the rpo figures are the host bench's (bench/backup.py without --vm).
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ def test_backup_round_then_restore_onto_a_new_data_disk(platform: Platform, coun
     assert (offsite_point.time, offsite_point.tags, offsite_point.hostname) == (point.time, point.tags,
                                                                                  point.hostname)
     assert pairing.partners([point], [offsite_point]) == {point.id: offsite_point}
+    # the time given to both (`--time`, read by restic in its own zone) is the time it was made
+    assert abs(datetime.now(UTC) - point.time) < timedelta(minutes=2)
     assert figures.from_tags(offsite_point.tags) == found.tags()
     # the catch-up's way when the offsite write did not happen: restic copy, found there afterwards
     restic.forget_ids(pair.offsite, [offsite_point.id])

@@ -397,7 +397,8 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
         # is at both sites when the slower of the two ends, instead of after a `restic backup` and then
         # a `restic copy` (which opens two repositories: two more key derivations; docs/benchmarks.md,
         # "#12: the round under 2 s"). backup/pairing.py pairs the two by the job tag.
-        taken_at = datetime.now(UTC).replace(microsecond=0)
+        # (a rerun that found the offsite's point alone gives the primary's the same time)
+        taken_at = offsite_made.time if offsite_made else datetime.now(UTC).replace(microsecond=0)
 
         def store(repository_: Repository) -> BackupResult:
             return consistent.store(restic, repository_, staged, args.tenant, tags=tags, taken_at=taken_at)

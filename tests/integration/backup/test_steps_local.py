@@ -195,3 +195,28 @@ def test_a_round_asks_restic_nothing_it_knows_already(platform: Platform, county
     monkeypatch.undo()
     again = run(backup, "snapshot", ctx)
     assert isinstance(again, Snapshotted) and again.reused and again.snapshot_id == first.snapshot_id
+
+
+def test_a_rerun_that_finds_the_offsite_point_alone_writes_the_primarys_only(
+        platform: Platform, county_db: Path, tmp_path: Path, port: int) -> None:
+    backup = steps.backup_steps({"tenant": "keelung", "rest_port": port}, platform)
+    artifacts = tmp_path / "job-o"
+    artifacts.mkdir()
+    ctx = StepContext(job_id="job-o", args={}, artifacts=artifacts)
+    run(backup, "check", ctx)
+    staged = artifacts / "tenant.db"
+    shutil.copy(county_db, staged)
+    ctx.previous = {**ctx.previous,
+                    "copy": Staged(path=str(staged), bytes=staged.stat().st_size).model_dump(mode="json")}
+    run(backup, "figures", ctx)
+    first = run(backup, "snapshot", ctx)
+    restic = Restic(cache_dir=tmp_path / "cache-check")
+    pair = repository.pair(platform.state_dir, "primary", "secondary", port)
+    # as if the attempt had been killed after the offsite's write, before the primary's
+    restic.forget_ids(pair.primary, [first.snapshot_id])
+    shutil.copy(county_db, staged)
+    again = run(backup, "snapshot", ctx)
+    assert isinstance(again, Snapshotted) and not again.reused and again.offsite_id == first.offsite_id
+    [point] = restic.snapshots(pair.primary, tags=["job=job-o"])
+    [offsite_point] = restic.snapshots(pair.offsite, tags=["job=job-o"])  # not written a second time
+    assert point.time == offsite_point.time and pairing.partners([point], [offsite_point])

@@ -396,7 +396,7 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
         # Both repositories at once, from the same staged copy, with the same time and tags: the point
         # is at both sites when the slower of the two ends, instead of after a `restic backup` and then
         # a `restic copy` (which opens two repositories: two more key derivations; docs/benchmarks.md,
-        # "#12: the round under 2 s"). backup/pairing.py pairs the two by the job tag.
+        # "#12: the round toward 2 s"). backup/pairing.py pairs the two by the job tag.
         # (a rerun that found the offsite's point alone gives the primary's the same time)
         taken_at = offsite_made.time if offsite_made else datetime.now(UTC).replace(microsecond=0)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from backup import policy, restserver
+from backup import policy, repository, restserver
 from backup.policy import RestorePoint, Retention
 from backup.restic import (
     DiskFull,
@@ -353,3 +353,19 @@ def test_disk_full_is_reported(tmp_path: Path, restic_runner: Restic) -> None:
         assert restic_runner.snapshots(repo) == []
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_two_starts_at_once_leave_one_server_named_by_its_pid_file(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.integration.backup.conftest import free_port
+
+    backup = repository.site_backup(tmp_path / "state", "secondary")
+    server = backup.rest_server(free_port())
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            started = [done.result() for done in [pool.submit(restserver.start, server) for _ in range(4)]]
+        assert len(set(started)) == 1  # one server, every caller told its pid
+        assert restserver.pid(server) == started[0] and restserver.state(server) is restserver.ServerState.UP
+    finally:
+        restserver.stop(server)

@@ -21,6 +21,7 @@ import os
 import shlex
 import subprocess
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from backup.restic import BackupResult, Repository, Restic
@@ -137,9 +138,9 @@ def county_tag(slug: str) -> str:
 
 
 def store(restic: Restic, repo: Repository, staged: Path, slug: str, *, tags: Sequence[str] = (),
-          timeout_s: float | None = None) -> BackupResult:
+          taken_at: datetime | None = None, timeout_s: float | None = None) -> BackupResult:
     """The staged copy into `restic backup --stdin`, tagged with its county (and `tags`: its figures).
     Read from a file, so a stale lock met by restic is cleared and the same bytes read again."""
     with staged.open("rb") as source:
         return restic.backup_stdin(repo, source, filename=DATABASE_FILENAME, tags=[county_tag(slug), *tags],
-                                   host=slug, timeout_s=timeout_s)
+                                   host=slug, taken_at=taken_at, timeout_s=timeout_s)

@@ -19,8 +19,10 @@ import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from backup.platformdb import CopyCheck, check_sqlite
 from inventory.jobs import StepResult
 
 # The tenant app's schema as these figures read it (tenant_app/models.py).
@@ -86,6 +88,21 @@ def read(database: Path) -> Figures:
         raise FiguresError(f"{database}: {error}") from error
     return Figures(vouchers=int(vouchers), certified_per_line=lines, debits=int(debits), credits=int(credits),
                    unbalanced_entries=int(unbalanced))
+
+
+def read_checked(database: Path) -> Figures:
+    """quick_check and the figures of one staged copy at once (~0.25 s and ~0.2 s for a year of a
+    county): sqlite3 lets go of the GIL while it steps, so on a free core the two readers overlap.
+    A damaged copy is reported as such (PlatformDbError) before any FiguresError it also causes."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checked = pool.submit(check_sqlite, database, CopyCheck.QUICK)
+        try:
+            found = read(database)
+        except FiguresError:
+            checked.result()
+            raise
+        checked.result()
+    return found
 
 
 def to_tags(figures: Figures) -> list[str]:

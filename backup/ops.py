@@ -15,15 +15,27 @@ A site reads its own repository by path; another site's through that site's REST
 from __future__ import annotations
 
 import shutil
+import time
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from backup import consistent, figures, policy, repository, restored, restserver, steps, verifications
+from backup import (
+    consistent,
+    figures,
+    pairing,
+    policy,
+    repository,
+    restored,
+    restserver,
+    steps,
+    verifications,
+)
 from backup.figures import Figures
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier
@@ -112,8 +124,9 @@ class RestorePoints:
 
 def merge_points(primary: Sequence[Snapshot], offsite: Sequence[Snapshot],
                  proofs: Sequence[verifications.Verification]) -> list[RestorePointInfo]:
-    """Pure: one entry per restore point, the offsite copy paired with its source by `original`."""
-    copies = {snapshot.original: snapshot for snapshot in offsite if snapshot.original}
+    """Pure: one entry per restore point, the offsite snapshot paired with the primary's it holds
+    (by `original` for a copy, by the job for one written with it: backup/pairing.py)."""
+    copies = pairing.partners(primary, offsite)
     paired: set[str] = set()
     points = []
     for snapshot in primary:
@@ -162,11 +175,19 @@ def find_point(snapshots: Sequence[Snapshot], wanted: str | None, *,
                at_or_before: datetime | None = None) -> Snapshot:
     """The snapshot asked for: by its id or its source's (`original`, so a primary id finds its
     offsite copy), or the newest taken at or before a time, or the newest."""
+    return find_held(snapshots, wanted, at_or_before=at_or_before)[0]
+
+
+def find_held(snapshots: Sequence[Snapshot], wanted: str | None, *, at_or_before: datetime | None = None,
+              primary: Callable[[], list[Snapshot]] | None = None) -> tuple[Snapshot, str | None]:
+    """find_point, and the primary's id of the point: a point written to the offsite with its
+    primary's (no `original`) is found by the primary's id through the primary's own list
+    (`primary`, read only then: steps.choose_held)."""
     if at_or_before is not None:
         snapshots = [snapshot for snapshot in snapshots if snapshot.time <= at_or_before]
         if not snapshots:
             raise SnapshotNotFound("restore", f"no restore point at or before {at_or_before.isoformat()}")
-    return steps.choose_snapshot(list(snapshots), wanted)
+    return steps.choose_held(list(snapshots), wanted, primary)
 
 
 # --- restore onto a new data disk --------------------------------------------------------------
@@ -198,22 +219,28 @@ def restore_to_disk(platform: Platform, tenant: str, *, site: str, snapshot: str
     source_site = from_site or sites.offsite
     restic = steps._restic(platform, site)
     repo = reach(platform, source_site, site, sites.rest_port)
-    chosen = find_point(restic.snapshots(repo, tags=[consistent.county_tag(tenant)]), snapshot,
-                        at_or_before=at_or_before)
+    tags = [consistent.county_tag(tenant)]
+
+    def primary() -> list[Snapshot]:  # the primary's own list, by path: where its control plane is
+        return steps._restic(platform, sites.primary).snapshots(
+            reach(platform, sites.primary, sites.primary, sites.rest_port), tags=tags)
+
+    chosen, original_id = find_held(restic.snapshots(repo, tags=tags), snapshot, at_or_before=at_or_before,
+                                    primary=None if source_site == sites.primary else primary)
     recorded = figures.from_tags(chosen.tags)
     plan = steps._county_plan(platform, tenant)
     steps.check_secret(chosen, plan.app_secret)
     target = restored_disk_path(platform, site, vm_name or plan.name, chosen.id)
     if target.exists():
         restored.check_existing(target)  # refuses what is not a ccdata disk
-        return RestoredDisk(target, chosen.id, chosen.original, chosen.time, recorded, made=False)
+        return RestoredDisk(target, chosen.id, original_id, chosen.time, recorded, made=False)
     work = platform.artifacts_dir / "restore-disk" / f"{target.stem}-{uuidlib.uuid4().hex[:8]}"
     try:
         fetched = fetch_checked(restic, repo, chosen, work / "tenant.db")
         restored.make(target, size_mib or plan.data_disk_mib, fetched.path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return RestoredDisk(target, chosen.id, chosen.original, chosen.time, recorded, made=True)
+    return RestoredDisk(target, chosen.id, original_id, chosen.time, recorded, made=True)
 
 
 @dataclass(frozen=True)
@@ -296,11 +323,23 @@ def record_verification(engine: Engine, tenant: str, point: RestoredDisk | Snaps
 # --- offsite catch-up and per-county status ------------------------------------------------------
 
 def copy_offsite(platform: Platform, sites: BackupSites) -> CopyResult:
-    """Copy every restore point the offsite repository lacks (restic skips those it holds): what
-    brings the offsite copy level again after its site or server was away. Idempotent."""
+    """Copy every restore point the offsite repository lacks: what brings the offsite copy level
+    again after its site or server was away. Idempotent. Only the unpaired are named to `restic
+    copy` (backup/pairing.py): restic would copy a point written to both repositories a second time
+    (it knows copies by `original` only). `skipped`: the primary's points the offsite holds."""
     restic = steps._restic(platform, sites.primary)
     pair = repository.ensure_pair(restic, platform.state_dir, sites.primary, sites.offsite, sites.rest_port)
-    return restic.copy(pair.offsite, pair.primary)
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        there = pool.submit(restic.snapshots, pair.offsite)
+        here = restic.snapshots(pair.primary)
+        offsite = there.result()
+    missing = pairing.unpaired(here, offsite)
+    held = tuple(snapshot.short_id for snapshot in here if snapshot not in missing)
+    if not missing:
+        return CopyResult(copied={}, skipped=held, wall_s=time.monotonic() - began)
+    done = restic.copy(pair.offsite, pair.primary, snapshot_ids=[snapshot.id for snapshot in missing])
+    return CopyResult(copied=done.copied, skipped=held + done.skipped, wall_s=time.monotonic() - began)
 
 
 def points_by_county(platform: Platform, sites: BackupSites) -> tuple[dict[str, list[RestorePointInfo]],

@@ -323,6 +323,14 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(head + fraction + ("+00:00" if zone == "Z" else zone))
 
 
+def restic_time(when: datetime) -> str:
+    """A time as `backup --time` takes it: the local time of day to the second (restic 0.14 parses
+    it in its own time zone, which is this process's: restic inherits the environment)."""
+    if when.tzinfo is None:
+        raise ValueError("a snapshot time must be timezone-aware")
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _snapshot(data: dict[str, Any]) -> Snapshot:
     summary = data.get("summary")
     return Snapshot(
@@ -556,10 +564,11 @@ class Restic:
 
     def backup_stdin(
         self, repo: Repository, source: IO[bytes] | int, *, filename: str, tags: Iterable[str] = (),
-        host: str | None = None, timeout_s: float | None = None,
+        host: str | None = None, taken_at: datetime | None = None, timeout_s: float | None = None,
     ) -> BackupResult:
-        """Back up what `source` (an open file or pipe) yields until EOF as one file, `filename`."""
-        args = [*self._backup_options(tags, host), "--stdin", "--stdin-filename", filename]
+        """Back up what `source` (an open file or pipe) yields until EOF as one file, `filename`.
+        `taken_at`: the snapshot's time (restic's --time, whole seconds) instead of restic's start."""
+        args = [*self._backup_options(tags, host, taken_at), "--stdin", "--stdin-filename", filename]
         argv = self._argv("backup", args, json_output=True)
         fd = source if isinstance(source, int) else source.fileno()
         start = _offset(fd)
@@ -647,12 +656,14 @@ class Restic:
         return _backup_result(_Completed(restic_out.data(), message, 0, wall))
 
     @staticmethod
-    def _backup_options(tags: Iterable[str], host: str | None) -> list[str]:
+    def _backup_options(tags: Iterable[str], host: str | None, taken_at: datetime | None = None) -> list[str]:
         options: list[str] = []
         for tag in _check_tags(tags):
             options += ["--tag", tag]
         if host:
             options += ["--host", host]
+        if taken_at is not None:
+            options += ["--time", restic_time(taken_at)]
         return options
 
     def snapshots(

@@ -1,9 +1,10 @@
 """Job step lists for a county's backup round and for restoring / verifying a restore point.
 
-Backup round:  check -> copy (app-consistent: backup/frozen.py, else backup/consistent.py) -> figures
--> snapshot -> offsite -> retention. The figures are read from the staged copy before the snapshot
-because they are stored as the snapshot's own tags (backup/figures.py says why); the snapshot is the
-one restic call that makes a restore point.
+Backup round:  check -> copy (app-consistent: backup/frozen.py, else backup/consistent.py; the
+figures read during its quick_check) -> figures -> snapshot (into both repositories at once) ->
+offsite (restic copy, only when the offsite write did not succeed) -> retention. The figures are read
+from the staged copy before the snapshot because they are stored as the snapshot's own tags
+(backup/figures.py says why); the snapshot step's restic calls are what make a restore point.
 
 Restore (`mode`: verify, copy, in-place): check (choose the snapshot) -> fetch (restic dump, integrity
 check, figures compared with those recorded) -> data-disk (a NEW ccdata disk with the restored
@@ -12,9 +13,9 @@ verify and copy use a clone of their own (own name, UUID and ports, no tenant ad
 stops the county's VM, swaps its data disk (the old one kept beside it), and starts it again. Every
 VM bring-up ends by reading the figures back from the running app's database over SSH.
 
-Every step is idempotent: the snapshot step finds the snapshot a killed attempt of the same job
-made (tag job=ID) instead of making a second; disks are linked into place only when complete; the
-VM operations are idempotent themselves.
+Every step is idempotent: the snapshot step finds the snapshots a killed attempt of the same job
+made (tag job=ID, in either repository) instead of making a second; disks are linked into place only
+when complete; the VM operations are idempotent themselves.
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backup import consistent, figures, frozen, repository, restored, verifications
+from backup import consistent, figures, frozen, pairing, repository, restored, verifications
 from backup.figures import Figures
+from backup.pairing import JOB_TAG
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.policy import ProtectionTier, policy_from
 from backup.restic import (
+    BackupResult,
     Repository,
     RepositoryMissing,
     Restic,
@@ -58,7 +62,6 @@ DEFAULT_REST_PORT = int(os.environ.get("COUNTYCLOUD_BACKUP_REST_PORT", "23000"))
 # Forwards of restore clones (verify / copy): a block of the backup range, clear of the gateway's
 # (21000-21999), the guests' (22000-22999) and the backup servers' (23000-23199) ports.
 CLONE_PORTS = range(23200, 23400)
-JOB_TAG = "job"
 SECRET_TAG = "secret"  # a fingerprint of the county's app secret when the point was made
 SIZE_TAG = "bytes"  # the database's size, recorded with the snapshot (restic 0.14 keeps no summary)
 STAGED_NAME = "tenant.db"
@@ -111,6 +114,9 @@ class Staged(StepResult):
     bytes: int
     way: CopyWay = CopyWay.SSH
     frozen_s: float | None = None  # how long the county's writers were held (way freeze)
+    # Read during the copy's quick_check (figures.read_checked: the two overlap); the figures step
+    # hands them on. None in results recorded before they were read here: that step reads them.
+    figures: Figures | None = None
 
     def summary(self) -> str:
         how = (f"by freeze ({self.frozen_s:.2f} s frozen)" if self.way is CopyWay.FREEZE and self.frozen_s
@@ -123,6 +129,10 @@ class Snapshotted(StepResult):
     data_added: int
     duration_s: float
     reused: bool = False  # found from a killed attempt of this job, not made now
+    # The same point written into the offsite repository at once (backup/pairing.py); None: not
+    # written (the offsite step copies it), `offsite_error` says why when the write failed.
+    offsite_id: str | None = None
+    offsite_error: str | None = None
 
     def summary(self) -> str:
         made = "found (made by an earlier attempt of this job)" if self.reused else "made"
@@ -197,6 +207,27 @@ def choose_snapshot(snapshots: list[Snapshot], wanted: str | None) -> Snapshot:
                            f"(have {', '.join(s.short_id for s in snapshots[-5:])} ...)")
 
 
+def choose_held(points: list[Snapshot], wanted: str | None,
+                primary: Callable[[], list[Snapshot]] | None = None) -> tuple[Snapshot, str | None]:
+    """choose_snapshot, and the primary's id of the point chosen (its `original` for a copy). A
+    primary's id asked for at the offsite, whose point was written there with it rather than copied
+    (no `original`), is found through the primary's own list (`primary`, read only then)."""
+    try:
+        chosen = choose_snapshot(points, wanted)
+        return chosen, chosen.original
+    except SnapshotNotFound as missing:
+        if wanted is None or primary is None:
+            raise
+        try:
+            listed = primary()
+        except Exception:  # the primary's repository lost with its site: the point is not known here
+            raise missing from None
+        found = pairing.counterpart(wanted, points, listed)
+        if found is None:
+            raise
+        return found, next(s.id for s in listed if s.id.startswith(wanted))
+
+
 def secret_fingerprint(secret: str) -> str:
     """Names the county's app secret without revealing it (a tag is readable to whoever lists)."""
     return hashlib.sha256(f"countycloud-backup:{secret}".encode()).hexdigest()[:16]
@@ -247,6 +278,15 @@ def write_mark(path: Path) -> None:
         os.close(folder)
 
 
+def _offsite_snapshots(restic: Restic, repo: Repository, tags: Sequence[str]) -> list[Snapshot]:
+    """The offsite repository's snapshots with `tags`; none when it cannot be reached (the rounds go
+    on without it; any other failure is the offsite step's to report)."""
+    try:
+        return restic.snapshots(repo, tags=tags)
+    except Exception:  # see the docstring
+        return []
+
+
 def _restic(platform: Platform, site: str) -> Restic:
     return Restic(cache_dir=repository.site_backup(platform.state_dir, site).cache_dir)
 
@@ -285,15 +325,15 @@ def take_database(platform: Platform, site: str, plan: VmPlan, target: Path, log
 
     try:
         with platform.hypervisor(site) as hv:
-            taken = frozen.take(hv, plan.name, disk, target, thaw_otherwise=thaw_over_ssh)
-        return Staged(path=str(taken.path), bytes=taken.bytes, way=CopyWay.FREEZE, frozen_s=taken.frozen_s)
+            taken = frozen.take(hv, plan.name, disk, target, check=False, thaw_otherwise=thaw_over_ssh)
+        # quick_check (integrity_check is the verification's, CopyCheck says why) with the figures
+        return Staged(path=str(taken.path), bytes=taken.bytes, way=CopyWay.FREEZE, frozen_s=taken.frozen_s,
+                      figures=figures.read_checked(taken.path))
     except (frozen.FreezeFailed, frozen.ExtractFailed, HypervisorError) as error:
         log(f"no frozen copy ({_first_line(error)}); taking the online backup over SSH")
     # Thawed first in the same session: a freeze whose answer was lost may still hold the file system.
     size = consistent.stage(consistent.thawed_copy_argv(platform.ssh_key, plan.ssh_port), target)
-    # integrity_check is the verification's: too slow for every round (CopyCheck says why)
-    check_sqlite(target, CopyCheck.QUICK)
-    return Staged(path=str(target), bytes=size, way=CopyWay.SSH)
+    return Staged(path=str(target), bytes=size, way=CopyWay.SSH, figures=figures.read_checked(target))
 
 
 # --- backup round ------------------------------------------------------------------------------
@@ -330,46 +370,78 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
         staged = ctx.artifacts / STAGED_NAME
         if producer is not None:
             size = consistent.stage(producer, staged)
-            check_sqlite(staged, CopyCheck.QUICK)
-            return Staged(path=str(staged), bytes=size, way=CopyWay.PRODUCER)
+            return Staged(path=str(staged), bytes=size, way=CopyWay.PRODUCER,
+                          figures=figures.read_checked(staged))
         site = records.current_site(platform.engine, args.tenant)
         return take_database(platform, site, _county_plan(platform, args.tenant), staged, ctx.log)
 
     def read_figures(ctx: StepContext) -> Figures:
-        return figures.read(Path(ctx.result("copy", Staged).path))
+        staged = ctx.result("copy", Staged)
+        return staged.figures or figures.read(Path(staged.path))
 
     def snapshot(ctx: StepContext) -> Snapshotted:
         site = records.current_site(platform.engine, args.tenant)
-        restic, repo = _restic(platform, site), pair(site).primary
+        restic, repositories = _restic(platform, site), pair(site)
+        mine = [county, f"{JOB_TAG}={ctx.job_id}"]
         # Only an attempt that already got as far as starting restic can have stored this job's
-        # snapshot: the mark (durable before restic starts) says so, and saves the first attempt a
-        # `restic snapshots` (a key derivation, ~0.5 s) per round.
+        # snapshots: the mark (durable before restic starts) says so, and saves the first attempt a
+        # `restic snapshots` per repository (a key derivation each, ~0.5 s) per round.
         mark = ctx.artifacts / SNAPSHOT_MARK
+        made: Snapshot | None = None
+        offsite_made: Snapshot | None = None
         if look_up_always or mark.exists():
-            mine = restic.snapshots(repo, tags=[county, f"{JOB_TAG}={ctx.job_id}"])
-            if mine:  # a killed attempt of this job already stored it: never a second restore point
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                there = pool.submit(_offsite_snapshots, restic, repositories.offsite, mine)
+                made = next(iter(restic.snapshots(repositories.primary, tags=mine)[-1:]), None)
+                offsite_made = next(iter(there.result()[-1:]), None)
+            if made is not None:  # a killed attempt of this job already stored it: never a second point
                 # restic 0.14's backup summary names a snapshot by its short id: so does this result
-                return Snapshotted(snapshot_id=mine[-1].short_id, data_added=0, duration_s=0.0, reused=True)
+                return Snapshotted(snapshot_id=made.short_id, data_added=0, duration_s=0.0, reused=True,
+                                   offsite_id=offsite_made.short_id if offsite_made else None)
         write_mark(mark)
         staged = Path(ctx.result("copy", Staged).path)
         tags = [*figures.to_tags(ctx.result("figures", Figures)), f"{JOB_TAG}={ctx.job_id}",
                 f"{SIZE_TAG}={staged.stat().st_size}",
                 f"{SECRET_TAG}={secret_fingerprint(_county_plan(platform, args.tenant).app_secret)}"]
-        done = consistent.store(restic, repo, staged, args.tenant, tags=tags)
+        # Both repositories at once, from the same staged copy, with the same time and tags: the point
+        # is at both sites when the slower of the two ends, instead of after a `restic backup` and then
+        # a `restic copy` (which opens two repositories: two more key derivations; docs/benchmarks.md,
+        # "#12: the round toward 2 s"). backup/pairing.py pairs the two by the job tag.
+        # (a rerun that found the offsite's point alone gives the primary's the same time)
+        taken_at = offsite_made.time if offsite_made else datetime.now(UTC).replace(microsecond=0)
+
+        def store(repository_: Repository) -> BackupResult:
+            return consistent.store(restic, repository_, staged, args.tenant, tags=tags, taken_at=taken_at)
+
+        offsite_id, offsite_error = (offsite_made.short_id if offsite_made else None), None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            offsite_done = None if offsite_id else pool.submit(store, repositories.offsite)
+            done = store(repositories.primary)
+            if offsite_done is not None:
+                try:
+                    offsite_id = offsite_done.result().snapshot_id
+                except Exception as error:  # the offsite step copies it, and reports whatever keeps
+                    offsite_error = _first_line(error)  # the offsite away, as the rounds always did
         staged.unlink(missing_ok=True)
         return Snapshotted(snapshot_id=done.snapshot_id, data_added=done.data_added,
-                           duration_s=done.duration_s)
+                           duration_s=done.duration_s, offsite_id=offsite_id, offsite_error=offsite_error)
 
     def offsite(ctx: StepContext) -> str:
+        done = ctx.result("snapshot", Snapshotted)
+        if done.offsite_id is not None:
+            return f"written with the snapshot as {done.offsite_id[:8]} (both repositories at once)"
+        # Not written with it (the offsite away or failing, or found made by a killed attempt alone):
+        # `restic copy`, the catch-up's way, which records the primary's id as `original`.
         site = records.current_site(platform.engine, args.tenant)
-        repositories = pair(site)
-        snapshot_id = ctx.result("snapshot", Snapshotted).snapshot_id
+        repositories, restic = pair(site), _restic(platform, site)
         try:
-            done = _restic(platform, site).copy(repositories.offsite, repositories.primary,
-                                                snapshot_ids=[snapshot_id])
+            there = restic.snapshots(repositories.offsite, tags=[county, f"{JOB_TAG}={ctx.job_id}"])
+            if there:  # an offsite write that failed late, after saving, or an earlier attempt's copy
+                return f"already there as {there[-1].short_id}"
+            copied = restic.copy(repositories.offsite, repositories.primary, snapshot_ids=[done.snapshot_id])
         except OFFSITE_AWAY as error:
             return f"offsite unreachable ({_first_line(error)}); kept locally, the catch-up copies it later"
-        return f"copied {len(done.copied)}, already there {len(done.skipped)} ({done.wall_s:.2f} s)"
+        return f"copied {len(copied.copied)}, already there {len(copied.skipped)} ({copied.wall_s:.2f} s)"
 
     def retention(ctx: StepContext) -> str:
         site = records.current_site(platform.engine, args.tenant)
@@ -396,10 +468,10 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
 
     return [
         Step("check", check, "the county's VM, both repositories (made if missing)"),
-        Step("copy", copy, "online backup of the county's database in its guest, over SSH"),
+        Step("copy", copy, "the county's database, app-consistent (freeze, else SSH), quick_check"),
         Step("figures", read_figures, "voucher count, certified per line, journal balance"),
-        Step("snapshot", snapshot, "restic backup --stdin, figures as tags"),
-        Step("offsite", offsite, "restic copy to the secondary site"),
+        Step("snapshot", snapshot, "restic backup --stdin into both repositories at once, figures as tags"),
+        Step("offsite", offsite, "restic copy to the secondary site, if its write did not succeed"),
         Step("retention", retention, "forget by the tier's retention, both repositories"),
     ]
 
@@ -416,8 +488,11 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
 
     def check(ctx: StepContext) -> Chosen:
         restic, repo = source()
-        points = restic.snapshots(repo, tags=[consistent.county_tag(args.tenant)])
-        chosen = choose_snapshot(points, args.snapshot)
+        tags = [consistent.county_tag(args.tenant)]
+        points = restic.snapshots(repo, tags=tags)
+        primary = None if args.from_site == args.primary_site else (lambda: restic.snapshots(
+            _repository_of(platform, args.primary_site, args.primary_site, args.rest_port), tags=tags))
+        chosen, original_id = choose_held(points, args.snapshot, primary)
         county = _county_plan(platform, args.tenant)
         if in_place:
             home = records.current_site(platform.engine, args.tenant)
@@ -432,7 +507,7 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
             uuid = clone_uuid(ctx.job_id)
             ssh_port, app_port = choose_ports(port_free)
         check_secret(chosen, county.app_secret)
-        return Chosen(snapshot_id=chosen.id, original_id=chosen.original, taken_at=chosen.time.isoformat(),
+        return Chosen(snapshot_id=chosen.id, original_id=original_id, taken_at=chosen.time.isoformat(),
                       recorded=figures.from_tags(chosen.tags), clone_name=name, clone_uuid=uuid,
                       ssh_port=ssh_port, app_port=app_port)
 
@@ -513,8 +588,8 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
             vm.wait_ready(hv, chosen.clone_name, chosen.app_port, platform.boot_timeout_s)
         served = ctx.artifacts / "served.db"
         # the database the clone serves, read the rounds' way (its data disk under a freeze)
-        take_database(platform, args.site, plan(ctx), served, ctx.log, disk=paths(ctx).data_disk)
-        found = figures.read(served)
+        taken = take_database(platform, args.site, plan(ctx), served, ctx.log, disk=paths(ctx).data_disk)
+        found = taken.figures or figures.read(served)
         differ = figures.differences(chosen.recorded, found)
         if differ:
             failed(ctx, f"served database: {'; '.join(differ)}")

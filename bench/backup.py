@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ from backup.repository import Pair  # noqa: E402
 from backup.restic import Restic  # noqa: E402
 
 STATE = Path("/var/tmp/countycloud-bench-backup")
-PORT = 23009
+# Overridable, for two checkouts running this bench at once (each its own port and run folder).
+PORT = int(os.environ.get("COUNTYCLOUD_BENCH_BACKUP_PORT", "23009"))
 COUNTIES = 13
 BIG_VOUCHERS = 50_000
 SMALL_VOUCHERS = 10_000
@@ -136,13 +138,18 @@ def main() -> int:
                         help="one county on a real VM through the product's steps (bench/backup_vm.py)")
     parser.add_argument("--repeat", type=int, default=3, help="--vm: timed incremental rounds")
     parser.add_argument("--keep", action="store_true", help="--vm: leave the county running")
+    parser.add_argument("--offsite-trials", type=int, default=0,
+                        help="--vm: the offsite leg both ways (copy / two backups at once), N trials each")
+    parser.add_argument("--rounds-only", action="store_true",
+                        help="--vm: the backup rounds only (no SSH/freeze probes, restore or verify)")
     args = parser.parse_args()
     if args.vm:
         from bench import backup_vm
 
-        return backup_vm.main(args.repeat, args.keep)
+        return backup_vm.main(args.repeat, args.keep, rounds_only=args.rounds_only,
+                              offsite_trials=args.offsite_trials)
 
-    run = STATE / "run"
+    run = Path(os.environ.get("COUNTYCLOUD_BENCH_BACKUP_RUN", str(STATE / "run")))
     if run.exists():
         shutil.rmtree(run)
     databases = []
@@ -185,18 +192,25 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
 
     big = databases[0]
     seed = 10_000
-    per_strategy: dict[str, list[float]] = {"copy": [], "both": []}
-    per_strategy_cpu: dict[str, list[float]] = {"copy": [], "both": []}
+    strategies = ("copy", "both", "both_parallel")
+    per_strategy: dict[str, list[float]] = {name: [] for name in strategies}
+    per_strategy_cpu: dict[str, list[float]] = {name: [] for name in strategies}
     phases: dict[str, list[float]] = {"sqlite_copy_s": [], "backup_s": [], "offsite_copy_s": []}
     overhead_wrapper: list[float] = []
     overhead_hand: list[float] = []
     for _ in range(REPEAT):
-        for strategy in ("copy", "both"):
+        for strategy in strategies:
             seed += 1
             add_vouchers(big, CHANGE_VOUCHERS, seed)
 
             def one_county(strategy: str = strategy) -> None:
                 copy_s, copy = timed(lambda: snapshot_copy(big))
+                if strategy == "both_parallel":  # the two repositories written at once
+                    with ThreadPoolExecutor(max_workers=2) as pool:
+                        for done in [pool.submit(backup_into, repo, copy, big.stem)
+                                     for repo in (pair.primary, pair.offsite)]:
+                            done.result()
+                    return
                 backup_s, snapshot = timed(lambda: backup_into(pair.primary, copy, big.stem))
                 if strategy == "copy":
                     offsite_s, _ = timed(
@@ -272,6 +286,8 @@ def measure(restic: Restic, pair: Pair, databases: list[Path], scratch: Path) ->
         "strategies": {
             "copy_county_s": median(per_strategy["copy"]),
             "both_county_s": median(per_strategy["both"]),
+            "both_parallel_county_s": median(per_strategy["both_parallel"]),
+            "both_parallel_county_restic_cpu_s": median(per_strategy_cpu["both_parallel"]),
             "copy_round_s": round(round_s, 2),
             "both_round_s": round(round_both_s, 2),
             "copy_county_restic_cpu_s": median(per_strategy_cpu["copy"]),

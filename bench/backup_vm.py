@@ -22,6 +22,10 @@ Measured (each phase timed around the product's own step functions, backup/steps
   integrity_check and figures (ops.fetch_checked), median of 3;
 - verify_s: a RESTORE job in mode verify run inline (clone at the secondary, /healthz, figures
   read back over SSH, record, tear-down), per step.
+- offsite_ways (`--offsite-trials N`): the offsite leg both ways on the same staged copies, side by
+  side (`restic backup` then `restic copy`, against two `restic backup` at once);
+- incremental_rounds: each round's steps as measured (the per-step medians need not add up to the
+  median of the sums). `--rounds-only` skips the SSH / freeze probes, the restores and the verify.
 overhead_pct, round_s and the rpo figures are the host bench's (bench/backup.py without --vm).
 """
 
@@ -148,6 +152,7 @@ class Bench:
         ctx = StepContext(job_id=key, args=args.model_dump(mode="json"), artifacts=work)
         took = run_timed(steps.backup_steps(args.model_dump(mode="json"), self.platform), ctx)
         self.ways.append(str(ctx.previous.get("copy", {}).get("way")))
+        took["frozen"] = ctx.previous.get("copy", {}).get("frozen_s") or 0.0  # writers held (not a step)
         subprocess.run(["rm", "-rf", str(work)], check=True)
         return took
 
@@ -224,6 +229,60 @@ class Bench:
         target.unlink(missing_ok=True)
         return {"snapshots_s": listed_s, "fetch_checked_s": total_s, "dump_s": fetched.wall_s}
 
+    def offsite_ways(self, scratch: Path, trials: int) -> dict[str, Any]:
+        """The offsite leg both ways on the same staged copies, alternating (not the product's way
+        unless `copy`): `copy` = `restic backup` into the primary then `restic copy` of that snapshot
+        (what the round does); `both_parallel` = two `restic backup` at once, one per repository.
+        Each trial's copy is the county's database taken the round's way, then 50 vouchers added on
+        the host (every backup has new data, as a round's has). The probe's snapshots are tagged
+        county=PROBE and forgotten afterwards."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from bench.backup import add_vouchers
+
+        site = records.current_site(self.platform.engine, COUNTY)
+        restic = steps._restic(self.platform, site)
+        pair = repository.pair(self.platform.state_dir, site, "secondary", REST_PORT)
+        slug = f"{COUNTY}-probe"
+        base = scratch / "probe-base.db"
+        steps.take_database(self.platform, site, self.plan, base, lambda _line: None)
+        made: dict[str, list[str]] = {"primary": [], "offsite": []}
+        out: dict[str, list[float]] = {"copy_backup_s": [], "copy_copy_s": [], "copy_s": [],
+                                       "both_parallel_s": [], "both_primary_s": [], "both_offsite_s": []}
+
+        def store(repo: Any, staged: Path, where: str) -> float:
+            began = time.perf_counter()
+            done = consistent.store(restic, repo, staged, slug, tags=[f"job=probe-{uuid.uuid4().hex[:8]}"])
+            made[where].append(done.snapshot_id)
+            return time.perf_counter() - began
+
+        for trial in range(trials):
+            for way in ("copy", "both_parallel"):
+                staged = scratch / f"probe-{trial}-{way}.db"
+                subprocess.run(["cp", str(base), str(staged)], check=True)
+                add_vouchers(staged, CHANGE_VOUCHERS, 70_000 + trial * 2 + (way == "copy"))
+                if way == "copy":
+                    backup_s = store(pair.primary, staged, "primary")
+                    copy_s, done = timed(lambda: restic.copy(pair.offsite, pair.primary,
+                                                             snapshot_ids=[made["primary"][-1]]))
+                    made["offsite"] += list(done.copied.values())
+                    out["copy_backup_s"].append(backup_s)
+                    out["copy_copy_s"].append(copy_s)
+                    out["copy_s"].append(backup_s + copy_s)
+                else:
+                    began = time.perf_counter()
+                    with ThreadPoolExecutor(max_workers=2) as pool:
+                        primary = pool.submit(store, pair.primary, staged, "primary")
+                        offsite = pool.submit(store, pair.offsite, staged, "offsite")
+                        out["both_primary_s"].append(primary.result())
+                        out["both_offsite_s"].append(offsite.result())
+                    out["both_parallel_s"].append(time.perf_counter() - began)
+                staged.unlink()
+        for where, repo in (("primary", pair.primary), ("offsite", pair.offsite)):
+            restic.forget_ids(repo, made[where])
+        return {name: median(values) for name, values in out.items()} | {
+            "trials": {name: [round(value, 3) for value in values] for name, values in out.items()}}
+
     def verify(self) -> dict[str, float]:
         key = f"bench-verify-{uuid.uuid4().hex[:8]}"
         args = steps.RestoreArgs(tenant=COUNTY, mode=steps.RestoreMode.VERIFY, site="secondary",
@@ -238,7 +297,7 @@ class Bench:
         return took
 
 
-def main(repeat: int, keep: bool) -> int:
+def main(repeat: int, keep: bool, *, rounds_only: bool = False, offsite_trials: int = 0) -> int:
     from inventory.db import make_engine
 
     database = generated_database()
@@ -267,11 +326,20 @@ def main(repeat: int, keep: bool) -> int:
         for attempt in range(repeat):
             changes.append(timed(lambda attempt=attempt: bench.change(9_000 + attempt))[0])
             rounds.append(bench.backup_round())
-        probes = bench.copy_probes()
-        with tempfile.TemporaryDirectory(dir=STATE) as scratch:
-            freeze = bench.freeze_way(Path(scratch))
-            restores = [bench.restore(Path(scratch)) for _ in range(3)]
-        verify = bench.verify()
+        offsite_ways: dict[str, Any] = {}
+        if offsite_trials:
+            with tempfile.TemporaryDirectory(dir=STATE) as scratch:
+                offsite_ways = bench.offsite_ways(Path(scratch), offsite_trials)
+        probes: dict[str, float] = {}
+        freeze: dict[str, Any] = {}
+        restores: list[dict[str, float]] = []
+        verify: dict[str, float] = {}
+        if not rounds_only:
+            probes = bench.copy_probes()
+            with tempfile.TemporaryDirectory(dir=STATE) as scratch:
+                freeze = bench.freeze_way(Path(scratch))
+                restores = [bench.restore(Path(scratch)) for _ in range(3)]
+            verify = bench.verify()
         names = list(rounds[0])
         figures_out = {
             "counties": 1,
@@ -285,13 +353,18 @@ def main(repeat: int, keep: bool) -> int:
             "rpo_s": None,
             "rpo_replicated_s": None,
             "restore_s": median([r["fetch_checked_s"] for r in restores]),
-            "verify_s": verify["total"],
+            "verify_s": verify.get("total"),
             "incremental_steps": {name: median([r[name] for r in rounds]) for name in names},
+            # each round's steps as measured (the per-step medians above need not add up to the
+            # median of the sums: a slow step in one round moves only that round's sum)
+            "incremental_rounds": [{name: round(value, 3) for name, value in r.items()} for r in rounds],
+            "offsite_ways": offsite_ways,
             "first_backup_steps": {name: round(value, 3) for name, value in first.items()},
             "copy_ways": bench.ways,
             "copy_probes": {name: round(value, 3) for name, value in probes.items()},
             "fsfreeze_way": freeze,
-            "restore_phases": {name: median([r[name] for r in restores]) for name in restores[0]},
+            "restore_phases": {name: median([r[name] for r in restores]) for name in restores[0]}
+            if restores else {},
             "verify_steps": verify,
             "put_database_s": round(put_s, 1),
             "change_s": median(changes),

@@ -53,3 +53,25 @@ def test_not_the_apps_database_is_an_error(tmp_path: Path) -> None:
         figures.read(other)
     with pytest.raises(figures.FiguresError, match="no such database"):
         figures.read(tmp_path / "missing.db")
+
+
+def test_read_checked_gives_the_figures_of_a_sound_copy_and_refuses_a_damaged_one(
+        county_db: Path, tmp_path: Path) -> None:
+    from backup.platformdb import PlatformDbError
+
+    assert figures.read_checked(county_db) == figures.read(county_db)
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(county_db, damaged)
+    with sqlite3.connect(damaged) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'journal_line'").fetchone()[0]
+    with damaged.open("r+b") as image:  # the journal's table b-tree page overwritten
+        image.seek((root - 1) * page_size)
+        image.write(b"\xff" * page_size)
+    # the check's verdict, not whatever the figures' queries make of the damage
+    with pytest.raises(PlatformDbError, match="quick_check"):
+        figures.read_checked(damaged)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).close()
+    with pytest.raises(figures.FiguresError, match="no such table"):  # sound, but not the app's
+        figures.read_checked(other)

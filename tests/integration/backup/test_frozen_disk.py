@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from backup import frozen
 from tests.unit.backup.test_frozen import FakeAgent
 
@@ -47,3 +49,17 @@ def test_acknowledged_commits_in_the_wal_are_in_the_copy(tmp_path: Path) -> None
     assert sorted(p.name for p in taken.path.parent.iterdir()) == ["tenant.db"]  # no WAL, no scratch left
     assert [c for c, _ in agent.calls][-1] == "guest-fsfreeze-thaw"
     assert taken.frozen_s >= 0 and taken.bytes == taken.path.stat().st_size
+
+
+def test_unchecked_take_leaves_the_check_to_the_caller_and_folds_all_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = _disk_with_uncheckpointed_wal(tmp_path, rows=50)
+    checks: list[Path] = []
+    monkeypatch.setattr(frozen, "check_sqlite", lambda path, _kind: checks.append(path))
+    taken = frozen.take(FakeAgent(), "vm", disk, tmp_path / "staged" / "tenant.db", check=False)
+    assert checks == []
+    with sqlite3.connect(taken.path) as db:
+        assert db.execute("SELECT count(*) FROM certification").fetchone() == (50,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    frozen.take(FakeAgent(), "vm", disk, tmp_path / "again" / "tenant.db")
+    assert len(checks) == 1  # checked by default

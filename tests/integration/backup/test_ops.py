@@ -52,7 +52,7 @@ def test_backup_now_list_restore_to_disk_and_verify(platform: Platform, county_d
     taken = ops.backup_now(platform, "keelung", sites=sites, key="round-1",
                            producer=producer(database, tmp_path / "scratch"))
     assert not taken.reused and taken.figures == expected.tags()
-    assert taken.offsite.startswith("copied 1")
+    assert taken.offsite.startswith("written with the snapshot")  # both repositories at once
     again = ops.backup_now(platform, "keelung", sites=sites, key="round-1",
                            producer=producer(database, tmp_path / "scratch"))
     assert again.reused and again.snapshot_id == taken.snapshot_id  # the same key: no second point

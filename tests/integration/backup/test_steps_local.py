@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from backup import consistent, figures, repository, restored, restserver, steps
+from backup import consistent, figures, pairing, repository, restored, restserver, steps
 from backup.figures import Figures
 from backup.restic import Restic
 from backup.steps import Chosen, Fetched, Snapshotted, Staged
@@ -69,6 +70,8 @@ def test_backup_round_then_restore_onto_a_new_data_disk(platform: Platform, coun
     assert not staged.exists()  # the staged copy is removed once stored
     again = run(backup, "snapshot", ctx)  # a rerun after a kill: the same restore point, not a second
     assert isinstance(again, Snapshotted) and again.reused and again.snapshot_id == first.snapshot_id
+    # written into the offsite repository at once, and found there by the rerun too
+    assert first.offsite_id is not None and again.offsite_id == first.offsite_id
     ctx.previous = {**ctx.previous, "snapshot": first.model_dump(mode="json")}
 
     restic = Restic(cache_dir=tmp_path / "cache-check")
@@ -77,10 +80,24 @@ def test_backup_round_then_restore_onto_a_new_data_disk(platform: Platform, coun
     assert figures.from_tags(point.tags) == found.tags()
     assert point.hostname == "keelung"
 
-    assert run(backup, "offsite", ctx).startswith("copied 1")
-    assert run(backup, "offsite", ctx).startswith("copied 0, already there 1")
+    assert run(backup, "offsite", ctx).startswith(f"written with the snapshot as {first.offsite_id}")
     [offsite_point] = restic.snapshots(pair.offsite, tags=["county=keelung"])
+    assert offsite_point.id.startswith(first.offsite_id) and offsite_point.original is None
+    # one point in two repositories: the same time, tags and host, paired by its job
+    assert (offsite_point.time, offsite_point.tags, offsite_point.hostname) == (point.time, point.tags,
+                                                                                 point.hostname)
+    assert pairing.partners([point], [offsite_point]) == {point.id: offsite_point}
+    # the time given to both (`--time`, read by restic in its own zone) is the time it was made
+    assert abs(datetime.now(UTC) - point.time) < timedelta(minutes=2)
     assert figures.from_tags(offsite_point.tags) == found.tags()
+    # the catch-up's way when the offsite write did not happen: restic copy, found there afterwards
+    restic.forget_ids(pair.offsite, [offsite_point.id])
+    alone = first.model_copy(update={"offsite_id": None, "offsite_error": "offsite away"})
+    ctx.previous = {**ctx.previous, "snapshot": alone.model_dump(mode="json")}
+    assert run(backup, "offsite", ctx).startswith("copied 1")
+    [offsite_point] = restic.snapshots(pair.offsite, tags=["county=keelung"])
+    assert offsite_point.original == point.id
+    assert run(backup, "offsite", ctx).startswith(f"already there as {offsite_point.short_id}")
     assert "primary: kept 1, forgot 0; offsite: kept 1, forgot 0" in run(backup, "retention", ctx)
 
     # verify from the offsite repository: choose it, fetch and check it, make a new data disk
@@ -178,3 +195,28 @@ def test_a_round_asks_restic_nothing_it_knows_already(platform: Platform, county
     monkeypatch.undo()
     again = run(backup, "snapshot", ctx)
     assert isinstance(again, Snapshotted) and again.reused and again.snapshot_id == first.snapshot_id
+
+
+def test_a_rerun_that_finds_the_offsite_point_alone_writes_the_primarys_only(
+        platform: Platform, county_db: Path, tmp_path: Path, port: int) -> None:
+    backup = steps.backup_steps({"tenant": "keelung", "rest_port": port}, platform)
+    artifacts = tmp_path / "job-o"
+    artifacts.mkdir()
+    ctx = StepContext(job_id="job-o", args={}, artifacts=artifacts)
+    run(backup, "check", ctx)
+    staged = artifacts / "tenant.db"
+    shutil.copy(county_db, staged)
+    ctx.previous = {**ctx.previous,
+                    "copy": Staged(path=str(staged), bytes=staged.stat().st_size).model_dump(mode="json")}
+    run(backup, "figures", ctx)
+    first = run(backup, "snapshot", ctx)
+    restic = Restic(cache_dir=tmp_path / "cache-check")
+    pair = repository.pair(platform.state_dir, "primary", "secondary", port)
+    # as if the attempt had been killed after the offsite's write, before the primary's
+    restic.forget_ids(pair.primary, [first.snapshot_id])
+    shutil.copy(county_db, staged)
+    again = run(backup, "snapshot", ctx)
+    assert isinstance(again, Snapshotted) and not again.reused and again.offsite_id == first.offsite_id
+    [point] = restic.snapshots(pair.primary, tags=["job=job-o"])
+    [offsite_point] = restic.snapshots(pair.offsite, tags=["job=job-o"])  # not written a second time
+    assert point.time == offsite_point.time and pairing.partners([point], [offsite_point])

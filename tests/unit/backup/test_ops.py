@@ -52,3 +52,11 @@ def test_find_point_by_own_id_by_source_id_by_time_or_newest() -> None:
     assert ops.find_point(offsite, "aaaaaaaa").id == "cccc" * 8
     assert ops.find_point(offsite, "dddddddd").id == "dddd" * 8
     assert ops.find_point(offsite, None, at_or_before=T0 + timedelta(minutes=3)).id == "cccc" * 8
+
+
+def test_a_point_written_to_both_repositories_is_one_point_paired_by_its_job() -> None:
+    primary = [snap("aaaa", 0, tags=("job=r1",)), snap("bbbb", 1, tags=("job=r2",))]
+    offsite = [snap("cccc", 0, tags=("job=r1",)), snap("dddd", 1, tags=("job=r2",), original="bbbb" * 8)]
+    points = ops.merge_points(primary, offsite, [proof("cccc" * 8, True, 5)])
+    assert [(p.snapshot_id[:4], p.offsite_id and p.offsite_id[:4], p.primary, p.offsite, p.verified)
+            for p in points] == [("aaaa", "cccc", True, True, True), ("bbbb", "dddd", True, True, False)]

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import create_engine
 
 from backup import steps
+from backup.figures import Figures, FiguresError
 from backup.restic import Snapshot, SnapshotNotFound
 from backup.steps import Chosen, RestoreMode
 from inventory.jobs import JobKind
@@ -186,6 +187,9 @@ def test_the_retention_step_forgets_by_the_countys_tier(tmp_path: Path,
     engine.dispose()
 
 
+FIGURES = Figures(vouchers=3, certified_per_line={"1": 5}, debits=5, credits=5, unbalanced_entries=0)
+
+
 class _NoHypervisor:
     def __enter__(self) -> object:
         return object()
@@ -201,8 +205,10 @@ def _take_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception
     staged_by: list[list[str]] = []
     logged: list[str] = []
 
-    def take(_hv: object, _name: str, _disk: Path, target: Path,
+    def take(_hv: object, _name: str, _disk: Path, target: Path, *, check: bool = True,
              thaw_otherwise: Callable[[], None] | None = None) -> frozen.Taken:
+        # the round checks the copy itself, with its figures (figures.read_checked)
+        assert check is False
         if error is not None:
             raise error
         if not agent_thaws:
@@ -218,11 +224,19 @@ def _take_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception
 
     monkeypatch.setattr(steps.frozen, "take", take)
     monkeypatch.setattr(steps.consistent, "stage", stage)
-    monkeypatch.setattr(steps, "check_sqlite", lambda *_a, **_k: None)
+    checked: list[bytes] = []
+
+    def read_checked(path: Path) -> Figures:
+        checked.append(path.read_bytes())
+        return FIGURES
+
+    monkeypatch.setattr(steps.figures, "read_checked", read_checked)
     fake = SimpleNamespace(hypervisor=lambda _site: _NoHypervisor(), ssh_key=tmp_path / "key")
     plan = SimpleNamespace(name="keelung-accounting-1", ssh_port=22001)
     done = steps.take_database(fake, "primary", plan, tmp_path / "t.db", logged.append,  # type: ignore[arg-type]
                                disk=tmp_path / "data.img")
+    # whichever way, the copy handed on is the one checked and whose figures were read
+    assert checked == [(tmp_path / "t.db").read_bytes()] and done.figures == FIGURES
     return done, staged_by, logged
 
 
@@ -269,3 +283,18 @@ def test_a_thaw_that_failed_fails_the_round(monkeypatch: pytest.MonkeyPatch, tmp
 
     with pytest.raises(frozen.ThawFailed):
         _take_with(monkeypatch, tmp_path, frozen.ThawFailed("may still be frozen"))
+
+
+def test_the_figures_step_hands_on_those_read_with_the_copy_else_reads_them(tmp_path: Path,
+                                                                           platform: Platform) -> None:
+    from inventory.jobs import StepContext
+
+    [figures_step] = [step for step in steps.backup_steps({"tenant": "keelung"}, platform)
+                      if step.name == "figures"]
+    ctx = StepContext(job_id="j", args={}, artifacts=tmp_path)
+    ctx.previous = {"copy": steps.Staged(path=str(tmp_path / "gone.db"), bytes=1,
+                                         figures=FIGURES).model_dump(mode="json")}
+    assert figures_step.run(ctx) == FIGURES  # not read again (the staged file is not even there)
+    ctx.previous = {"copy": steps.Staged(path=str(tmp_path / "gone.db"), bytes=1).model_dump(mode="json")}
+    with pytest.raises(FiguresError, match="no such database file"):  # a result recorded before: read
+        figures_step.run(ctx)

@@ -114,7 +114,8 @@ def main() -> int:
             offsite = Offsite(Path(scratch))
             first_seen: dict[str, float] = {}
             began = time.monotonic()
-            while not offsite.new_purposes():  # the schedule's first round landed offsite
+            while not offsite.seen:  # the schedule's first round landed offsite (it may hold no
+                offsite.new_purposes()  # certification yet: the writer starts after it)
                 if time.monotonic() - began > 300:
                     raise SystemExit("no offsite restore point within 300 s of the service's start")
                 time.sleep(args.poll)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from backup import consistent, repository  # noqa: E402
 from backup.restic import Restic  # noqa: E402
-from bench.inventories import two_sites  # noqa: E402
+from bench.inventories import set_up, two_sites  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import _writer  # noqa: E402
 
@@ -100,11 +100,7 @@ def main() -> int:
     args = parser.parse_args()
 
     cloud = Cloud(env=ENV)
-    cloud.cli("setup", timeout=3600)
-    with tempfile.TemporaryDirectory() as folder:
-        declared = Path(folder) / "inventory.yaml"
-        declared.write_text(INVENTORY)
-        cloud.cli("inventory", "apply", str(declared))
+    set_up(cloud, INVENTORY)
     interval = tier_interval()
     try:
         cloud.create(COUNTY)

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from backup import consistent, figures, ops, repository, restserver, steps  # noqa: E402
 from backup.platformdb import CopyCheck, check_sqlite  # noqa: E402
-from bench.inventories import two_sites  # noqa: E402
+from bench.inventories import set_up, two_sites  # noqa: E402
 from inventory.jobs import Step, StepContext, StepResult  # noqa: E402
 from provisioning import records, vm  # noqa: E402
 from provisioning.errors import ProvisioningError  # noqa: E402
@@ -303,11 +303,7 @@ def main(repeat: int, keep: bool, *, rounds_only: bool = False, offsite_trials: 
     database = generated_database()
     STATE.mkdir(parents=True, exist_ok=True)
     cloud = Cloud(env=ENV)
-    cloud.cli("setup", timeout=3600)
-    with tempfile.TemporaryDirectory() as folder:
-        declared = Path(folder) / "inventory.yaml"
-        declared.write_text(INVENTORY)
-        cloud.cli("inventory", "apply", str(declared))
+    set_up(cloud, INVENTORY)
     platform = Platform(engine=make_engine(ENV["COUNTYCLOUD_DATABASE_URL"]), state_dir=STATE,
                         cache_dir=STATE / "cache", domain_type=host_domain_type())
     server = repository.site_backup(STATE, "secondary").rest_server(REST_PORT)

@@ -3,7 +3,10 @@ the primary (each bench keeps its own state folder and ports; this is only the Y
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
 
 
 def two_sites(counties: Sequence[str], *, data_disk_mb: int = 64, protection: str | None = None,
@@ -31,3 +34,13 @@ images:
 tenants:
 {tenants}
 """
+
+
+def set_up(cloud: Any, inventory: str) -> None:
+    """The bench's state folder made ready (`countycloud setup`) and `inventory` applied to it;
+    `cloud`: tests.integration.vm.conftest.Cloud with the bench's environment."""
+    cloud.cli("setup", timeout=3600)
+    with tempfile.TemporaryDirectory() as folder:
+        declared = Path(folder) / "inventory.yaml"
+        declared.write_text(inventory)
+        cloud.cli("inventory", "apply", str(declared))

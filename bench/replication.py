@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup import replica, replicaserver, replication  # noqa: E402
-from bench.inventories import two_sites  # noqa: E402
+from bench.inventories import set_up, two_sites  # noqa: E402
 from provisioning.platform import Platform, host_domain_type  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import _writer  # noqa: E402
@@ -133,11 +133,7 @@ def main() -> int:
 
     STATE.mkdir(parents=True, exist_ok=True)
     cloud = Cloud(env=ENV)
-    cloud.cli("setup", timeout=3600)
-    with tempfile.TemporaryDirectory() as folder:
-        declared = Path(folder) / "inventory.yaml"
-        declared.write_text(INVENTORY)
-        cloud.cli("inventory", "apply", str(declared))
+    set_up(cloud, INVENTORY)
     site = replica.replica_site(STATE, "secondary")
     target = replicaserver.server(site, REPLICA_PORT)
     replicaserver.stop(target)

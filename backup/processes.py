@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -42,3 +43,19 @@ def terminate(pid: int, still_ours: Callable[[int], bool], grace_s: float = 5.0)
             time.sleep(0.05)
         if not still_ours(pid):
             return
+
+
+@contextlib.contextmanager
+def one_start_at_a_time(pidfile: Path) -> Iterator[None]:
+    """Starts of one server are serialized (threads and processes: flock on a file beside its pid
+    file). Two at once (the supervisor's tick and a request of the control plane, both seeing a slow
+    server miss one answer) each stopped the other's and one unlinked the pid file of the server the
+    other had just started: that server was left serving with no pid file, refused as a squatter by
+    every later start (seen with the REST server in the VM backup test, 2026-12-05, load average 17)."""
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(pidfile.with_name(pidfile.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -101,6 +101,11 @@ def state(target: ReplicaServer) -> ServerState:
 
 def start(target: ReplicaServer, timeout_s: float = 30.0) -> int:
     """Start the server if it is not running (idempotent); returns its pid."""
+    with processes.one_start_at_a_time(target.site.pidfile):
+        return _start(target, timeout_s)
+
+
+def _start(target: ReplicaServer, timeout_s: float) -> int:
     running = pid(target)
     if running is not None and answers(target):
         return running

@@ -11,8 +11,6 @@ restic repository is encrypted with the repository's password, which never trave
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import http.client
 import logging
 import os
@@ -20,7 +18,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -128,26 +125,10 @@ def state(server: RestServer) -> ServerState:
     return ServerState.UP if pid(server) is not None and answers(server) else ServerState.DOWN
 
 
-@contextlib.contextmanager
-def _one_start_at_a_time(server: RestServer) -> Iterator[None]:
-    """Starts of one server are serialized (threads and processes: flock on a file beside the pid
-    file). Two at once (the supervisor's tick and a request of the control plane, both seeing a slow
-    server miss one answer) each stopped the other's and one unlinked the pid file of the server the
-    other had just started: that server was left serving with no pid file, refused as a squatter by
-    every later start (seen in the VM backup test, 2026-12-05, load average 17)."""
-    server.pidfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(server.pidfile.with_name(server.pidfile.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def start(server: RestServer, timeout_s: float = 30.0) -> int:
     """Start the server if it is not running (idempotent); returns its pid. The bound is generous:
     on a machine busy with TCG guests and two test workers, 15 s passed once before it answered."""
-    with _one_start_at_a_time(server):
+    with processes.one_start_at_a_time(server.pidfile):
         return _start(server, timeout_s)
 
 

@@ -103,7 +103,7 @@ class SiteWatch:
 
     def tick(self) -> dict[str, Decision]:
         now = self.clock()
-        self._write_targets()
+        self.write_targets()
         names = self.sites()
         reports = observations.verdicts(self.state_dir, names, self.rules, now)
         outages = dict(self.state.outages)
@@ -132,7 +132,7 @@ class SiteWatch:
         watchstate.save(self.state_dir, self.state)
         return decisions
 
-    def _write_targets(self) -> None:
+    def write_targets(self) -> None:
         with session_scope(self.engine) as session:
             targets = from_database(session, self.state_dir)
         if targets != self._targets:
@@ -200,6 +200,8 @@ class Running:
     def start(self) -> Running:
         state_dir = self.watch.state_dir
         dr_dir(state_dir).mkdir(parents=True, exist_ok=True)
+        # The sites to check, before any vantage point looks: else its first look finds none.
+        self.watch.write_targets()
         self.keep_witnesses()
         self.threads = [
             threading.Thread(target=witness.run, args=(state_dir, SERVICE_VANTAGE), daemon=True,

@@ -190,11 +190,17 @@ def test_start_runs_the_watch_and_a_witness_process_and_stop_ends_them(engine: E
         deadline = time.monotonic() + 60
         wanted = [observations.path_of(state_dir, "witness"), observations.path_of(state_dir, "service"),
                   watchstate.state_path(state_dir)]
-        while not all(path.exists() for path in wanted) and time.monotonic() < deadline:
+        expected = {("witness", "primary"), ("service", "secondary")}
+
+        def seen() -> set[tuple[str, str]]:
+            return {(o.vantage, o.site) for o in observations.read(state_dir)}
+
+        # Wait for both sites seen, not only for the files (a file written before the sites to check
+        # were known holds no observation).
+        while not (all(p.exists() for p in wanted) and expected <= seen()) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert all(path.exists() for path in wanted), [str(p) for p in wanted if not p.exists()]
-        seen = {(o.vantage, o.site) for o in observations.read(state_dir)}
-        assert {("witness", "primary"), ("service", "secondary")} <= seen
+        assert expected <= seen()
         first = running.processes["witness"]
         first.kill()  # a witness that dies is started again by the watch's next tick
         first.wait()

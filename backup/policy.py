@@ -56,6 +56,22 @@ TIERS: dict[ProtectionTier, TierPolicy] = {
 }
 
 
+# A round's restore point lands offsite seconds after the schedule finds its county due (the copy and
+# two restic commands at once: 2-3 s from a TCG guest), and the schedule looks only every few
+# seconds. Rounded exactly every `interval`, a county's newest offsite point would fall up to
+# interval + those seconds behind its acknowledged writes; the tier's interval is the most it may fall
+# behind (its RPO objective: the BackupLagOverRPO alert and the issue's rpo_s read it so), so rounds
+# start that much more often.
+ROUND_LANDING = timedelta(seconds=5)
+
+
+def round_period(interval: timedelta, tick: timedelta) -> timedelta:
+    """How often a county of a tier with `interval` is backed up, when the schedule looks every `tick`
+    and a round lands within ROUND_LANDING; never under half the interval (a short interval is not
+    turned into a storm of rounds: its RPO then exceeds it by what is left over)."""
+    return max(interval - tick - ROUND_LANDING, interval / 2)
+
+
 def policy_of(tier: ProtectionTier) -> TierPolicy:
     """A tier's default policy (the county's own is policy_from(inventory.queries.protection_of))."""
     return TIERS[tier]

@@ -1,6 +1,6 @@
 """Backup metrics per county on the service's /metrics (controlplane.metrics): last backup age, offsite
-lag, last verification, restore points, the newest point's size, each site's repository size and
-whether it could be read, and the number of alerts (backup.ops.alerts).
+lag, the tier's RPO objective, last verification, restore points, the newest point's size, each
+site's repository size and whether it could be read, and the number of alerts (backup.ops.alerts).
 
 The figures come from one `restic snapshots` per repository, refreshed on a thread of the service
 every REFRESH_S; a scrape reads memory only. Ages are as of the last refresh (at most REFRESH_S old).
@@ -16,12 +16,14 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from backup import ops, verifications
 from controlplane import metrics
+from inventory.db import session_scope
 
 log = logging.getLogger("countycloud.backup")
 
 REFRESH_S = 15.0
 REGISTRY = CollectorRegistry()
-_TENANT = ["tenant"]
+# `county`, as every other countycloud_* series (monitoring.metrics) and the alert rules have it.
+_TENANT = ["county"]
 LAST_BACKUP_AGE = Gauge("countycloud_backup_last_age_seconds", "Age of the county's newest restore point",
                         _TENANT, registry=REGISTRY)
 OFFSITE_LAG = Gauge("countycloud_backup_offsite_lag_seconds",
@@ -36,6 +38,9 @@ POINTS = Gauge("countycloud_backup_restore_points", "Restore points in either re
                registry=REGISTRY)
 DATABASE_BYTES = Gauge("countycloud_backup_database_bytes", "Size of the newest restore point's database",
                        _TENANT, registry=REGISTRY)
+RPO_OBJECTIVE = Gauge("countycloud_backup_rpo_objective_seconds",
+                      "The county's tier interval: the most its newest offsite restore point may be behind",
+                      _TENANT, registry=REGISTRY)
 ALERTS = Gauge("countycloud_backup_alerts", "Backup alerts standing for the county (backup.ops.alerts)",
                _TENANT, registry=REGISTRY)
 REPOSITORY_BYTES = Gauge("countycloud_backup_repository_bytes", "Size of a site's restic repository on disk",
@@ -80,6 +85,9 @@ def refresh(now: datetime | None = None) -> list[str]:
     counties = set(backup_schedule.protected_counties())
     port = bootstrap.settings().backup_rest_port
     pairs = {ops.sites_of(platform.engine, slug, port) for slug in counties}
+    with session_scope(platform.engine) as session:
+        for slug, objective in backup_schedule.rpo_objectives(session).items():
+            RPO_OBJECTIVE.labels(slug).set(objective.total_seconds())
     said: list[str] = []
     for sites in pairs:
         found, unreachable = ops.points_by_county(platform, sites)

@@ -18,16 +18,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from backup import consistent, ops, platformdb, repository
 from backup import rounds as round_plan
-from backup.policy import Retention, policy_from
+from backup.policy import Retention, policy_from, round_period
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
 from controlplane import bootstrap, jobs
 from inventory import queries
 from inventory.db import session_scope
 from inventory.enums import Lifecycle, SiteRole
 from inventory.jobs import Job, JobKind, JobStatus
+from inventory.models import Tenant
 
 log = logging.getLogger("countycloud.backup")
 
@@ -73,11 +75,15 @@ class Schedule:
     check: str = "0 30 4 * * *"  # daily, after the verification
 
 
-def protected_counties() -> list[str]:
+def _protected(session: Session) -> list[Tenant]:
     """Counties whose VM serves: active, one VM (a county being provisioned has nothing to keep)."""
+    return [tenant for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
+            if len(queries.vms_of(tenant)) == 1]
+
+
+def protected_counties() -> list[str]:
     with session_scope(bootstrap.engine()) as session:
-        return [tenant.slug for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
-                if len(queries.vms_of(tenant)) == 1]
+        return [tenant.slug for tenant in _protected(session)]
 
 
 def _each(what: str, slugs: list[str], action: Callable[[str], object]) -> None:
@@ -116,14 +122,19 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite keeps none
 
 
+def rpo_objectives(session: Session) -> dict[str, timedelta]:
+    """Each protected county's tier interval: the most its newest offsite point may be behind."""
+    tiers = queries.protection_tiers(session)
+    return {tenant.slug: policy_from(tiers[tenant.protection]).interval for tenant in _protected(session)}
+
+
 def round_states(engine: Engine, now: datetime) -> list[round_plan.CountyRound]:
-    """The protected counties as the round planner sees them: interval, newest backup job, one
-    queued or running now (a backup asked for by hand counts too)."""
+    """The protected counties as the round planner sees them: how often each is rounded (its tier's
+    interval less the schedule's tick and a round's landing: backup.policy.round_period), newest
+    backup job, one queued or running now (a backup asked for by hand counts too)."""
     with session_scope(engine) as session:
-        tiers = queries.protection_tiers(session)
-        intervals = {tenant.slug: policy_from(tiers[tenant.protection]).interval
-                     for tenant in queries.list_tenants(session, Lifecycle.ACTIVE)
-                     if len(queries.vms_of(tenant)) == 1}
+        intervals = {slug: round_period(objective, ROUND_TICK)
+                     for slug, objective in rpo_objectives(session).items()}
         if not intervals:
             return []
         # Only a job within the last interval can hold a county back (backup.rounds' rules).

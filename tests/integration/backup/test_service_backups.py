@@ -103,11 +103,13 @@ def test_metrics_per_county(service: tuple[Service, str]) -> None:
         text = TestClient(svc.app).get("/metrics").text
     finally:
         backup_metrics.metrics.remove_registry(backup_metrics.REGISTRY)
-    assert f'countycloud_backup_restore_points{{tenant="{OWN}"}} 1.0' in text
-    assert f'countycloud_backup_offsite_lag_seconds{{tenant="{OWN}"}} 0.0' in text
+    assert f'countycloud_backup_restore_points{{county="{OWN}"}} 1.0' in text
+    assert f'countycloud_backup_offsite_lag_seconds{{county="{OWN}"}} 0.0' in text
     assert 'countycloud_backup_repository_readable{site="secondary"} 1.0' in text
+    # the tier's interval, which BackupLagOverRPO compares the newest offsite point's age with
+    assert f'countycloud_backup_rpo_objective_seconds{{county="{OWN}"}} 60.0' in text
     age = next(line for line in text.splitlines()
-               if line.startswith(f'countycloud_backup_last_age_seconds{{tenant="{OWN}"}}'))
+               if line.startswith(f'countycloud_backup_last_age_seconds{{county="{OWN}"}}'))
     assert 0 <= float(age.split()[-1]) < 300
 
 

@@ -15,6 +15,7 @@ from backup.policy import (
     newest_verified_offsite,
     offsite_lag,
     policy_of,
+    round_period,
     rpo,
     rpo_seconds_worst,
     to_copy,
@@ -115,3 +116,11 @@ def test_a_tiers_policy_from_the_inventorys_settings() -> None:
     assert made.retention == Retention(keep_last=120, keep_daily=7)
     with pytest.raises(ValueError, match="at least one"):
         policy_from(TierSettings(ProtectionTier.BACKUP, 60, None, None, None, None))
+
+
+def test_round_period_leaves_room_for_the_tick_and_the_landing() -> None:
+    tick = timedelta(seconds=5)
+    assert round_period(timedelta(seconds=60), tick) == timedelta(seconds=50)
+    assert round_period(timedelta(hours=1), tick) == timedelta(seconds=3590)
+    # a short interval is not turned into a storm of rounds
+    assert round_period(timedelta(seconds=12), tick) == timedelta(seconds=6)

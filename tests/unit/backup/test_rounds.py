@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backup.policy import ROUND_LANDING, round_period
 from backup.rounds import EPOCH, CountyRound, latest_slot, offsets, plan
 
 MINUTE = timedelta(seconds=60)
@@ -88,6 +89,21 @@ def test_steady_state_every_county_once_per_interval_never_more_than_the_cap() -
         assert len(started[slug]) in (10, 11)
         assert all(gap <= MINUTE + TICK for gap in gaps(started[slug])), slug
         assert all(gap >= MINUTE / 2 for gap in gaps(started[slug])), slug
+
+
+def test_rounds_every_round_period_keep_the_offsite_point_within_the_tiers_interval() -> None:
+    # A write acknowledged just after a round's copy is offsite when the next round lands: the lag is
+    # the gap between two starts plus a round's landing. Rounds every interval overshoot the tier's
+    # RPO by the tick and the landing; every round_period they stay within it.
+    landing = ROUND_LANDING - timedelta(seconds=1)
+
+    def worst_lag(interval: timedelta) -> timedelta:
+        started = simulate({START: COUNTIES}, START, START + 10 * MINUTE, cap=2, duration=landing,
+                           interval=interval)
+        return max(max(gaps(started[slug])) for slug in COUNTIES) + landing
+
+    assert worst_lag(MINUTE) > MINUTE
+    assert worst_lag(round_period(MINUTE, TICK)) <= MINUTE
 
 
 def test_the_cap_holds_the_rest_until_a_place_frees() -> None:

@@ -52,9 +52,9 @@ def test_gauges_reach_the_exposition() -> None:
         status = ops.county_status("keelung", [point(30), point(1, offsite=False)], [], NOW)
         assert backup_metrics.publish(status)
         text = metrics.exposition().decode()
-        assert 'countycloud_backup_last_age_seconds{tenant="keelung"} 60.0' in text
-        assert 'countycloud_backup_offsite_lag_seconds{tenant="keelung"} 1740.0' in text
-        assert 'countycloud_backup_last_verification_ok{tenant="keelung"} -1.0' in text
-        assert 'countycloud_backup_alerts{tenant="keelung"} 2.0' in text
+        assert 'countycloud_backup_last_age_seconds{county="keelung"} 60.0' in text
+        assert 'countycloud_backup_offsite_lag_seconds{county="keelung"} 1740.0' in text
+        assert 'countycloud_backup_last_verification_ok{county="keelung"} -1.0' in text
+        assert 'countycloud_backup_alerts{county="keelung"} 2.0' in text
     finally:
         metrics.remove_registry(backup_metrics.REGISTRY)

@@ -13,7 +13,8 @@ certifications noted with the moment the point was seen. A write's lag: from its
 the first offsite point holding it. rpo_s is the worst lag over the window: what a site failure at
 the worst moment would lose (the lag is over-stated by at most one poll).
 
-Last line: {"rpo_s", "rpo_p50_s", "writes", "missing", "window_s", "poll_s", "interval_s", "points"}.
+Last line: {"rpo_s", "rpo_p50_s", "writes", "missing", "window_s", "poll_s", "interval_s" (the tier's,
+its RPO objective), "round_period_s" (how often the schedule rounds the county), "points"}.
 Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/backup_rpo.py --window 600
 """
 
@@ -27,14 +28,17 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup import consistent, repository  # noqa: E402
+from backup.policy import round_period  # noqa: E402
 from backup.restic import Restic  # noqa: E402
 from bench.inventories import set_up, two_sites  # noqa: E402
+from controlplane.backup_schedule import ROUND_TICK  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import _writer  # noqa: E402
 
@@ -136,7 +140,9 @@ def main() -> int:
             "rpo_s": round(max(lags), 2) if lags else None,
             "rpo_p50_s": round(statistics.median(lags), 2) if lags else None,
             "writes": len(lags), "missing": missing, "window_s": args.window, "poll_s": args.poll,
-            "interval_s": interval, "points": len(offsite.seen), "writer_errors": writer.errors,
+            "interval_s": interval, "round_period_s": round_period(timedelta(seconds=interval),
+                                                                  ROUND_TICK).total_seconds(),
+            "points": len(offsite.seen), "writer_errors": writer.errors,
         }
     finally:
         cloud.cli("serve", "--stop", check=False)

@@ -70,7 +70,11 @@ def service(seeded: Seeded, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         port = free_port()
         env = {**os.environ, "COUNTYCLOUD_STATE_DIR": str(tmp_path), "COUNTYCLOUD_SERVICE_PORT": str(port),
                "COUNTYCLOUD_SERVICE_OPERATIONS": "tests.support.fake_service_operations",
-               "COUNTYCLOUD_MONITORING_PROBE_INTERVAL_S": "2", "PYTHONPATH": str(REPO)}
+               "COUNTYCLOUD_MONITORING_PROBE_INTERVAL_S": "2", "PYTHONPATH": str(REPO),
+               # Backups are not this test's: with them on, the metrics' refresh of the active
+               # counties started the secondary's REST server on the platform's default port, and
+               # that server (a site's daemon) outlived the test.
+               "COUNTYCLOUD_BACKUP_SCHEDULE": "false"}
         started = _cli(env, "serve", "--background")
         assert started.returncode == 0, started.stderr + started.stdout
         try:

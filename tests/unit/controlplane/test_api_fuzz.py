@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import update
 
+from controlplane import bootstrap
 from controlplane.errors import ErrorCode
 from controlplane.models import ApiToken, User
 from inventory.db import session_scope
@@ -40,8 +41,15 @@ CODES = {code.value for code in ErrorCode}
 
 
 @pytest.fixture
-def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
-    yield from make_service(db_url, tmp_path / "state")
+def service(db_url: str, state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    # Some routes' use cases reach the platform through bootstrap's settings (the DR and backup
+    # requests submit real jobs): they must find this test's database and state folder. Without
+    # this they used the environment's (the VM suite's state folder in CI, /var/lib/countycloud on
+    # a workstation), and a service started there later ran the fuzzer's failovers.
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", db_url)
+    for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):
+        cached.cache_clear()
+    yield from make_service(db_url, state)
 
 
 def _restore_admin(service: Service) -> None:

@@ -22,6 +22,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +31,7 @@ from backup import consistent, figures, replication
 from backup.platformdb import CopyCheck, check_sqlite
 from dr import bringup, fence, records, report, restorepoints
 from dr.bringup import Target
-from dr.failover import DEFAULT_PARALLELISM, DrError, Recovered, Scope, locked_log
+from dr.failover import DEFAULT_PARALLELISM, DrError, Recovered, Scope, locked_log, refuse_if_stale
 from dr.restorepoints import Point
 from inventory import queries
 from inventory.db import session_scope
@@ -89,7 +90,8 @@ def away_from_home(platform: Platform, from_site: str, to_site: str) -> dict[str
         return found
 
 
-def _check(platform: Platform, args: FailbackArgs) -> Scope:
+def _check(platform: Platform, args: FailbackArgs, ctx: StepContext) -> Scope:
+    refuse_if_stale("failback", records.submitted_at(platform.engine, ctx.job_id), datetime.now(UTC))
     if sites.state(platform.site(args.to_site)) is not sites.SiteState.UP:
         raise DrError(f"site {args.to_site} is down; start it with `countycloud site start {args.to_site}`")
     vms = away_from_home(platform, args.from_site, args.to_site)
@@ -223,7 +225,8 @@ def _report(platform: Platform, ctx: StepContext) -> report.Report:
 def failback_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     args = FailbackArgs.model_validate(raw)
     return [
-        Step("check", lambda ctx: _check(platform, args), "the home site is up; the counties away from it"),
+        Step("check", lambda ctx: _check(platform, args, ctx),
+             "the home site is up; the counties away from it"),
         Step("unfence", lambda ctx: _unfence(platform, ctx), "fenced copies at home removed (disks kept)"),
         Step("drain", lambda ctx: _drain(platform, ctx), "out of their addresses: no write accepted"),
         Step("final-copy", lambda ctx: _final_copy(platform, ctx), "consistent copy of each database"),

@@ -29,6 +29,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,26 @@ def _load_plan(platform: Platform, plan_file: str | None) -> plans.RecoveryPlan 
     return plans.load_file(plan_file, records.county_slugs(platform.engine))
 
 
+# A failover or failback asked for but not begun within this long (its service was down, or its
+# worker gone) is refused when it finally begins: the sites and counties it was asked for may be
+# another world by then (seen: a request left by a test, run by a service started an hour later,
+# fenced a county that had been created since). Resubmitting it is one command.
+STALE_REQUEST_AFTER = timedelta(minutes=15)
+
+
+def refuse_if_stale(what: str, submitted: datetime | None, now: datetime,
+                    limit: timedelta = STALE_REQUEST_AFTER) -> None:
+    """Pure: a DrError when the request waited longer than `limit` before its first step."""
+    if submitted is not None and now - submitted > limit:
+        raise DrError(f"this {what} was asked for at {submitted:%Y-%m-%d %H:%M:%S} UTC and only begins now "
+                      f"({(now - submitted).total_seconds() / 60:.0f} min later, more than "
+                      f"{limit.total_seconds() / 60:.0f}); nothing was done: ask for it again if it is "
+                      "still wanted")
+
+
 def _check(platform: Platform, args: FailoverArgs, ctx: StepContext, *, isolated: bool) -> Scope:
+    if not isolated:  # a DR test touches no production: late, it is still only a test
+        refuse_if_stale("failover", records.submitted_at(platform.engine, ctx.job_id), datetime.now(UTC))
     if args.failed_site == args.to_site:
         raise DrError(f"cannot fail over {args.failed_site} to itself")
     if sites.state(platform.site(args.to_site)) is not sites.SiteState.UP:

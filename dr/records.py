@@ -4,12 +4,14 @@ and moving a county to the site it now serves from. Plain functions over one ses
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from inventory import queries
 from inventory.db import session_scope
 from inventory.enums import Lifecycle
+from inventory.jobs import Job
 from provisioning.records import plan_of
 from provisioning.vmplan import VmPlan
 
@@ -89,3 +91,13 @@ def gateway_port(engine: Engine, tenant: str) -> int:
 def current_site(engine: Engine, tenant: str) -> str:
     with session_scope(engine) as session:
         return queries.get_tenant(session, tenant).current_site.name
+
+
+def submitted_at(engine: Engine, job_id: str) -> datetime | None:
+    """When the job was asked for (None: no record of it, as for a job run outside the service)."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        at = job.created_at
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite keeps none

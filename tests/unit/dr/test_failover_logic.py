@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from backup.restic import Snapshot
-from dr import failover, report, restorepoints
+from dr import failover, records, report, restorepoints
 from dr.bringup import CountyRun, place_data_disk
 from dr.failover import DrError, batches_for, choose_points, isolated_identity
 from dr.plans import RecoveryPlan, Role, Step, Tier
 from dr.restorepoints import Point, PointError
+from inventory.db import make_engine, migrate, session_scope
+from inventory.jobs import Job, JobKind, JobStatus
 from provisioning.errors import ProvisioningError
 from provisioning.hypervisor import DomainState
 
@@ -321,3 +323,25 @@ def test_failback_works_on_counties_a_few_at_a_time_and_finishes_all_before_fail
     assert sorted(ended) == sorted(counties), "a county's error stopped the others' work"
     assert 1 < most[0] <= failover.DEFAULT_PARALLELISM
     assert failback.each_county(["c", "a"], str.upper) == {"a": "A", "c": "C"}
+
+
+def test_a_failover_or_failback_not_begun_within_its_time_is_refused() -> None:
+    asked = datetime(2026, 12, 5, 10, 4, tzinfo=UTC)
+    failover.refuse_if_stale("failover", asked, asked + failover.STALE_REQUEST_AFTER)  # just in time
+    failover.refuse_if_stale("failover", None, asked)  # no record of when: not refused
+    with pytest.raises(DrError, match=r"at 2026-12-05 10:04:00 UTC .*\(55 min later.*nothing was done"):
+        failover.refuse_if_stale("failover", asked, asked + timedelta(minutes=55))
+
+
+def test_submitted_at_reads_the_jobs_record(sqlite_url: str) -> None:
+    migrate(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        at = datetime(2026, 12, 5, 10, 4, 14)
+        with session_scope(engine) as session:
+            session.add(Job(id="failover-primary-5792dc", kind=JobKind.FAILOVER, target="primary", args={},
+                            status=JobStatus.PENDING, created_at=at))
+        assert records.submitted_at(engine, "failover-primary-5792dc") == at.replace(tzinfo=UTC)
+        assert records.submitted_at(engine, "failover-primary-000000") is None
+    finally:
+        engine.dispose()

@@ -15,6 +15,54 @@ def pytest_configure(config: pytest.Config) -> None:
     cheap_hashing.install()  # tests/support/cheap_hashing.py: why the test process hashes cheaply
 
 
+_JOBS_BEFORE = pytest.StashKey[int | None]()
+
+
+def _environments_database() -> str:
+    """The platform database the environment points at (scripts/test.sh: the VM suite's state folder)."""
+    from controlplane.settings import Settings
+
+    return Settings().database_url
+
+
+def _jobs_in(url: str) -> int | None:
+    """Job records in a SQLite platform database; None when there is none (or it is not SQLite)."""
+    import sqlite3
+
+    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    if path is None or not path.exists():
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+        except sqlite3.OperationalError:  # no jobs table yet
+            return None
+
+
+def _fast_run(config: pytest.Config) -> bool:
+    """The fast tests alone (scripts/test.sh's first run; the controller, not an xdist worker): none
+    of them may act on the environment's state folder, which the VM tests and a local service use (a
+    job left there is run by the next service started on it)."""
+    return config.getoption("markexpr", "") == "not vm" and not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _fast_run(session.config):
+        session.config.stash[_JOBS_BEFORE] = _jobs_in(_environments_database())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _fast_run(session.config) or _JOBS_BEFORE not in session.config.stash:
+        return
+    url = _environments_database()
+    before, after = session.config.stash[_JOBS_BEFORE] or 0, _jobs_in(url)
+    if after is not None and after > before:
+        print(f"\nFAILED: the fast tests wrote {after - before} job record(s) into the environment's "
+              f"platform database ({url}): a test reaches controlplane.bootstrap without a state "
+              "folder and database of its own (COUNTYCLOUD_STATE_DIR, COUNTYCLOUD_DATABASE_URL)")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`--dist loadgroup` (scripts/test.sh): pytest-xdist 3.8 marks a grouped test by suffixing its

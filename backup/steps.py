@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backup import consistent, figures, frozen, pairing, repository, restored, verifications
+from backup import consistent, figures, frozen, pairing, replication, repository, restored, verifications
 from backup.figures import Figures
 from backup.pairing import JOB_TAG
 from backup.platformdb import CopyCheck, check_sqlite
@@ -560,6 +560,14 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
         os.replace(new, own)
         return f"{own} is the restored disk; the one before is kept as {kept}"
 
+    def set_replica_aside(ctx: StepContext) -> str:
+        """A replicated county's stream held the database this restore replaces: left served, that
+        lineage's states (higher transaction ids than the restored database's new stream) would be a
+        later failover's choice, bringing back what was just restored over. Kept, not served, as the
+        failback does (replication.set_aside); the stream starts afresh when the county starts."""
+        kept = replication.set_aside(platform, args.tenant, ctx.job_id)
+        return f"its replica set aside as {kept}" if kept is not None else "no replica held"
+
     def bring_disks(ctx: StepContext) -> str:
         the_plan = plan(ctx)
         backing = _template(platform, args.site, the_plan, ctx).system_disk
@@ -625,7 +633,9 @@ def restore_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     ]
     if in_place:
         steps += [Step("stop", stop, "the county's VM down (its data disk kept)"),
-                  Step("swap", swap, "the restored disk in place; the one before kept beside it")]
+                  Step("swap", swap, "the restored disk in place; the one before kept beside it"),
+                  Step("replica", set_replica_aside, "a replicated county's stream of the replaced database "
+                       "set aside")]
     steps += [
         Step("disks", bring_disks, "system overlay on the site's template, seed disk"),
         Step("start", start, "clone of the site's prebooted template"),

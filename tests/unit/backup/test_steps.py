@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine
 
-from backup import steps
+from backup import replica, replication, steps
 from backup.figures import Figures, FiguresError
 from backup.restic import Snapshot, SnapshotNotFound
 from backup.steps import Chosen, RestoreMode
-from inventory.jobs import JobKind
+from inventory.jobs import JobKind, StepContext
 from provisioning.platform import Platform
 from provisioning.spec import DomainType
 from provisioning.vmplan import VmPlan
@@ -53,7 +53,25 @@ def test_restore_step_lists_per_mode(platform: Platform) -> None:
         "check", "fetch", "data-disk", *up]
     in_place = {"tenant": "keelung", "mode": "in-place", "site": "primary"}
     assert names(steps.restore_steps(in_place, platform)) == [
-        "check", "fetch", "data-disk", "stop", "swap", *up]
+        "check", "fetch", "data-disk", "stop", "swap", "replica", *up]
+
+
+def test_an_in_place_restore_sets_the_countys_replica_aside(platform: Platform) -> None:
+    held = replica.replica_site(platform.state_dir, replication.DEFAULT_SITE)
+    stream = held.county_dir("keelung")
+    stream.mkdir(parents=True)
+    (stream / "0000000000000001-0000000000000009.ltx").write_bytes(b"the replaced database's states")
+    in_place = {"tenant": "keelung", "mode": "in-place", "site": "primary"}
+    [step] = [step for step in steps.restore_steps(in_place, platform) if step.name == "replica"]
+    ctx = StepContext(job_id="restore-keelung-1", args=in_place, artifacts=platform.state_dir / "job")
+    said = step.run(ctx)
+    assert not stream.exists()  # the served folder no longer offers the old lineage
+    kept = held.set_aside_dir("keelung", "restore-keelung-1")
+    assert (kept / "0000000000000001-0000000000000009.ltx").exists() and str(kept) in said
+    assert step.run(ctx) == said  # a rerun finds it set aside
+    other = {"tenant": "penghu", "mode": "in-place", "site": "primary"}
+    [step] = [step for step in steps.restore_steps(other, platform) if step.name == "replica"]
+    assert step.run(ctx) == "no replica held"
 
 
 def test_same_args_same_steps_and_unknown_args_refused(platform: Platform) -> None:

@@ -627,17 +627,19 @@ def _create(engine: Engine, kind: JobKind, target: str, args: dict[str, Any],
 def _reusable(engine: Engine, kind: JobKind, target: str, args: dict[str, Any]) -> JobView | None:
     """The unfinished job a request for (kind, target, args) continues, if any.
 
-    An unfinished job with other arguments blocks a new one, unless it failed at its check step:
-    then nothing was done, and it is cancelled so a corrected request goes ahead."""
+    A job that failed at its check step did nothing: it is cancelled and the request is a new job,
+    whatever its arguments (a corrected request goes ahead; the same request is checked afresh, as
+    of now: a check that refused a request for its age must not refuse the new one).
+    Any other unfinished job is continued by the same request and blocks one with other arguments."""
     existing = _unfinished(engine, kind, target)
     if existing is None:
         return None
-    if existing.args == args:
-        return get_job(engine, existing.id)
     view = get_job(engine, existing.id)
     if view.status is JobStatus.FAILED and view.steps and view.steps[0].status is StepStatus.FAILED:
         _mirror_job_end(engine, view.id, JobStatus.CANCELLED, view.error)
         return None
+    if existing.args == args:
+        return view
     raise JobConflict(
         f"job {existing.id} ({kind.value} {target}) is unfinished with other arguments "
         f"{existing.args}; resume it (`countycloud job resume {existing.id}`) or cancel it "

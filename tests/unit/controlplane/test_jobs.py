@@ -337,6 +337,29 @@ def test_a_job_that_failed_its_check_does_not_block_the_next_request(engine: Eng
     assert jobs.get_job(engine, refused.value.job_id).status is JobStatus.CANCELLED
 
 
+def test_the_same_request_after_a_failed_check_is_a_new_job_checked_afresh(engine: Engine,
+                                                                           tmp_path: Path) -> None:
+    """A check that refused a request for its age (dr.failover.refuse_if_stale) must not refuse the
+    same request asked for again: a new job, with its own time, not the refused one rewound."""
+    refuse = tmp_path / "refuse"
+    refuse.touch()
+
+    def build(args: Mapping[str, Any], _context: Any) -> list[Step]:
+        def check(ctx: StepContext) -> str:
+            if refuse.exists():
+                raise RuntimeError("asked for too long ago")
+            return "fresh"
+        return [Step("check", check, "fresh enough"), Step("work", lambda ctx: "done", "work")]
+
+    with pytest.raises(jobs.JobFailed) as refused:
+        jobs.start(engine, JobKind.RESIZE, "lienchiang-vm", {"vcpus": 2}, build, artifacts_root=tmp_path)
+    refuse.unlink()
+    again = jobs.start(engine, JobKind.RESIZE, "lienchiang-vm", {"vcpus": 2}, build, artifacts_root=tmp_path)
+    assert again != refused.value.job_id
+    assert jobs.get_job(engine, again).status is JobStatus.SUCCEEDED
+    assert jobs.get_job(engine, refused.value.job_id).status is JobStatus.CANCELLED
+
+
 def test_a_job_that_failed_after_its_check_still_blocks_other_args(engine: Engine, tmp_path: Path) -> None:
     (tmp_path / "broken").touch()
     with pytest.raises(jobs.JobFailed) as failure:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Boolean, DateTime, Engine, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from inventory.db import Base, session_scope
+from inventory.db import Base, as_utc, session_scope
 from inventory.models import NAME_LENGTH
 
 SNAPSHOT_ID_LENGTH = 64
@@ -76,12 +76,7 @@ def of_tenant(engine: Engine, tenant: str) -> list[Verification]:
         rows = session.scalars(select(BackupVerification).where(BackupVerification.tenant == tenant)
                                .order_by(BackupVerification.verified_at, BackupVerification.id))
         return [Verification(row.tenant, row.snapshot_id, row.original_id, row.site, row.ok, row.detail,
-                             _aware(row.verified_at)) for row in rows]
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite gives naive datetimes back; they were stored in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+                             as_utc(row.verified_at)) for row in rows]
 
 
 def latest_for(verifications: Iterable[Verification], snapshot_id: str) -> Verification | None:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.actors import Actor
 from controlplane.models import AuditEvent, AuditHead
-from inventory.db import session_scope
+from inventory.db import as_utc, session_scope
 
 GENESIS = "0" * 64  # what the first event follows (seeded in audit_head by revision 0003_service)
 HEAD_ROW = 1
@@ -69,8 +69,7 @@ def anchor_path(engine: Engine) -> Path:
 
 def _iso(value: datetime) -> str:
     # SQLite gives naive datetimes back, PostgreSQL aware ones in the session's zone: hash UTC always.
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat(timespec="microseconds")
+    return as_utc(value).astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _canonical_detail(detail: dict[str, Any] | None) -> dict[str, Any]:

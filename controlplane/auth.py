@@ -38,7 +38,7 @@ from controlplane.errors import (
 )
 from controlplane.models import ApiToken, ConsoleSession, LoginThrottle, User
 from controlplane.roles import Action, Role, allows
-from inventory.db import session_scope
+from inventory.db import as_utc, session_scope
 
 _HASHER = PasswordHash((Argon2Hasher(),))
 # Checked against when the user does not exist, so an unknown name costs the same time as a wrong
@@ -114,12 +114,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
-    return _aware(value).isoformat() if value else None
+    return as_utc(value).isoformat() if value else None
 
 
 def _sha256(text: str) -> str:
@@ -330,7 +326,7 @@ def authenticate_token(engine: Engine, secret: str, source: str) -> Actor:
         if user.disabled:
             raise AuthError(f"user {user.name!r} is disabled")
         now = _now()
-        if token.last_used_at is None or now - _aware(token.last_used_at) > LAST_USED_RESOLUTION:
+        if token.last_used_at is None or now - as_utc(token.last_used_at) > LAST_USED_RESOLUTION:
             token.last_used_at = now
         return _actor_of(user, ActorKind.TOKEN, source, token.id)
 
@@ -416,7 +412,7 @@ def session_actor(engine: Engine, cookie: str, source: str) -> tuple[Actor, str]
         if row is None:
             return None
         console_session, user = row
-        if user.disabled or _aware(console_session.expires_at) < _now():
+        if user.disabled or as_utc(console_session.expires_at) < _now():
             return None
         return _actor_of(user, ActorKind.USER, source), console_session.csrf_token
 

@@ -26,7 +26,7 @@ from backup.policy import Retention, policy_from, round_period
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
 from controlplane import bootstrap, jobs
 from inventory import queries
-from inventory.db import session_scope
+from inventory.db import as_utc, session_scope
 from inventory.enums import Lifecycle, SiteRole
 from inventory.jobs import Job, JobKind, JobStatus
 from inventory.models import Tenant
@@ -118,10 +118,6 @@ def pairs() -> set[ops.BackupSites]:
     return {ops.sites_of(bootstrap.engine(), slug, port) for slug in protected_counties()}
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite keeps none
-
-
 def rpo_objectives(session: Session) -> dict[str, timedelta]:
     """Each protected county's tier interval: the most its newest offsite point may be behind."""
     tiers = queries.protection_tiers(session)
@@ -139,7 +135,7 @@ def round_states(engine: Engine, now: datetime) -> list[round_plan.CountyRound]:
             return []
         # Only a job within the last interval can hold a county back (backup.rounds' rules).
         horizon = now - max(intervals.values())
-        last = {target: _aware(at) for target, at in session.execute(
+        last = {target: as_utc(at) for target, at in session.execute(
             select(Job.target, func.max(Job.created_at))
             .where(Job.kind == JobKind.BACKUP, Job.created_at >= horizon).group_by(Job.target)).all()}
         busy = set(session.scalars(select(Job.target).where(

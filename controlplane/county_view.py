@@ -10,7 +10,7 @@ VM), so the county is found for either.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import Executable, String, and_, bindparam, func, select, type_c
 from sqlalchemy.orm import Session
 
 from controlplane import health
+from inventory.db import as_utc
 from inventory.enums import Lifecycle
 from inventory.jobs import Job
 
@@ -42,7 +43,7 @@ def newest_jobs(session: Session, targets: Collection[str] | None = None) -> dic
     values = {} if targets is None else {"targets": list(targets)}
     found = session.connection().execute(_newest_query(targets is not None), values)
     return {target: (at, {"id": job_id, "kind": kind, "status": status, "target": target,
-                          "created_at": _aware(at).isoformat()})
+                          "created_at": as_utc(at).isoformat()})
             for job_id, kind, status, target, at in found}
 
 
@@ -59,10 +60,6 @@ def _newest_query(named: bool) -> Executable:
             .order_by(Job.id))
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
-
-
 def add_last_jobs(session: Session, rows: list[Row], *, every_target: bool) -> None:
     """Set each row's "last_job" (None: no job yet). `every_target`: read the newest job of every
     target at once (for a long list) rather than naming this list's targets (a county or a few)."""
@@ -70,7 +67,7 @@ def add_last_jobs(session: Session, rows: list[Row], *, every_target: bool) -> N
     best: dict[str, tuple[datetime, Row]] = {}
     for target, (at, job) in newest_jobs(session, None if every_target else list(owner)).items():
         county = owner.get(target)
-        if county is not None and (county not in best or _aware(at) > _aware(best[county][0])):
+        if county is not None and (county not in best or as_utc(at) > as_utc(best[county][0])):
             best[county] = (at, job)
     for row in rows:
         chosen = best.get(str(row["tenant"]))

@@ -36,7 +36,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from inventory.db import session_scope
+from inventory.db import as_utc, session_scope
 from inventory.jobs import (
     FINISHED,
     Job,
@@ -169,11 +169,11 @@ class JobView:
         if self.started_at is None:
             return None
         end = self.finished_at or datetime.now(UTC)
-        return (_aware(end) - _aware(self.started_at)).total_seconds()
+        return (as_utc(end) - as_utc(self.started_at)).total_seconds()
 
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
-            return _aware(value).isoformat() if value else None
+            return as_utc(value).isoformat() if value else None
 
         return {
             "id": self.id, "kind": self.kind.value, "target": self.target, "args": self.args,
@@ -194,11 +194,6 @@ class JobView:
 
 
 ProgressCallback = Callable[[JobView], None]
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns; we always store UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _now() -> datetime:

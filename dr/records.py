@@ -4,12 +4,12 @@ and moving a county to the site it now serves from. Plain functions over one ses
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine
 
 from inventory import queries
-from inventory.db import session_scope
+from inventory.db import as_utc, session_scope
 from inventory.enums import Lifecycle
 from inventory.jobs import Job
 from provisioning.records import plan_of
@@ -99,5 +99,4 @@ def submitted_at(engine: Engine, job_id: str) -> datetime | None:
         job = session.get(Job, job_id)
         if job is None:
             return None
-        at = job.created_at
-        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite keeps none
+        return as_utc(job.created_at)

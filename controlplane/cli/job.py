@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from controlplane import jobs
+from inventory.db import as_utc
 from inventory.jobs import JobStatus, StepStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
@@ -188,8 +189,7 @@ def show_command(
 def _when(value: datetime | None) -> str:
     if value is None:
         return ""
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.strftime("%Y-%m-%d %H:%M:%S")
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _print_job(view: jobs.JobView) -> None:

@@ -82,12 +82,13 @@ def refresh(now: datetime | None = None) -> list[str]:
 
     platform = bootstrap.platform()
     now = now or datetime.now(UTC)
-    counties = set(backup_schedule.protected_counties())
+    with session_scope(platform.engine) as session:
+        objectives = backup_schedule.rpo_objectives(session)  # one per protected county
+    for slug, objective in objectives.items():
+        RPO_OBJECTIVE.labels(slug).set(objective.total_seconds())
+    counties = set(objectives)
     port = bootstrap.settings().backup_rest_port
     pairs = {ops.sites_of(platform.engine, slug, port) for slug in counties}
-    with session_scope(platform.engine) as session:
-        for slug, objective in backup_schedule.rpo_objectives(session).items():
-            RPO_OBJECTIVE.labels(slug).set(objective.total_seconds())
     said: list[str] = []
     for sites in pairs:
         found, unreachable = ops.points_by_county(platform, sites)

@@ -21,7 +21,7 @@ import psutil
 import pycurl
 
 from monitoring.rum import RingRead, unread
-from provisioning.haproxy import dump_request_log
+from provisioning.haproxy import NoRequestLog, dump_request_log
 
 LOOPBACK = "127.0.0.1"  # network rule: probes talk to addresses on loopback only
 
@@ -178,7 +178,7 @@ class RequestLogReader:
         """One read of the whole ring; the number of new lines handed over."""
         try:
             dump = dump_request_log(self.runtime_socket)
-        except OSError:  # the gateway is not running (yet), or between a reload's workers
+        except (OSError, NoRequestLog):  # not running (yet), between a reload's workers, or unlogged
             self.failed_reads += 1
             return 0
         self.reads += 1

@@ -119,11 +119,18 @@ def _ask_bytes(path: Path, command: str, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+class NoRequestLog(GatewayError):
+    """The gateway runs without its request log (rendered with real_user_timing off)."""
+
+
 def dump_request_log(runtime_socket: Path, timeout: float = SOCKET_TIMEOUT_S) -> bytes:
     """Every request line the current worker's ring holds, oldest first, one per LF (`show events`:
     the whole ring, about 4 MiB once it has filled; ~3 ms of the gateway's CPU). Raises OSError when
-    the gateway is not running."""
-    return _ask_bytes(runtime_socket, f"show events {RequestLogRing.name}", timeout)
+    the gateway is not running, NoRequestLog when it runs without the ring."""
+    answer = _ask_bytes(runtime_socket, f"show events {RequestLogRing.name}", timeout)
+    if answer.startswith(b"No such event sink"):
+        raise NoRequestLog(f"the gateway of {runtime_socket.parent} runs without its request log")
+    return answer
 
 
 @dataclass(frozen=True)

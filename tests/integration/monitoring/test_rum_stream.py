@@ -175,3 +175,14 @@ def test_a_gateway_not_running_is_tried_again_at_the_next_read(tmp_path: Path) -
     lines = RumLines()
     reader = request_log_reader(gw, lines.add)
     assert reader.read_once() == 0 and reader.failed_reads == 1 and not gw.paths.request_log_mark.exists()
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+def test_a_gateway_without_its_request_log_gives_no_lines(backend: int) -> None:
+    with gateway({"keelung": backend}, real_user_timing=False) as (gw, addresses):
+        gw.wait_for("keelung", "keelung-vm", ServerState.UP)
+        _get(addresses["keelung"], 5, "/unlogged")
+        lines = RumLines()
+        reader = request_log_reader(gw, lines.add)
+        assert reader.read_once() == 0 and reader.failed_reads == 1 and lines.take() == []

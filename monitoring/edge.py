@@ -10,6 +10,7 @@ import enum
 import fcntl
 import io
 import os
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from urllib.parse import urlencode
 import psutil
 import pycurl
 
-from monitoring.rum import RingRead, unread
+from monitoring.rum import Gap, RingRead, unread
+from provisioning.gateway import RequestLogRing
 from provisioning.haproxy import NoRequestLog, dump_request_log
 
 LOOPBACK = "127.0.0.1"  # network rule: probes talk to addresses on loopback only
@@ -151,9 +153,15 @@ class ReaderBusy(OSError):
 
 
 class RequestLogReader:
-    """Reads the gateway's ring of request lines once a period, in a thread, and hands what is new
-    since its previous read to `on_read` (monitoring.rum.unread says what; the engine's
-    ingest_ring_read takes it).
+    """Reads the gateway's ring of request lines once a period and hands what is new since its
+    previous read to `on_read` (monitoring.rum.unread says what; the engine's ingest_ring_read
+    takes it).
+
+    Two threads: the reader, at normal priority, asks for the ring on time (a late read is lines
+    overwritten), and reads again after a quarter period when a read found more than a quarter of
+    the ring new; the ingester, at nice 19, parses and rolls up (when the machine is busy the
+    gateway and the counties come first; up to `backlog` reads wait for it, past that a read is
+    dropped and the next one says so: Gap.BEHIND).
 
     Where the previous read ended (its newest line's "<pid> <counter>") is kept in `mark_file`, so
     a restarted service neither reads a line twice nor misses one the ring still holds. One reader
@@ -162,7 +170,7 @@ class RequestLogReader:
     """
 
     def __init__(self, runtime_socket: Path, mark_file: Path, on_read: Callable[[RingRead], object],
-                 period_s: float = 1.0, nice: int = 19) -> None:
+                 period_s: float = 1.0, nice: int = 19, backlog: int = 10) -> None:
         self.runtime_socket = runtime_socket
         self.mark_file = mark_file
         self.reads = 0
@@ -170,25 +178,35 @@ class RequestLogReader:
         self._on_read = on_read
         self._period_s = period_s
         self._nice = nice
+        self._busy_bytes = RequestLogRing().ring_bytes // 4
         self._lock: int | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+        self._queue: queue.Queue[RingRead | None] = queue.Queue(maxsize=backlog)
+        self._behind = False
+        self._reader = threading.Thread(target=self._read_loop, name="request-log", daemon=True)
+        self._ingester = threading.Thread(target=self._ingest_loop, name="request-log-ingest", daemon=True)
 
     def read_once(self) -> int:
-        """One read of the whole ring; the number of new lines handed over."""
+        """One read of the whole ring, handed over at once; the number of new lines."""
+        found = self._take()
+        if found is None:
+            return 0
+        self._on_read(found)
+        return len(found.lines)
+
+    def _take(self) -> RingRead | None:
+        """What is new in the ring (None: nothing, or the gateway did not answer); the mark moved."""
         try:
             dump = dump_request_log(self.runtime_socket)
         except (OSError, NoRequestLog):  # not running (yet), between a reload's workers, or unlogged
             self.failed_reads += 1
-            return 0
+            return None
         self.reads += 1
         mark = self._read_mark()
         found = unread(dump, mark)
-        if found.lines or found.gap is not None:
-            self._on_read(found)
         if found.mark != mark and found.mark is not None:
             self._write_mark(found.mark)
-        return len(found.lines)
+        return found if found.lines or found.gap is not None else None
 
     def _read_mark(self) -> str | None:
         try:
@@ -203,13 +221,34 @@ class RequestLogReader:
         temporary.write_text(mark + "\n")
         os.replace(temporary, self.mark_file)
 
-    def _run(self) -> None:
-        # Lowest priority for this thread only (on Linux the nice value is per thread): when the
-        # machine is busy the gateway and the counties come first; the ring holds the lines meanwhile.
+    def _read_loop(self) -> None:
+        delay = self._period_s
+        while not self._stop.wait(delay):
+            found = self._take()
+            busy = found is not None and sum(len(line) + 1 for line in found.lines) > self._busy_bytes
+            delay = self._period_s / 4 if busy else self._period_s
+            if found is not None:
+                self._hand_over(found)
+
+    def _hand_over(self, found: RingRead, wait_s: float = 0.0) -> None:
+        if self._behind and found.gap is None:
+            found = found._replace(gap=Gap.BEHIND)
+        try:
+            if wait_s:
+                self._queue.put(found, timeout=wait_s)
+            else:
+                self._queue.put_nowait(found)
+        except queue.Full:
+            self._behind = True  # dropped: the ingester is that far behind
+            return
+        self._behind = False
+
+    def _ingest_loop(self) -> None:
+        # On Linux the nice value is per thread: only this one yields to the rest of the machine.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
-        while not self._stop.wait(self._period_s):
-            self.read_once()
+        while (found := self._queue.get()) is not None:
+            self._on_read(found)
 
     def start(self) -> RequestLogReader:
         self.mark_file.parent.mkdir(parents=True, exist_ok=True)
@@ -221,15 +260,21 @@ class RequestLogReader:
             raise ReaderBusy(f"another process reads the request log of {self.runtime_socket.parent}") \
                 from None
         self._lock = fd
-        self._thread.start()
+        self._ingester.start()
+        self._reader.start()
         return self
 
     def stop(self) -> None:
-        """Stop after one last read (what came since the previous one is not left to the next run)."""
+        """Stop after one last read, and after what was read is ingested (nothing left to the next run)."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-            self.read_once()
+        if self._reader.is_alive():
+            self._reader.join(10)
+            found = self._take()
+            if found is not None:
+                self._hand_over(found, wait_s=10.0)
+        if self._ingester.is_alive():
+            self._queue.put(None)
+            self._ingester.join(30)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None

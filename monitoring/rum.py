@@ -37,6 +37,7 @@ class Gap(enum.StrEnum):
 
     OVERRUN = "overrun"  # the ring wrapped past the previous read: more lines than it holds came between
     NEW_WORKER = "new_worker"  # a reload: the old worker's lines after the previous read went with it
+    BEHIND = "behind"  # the service read them but could not parse them as fast: a read was dropped
 
 
 class RingRead(NamedTuple):

@@ -158,8 +158,9 @@ class RequestLogReader:
     takes it).
 
     Two threads: the reader, at normal priority, asks for the ring on time (a late read is lines
-    overwritten), and reads again after a quarter period when a read found more than a quarter of
-    the ring new; the ingester, at nice 19, parses and rolls up (when the machine is busy the
+    overwritten), and reads again after half a period when a read found more than half the ring
+    new (a ring read costs the gateway the same whatever is new in it: read more often only when
+    lines would otherwise be lost); the ingester, at nice 19, parses and rolls up (when the machine is busy the
     gateway and the counties come first; up to `backlog` reads wait for it, past that a read is
     dropped and the next one says so: Gap.BEHIND).
 
@@ -178,7 +179,7 @@ class RequestLogReader:
         self._on_read = on_read
         self._period_s = period_s
         self._nice = nice
-        self._busy_bytes = RequestLogRing().ring_bytes // 4
+        self._busy_bytes = RequestLogRing().ring_bytes // 2
         self._lock: int | None = None
         self._stop = threading.Event()
         self._queue: queue.Queue[RingRead | None] = queue.Queue(maxsize=backlog)
@@ -226,7 +227,7 @@ class RequestLogReader:
         while not self._stop.wait(delay):
             found = self._take()
             busy = found is not None and sum(len(line) + 1 for line in found.lines) > self._busy_bytes
-            delay = self._period_s / 4 if busy else self._period_s
+            delay = self._period_s / 2 if busy else self._period_s
             if found is not None:
                 self._hand_over(found)
 

@@ -39,7 +39,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitoring.edge import RumListener, process_cpu_seconds  # noqa: E402
+from monitoring.edge import RequestLogReader, process_cpu_seconds  # noqa: E402
 from monitoring.engine import MonitoringEngine  # noqa: E402
 from monitoring.probes import ProbeSessions, ProbeStep, Target, probe_county  # noqa: E402
 from monitoring.rum import ParseStats, parse_lines  # noqa: E402
@@ -53,8 +53,8 @@ from tests.integration.monitoring.support import (  # noqa: E402
     attribution_errors,
     gateway,
     interleaved_splits,
+    request_log_reader,
     seed_county,
-    wait_reader,
 )
 
 INJECTED_MS = 200.0
@@ -96,7 +96,8 @@ def attribution_and_probe_cost(work: Path, probes: int) -> tuple[float, dict[str
           DelayProxy(base_port, one_way_s=0.0) as plain):
         backends = {"base": plain.port, "slownet": proxy.port, "slowapp": plain.port}
         lines: list[str] = []
-        with gateway(backends) as (gw, addresses), RumListener(gw.paths.rum_socket, lines.extend):
+        with (gateway(backends) as (gw, addresses),
+              request_log_reader(gw, lambda read: lines.extend(read.lines))):
             for county in backends:
                 gw.wait_for(county, f"{county}-vm", ServerState.UP)
             targets = {c: Target(c, f"http://127.0.0.1:{addresses[c]}", account) for c in backends}
@@ -165,8 +166,8 @@ def _gateway_cpu_s(gw: HAProxyGateway) -> float:
     return total
 
 
-def _caught_up(engine: MonitoringEngine, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
-    """Wait until no line has arrived for quiet_s (at most limit_s)."""
+def _caught_up(engine: MonitoringEngine, quiet_s: float = 2.5, limit_s: float = 30.0) -> None:
+    """Wait until no line has arrived for quiet_s (at most limit_s; the reader reads every second)."""
     deadline = time.monotonic() + limit_s
     seen, since = engine.rum_stats.lines, time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
@@ -182,9 +183,9 @@ def rum_overhead(work: Path, seconds: int, rounds: int) -> tuple[float, dict[str
     per request, so the loss is extra / (base + extra). CPU per request is used rather than wrk's
     rate because the machine is shared: rates drift by tens of percent between runs, CPU accounting
     per process does not. With the log on, the gateway's CPU is read once the reader has caught up
-    (the ring forwards after the burst), and lines_kept_pct is what reached the reader of what wrk
-    counted. The rates, and what reading and rolling up the lines costs this service (its own
-    process, not the gateway), are in the details."""
+    (its reads of the whole ring once a second are counted too), and lines_kept_pct is what
+    reached the reader of what wrk counted. The rates, and what reading and rolling up the lines
+    costs this service (its own process, not the gateway), are in the details."""
     port = free_port()
     config = work / "fast.cfg"
     config.write_text(FAST_BACKEND.format(port=port, timing="app;dur=0.05, db;dur=0.00"))
@@ -201,11 +202,12 @@ def rum_overhead(work: Path, seconds: int, rounds: int) -> tuple[float, dict[str
         with gateway({"fast": port}, real_user_timing=on) as (gw, addresses):
             gw.wait_for("fast", "fast-vm", ServerState.UP)
             counted: list[int] = []
-            listener = RumListener(gw.paths.rum_socket, engine.ingest_gateway_lines) if on else None
+            # The service's reader as it runs there: the whole ring once a second.
+            listener = RequestLogReader(gw.paths.runtime_socket, gw.paths.request_log_mark,
+                                        engine.ingest_ring_read) if on else None
             ours = process_cpu_seconds()
             if listener:
                 listener.start()
-                wait_reader(gw)  # the relay has found the reader (its check runs every second)
             before = _gateway_cpu_s(gw)
             try:
                 rates[on].append(_wrk(addresses["fast"], seconds, counted))

@@ -3,7 +3,7 @@
 - probes of every serving county on a schedule (workers.register_periodic, every
   `monitoring_probe_interval_s`, 60 s by default), with the probe credentials the platform keeps
   (provisioning.probe_accounts); a county with none is counted, not probed;
-- the gateway's request log read from its unix stream socket (RumListener, its own thread);
+- the gateway's request log, its ring read once a second (RequestLogReader, its own thread);
 - host and VM usage per site on the same schedule;
 - what arrived flushed into the platform database (monitoring.storage) after each probe round and
   each stats round; retention (a day of samples, a year of rollups) pruned hourly;
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import Engine, select
 
@@ -91,29 +90,31 @@ def targets(serving: Iterable[Serving], credentials: Credentials) -> tuple[list[
 class Monitor:
     """The running monitoring of one service process."""
 
-    def __init__(self, db: Engine, platform: Platform, sites: Iterable[str], rum_socket: Path | None) -> None:
+    def __init__(self, db: Engine, platform: Platform, sites: Iterable[str],
+                 gateway: GatewayPaths | None) -> None:
         self.db = db
         self.platform = platform
         self.sites = list(sites)
         self.engine = MonitoringEngine(db=db)
         self.executor = ThreadPoolExecutor(max_workers=13, thread_name_prefix="probe")
         self.sessions = ProbeSessions()  # each county's probe session, logged in once per 5 rounds
-        self.rum_socket = rum_socket
-        self.listener: edge.RumListener | None = None
+        self.gateway = gateway
+        self.request_log: edge.RequestLogReader | None = None
         self._round = threading.Lock()  # one probe round at a time in this process
 
     def start(self) -> None:
-        if self.rum_socket is not None:
+        if self.gateway is not None:
             try:
-                self.rum_socket.parent.mkdir(parents=True, exist_ok=True)
-                self.listener = edge.RumListener(self.rum_socket, self.engine.ingest_gateway_lines).start()
-            except OSError as error:  # another service on this machine holds it: probes still run
-                log.warning("gateway request log not read (%s): %s", self.rum_socket, error)
+                self.request_log = edge.RequestLogReader(self.gateway.runtime_socket,
+                                                         self.gateway.request_log_mark,
+                                                         self.engine.ingest_ring_read).start()
+            except OSError as error:  # another service on this machine reads it: probes still run
+                log.warning("gateway request log not read (%s): %s", self.gateway.root, error)
 
     def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.stop()
-            self.listener = None
+        if self.request_log is not None:
+            self.request_log.stop()
+            self.request_log = None
         self.executor.shutdown(wait=False, cancel_futures=True)
         with self._round:  # a round in progress still uses the sessions
             self.sessions.close()
@@ -178,8 +179,7 @@ def start(db: Engine, platform: Platform, sites: Iterable[str], *,
     from controlplane import metrics, workers
 
     global _current
-    monitor = Monitor(db, platform, sites,
-                      GatewayPaths(platform.haproxy_dir).rum_socket if read_gateway_log else None)
+    monitor = Monitor(db, platform, sites, GatewayPaths(platform.haproxy_dir) if read_gateway_log else None)
     workers.register_periodic("monitoring-probe", cron_every(interval_s), lambda at: _call("probe_round", at))
     workers.register_periodic("monitoring-stats", stats_cron(interval_s), lambda at: _call("stats_round", at))
     workers.register_periodic("monitoring-prune", PRUNE_CRON, lambda at: _call("prune", at))

@@ -1,4 +1,4 @@
-"""monitoring's side effects: HTTP through pycurl (the probes), the gateway's log socket, psutil.
+"""monitoring's side effects: HTTP through pycurl (the probes), the gateway's request log, psutil.
 
 Everything else in the package is plain functions over plain data and is tested without these.
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import io
 import os
-import selectors
-import socket
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +20,10 @@ from urllib.parse import urlencode
 
 import psutil
 import pycurl
+
+from monitoring.rum import Gap, RingRead, unread
+from provisioning.gateway import RequestLogRing
+from provisioning.haproxy import NoRequestLog, dump_request_log
 
 LOOPBACK = "127.0.0.1"  # network rule: probes talk to addresses on loopback only
 
@@ -141,142 +145,142 @@ def _headers(raw: bytes) -> dict[str, str]:
     return result
 
 
-# --------------------------------------------------------------------------- gateway log socket
+# --------------------------------------------------------------------------- gateway request log
 
 
-class RumReceiver:
-    """The unix stream socket the gateway's request lines arrive on (provisioning GatewayPaths.rum_socket).
+class ReaderBusy(OSError):
+    """Another process on this machine already reads this gateway's request log."""
 
-    HAProxy's ring forwards its lines through the gateway's relay (provisioning.gateway.RumRelay) as
-    a stream: each line followed by LF (the ring server's `log-proto legacy`, RFC 6587
-    non-transparent framing), many lines per read, a line possibly split across reads. Several
-    connections can be open at once: during a reload the old and the new worker each forward their
-    own ring; HAProxy's health checks connect and close without a byte. Bound by this service;
-    `drain` reads what has arrived without blocking.
+
+class RequestLogReader:
+    """Reads the gateway's ring of request lines once a period and hands what is new since its
+    previous read to `on_read` (monitoring.rum.unread says what; the engine's ingest_ring_read
+    takes it).
+
+    Two threads: the reader, at normal priority, asks for the ring on time (a late read is lines
+    overwritten), and reads again after half a period when a read found more than half the ring
+    new (a ring read costs the gateway the same whatever is new in it: read more often only when
+    lines would otherwise be lost); the ingester, at nice 19, parses and rolls up (when the machine is busy the
+    gateway and the counties come first; up to `backlog` reads wait for it, past that a read is
+    dropped and the next one says so: Gap.BEHIND).
+
+    Where the previous read ended (its newest line's "<pid> <counter>") is kept in `mark_file`, so
+    a restarted service neither reads a line twice nor misses one the ring still holds. One reader
+    per gateway: the mark file is locked while it runs (a second one raises ReaderBusy). The
+    gateway not running is not an error: the next period tries again.
     """
 
-    def __init__(self, path: Path, buffer_bytes: int = 4 * 1024 * 1024, backlog: int = 16) -> None:
-        self.path = path
-        self._buffer_bytes = buffer_bytes
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a socket left by a previous run: a unix socket path cannot be re-bound
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        os.chmod(path, 0o660)
-        self._sock.listen(backlog)
-        self._sock.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._sock, selectors.EVENT_READ)
-        self._partial: dict[socket.socket, bytes] = {}  # per connection: the line not yet ended
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    @property
-    def connections(self) -> int:
-        return len(self._partial)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            conn.setblocking(False)
-            # A burst while this service is busy waits in the kernel, then in HAProxy's ring.
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._buffer_bytes)
-            self._partial[conn] = b""
-            self._selector.register(conn, selectors.EVENT_READ)
-
-    def _read(self, conn: socket.socket, lines: list[str], limit: int) -> None:
-        """Read what this connection has (up to about limit lines); complete lines into lines."""
-        pending = self._partial[conn]
-        while len(lines) < limit:
-            try:
-                data = conn.recv(262144)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                data = b""
-            if not data:  # closed (a reload's old worker, a health check): its last line, if cut, too
-                if pending:
-                    lines.append(pending.decode("utf-8", errors="replace"))
-                self._forget(conn)
-                return
-            pending += data
-            *complete, pending = pending.split(b"\n")
-            lines.extend(line.decode("utf-8", errors="replace") for line in complete)
-        self._partial[conn] = pending
-
-    def _forget(self, conn: socket.socket) -> None:
-        self._selector.unregister(conn)
-        del self._partial[conn]
-        conn.close()
-
-    def drain(self, limit: int = 100_000) -> list[str]:
-        """Every complete line that has arrived (about limit at most), without waiting."""
-        lines: list[str] = []
-        for key, _ in self._selector.select(0):
-            if key.fileobj is self._sock:
-                self._accept()
-        for conn in list(self._partial):
-            if len(lines) >= limit:
-                break
-            self._read(conn, lines, limit)
-        return lines
-
-    def wait(self, timeout_s: float) -> bool:
-        """Whether anything (a connection, bytes, a close) arrived within timeout_s."""
-        return bool(self._selector.select(timeout_s))
-
-    def close(self) -> None:
-        for conn in list(self._partial):
-            self._forget(conn)
-        self._selector.close()
-        self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
-class RumListener:
-    """Reads the gateway's socket continuously in a thread and hands lines over in batches.
-
-    A reader that falls behind costs the gateway nothing: the lines wait in the socket, then in
-    HAProxy's ring (4 MiB per worker), and only past that are they dropped (HAProxy never waits).
-    """
-
-    def __init__(self, path: Path, on_lines: Callable[[list[str]], object], poll_s: float = 0.2,
-                 nice: int = 19) -> None:
-        self.receiver = RumReceiver(path)
-        self._on_lines = on_lines
-        self._poll_s = poll_s
+    def __init__(self, runtime_socket: Path, mark_file: Path, on_read: Callable[[RingRead], object],
+                 period_s: float = 1.0, nice: int = 19, backlog: int = 10) -> None:
+        self.runtime_socket = runtime_socket
+        self.mark_file = mark_file
+        self.reads = 0
+        self.failed_reads = 0
+        self._on_read = on_read
+        self._period_s = period_s
         self._nice = nice
+        self._busy_bytes = RequestLogRing().ring_bytes // 2
+        self._lock: int | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rum-listener", daemon=True)
+        self._queue: queue.Queue[RingRead | None] = queue.Queue(maxsize=backlog)
+        self._behind = False
+        self._reader = threading.Thread(target=self._read_loop, name="request-log", daemon=True)
+        self._ingester = threading.Thread(target=self._ingest_loop, name="request-log-ingest", daemon=True)
 
-    def _run(self) -> None:
-        # Lowest priority for this thread only (on Linux the nice value is per thread): when the
-        # machine is busy the gateway and the counties come first; its ring holds the lines meanwhile
-        # (past 4 MiB HAProxy drops them: real-user timing is then a sample, never a brake).
+    def read_once(self) -> int:
+        """One read of the whole ring, handed over at once; the number of new lines."""
+        found = self._take()
+        if found is None:
+            return 0
+        self._on_read(found)
+        return len(found.lines)
+
+    def _take(self) -> RingRead | None:
+        """What is new in the ring (None: nothing, or the gateway did not answer); the mark moved."""
+        try:
+            dump = dump_request_log(self.runtime_socket)
+        except (OSError, NoRequestLog):  # not running (yet), between a reload's workers, or unlogged
+            self.failed_reads += 1
+            return None
+        self.reads += 1
+        mark = self._read_mark()
+        found = unread(dump, mark)
+        if found.mark != mark and found.mark is not None:
+            self._write_mark(found.mark)
+        return found if found.lines or found.gap is not None else None
+
+    def _read_mark(self) -> str | None:
+        try:
+            return self.mark_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _write_mark(self, mark: str) -> None:
+        # Replaced whole, never half-written; no fsync: after a machine crash a stale mark only
+        # means lines read twice, and the ring is gone with the machine anyway.
+        temporary = self.mark_file.with_name(self.mark_file.name + ".new")
+        temporary.write_text(mark + "\n")
+        os.replace(temporary, self.mark_file)
+
+    def _read_loop(self) -> None:
+        delay = self._period_s
+        while not self._stop.wait(delay):
+            found = self._take()
+            busy = found is not None and sum(len(line) + 1 for line in found.lines) > self._busy_bytes
+            delay = self._period_s / 2 if busy else self._period_s
+            if found is not None:
+                self._hand_over(found)
+
+    def _hand_over(self, found: RingRead, wait_s: float = 0.0) -> None:
+        if self._behind and found.gap is None:
+            found = found._replace(gap=Gap.BEHIND)
+        try:
+            if wait_s:
+                self._queue.put(found, timeout=wait_s)
+            else:
+                self._queue.put_nowait(found)
+        except queue.Full:
+            self._behind = True  # dropped: the ingester is that far behind
+            return
+        self._behind = False
+
+    def _ingest_loop(self) -> None:
+        # On Linux the nice value is per thread: only this one yields to the rest of the machine.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
-        while not self._stop.is_set():
-            if self.receiver.wait(self._poll_s):
-                lines = self.receiver.drain()
-                if lines:
-                    self._on_lines(lines)
+        while (found := self._queue.get()) is not None:
+            self._on_read(found)
 
-    def start(self) -> RumListener:
-        self._thread.start()
+    def start(self) -> RequestLogReader:
+        self.mark_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.mark_file.with_name(self.mark_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ReaderBusy(f"another process reads the request log of {self.runtime_socket.parent}") \
+                from None
+        self._lock = fd
+        self._ingester.start()
+        self._reader.start()
         return self
 
     def stop(self) -> None:
+        """Stop after one last read, and after what was read is ingested (nothing left to the next run)."""
         self._stop.set()
-        self._thread.join(5)
-        self.receiver.close()
+        if self._reader.is_alive():
+            self._reader.join(10)
+            found = self._take()
+            if found is not None:
+                self._hand_over(found, wait_s=10.0)
+        if self._ingester.is_alive():
+            self._queue.put(None)
+            self._ingester.join(30)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
-    def __enter__(self) -> RumListener:
+    def __enter__(self) -> RequestLogReader:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:

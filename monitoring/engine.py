@@ -1,7 +1,8 @@
 """The monitoring engine in one object; the service wires it in controlplane/monitor.py:
 
     engine = MonitoringEngine(db=platform_db)
-    listener = RumListener(gateway_paths.rum_socket, engine.ingest_gateway_lines).start()
+    reader = RequestLogReader(gateway_paths.runtime_socket, gateway_paths.request_log_mark,
+                              engine.ingest_ring_read).start()
     every 60 s:  engine.record_probes(probe_all_kept(targets, executor, sessions)); engine.flush()
     every 60 s:  engine.record_host(site, read_host()); engine.record_vms(site, hypervisor); engine.flush()
     hourly:      engine.prune()
@@ -27,7 +28,7 @@ from monitoring.hoststats import HostUsage, VmCounters, VmUsage, host_usage, rea
 from monitoring.metrics import MonitoringMetrics
 from monitoring.probes import ProbeResult
 from monitoring.rollups import HOUR_S, RollupStore, hour_of
-from monitoring.rum import ParseStats, parse_lines
+from monitoring.rum import Gap, ParseStats, RingRead, parse_lines
 from monitoring.timings import Source
 from monitoring.transactions import TITLES, Transaction
 from provisioning.hypervisor import Hypervisor, HypervisorError
@@ -69,10 +70,16 @@ class MonitoringEngine:
 
     # ------------------------------------------------------------------ inputs
 
-    def ingest_gateway_lines(self, lines: Sequence[str]) -> int:
-        """RumListener's callback: parse, roll up, count what was skipped."""
+    def ingest_ring_read(self, read: RingRead) -> int:
+        """RequestLogReader's callback: the lines since its previous read, and whether some were lost."""
+        return self.ingest_gateway_lines(read.lines, read.gap)
+
+    def ingest_gateway_lines(self, lines: Sequence[str], gap: Gap | None = None) -> int:
+        """Parse, roll up, count what was skipped (and a gap before these lines)."""
         with self._lock:
-            before = ParseStats(self.rum_stats.lines, self.rum_stats.samples, dict(self.rum_stats.skipped))
+            before = self.rum_stats.copy()
+            if gap is not None:
+                self.rum_stats.gaps[gap] += 1
             added = self._sink.extend(parse_lines(lines, self.rum_stats))
             self.metrics.record_rum(before, self.rum_stats)
         return added

@@ -76,6 +76,8 @@ class MonitoringMetrics:
                                     ["county"], registry=r)
         self.rum_lines = Counter("countycloud_rum_lines", "Gateway log lines read, by outcome", ["outcome"],
                                  registry=r)
+        self.rum_gaps = Counter("countycloud_rum_gaps", "Reads of the gateway's ring that found lines "
+                                "lost since the previous read, by why", ["why"], registry=r)
         self.site_up = Gauge("countycloud_site_up", "1 if the site's hypervisor answers", site, registry=r)
         self.host_cpu = Gauge("countycloud_host_cpu_percent", "Host CPU use (all cores)", site, registry=r)
         self.host_memory = Gauge("countycloud_host_memory_used_percent", "Host memory in use", site,
@@ -106,6 +108,8 @@ class MonitoringMetrics:
         self.rum_lines.labels("sample").inc(after.samples - before.samples)
         for reason, n in after.skipped.items():
             self.rum_lines.labels(reason.value).inc(n - before.skipped[reason])
+        for gap, n in after.gaps.items():
+            self.rum_gaps.labels(gap.value).inc(n - before.gaps[gap])
 
     def record_site(self, site: str, up: bool) -> None:
         self.site_up.labels(site).set(1 if up else 0)

@@ -1,10 +1,11 @@
 """Real-user timings: HAProxy's log lines for every request through a county's address -> samples.
 
 The gateway writes one line per request in RUM_LOG_FORMAT (provisioning.gateway) into its ring, which
-forwards them over a unix stream socket this service reads (monitoring.edge.RumReceiver). A line
-carries the gateway's timers, the frontend (fe_<county>), method, path and query, status and the
-app's `Server-Timing` header as captured from the response. Lines that are not ours (HAProxy's own
-notices) and lines that do not parse are counted and skipped: one bad line never stops the stream.
+this service reads whole once a second (monitoring.edge.RequestLogReader); `unread` keeps what is
+after the previous read. A line carries the worker and its request counter, the gateway's timers,
+the frontend (fe_<county>), method, path and query, status and the app's `Server-Timing` header as
+captured from the response. Lines that are not ours (HAProxy's own notices) and lines that do not
+parse are counted and skipped: one bad line never stops the stream.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from monitoring.transactions import DEFAULT_TABLE, Transaction, TransactionTable
 from provisioning.gateway import RUM_LOG_TAG
 
 _PREFIX = RUM_LOG_TAG + " "
-_FIELDS = 14  # space-separated fields before the captured header (which has spaces of its own)
+_PREFIX_BYTES = _PREFIX.encode()
+_FIELDS = 12  # space-separated fields before the captured header (which has spaces of its own)
 
 
 class Skip(enum.StrEnum):
@@ -28,6 +30,53 @@ class Skip(enum.StrEnum):
     FOREIGN = "foreign"  # not a request line of ours (an HAProxy notice, an empty line)
     MALFORMED = "malformed"  # ours, but not in the expected shape
     ABORTED = "aborted"  # the client or the gateway gave up before an answer: no timing to keep
+
+
+class Gap(enum.StrEnum):
+    """Why lines may have been lost between two reads of the gateway's ring."""
+
+    OVERRUN = "overrun"  # the ring wrapped past the previous read: more lines than it holds came between
+    NEW_WORKER = "new_worker"  # a reload: the old worker's lines after the previous read went with it
+    BEHIND = "behind"  # the service read them but could not parse them as fast: a read was dropped
+
+
+class RingRead(NamedTuple):
+    lines: list[str]  # the lines after the previous read, oldest first
+    mark: str | None  # "<pid> <counter>" of the newest line: where the next read starts
+    gap: Gap | None
+
+
+def mark_of(line: bytes) -> str | None:
+    """The "<pid> <counter>" of one of our lines (unique per line: a worker never repeats a counter)."""
+    parts = line.split(b" ", 3)
+    if len(parts) < 4 or parts[0] != _PREFIX_BYTES[:-1] or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return f"{int(parts[1])} {int(parts[2])}"
+
+
+def unread(dump: bytes, mark: str | None) -> RingRead:
+    """The lines of a whole-ring dump (oldest first, one per LF) that come after the line `mark`
+    names; all of them when there is no mark yet or the marked line is gone (then why, in `gap`).
+
+    Searched from the end: between two reads a second apart the new lines are the ring's last ones.
+    """
+    end = len(dump)
+    while end and dump[end - 1] == 0x0A:  # the CLI ends its answer with an empty line
+        end -= 1
+    newest = dump.rfind(b"\n", 0, end) + 1
+    newest_mark = mark_of(dump[newest:end]) if end else None
+    start, gap = 0, None
+    if mark is not None:
+        needle = _PREFIX_BYTES + mark.encode() + b" "
+        at = dump.rfind(b"\n" + needle, 0, end)
+        if at >= 0 or dump.startswith(needle):
+            after = dump.find(b"\n", at + 1, end)
+            start = end if after < 0 else after + 1
+        elif end:
+            # Same worker, marked line gone: overwritten before this read. Another worker: a reload.
+            gap = Gap.OVERRUN if newest_mark and newest_mark.split()[0] == mark.split()[0] else Gap.NEW_WORKER
+    lines = dump[start:end].decode("utf-8", errors="replace").split("\n") if start < end else []
+    return RingRead(lines, newest_mark or mark, gap)
 
 
 class Sample(NamedTuple):
@@ -50,9 +99,13 @@ class ParseStats:
     lines: int = 0
     samples: int = 0
     skipped: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
+    gaps: dict[Gap, int] = field(default_factory=lambda: dict.fromkeys(Gap, 0))
 
     def skip(self, reason: Skip) -> None:
         self.skipped[reason] += 1
+
+    def copy(self) -> ParseStats:
+        return ParseStats(self.lines, self.samples, dict(self.skipped), dict(self.gaps))
 
 
 def parse_line(line: str, table: TransactionTable = DEFAULT_TABLE) -> Sample | Skip:
@@ -67,7 +120,7 @@ def parse_line(line: str, table: TransactionTable = DEFAULT_TABLE) -> Sample | S
     parts = line.rstrip("\n ").split(" ", _FIELDS)
     if len(parts) < _FIELDS:
         return Skip.MALFORMED
-    _tag, at, frontend, status_text, method, path, query, _tr, tw, _tc, tr, ta, _b, _term = parts[:_FIELDS]
+    _tag, _pid, _counter, at, frontend, status_text, method, path, query, tw, tr, ta = parts[:_FIELDS]
     captured = parts[_FIELDS] if len(parts) > _FIELDS else ""
     try:
         status, total_ms, server_ms, queue_ms = int(status_text), int(ta), int(tr), int(tw)

@@ -19,42 +19,35 @@ from provisioning.errors import ProvisioningError
 # The network rule: the gateway listens on, and forwards to, loopback only.
 LOOPBACK = "127.0.0.1"
 HEALTH_PATH = "/healthz"
-# Real-user timing: one line per request, written to an in-memory ring that forwards the lines over
-# a unix stream socket (LF after each) to monitoring.edge.RumReceiver (see RumRelay and the template).
-# Timers (ms): TR request headers received, Tw queue, Tc connect to server, Tr server's response
-# headers, Ta whole active time; %hs is the captured Server-Timing of the app. Fields are
-# space-separated, path and query quoted; monitoring.rum parses exactly this.
-RUM_LOG_TAG = "ccrum1"
-RUM_LOG_FORMAT = (RUM_LOG_TAG + r" %Ts.%ms %ft %ST %HM %{+Q}HP %{+Q}HQ %TR %Tw %Tc %Tr %Ta %B %tsc %hs")
+# Real-user timing: one line per request, written into an in-memory ring of each worker
+# (RequestLogRing) that the monitoring service reads through the runtime socket once a second
+# (provisioning.haproxy.dump_request_log). Fields are space-separated, path and query quoted;
+# monitoring.rum parses exactly this. %pid %rt (the worker and its request counter) make each line
+# unique, so a reader can tell where its previous read ended. Timers (ms): Tw queue, Tr server's
+# response headers, Ta whole active time; %hs is the captured Server-Timing of the app. Only what
+# the split needs: every field is formatted for every request of every county.
+RUM_LOG_TAG = "ccrum2"
+RUM_LOG_FORMAT = RUM_LOG_TAG + r" %pid %rt %Ts.%ms %f %ST %HM %{+Q}HP %{+Q}HQ %Tw %Tr %Ta %hs"
 RUM_SERVER_TIMING_LEN = 120
 RUM_LINE_MAX = 4096  # bytes; a longer line is cut by HAProxy (the parser counts it malformed)
-RUM_RELAY_SOCKET_NAME = "rum-relay.sock"
-
-
-def rum_relay_socket(rum_socket: Path) -> Path:
-    """The gateway's own relay socket, next to the reader's (the ring's server; see RumRelay)."""
-    return rum_socket.with_name(RUM_RELAY_SOCKET_NAME)
 
 
 @dataclass(frozen=True)
-class RumRelay:
-    """How the request lines reach the reader: HAProxy's `ring` (in memory, every worker its own)
-    forwards them over one stream to a `listen` section of the same HAProxy, which passes them to
-    the reader's unix socket.
+class RequestLogRing:
+    """Where the request lines wait: HAProxy's `ring`, in memory, one per worker, with no server.
 
-    Why the relay: HAProxy 2.6 reconnects a ring's server at once when it refuses, without end, so
-    with the reader down a ring pointed straight at it spins (+113 % of the gateway's CPU, measured).
-    The relay always accepts, holds the connection up to hold_s while its reader is down (then
-    closes it: one reconnect per hold_s) and forwards as soon as a check finds the reader up.
+    Nothing is forwarded: a ring's forwarder is woken by every line, and that cost the gateway
+    7-8 % of its CPU per request; a ring nobody forwards costs only the line's formatting and copy
+    (2-4 %). The reader asks for the whole ring (`show events`) once a second and keeps what is
+    after its previous read. When nobody reads, the oldest lines are overwritten: a stopped reader
+    never slows a county. ring_bytes holds ~44000 lines of ~95 bytes, 1.5 s of a saturated gateway.
     """
 
-    relay_socket: str
-    ring: str = "rum"
-    relay: str = "rum_relay"
+    name: str = "rum"
     maxlen: int = RUM_LINE_MAX
-    ring_bytes: int = 4 << 20  # ~28000 lines of ~150 bytes (5 s of a saturated gateway): a burst waits here
-    hold_s: int = 5
-    check_ms: int = 1000  # the reader back: found within a second
+    ring_bytes: int = 4 << 20
+
+
 # HAProxy identifiers allow more, but county slugs and VM names never need it and it keeps the
 # rendered names (fe_<slug>, be_<slug>) safe to use on the runtime API's command line.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -168,15 +161,13 @@ _ENV = jinja2.Environment(
 
 
 def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeouts | None = None,
-           rum_socket: Path | None = None) -> str:
+           request_log: bool = False) -> str:
     """The whole haproxy.cfg for these frontends (sorted by tenant, so the text is stable).
 
     runtime_socket is the admin socket of the workers; it also hands the listening sockets to the
-    next worker on reload (`expose-fd listeners`), which is what makes the reload hitless.
-    rum_socket: the reader's unix stream socket, where each request's timing line goes (None: no
-    request log). Lines pass through a ring in memory and the gateway's own relay (RumRelay, on
-    rum_relay_socket next to it); when nobody reads they are dropped, so a stopped reader never
-    slows a county.
+    next worker on reload (`expose-fd listeners`), which is what makes the reload hitless, and it is
+    where the request log is read. request_log: log every request's timers into the ring
+    (RequestLogRing); off only to measure what it costs.
     """
     problems = validate(frontends)
     if problems:
@@ -187,8 +178,7 @@ def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeou
         timeouts=timeouts or Timeouts(),
         loopback=LOOPBACK,
         health_path=HEALTH_PATH,
-        rum_socket=str(rum_socket) if rum_socket else None,
-        rum=RumRelay(str(rum_relay_socket(rum_socket))) if rum_socket else None,
+        rum=RequestLogRing() if request_log else None,
         rum_log_format=RUM_LOG_FORMAT,
         rum_server_timing_len=RUM_SERVER_TIMING_LEN,
     )

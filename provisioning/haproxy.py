@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning.gateway import Frontend, GatewayError, Timeouts, render, rum_relay_socket
+from provisioning.gateway import Frontend, GatewayError, RequestLogRing, Timeouts, render
 
 HAPROXY = Path("/usr/sbin/haproxy")
 # sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -93,14 +93,9 @@ class GatewayPaths:
         return self.root / "haproxy.log"
 
     @property
-    def rum_socket(self) -> Path:
-        """Where HAProxy sends each request's timing line (monitoring.edge.RumReceiver listens here)."""
-        return self.root / "rum.sock"
-
-    @property
-    def rum_relay_socket(self) -> Path:
-        """The gateway's own relay between its ring of request lines and rum_socket (RumRelay)."""
-        return rum_relay_socket(self.rum_socket)
+    def request_log_mark(self) -> Path:
+        """The request log's reader: the last line it has read (monitoring.edge.RequestLogReader)."""
+        return self.root / "rum.mark"
 
     @property
     def lock(self) -> Path:
@@ -109,15 +104,33 @@ class GatewayPaths:
 
 def _ask(path: Path, command: str, timeout: float = SOCKET_TIMEOUT_S) -> str:
     """Send one command to an HAProxy CLI socket and read the answer until it closes the connection."""
+    return _ask_bytes(path, command, timeout).decode(errors="replace")
+
+
+def _ask_bytes(path: Path, command: str, timeout: float) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
         sock.sendall(command.encode() + b"\n")
         sock.shutdown(socket.SHUT_WR)  # end of input: the CLI answers and closes (else it waits for more)
         chunks: list[bytes] = []
-        while chunk := sock.recv(65536):
+        while chunk := sock.recv(1 << 20):
             chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks)
+
+
+class NoRequestLog(GatewayError):
+    """The gateway runs without its request log (rendered with real_user_timing off)."""
+
+
+def dump_request_log(runtime_socket: Path, timeout: float = SOCKET_TIMEOUT_S) -> bytes:
+    """Every request line the current worker's ring holds, oldest first, one per LF (`show events`:
+    the whole ring, about 4 MiB once it has filled; ~3 ms of the gateway's CPU). Raises OSError when
+    the gateway is not running, NoRequestLog when it runs without the ring."""
+    answer = _ask_bytes(runtime_socket, f"show events {RequestLogRing.name}", timeout)
+    if answer.startswith(b"No such event sink"):
+        raise NoRequestLog(f"the gateway of {runtime_socket.parent} runs without its request log")
+    return answer
 
 
 @dataclass(frozen=True)
@@ -157,13 +170,13 @@ class HAProxyGateway:
     def __init__(self, directory: Path, binary: Path = HAPROXY, timeouts: Timeouts | None = None,
                  real_user_timing: bool = True) -> None:
         """directory: the gateway's own folder (config, sockets, pidfile, log), created on apply.
-        real_user_timing: log every request's timers to `paths.rum_socket` (off only to measure its cost)."""
+        real_user_timing: log every request's timers into the ring that dump_request_log reads (off
+        only to measure its cost)."""
         self.paths = GatewayPaths(directory)
         self.binary = binary
         self.timeouts = timeouts or Timeouts()
         self.real_user_timing = real_user_timing
-        for sock in (self.paths.master_socket, self.paths.runtime_socket, self.paths.rum_socket,
-                     self.paths.rum_relay_socket):
+        for sock in (self.paths.master_socket, self.paths.runtime_socket):
             if len(str(sock)) > _UNIX_PATH_MAX:
                 raise GatewayError(f"socket path {sock} is longer than {_UNIX_PATH_MAX} bytes; "
                                    "use a shorter state directory")
@@ -171,8 +184,7 @@ class HAProxyGateway:
     # ------------------------------------------------------------ apply
 
     def render(self, frontends: Sequence[Frontend]) -> str:
-        return render(frontends, self.paths.runtime_socket, self.timeouts,
-                      self.paths.rum_socket if self.real_user_timing else None)
+        return render(frontends, self.paths.runtime_socket, self.timeouts, request_log=self.real_user_timing)
 
     def apply(self, frontends: Sequence[Frontend]) -> ApplyResult:
         """Make the running HAProxy serve exactly these frontends, without dropping a request.

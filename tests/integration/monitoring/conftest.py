@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.edge import RumListener
 from monitoring.probes import ProbeAccount, Target
+from monitoring.rum import Gap, RingRead
 from provisioning.haproxy import HAPROXY, HAProxyGateway, ServerState
 
-from .support import DelayProxy, app_server, gateway, seed_county
+from .support import DelayProxy, app_server, gateway, request_log_reader, seed_county
 
 INJECTED_MS = 200.0
 
@@ -39,15 +39,18 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 
 
 class RumLines:
-    """What the gateway logged, as the listener thread hands it over."""
+    """What the gateway logged, as the request-log reader's thread hands it over."""
 
     def __init__(self) -> None:
         self._lines: list[str] = []
+        self.gaps: list[Gap] = []
         self._lock = threading.Lock()
 
-    def add(self, lines: list[str]) -> None:
+    def add(self, read: RingRead) -> None:
         with self._lock:
-            self._lines.extend(lines)
+            self._lines.extend(read.lines)
+            if read.gap is not None:
+                self.gaps.append(read.gap)
 
     def take(self) -> list[str]:
         with self._lock:
@@ -85,7 +88,7 @@ def platform(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         backends = {"base": plain.port, "slownet": proxy.port, "slowapp": plain.port}
         with gateway(backends) as (gw, addresses):
             lines = RumLines()
-            with RumListener(gw.paths.rum_socket, lines.add):
+            with request_log_reader(gw, lines.add):
                 for county in backends:
                     gw.wait_for(county, f"{county}-vm", ServerState.UP)
                 yield Platform(gw, lines, proxy, addresses, backends, seeded.account)

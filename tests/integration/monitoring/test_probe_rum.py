@@ -52,7 +52,7 @@ def test_a_probe_walks_the_county_and_the_gateway_logs_every_request(platform: P
     lines = _collect(platform, at_least=len(result.requests))
     # Real lines from the real HAProxy, with broken ones mixed in the way a line cut short or a
     # foreign writer would leave them.
-    broken = [lines[0][: len(lines[0]) // 2], "ccrum1 not a request line", "", "Proxy fe_x started."]
+    broken = [lines[0][: len(lines[0]) // 2], "ccrum2 not a request line", "", "Proxy fe_x started."]
     stats = ParseStats()
     samples = list(parse_lines([*broken[:2], *lines, *broken[2:]], stats))
     assert stats.lines == len(lines) + 4

@@ -1,11 +1,10 @@
-"""The gateway's request log as a stream: monitoring.edge.RumReceiver's framing over real unix
-sockets, then the real HAProxy forwarding every line through its ring and relay, across a reload,
-and costing nothing while nobody reads (the ring must not spin)."""
+"""The gateway's request log read from its ring: the real HAProxy logging every request into a
+ring that forwards nothing, and the service's reader (monitoring.edge.RequestLogReader) taking each
+line once, across a reload and a restart of the reader; a gateway nobody reads stays idle."""
 
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,70 +14,14 @@ import httpx
 import psutil
 import pytest
 
-from monitoring.edge import RumListener, RumReceiver
+from monitoring.edge import ReaderBusy
+from monitoring.rum import Gap
 from provisioning.gateway import Backend, Frontend
 from provisioning.haproxy import HAPROXY, HAProxyGateway, ServerState
 from tenant_app.devserver import free_port
 
 from .conftest import RumLines
-from .support import gateway, wait_reader
-
-
-def _drain_until(receiver: RumReceiver, count: int, timeout_s: float = 5.0) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while len(lines) < count and time.monotonic() < deadline:
-        if receiver.wait(0.1):
-            lines += receiver.drain()
-    return lines
-
-
-def _connect(path: Path) -> socket.socket:
-    sender = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sender.connect(str(path))
-    return sender
-
-
-def test_receiver_splits_a_stream_into_lines_from_several_connections_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "rum.sock"
-    receiver = RumReceiver(path)
-    try:
-        old, new = _connect(path), _connect(path)  # a reload: the old and the new worker's rings
-        check = _connect(path)
-        check.close()  # a health check: connects, sends nothing, closes
-        old.sendall(b"ccrum1 a 1\nccrum1 a 2\nccrum1 a")  # the third line cut mid-way
-        new.sendall(b"ccrum1 b 1\n")
-        assert sorted(_drain_until(receiver, 3)) == ["ccrum1 a 1", "ccrum1 a 2", "ccrum1 b 1"]
-        assert receiver.connections == 2  # the check's closed connection is gone
-        old.sendall(b" 3\n")
-        new.sendall(b"".join(b"ccrum1 b %d\n" % i for i in range(2, 5002)))  # a burst, many reads
-        lines = _drain_until(receiver, 5001)
-        assert lines.count("ccrum1 a 3") == 1
-        burst = [line for line in lines if line.startswith("ccrum1 b")]
-        assert burst == [f"ccrum1 b {i}" for i in range(2, 5002)]
-        old.sendall(b"ccrum1 a 4")  # the old worker exits with its last line unended: kept as is
-        old.close()
-        assert _drain_until(receiver, 1) == ["ccrum1 a 4"]
-        assert receiver.connections == 1
-        new.close()
-    finally:
-        receiver.close()
-    assert not path.exists()
-
-
-def test_receiver_rebinds_over_a_socket_left_by_a_previous_run(tmp_path: Path) -> None:
-    path = tmp_path / "rum.sock"
-    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    stale.bind(str(path))
-    stale.close()  # the file stays, as after a crash
-    receiver = RumReceiver(path)
-    try:
-        with _connect(path) as sender:
-            sender.sendall(b"ccrum1 x\n")
-            assert _drain_until(receiver, 1) == ["ccrum1 x"]
-    finally:
-        receiver.close()
-
+from .support import gateway, request_log_reader
 
 # ------------------------------------------------------------------ the real gateway
 
@@ -135,89 +78,111 @@ def _ours(lines: list[str], path: str) -> list[str]:
     return [line for line in lines if f'"{path}"' in line]
 
 
-IDLE_WINDOW_S = 6.0  # more than one hold of the relay (5 s): a spinning ring would show in it
-# A ring spinning on a refused server burns a whole core (HAProxy 2.6: +113 % in the bench); an
-# idle gateway uses ~0. A tenth of a core over the window is loose for a loaded machine, and still
-# ten times below a spin.
+def _until(lines: RumLines, seen: list[str], path: str, count: int, timeout_s: float = 10.0) -> list[str]:
+    """Collect what the reader hands over until `count` lines of `path` came (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while len(_ours(seen, path)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen += lines.take()
+    return _ours(seen, path)
+
+
+IDLE_WINDOW_S = 3.0
+# An idle gateway uses ~0; read every 0.2 s it answers 15 whole-ring dumps here (a few ms each). A
+# tenth of a core over the window is loose for a loaded machine and still far below a spin.
 IDLE_CPU_BOUND = 0.1
 
 
 @needs_haproxy
 @pytest.mark.timeout(120)
-def test_every_request_line_reaches_the_reader_through_the_ring_also_across_a_reload(backend: int) -> None:
+def test_every_request_line_is_read_once_also_across_a_reload(backend: int) -> None:
     with gateway({"keelung": backend}) as (gw, addresses):
         lines = RumLines()
-        with RumListener(gw.paths.rum_socket, lines.add):
+        with request_log_reader(gw, lines.add):
             gw.wait_for("keelung", "keelung-vm", ServerState.UP)
-            wait_reader(gw)
             _get(addresses["keelung"], 300, "/before")
-            deadline = time.monotonic() + 10
             seen: list[str] = []
-            while len(_ours(seen, "/before")) < 300 and time.monotonic() < deadline:
-                time.sleep(0.1)
-                seen += lines.take()
-            before = _ours(seen, "/before")
+            before = _until(lines, seen, "/before", 300)
+            time.sleep(0.5)  # two more reads of the same ring: nothing read twice
+            before = _until(lines, seen, "/before", 301, timeout_s=0.0)
             assert len(before) == 300  # every line kept, each once
             assert sorted(int(line.split('"?i=')[1].split('"')[0]) for line in before) == list(range(300))
-            assert all(line.startswith("ccrum1 ") and " fe_keelung 200 GET " in line
+            assert all(line.startswith("ccrum2 ") and " fe_keelung 200 GET " in line
                        and line.endswith("{app;dur=1.00, db;dur=0.50}") for line in before)
+            assert lines.gaps == []
 
-            # A reload (a county added): the new worker's ring connects, the old one's closes.
+            # A reload (a county added): a new worker with a ring of its own.
             port = free_port()
             gw.apply([Frontend("keelung", addresses["keelung"], (Backend("keelung-vm", backend),)),
                       Frontend("penghu", port, (Backend("penghu-vm", backend),))])
             gw.wait_for("penghu", "penghu-vm", ServerState.UP)
-            wait_reader(gw)
             _get(port, 50, "/after")
-            deadline = time.monotonic() + 10
-            while len(_ours(seen, "/after")) < 50 and time.monotonic() < deadline:
-                time.sleep(0.1)
-                seen += lines.take()
-            after = _ours(seen, "/after")
+            after = _until(lines, seen, "/after", 50)
             assert len(after) == 50 and all(" fe_penghu 200 GET " in line for line in after)
+            assert lines.gaps == [Gap.NEW_WORKER]  # said once, not at every read after
 
 
 @needs_haproxy
 @pytest.mark.timeout(120)
-def test_with_nobody_reading_the_gateway_stays_idle_and_lines_flow_again_when_the_reader_is_back(
-        backend: int) -> None:
+def test_a_restarted_reader_takes_what_came_while_it_was_away_and_nothing_twice(backend: int) -> None:
     with gateway({"keelung": backend}) as (gw, addresses):
         gw.wait_for("keelung", "keelung-vm", ServerState.UP)
         address = addresses["keelung"]
-        # Never a reader: requests still served, the log's ring idle.
-        _get(address, 50, "/never")
-        began = _cpu_s(gw)
-        time.sleep(IDLE_WINDOW_S)
-        assert _cpu_s(gw) - began < IDLE_CPU_BOUND * IDLE_WINDOW_S
-
         lines = RumLines()
-        listener = RumListener(gw.paths.rum_socket, lines.add).start()
-        try:
-            wait_reader(gw)
+        seen: list[str] = []
+        with request_log_reader(gw, lines.add):
             _get(address, 20, "/first")
-            deadline = time.monotonic() + 10
-            seen: list[str] = []
-            while len(_ours(seen, "/first")) < 20 and time.monotonic() < deadline:
-                time.sleep(0.1)
-                seen += lines.take()
-            assert len(_ours(seen, "/first")) == 20
-        finally:
-            listener.stop()  # the service stops: its socket is gone
+            assert len(_until(lines, seen, "/first", 20)) == 20
+        _get(address, 30, "/away")  # the service restarting: nobody reads
+        again = RumLines()
+        with request_log_reader(gw, again.add):
+            _get(address, 10, "/back")
+            taken: list[str] = []
+            assert len(_until(again, taken, "/back", 10)) == 10
+            assert len(_ours(taken, "/away")) == 30 and _ours(taken, "/first") == []
+        assert again.gaps == []
 
-        # The reader went away after being connected: its server is marked down at the first failed
-        # connect, and the ring reconnects once per hold, not in a loop.
-        _get(address, 50, "/gone")
-        wait_reader(gw, ServerState.DOWN)
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+def test_a_second_reader_of_the_same_gateway_is_refused(backend: int) -> None:
+    with (gateway({"keelung": backend}) as (gw, _addresses), request_log_reader(gw, RumLines().add),
+          pytest.raises(ReaderBusy, match="another process reads the request log")):
+        request_log_reader(gw, RumLines().add).start()
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+def test_the_gateway_stays_idle_unread_and_read(backend: int) -> None:
+    with gateway({"keelung": backend}) as (gw, addresses):
+        gw.wait_for("keelung", "keelung-vm", ServerState.UP)
+        _get(addresses["keelung"], 50, "/never")  # never a reader: requests still served
         began = _cpu_s(gw)
         time.sleep(IDLE_WINDOW_S)
         assert _cpu_s(gw) - began < IDLE_CPU_BOUND * IDLE_WINDOW_S
+        lines = RumLines()
+        with request_log_reader(gw, lines.add):
+            began = _cpu_s(gw)
+            time.sleep(IDLE_WINDOW_S)
+            assert _cpu_s(gw) - began < IDLE_CPU_BOUND * IDLE_WINDOW_S
+        assert len(_ours(lines.take(), "/never")) == 50  # the ring kept them for the first reader
 
-        # The service back (a new socket at the same path): lines flow again.
-        with RumListener(gw.paths.rum_socket, lines.add):
-            wait_reader(gw)
-            _get(address, 20, "/back")
-            deadline = time.monotonic() + 10
-            while len(_ours(seen, "/back")) < 20 and time.monotonic() < deadline:
-                time.sleep(0.1)
-                seen += lines.take()
-            assert len(_ours(seen, "/back")) == 20
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+def test_a_gateway_not_running_is_tried_again_at_the_next_read(tmp_path: Path) -> None:
+    gw = HAProxyGateway(tmp_path / "haproxy")
+    lines = RumLines()
+    reader = request_log_reader(gw, lines.add)
+    assert reader.read_once() == 0 and reader.failed_reads == 1 and not gw.paths.request_log_mark.exists()
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+def test_a_gateway_without_its_request_log_gives_no_lines(backend: int) -> None:
+    with gateway({"keelung": backend}, real_user_timing=False) as (gw, addresses):
+        gw.wait_for("keelung", "keelung-vm", ServerState.UP)
+        _get(addresses["keelung"], 5, "/unlogged")
+        lines = RumLines()
+        reader = request_log_reader(gw, lines.add)
+        assert reader.read_once() == 0 and reader.failed_reads == 1 and lines.take() == []

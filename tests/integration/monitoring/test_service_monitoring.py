@@ -1,5 +1,5 @@
 """`countycloud serve` runs the monitoring: the real service process probes every serving county on
-its schedule (2 s here), reads the gateway's log socket, flushes into the platform database and
+its schedule (2 s here), reads the gateway's request log, flushes into the platform database and
 serves /metrics. A county down fails its own probe fast and keelung's probe still passes; a county
 without probe credentials is counted, not probed; a malformed log line is counted and skipped; a
 scraper stuck mid-request (Prometheus hung) blocks nothing."""
@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,34 @@ def _metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+class _FakeRing:
+    """The gateway's runtime socket as far as the request log goes: every `show events rum` is
+    answered with the same ring (the real HAProxy is tests/integration/monitoring/test_rum_stream.py)."""
+
+    def __init__(self, path: Path, ring: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.answered = 0
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(4)
+        self._ring = ring.encode()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(100).startswith(b"show events rum"):
+                    conn.sendall(self._ring)
+                    self.answered += 1
+
+    def close(self) -> None:
+        self._server.close()
+
+
 @pytest.mark.timeout(240)
 def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tuple[str, str, Path]) -> None:
     base, url, state = service
@@ -117,14 +146,11 @@ def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tu
     assert _metric(text, "countycloud_probe_account_missing", county="penghu") == 1.0
     assert _metric(text, "countycloud_probe_success", county="penghu") is None
 
-    # What HAProxy would send: one request line of keelung, one malformed line.
-    rum = GatewayPaths(state / "haproxy").rum_socket
-    line = (f'ccrum1 {time.time():.3f} fe_keelung 200 GET "/budget" "" 0 1 0 40 45 300 ---- '
+    # What the gateway's ring would hold: one request line of keelung, one malformed line. The
+    # service reads the whole ring every second: it must take each line once.
+    line = (f'ccrum2 4242 1 {time.time():.3f} fe_keelung 200 GET "/budget" "" 1 40 45 '
             "{app;dur=38.00, db;dur=20.00}")
-    # Over a stream as the gateway's relay forwards them: LF after each line.
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:
-        sender.connect(str(rum))
-        sender.sendall(line.encode() + b"\nccrum1 garbage\n")
+    ring = _FakeRing(GatewayPaths(state / "haproxy").runtime_socket, f"{line}\nccrum2 4242 2 garbage\n\n")
 
     engine = make_engine(url)
     try:
@@ -144,4 +170,14 @@ def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tu
     text = httpx.get(f"{base}/metrics", timeout=5).text
     assert time.monotonic() - began < 2.0  # the stuck scraper holds nothing
     assert _metric(text, "countycloud_rum_lines_total", outcome="malformed") == 1.0
+    # Read again and again (once a second), each line counted once.
+    answered = ring.answered
+    deadline = time.monotonic() + 15
+    while ring.answered < answered + 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ring.answered >= answered + 3
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    assert _metric(text, "countycloud_rum_lines_total", outcome="malformed") == 1.0
+    assert _metric(text, "countycloud_rum_lines_total", outcome="sample") == 1.0
+    ring.close()
     stuck.close()

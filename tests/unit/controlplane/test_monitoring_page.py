@@ -64,7 +64,7 @@ def test_applying_advice_runs_the_resize_and_keeps_the_before_figures(
         service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     now = time.time()
     seed_rollups(service.engine, OWN, days=8, now=now)
-    running = monitor.Monitor(service.engine, platform=None, sites=[], rum_socket=None)  # type: ignore[arg-type]
+    running = monitor.Monitor(service.engine, platform=None, sites=[], gateway=None)  # type: ignore[arg-type]
     monkeypatch.setattr(monitor, "_current", running)
     vm = f"{OWN}-accounting-1"
     # 簽證's server time doubled in the last hour, and the VM's CPU above 80 % for the last 10 min

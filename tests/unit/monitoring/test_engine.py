@@ -12,7 +12,7 @@ NOW = 1_796_400_000.0
 
 
 def line(at: float, path: str = "/api/v1/certifications", status: int = 201, county: str = "keelung") -> str:
-    return (f'ccrum1 {at:.3f} fe_{county} {status} POST "{path}" "" 0 1 0 40 45 300 ---- '
+    return (f'ccrum2 4242 7 {at:.3f} fe_{county} {status} POST "{path}" "" 1 40 45 '
             "{app;dur=38.00, db;dur=20.00}")
 
 

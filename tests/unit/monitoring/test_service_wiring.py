@@ -25,8 +25,8 @@ NOW = 1_796_400_000.0
 
 
 def line(at: float, app_ms: float = 38.0, county: str = "keelung") -> str:
-    return (f'ccrum1 {at:.3f} fe_{county} 201 POST "/api/v1/certifications" "" 0 1 0 40 '
-            f"{int(app_ms) + 7} 300 ---- {{app;dur={app_ms:.2f}, db;dur=20.00}}")
+    return (f'ccrum2 4242 7 {at:.3f} fe_{county} 201 POST "/api/v1/certifications" "" 1 40 '
+            f"{int(app_ms) + 7} {{app;dur={app_ms:.2f}, db;dur=20.00}}")
 
 
 def test_schedules() -> None:

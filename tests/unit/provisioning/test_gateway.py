@@ -14,7 +14,6 @@ from provisioning.haproxy import ServerState, _parse_show_proc, _parse_state
 GOLDEN = Path(__file__).parent / "golden" / "haproxy.cfg"
 GOLDEN_RUM = Path(__file__).parent / "golden" / "haproxy-rum.cfg"  # with the real-user request log
 RUNTIME_SOCKET = Path("/var/lib/countycloud/haproxy/runtime.sock")
-RUM_SOCKET = Path("/var/lib/countycloud/haproxy/rum.sock")
 
 
 def sample() -> list[Frontend]:
@@ -32,33 +31,22 @@ def test_sample_renders_to_the_golden_file() -> None:
 
 
 def test_sample_with_the_request_log_renders_to_its_golden_file() -> None:
-    assert render(sample(), RUNTIME_SOCKET, rum_socket=RUM_SOCKET) == GOLDEN_RUM.read_text()
+    assert render(sample(), RUNTIME_SOCKET, request_log=True) == GOLDEN_RUM.read_text()
 
 
-def test_request_log_goes_through_the_ring_and_the_relay_never_straight_to_the_reader() -> None:
-    """Each frontend logs into the ring (no syscall per request); the ring's one server is the
-    gateway's own relay; only the relay connects to the reader, and it holds the ring's connection
-    while the reader is down (the no-spin property, tested for real in
-    tests/integration/provisioning/test_gateway_rum.py)."""
-    text = render(sample(), RUNTIME_SOCKET, rum_socket=RUM_SOCKET)
-    relay = "/var/lib/countycloud/haproxy/rum-relay.sock"
-    # Each blank-line-separated block by its first line that is not a comment.
+def test_request_log_goes_into_a_ring_that_forwards_nothing() -> None:
+    """Each frontend logs into the ring (no syscall per request) and the ring has no server: a
+    forwarder is woken by every line; the service reads the ring through the runtime socket."""
+    text = render(sample(), RUNTIME_SOCKET, request_log=True)
     sections = {next(line for line in block.splitlines() if not line.startswith("#")): block
                 for block in text.split("\n\n")}
     assert "log ring@rum len 4096 format raw local0 info info" in text
-    assert f"unix@{RUM_SOCKET}" not in text.split("listen rum_relay")[0]
     ring = sections["ring rum"]
-    assert [line.split()[:3] for line in ring.splitlines() if line.strip().startswith("server")] == \
-        [["server", "relay", f"unix@{relay}"]]
-    assert "log-proto legacy" in ring  # LF after each line: what monitoring.edge.RumReceiver splits on
-    listen = sections["listen rum_relay from rum_relay"]
-    assert f"bind unix@{relay} mode 600" in listen and "no log" in listen  # its own sessions unlogged
-    assert "tcp-request inspect-delay 5s" in listen
-    assert "tcp-request content accept if { nbsrv(rum_relay) gt 0 }" in listen
-    assert "tcp-request content reject if WAIT_END" in listen
-    assert f"server reader unix@{RUM_SOCKET} check" in listen and "on-error mark-down" in listen
-    assert sections["defaults rum_relay"].count("mode tcp") == 1
-    assert "rum" not in render(sample(), RUNTIME_SOCKET)  # off: no ring, no relay, no log
+    assert "size 4194304" in ring and "format raw" in ring
+    assert not [line for line in ring.splitlines() if line.split()[:1] == ["server"]]
+    assert "unix@" not in text.replace(f"stats socket {RUNTIME_SOCKET}", "")  # no other socket
+    assert text.count("capture response header Server-Timing len 120") == 3  # every county
+    assert "rum" not in render(sample(), RUNTIME_SOCKET)  # off: no ring, no log
 
 
 def test_order_of_frontends_does_not_change_the_text() -> None:

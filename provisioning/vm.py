@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from provisioning import address, disks, guest, images, seed, templates
+from provisioning import address, chardev, disks, guest, images, seed, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.errors import ProvisioningError
 from provisioning.gateway import Frontend
@@ -252,6 +252,33 @@ def wait_ready(hv: Hypervisor, vm_name: str, app_port: int, timeout_s: float) ->
             said = reason.decode().strip()
             raise ProvisioningError(f"{vm_name}: activation failed in the guest: {said}") from error
         raise
+
+
+# --- the guestfwd ------------------------------------------------------------------------------
+
+class GuestfwdError(ProvisioningError):
+    pass
+
+
+@dataclass(frozen=True)
+class GuestfwdReset:
+    aborted: tuple[int, ...]  # the host connections' local ports that were aborted
+    connected: int  # the local port of the new one
+
+
+def reset_guestfwd(hv: Hypervisor, vm_name: str, host_port: int, *, timeout_s: float = 15.0) -> GuestfwdReset:
+    """The VM's guestfwd given a new host connection to 127.0.0.1:`host_port` (its QEMU's old one
+    aborted; the chardev reconnects by itself), once the new one is up. Call it while nothing in the
+    guest is connected through the forward (provisioning/chardev.py says why)."""
+    pid = hv.qemu_pid(vm_name)
+    if pid is None:
+        raise GuestfwdError(f"{vm_name}: no QEMU process (not running at {hv.site})")
+    aborted = chardev.reset(pid, host_port)
+    connected = chardev.wait_connected(pid, host_port, other_than=aborted, timeout_s=timeout_s)
+    if connected is None:
+        raise GuestfwdError(f"{vm_name}: its guestfwd did not reconnect to 127.0.0.1:{host_port} "
+                            f"within {timeout_s:.0f} s (is the listener up?)")
+    return GuestfwdReset(tuple(aborted), connected)
 
 
 # --- tear down ---------------------------------------------------------------------------------

@@ -141,24 +141,25 @@ def enable(platform: Platform, tenant: str, *, target: ReplicaServer | None = No
             # The folders were made under umask 077; the app's user must reach its files in them.
             _guest(plan, platform.ssh_key, f"chmod 0755 /etc/litestream {replica.GUEST_DIR} && "
                    f"systemctl daemon-reload && systemctl enable {replica.GUEST_UNIT}")
-            restart_stream(platform, plan)
+            restart_stream(platform, plan, target)
             done.append(Enabled(plan.name, had != version, target.site.sftp_path(tenant)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return done
 
 
-def restart_stream(platform: Platform, plan: VmPlan) -> None:
+def restart_stream(platform: Platform, plan: VmPlan, target: ReplicaServer) -> None:
     """Litestream in the VM restarted on a new host connection of its guestfwd: stopped (so no guest
-    connection is open through the forward), the forward's host connection reset (its QEMU
-    reconnects to the target, whose greeting then waits for the guest's next connection), started.
-    The target must be up."""
+    connection is open through the forward), the forward's host connection to `target` reset (its
+    QEMU reconnects, and the target's greeting waits for the guest's next connection), started.
+    The target must be up. Its port, not the plan's: a plan's replica port is this process's
+    setting, the VM's chardev was given the target's when it was made."""
     if plan.replica_port is None:
         raise ReplicationError(f"{plan.name}: not of the replicated tier (no guestfwd)")
     _guest(plan, platform.ssh_key, f"systemctl stop {replica.GUEST_UNIT}")
     try:
         with platform.hypervisor(plan.site) as hv:
-            vm.reset_guestfwd(hv, plan.name, plan.replica_port)
+            vm.reset_guestfwd(hv, plan.name, target.port)
     finally:
         # Started again even when the reset failed: a stream that may work beats none.
         _guest(plan, platform.ssh_key, f"systemctl start {replica.GUEST_UNIT}")
@@ -249,7 +250,7 @@ def check_streams(platform: Platform, tenants: Sequence[str], *, target: Replica
                     tenant, reached.get(tenant, 0), wanted)
         try:
             for plan in plans:
-                restart_stream(platform, plan)
+                restart_stream(platform, plan, target)
             results[tenant] = StreamCheck(tenant, StreamAction.RESTARTED, wanted, reached.get(tenant))
         except _CHECK_ERRORS as error:
             results[tenant] = StreamCheck(tenant, StreamAction.FAILED, wanted, reached.get(tenant),

@@ -65,7 +65,9 @@ def diagnose(cloud: Cloud, target: ReplicaServer) -> str:
     """The target's log and the guest's Litestream journal, for a failure's message."""
     guest = cloud.cli("tenant", "exec", COUNTY, "--", "sh", "-c",
                       "systemctl status --no-pager -n 40 countycloud-litestream; "
-                      "ls -la /srv/tenant-data /etc/litestream", check=False)
+                      "journalctl --no-pager -n 20 -u countycloud-litestream; "
+                      "ls -la /srv/tenant-data /etc/litestream /srv/tenant-data/.tenant.db-litestream/ltx/0",
+                      check=False)
     served = target.site.logfile.read_text(errors="replace")[-1500:]
     return f"{served}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
 

@@ -33,7 +33,7 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch, seen: dict[str, GuestStream | Non
     monkeypatch.setattr(replication, "enable",
                         lambda _platform, tenant, target: done.append(("enable", tenant)))
     monkeypatch.setattr(replication, "restart_stream",
-                        lambda _platform, plan: done.append(("restart", plan.name)))
+                        lambda _platform, plan, _target: done.append(("restart", plan.name)))
     return done
 
 
@@ -89,7 +89,8 @@ def test_an_unreachable_guest_or_a_county_without_a_forward_is_enabled_and_a_fai
 
 
 def test_the_guests_local_position_is_read_from_litestreams_file_names() -> None:
-    assert replica.local_ltx_dir("/srv/tenant-data/tenant.db") == "/srv/tenant-data/.tenant.db-litestream/ltx/0"
+    local = replica.local_ltx_dir("/srv/tenant-data/tenant.db")
+    assert local == "/srv/tenant-data/.tenant.db-litestream/ltx/0"
     names = ["0000000000000001-0000000000000001.ltx", "0000000000000002-000000000000000a.ltx",
              "000000000000000b-000000000000000b.ltx.123.456.tmp", "notes.txt", "zz-01.ltx"]
     assert replica.local_position(names) == 10

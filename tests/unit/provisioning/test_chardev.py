@@ -56,6 +56,7 @@ def test_a_reset_aborts_the_connection_at_once_and_a_new_one_is_waited_for(liste
     assert chardev.wait_connected(os.getpid(), port, other_than=[local], timeout_s=0.2) is None
 
     again = socket.create_connection(("127.0.0.1", port))
-    assert chardev.wait_connected(os.getpid(), port, other_than=[local], timeout_s=2) == again.getsockname()[1]
+    fresh = chardev.wait_connected(os.getpid(), port, other_than=[local], timeout_s=2)
+    assert fresh == again.getsockname()[1]
     for sock in (ours, served, again):
         sock.close()

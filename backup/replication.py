@@ -159,7 +159,9 @@ def restart_stream(platform: Platform, plan: VmPlan, target: ReplicaServer) -> N
     _guest(plan, platform.ssh_key, f"systemctl stop {replica.GUEST_UNIT}")
     try:
         with platform.hypervisor(plan.site) as hv:
-            vm.reset_guestfwd(hv, plan.name, target.port)
+            reset = vm.reset_guestfwd(hv, plan.name, target.port)
+        log.info("%s: its guestfwd's host connection renewed (%d made, %d taken by closed guest "
+                 "connections)", plan.name, reset.resets, reset.resets - 1)
     finally:
         # Started again even when the reset failed: a stream that may work beats none.
         _guest(plan, platform.ssh_key, f"systemctl start {replica.GUEST_UNIT}")

@@ -262,23 +262,30 @@ class GuestfwdError(ProvisioningError):
 
 @dataclass(frozen=True)
 class GuestfwdReset:
-    aborted: tuple[int, ...]  # the host connections' local ports that were aborted
-    connected: int  # the local port of the new one
+    resets: int  # host connections made before one kept the listener's greeting for the guest
+    connected: int  # the local port of the one kept
 
 
-def reset_guestfwd(hv: Hypervisor, vm_name: str, host_port: int, *, timeout_s: float = 15.0) -> GuestfwdReset:
-    """The VM's guestfwd given a new host connection to 127.0.0.1:`host_port` (its QEMU's old one
-    aborted; the chardev reconnects by itself), once the new one is up. Call it while nothing in the
-    guest is connected through the forward (provisioning/chardev.py says why)."""
+def reset_guestfwd(hv: Hypervisor, vm_name: str, host_port: int, *, attempts: int = 60,
+                   reconnect_s: float = 15.0, greeting_s: float = 1.0) -> GuestfwdReset:
+    """The VM's guestfwd given a new host connection to 127.0.0.1:`host_port` whose greeting waits
+    for the guest's next connection: its QEMU's connection aborted (the chardev reconnects by itself)
+    until a new one's greeting stays unread, each one before it having been taken by a closed guest
+    connection slirp still held (one each). Call it while nothing in the guest is connected through
+    the forward (provisioning/chardev.py says why)."""
     pid = hv.qemu_pid(vm_name)
     if pid is None:
         raise GuestfwdError(f"{vm_name}: no QEMU process (not running at {hv.site})")
-    aborted = chardev.reset(pid, host_port)
-    connected = chardev.wait_connected(pid, host_port, other_than=aborted, timeout_s=timeout_s)
-    if connected is None:
-        raise GuestfwdError(f"{vm_name}: its guestfwd did not reconnect to 127.0.0.1:{host_port} "
-                            f"within {timeout_s:.0f} s (is the listener up?)")
-    return GuestfwdReset(tuple(aborted), connected)
+    for attempt in range(1, attempts + 1):
+        aborted = chardev.reset(pid, host_port)
+        connected = chardev.wait_connected(pid, host_port, other_than=aborted, timeout_s=reconnect_s)
+        if connected is None:
+            raise GuestfwdError(f"{vm_name}: its guestfwd did not reconnect to 127.0.0.1:{host_port} "
+                                f"within {reconnect_s:.0f} s (is the listener up?)")
+        if chardev.holds_unread(pid, host_port, connected.local_port, settle_s=0.5, timeout_s=greeting_s):
+            return GuestfwdReset(attempt, connected.local_port)
+    raise GuestfwdError(f"{vm_name}: after {attempts} new host connections of its guestfwd, a guest "
+                        f"connection still took the listener's greeting")
 
 
 # --- tear down ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from backup import replica, replicaserver, replication
 from backup.replicaserver import ReplicaServer
-from provisioning import records
+from provisioning import records, sites
 from provisioning.platform import Platform, host_domain_type
 from tests.integration.vm.conftest import STATE_DIR, Cloud
 from tests.integration.vm.test_backup import APP, certify
@@ -69,7 +70,12 @@ def diagnose(cloud: Cloud, target: ReplicaServer) -> str:
                       "ls -la /srv/tenant-data /etc/litestream /srv/tenant-data/.tenant.db-litestream/ltx/0",
                       check=False)
     served = target.site.logfile.read_text(errors="replace")[-1500:]
-    return f"{served}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
+    # slirp's own sockets: the guest's connections to the forward it still holds, and their states.
+    [vm] = records.vm_names(cloud.platform_engine(), COUNTY)
+    usernet = subprocess.run(["virsh", "-c", sites.site_paths(STATE_DIR, "primary").uri,
+                              "qemu-monitor-command", "--hmp", vm, "info usernet"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    return f"{served}\n{usernet.stdout[-2500:]}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
 
 
 def restored_ids(site: replica.ReplicaSite, into: Path) -> set[int]:

@@ -3,7 +3,7 @@ keeps to a listener on 127.0.0.1, found and reset from the host.
 
 Why a reset is needed at all: QEMU's guestfwd with a chardev (net/slirp.c) registers no event
 handler on the chardev, and slirp hands the chardev's bytes to the newest guest socket to the
-forwarded address that can take them (slirp_find_ctl_socket). So the chardev's one host connection
+forwarded address (slirp_find_ctl_socket), closed or not. So the chardev's one host connection
 is shared, over time, by every connection the guest opens: the guest closing its connection does
 not close the host one (slirp keeps its end in CLOSE_WAIT for good, still taking bytes), and the
 host one ending (the listener restarted) does not close the guest's. After a listener restart the
@@ -11,8 +11,9 @@ new server's greeting reaches an old or closed guest connection, and each later 
 by one (docs/backup.md, "The replicated tier").
 
 What realigns the two ends, with nothing in the guest connected through the forward: abort the
-chardev's socket (`ss -K`: QEMU sees the reset at once, even while no guest socket reads, and
-reconnects within its `reconnect=` interval); the listener greets at once. A closed guest
+chardev's socket (`ss -K`: a reset, so QEMU's socket reports a hang-up at once, which QEMU acts on
+even while no guest socket reads, and it reconnects within its `reconnect=` interval); the
+listener greets at once. A closed guest
 connection that slirp still holds takes that greeting (the guest answers with a reset, and slirp
 drops it), so repeat until a greeting stays unread in QEMU's socket: then no guest socket is left
 to take it, and the guest's next connection reads it first.

@@ -189,12 +189,6 @@ def observe(platform: Platform, plan: VmPlan) -> GuestStream | None:
     return GuestStream(active=state.strip() == "active", local_txid=replica.local_position(names))
 
 
-def streaming(platform: Platform, plan: VmPlan) -> bool:
-    """Whether the guest's Litestream service runs (one SSH command, no process started besides)."""
-    seen = observe(platform, plan)
-    return seen is not None and seen.active
-
-
 class StreamAction(StrEnum):
     STREAMING = "streaming"  # running, and the replica reached the guest's position
     ENABLED = "enabled"  # was not running (or not installed): enabled now

@@ -105,6 +105,29 @@ def litestream_config(*, database: str, tenant: str, host_key_line: str, sync_in
     )
 
 
+def local_ltx_dir(database: str) -> str:
+    """Where Litestream 0.5 keeps, beside `database`, the LTX files it cut from the database's WAL
+    (level 0, named MINTXID-MAXTXID.ltx) before and while it sends them."""
+    folder, _, name = database.rpartition("/")
+    return f"{folder}/.{name}-litestream/ltx/0"
+
+
+def local_position(names: list[str]) -> int | None:
+    """Pure: the newest transaction among Litestream's local LTX file names (None: none yet)."""
+    ends = []
+    for name in names:
+        stem, dot, suffix = name.strip().rpartition(".")
+        first, dash, last = stem.partition("-")
+        if not (dot and dash and suffix == "ltx"):
+            continue
+        try:
+            int(first, 16)
+            ends.append(int(last, 16))
+        except ValueError:
+            continue
+    return max(ends, default=None)
+
+
 def unit_text(user: str) -> str:
     """The guest's systemd unit: Litestream as the app's user (it owns the database's folder, where
     Litestream keeps its own state), restarted whenever it stops (the target away, the database not
@@ -203,6 +226,12 @@ def listing(site: ReplicaSite, tenant: str) -> list[LtxFile]:
             continue
         found.append(LtxFile(level, path.name, size, header))
     return sorted(found, key=lambda f: (f.level, f.name))
+
+
+def reached(files: list[LtxFile]) -> int:
+    """Pure: the furthest transaction any complete file of a replica reaches (0: none), whether or
+    not a restore can stop there: what says the stream got that far."""
+    return max((f.header.max_txid for f in files if f.header is not None), default=0)
 
 
 SNAPSHOT_LEVEL = 9  # Litestream 0.5 keeps full snapshots there; levels 0-8 hold changes

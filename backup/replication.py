@@ -2,7 +2,12 @@
 
 - `ensure_target`: the secondary site's replica target (`rclone serve sftp`) up, its keys made.
 - `enable`: Litestream installed and running in a replicated county's guest, streaming its database
-  to that target through the VM's guestfwd (the VM's XML carries it: provisioning/vmplan.py).
+  to that target through the VM's guestfwd (the VM's XML carries it: provisioning/vmplan.py),
+  always started on a new host connection of that forward (`restart_stream`).
+- `check_streams` / `ensure_streaming` (the periodic work): a county whose Litestream does not run
+  is enabled; one whose Litestream runs but whose replica does not reach, within seconds, the
+  transaction the guest had cut is restarted on a new host connection of its forward (a target
+  restarted under it leaves the forward's two ends out of step: provisioning/chardev.py).
 - `newest`: the county's newest replicated state at a site, with its time (DR picks it when newer
   than the newest verified offsite backup).
 - `restore_to_disk`: that state (or the one at a time) restored with `litestream restore` from the
@@ -15,26 +20,36 @@ they are (no rebuild).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid as uuidlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from backup import consistent, replica, replicaserver, restored
 from backup.platformdb import CopyCheck, check_sqlite
 from backup.replica import ReplicaSite, ReplicaState
 from backup.replicaserver import ReplicaServer
-from provisioning import records
+from provisioning import records, vm
+from provisioning.errors import ProvisioningError
 from provisioning.platform import Platform
 from provisioning.vmplan import GUEST_DATA_DIR, REPLICA_PORT, VmPlan
 
 GUEST_DATABASE = f"{GUEST_DATA_DIR}/{restored.DATABASE_NAME}"
 APP_USER = "tenant-app"  # the guest's app user (provisioning/image/files/launcher.py)
 DEFAULT_SITE = "secondary"
+# How long a replica may take to reach the transaction its guest had cut when checked: Litestream
+# ships every second (replica.SYNC_INTERVAL) and a TCG guest's SFTP write takes a second or two.
+CATCH_UP_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class ReplicationError(RuntimeError):
@@ -125,34 +140,129 @@ def enable(platform: Platform, tenant: str, *, target: ReplicaServer | None = No
                  "root:root")
             # The folders were made under umask 077; the app's user must reach its files in them.
             _guest(plan, platform.ssh_key, f"chmod 0755 /etc/litestream {replica.GUEST_DIR} && "
-                   f"systemctl daemon-reload && "
-                   f"systemctl enable {replica.GUEST_UNIT} && systemctl restart {replica.GUEST_UNIT}")
+                   f"systemctl daemon-reload && systemctl enable {replica.GUEST_UNIT}")
+            restart_stream(platform, plan, target)
             done.append(Enabled(plan.name, had != version, target.site.sftp_path(tenant)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return done
 
 
-def streaming(platform: Platform, plan: VmPlan) -> bool:
-    """Whether the guest's Litestream service runs (one SSH command, no process started besides)."""
+def restart_stream(platform: Platform, plan: VmPlan, target: ReplicaServer) -> None:
+    """Litestream in the VM restarted on a new host connection of its guestfwd: stopped (so no guest
+    connection is open through the forward), the forward's host connection to `target` reset (its
+    QEMU reconnects, and the target's greeting waits for the guest's next connection), started.
+    The target must be up. Its port, not the plan's: a plan's replica port is this process's
+    setting, the VM's chardev was given the target's when it was made."""
+    if plan.replica_port is None:
+        raise ReplicationError(f"{plan.name}: not of the replicated tier (no guestfwd)")
+    _guest(plan, platform.ssh_key, f"systemctl stop {replica.GUEST_UNIT}")
     try:
-        said = _guest(plan, platform.ssh_key, f"systemctl is-active {replica.GUEST_UNIT} || true",
+        with platform.hypervisor(plan.site) as hv:
+            reset = vm.reset_guestfwd(hv, plan.name, target.port)
+        log.info("%s: its guestfwd's host connection renewed (%d made, %d taken by closed guest "
+                 "connections)", plan.name, reset.resets, reset.resets - 1)
+    finally:
+        # Started again even when the reset failed: a stream that may work beats none.
+        _guest(plan, platform.ssh_key, f"systemctl start {replica.GUEST_UNIT}")
+
+
+@dataclass(frozen=True)
+class GuestStream:
+    """What a guest's Litestream is doing, seen over SSH."""
+
+    active: bool  # its service runs
+    local_txid: int | None  # the newest transaction it cut from the database (None: none yet)
+
+
+def observe(platform: Platform, plan: VmPlan) -> GuestStream | None:
+    """The guest's Litestream service state and local position (one SSH command); None when the
+    guest did not answer."""
+    local = replica.local_ltx_dir(GUEST_DATABASE)
+    try:
+        said = _guest(plan, platform.ssh_key,
+                      f"systemctl is-active {replica.GUEST_UNIT} || true; ls {local} 2>/dev/null || true",
                       timeout_s=60)
     except (ReplicationError, subprocess.SubprocessError):
-        return False
-    return said.strip() == "active"
+        return None
+    state, *names = said.splitlines() or [""]
+    return GuestStream(active=state.strip() == "active", local_txid=replica.local_position(names))
 
 
-def ensure_streaming(platform: Platform, tenant: str, *, target: ReplicaServer | None = None) -> bool:
-    """Enable the county's stream unless every VM of it already streams; True when it enabled now.
-    What the periodic work calls (controlplane/replication_schedule.py): a county cloned, failed
-    over or restored comes back without the service, or with it stopped."""
+class StreamAction(StrEnum):
+    STREAMING = "streaming"  # running, and the replica reached the guest's position
+    ENABLED = "enabled"  # was not running (or not installed): enabled now
+    RESTARTED = "restarted"  # running, but the replica did not catch up: restarted on a new forward
+    FAILED = "failed"  # could not be checked or (re)started: `error` says why
+
+
+@dataclass(frozen=True)
+class StreamCheck:
+    tenant: str
+    action: StreamAction
+    wanted_txid: int | None = None  # the guest's position the replica had to reach
+    reached_txid: int | None = None  # where the replica was when the wait ended
+    error: str | None = None
+
+
+_CHECK_ERRORS = (ReplicationError, ProvisioningError, subprocess.SubprocessError, OSError)
+
+
+def check_streams(platform: Platform, tenants: Sequence[str], *, target: ReplicaServer | None = None,
+                  catch_up_s: float = CATCH_UP_S) -> list[StreamCheck]:
+    """Every county's stream checked by what it delivers, not only by its service running: each
+    guest's Litestream position read, then the counties' replicas given one shared `catch_up_s` to
+    reach them; a county whose Litestream is not running is enabled, one whose replica stays behind
+    is restarted on a new host connection of its forward (`restart_stream`). A county's failure is
+    its own result; the others go on."""
     target = target or ensure_target(platform)
-    plans = records.load_plans(platform.engine, tenant)
-    if plans and all(plan.replica_port is not None and streaming(platform, plan) for plan in plans):
-        return False
-    enable(platform, tenant, target=target)
-    return True
+    results: dict[str, StreamCheck] = {}
+    waiting: dict[str, tuple[list[VmPlan], int]] = {}
+    for tenant in tenants:
+        try:
+            plans = records.load_plans(platform.engine, tenant)
+            seen = [observe(platform, plan) for plan in plans]
+            if not plans or any(plan.replica_port is None or s is None or not s.active
+                                for plan, s in zip(plans, seen, strict=True)):
+                enable(platform, tenant, target=target)
+                results[tenant] = StreamCheck(tenant, StreamAction.ENABLED)
+                continue
+            waiting[tenant] = (plans, max((s.local_txid or 0 for s in seen if s is not None), default=0))
+        except _CHECK_ERRORS as error:
+            results[tenant] = StreamCheck(tenant, StreamAction.FAILED, error=str(error))
+    deadline = time.monotonic() + catch_up_s
+    reached: dict[str, int] = {}
+    while waiting:
+        for tenant, (_plans, wanted) in list(waiting.items()):
+            reached[tenant] = replica.reached(replica.listing(target.site, tenant))
+            if reached[tenant] >= wanted:
+                results[tenant] = StreamCheck(tenant, StreamAction.STREAMING, wanted, reached[tenant])
+                del waiting[tenant]
+        if not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for tenant, (plans, wanted) in waiting.items():
+        log.warning("replica of %s stays at transaction %d, its guest is at %d: restarting its stream",
+                    tenant, reached.get(tenant, 0), wanted)
+        try:
+            for plan in plans:
+                restart_stream(platform, plan, target)
+            results[tenant] = StreamCheck(tenant, StreamAction.RESTARTED, wanted, reached.get(tenant))
+        except _CHECK_ERRORS as error:
+            results[tenant] = StreamCheck(tenant, StreamAction.FAILED, wanted, reached.get(tenant),
+                                          error=str(error))
+    return [results[tenant] for tenant in tenants]
+
+
+def ensure_streaming(platform: Platform, tenant: str, *, target: ReplicaServer | None = None,
+                     catch_up_s: float = CATCH_UP_S) -> bool:
+    """The county streaming, checked as `check_streams` does; True when its stream was (re)started
+    now. A county cloned, failed over or restored comes back without the service, or with it
+    stopped; one whose target restarted under it comes back stuck."""
+    [checked] = check_streams(platform, [tenant], target=target, catch_up_s=catch_up_s)
+    if checked.action is StreamAction.FAILED:
+        raise ReplicationError(f"{tenant}: its stream could not be checked or restarted: {checked.error}")
+    return checked.action is not StreamAction.STREAMING
 
 
 def set_aside(platform: Platform, tenant: str, label: str, site: str = DEFAULT_SITE) -> Path | None:

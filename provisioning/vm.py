@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from provisioning import address, disks, guest, images, seed, templates
+from provisioning import address, chardev, disks, guest, images, seed, templates
 from provisioning.domain_xml import render_disk_xml, render_domain_xml
 from provisioning.errors import ProvisioningError
 from provisioning.gateway import Frontend
@@ -252,6 +252,40 @@ def wait_ready(hv: Hypervisor, vm_name: str, app_port: int, timeout_s: float) ->
             said = reason.decode().strip()
             raise ProvisioningError(f"{vm_name}: activation failed in the guest: {said}") from error
         raise
+
+
+# --- the guestfwd ------------------------------------------------------------------------------
+
+class GuestfwdError(ProvisioningError):
+    pass
+
+
+@dataclass(frozen=True)
+class GuestfwdReset:
+    resets: int  # host connections made before one kept the listener's greeting for the guest
+    connected: int  # the local port of the one kept
+
+
+def reset_guestfwd(hv: Hypervisor, vm_name: str, host_port: int, *, attempts: int = 60,
+                   reconnect_s: float = 15.0, greeting_s: float = 1.0) -> GuestfwdReset:
+    """The VM's guestfwd given a new host connection to 127.0.0.1:`host_port` whose greeting waits
+    for the guest's next connection: its QEMU's connection aborted (the chardev reconnects by itself)
+    until a new one's greeting stays unread, each one before it having been taken by a closed guest
+    connection slirp still held (one each). Call it while nothing in the guest is connected through
+    the forward (provisioning/chardev.py says why)."""
+    pid = hv.qemu_pid(vm_name)
+    if pid is None:
+        raise GuestfwdError(f"{vm_name}: no QEMU process (not running at {hv.site})")
+    for attempt in range(1, attempts + 1):
+        aborted = chardev.reset(pid, host_port)
+        connected = chardev.wait_connected(pid, host_port, other_than=aborted, timeout_s=reconnect_s)
+        if connected is None:
+            raise GuestfwdError(f"{vm_name}: its guestfwd did not reconnect to 127.0.0.1:{host_port} "
+                                f"within {reconnect_s:.0f} s (is the listener up?)")
+        if chardev.holds_unread(pid, host_port, connected.local_port, settle_s=0.5, timeout_s=greeting_s):
+            return GuestfwdReset(attempt, connected.local_port)
+    raise GuestfwdError(f"{vm_name}: after {attempts} new host connections of its guestfwd, a guest "
+                        f"connection still took the listener's greeting")
 
 
 # --- tear down ---------------------------------------------------------------------------------

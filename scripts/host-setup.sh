@@ -8,6 +8,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
   qemu-system-x86 qemu-utils debootstrap e2fsprogs
   haproxy restic rclone
+  iproute2  # ss -K: a guestfwd's host connection reset (provisioning/chardev.py)
   postgresql python3-venv python3-dev
   chromium chromium-driver fonts-noto-cjk wrk openssh-client sshpass
   prometheus  # promtool checks and unit-tests deploy/prometheus rules; the demo scrapes /metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from backup import replica, replicaserver, replication
 from backup.replicaserver import ReplicaServer
-from provisioning import records
+from provisioning import records, sites
 from provisioning.platform import Platform, host_domain_type
 from tests.integration.vm.conftest import STATE_DIR, Cloud
 from tests.integration.vm.test_backup import APP, certify
@@ -31,6 +32,10 @@ REPLICA_PORT = 23290
 COUNTY = "taipei"
 WITHIN_S = 10.0  # an acknowledged write is in the restorable replica within this
 FIRST_WITHIN_S = 120.0  # the first state: Litestream started in a TCG guest, its first snapshot sent
+# After the target restarts: the periodic check's catch-up wait, the forward's reset and Litestream's
+# restart in a TCG guest, then the write's way through (each seconds); and the checks' own rhythm.
+RESTARTED_WITHIN_S = 120.0
+CHECK_EVERY_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +54,28 @@ def replicated(cloud: Cloud) -> Iterator[tuple[Cloud, Platform, ReplicaServer]]:
     replicaserver.stop(target)
 
 
+@pytest.fixture(scope="module")
+def clerk(replicated: tuple[Cloud, Platform, ReplicaServer]) -> str:
+    """A finance clerk's token in the county, whose budget has lines to certify against."""
+    cloud = replicated[0]
+    cloud.exec(COUNTY, f"{APP} generate 5")
+    return cloud.exec(COUNTY, f"{APP} token fin-clerk").strip().splitlines()[-1]
+
+
 def diagnose(cloud: Cloud, target: ReplicaServer) -> str:
     """The target's log and the guest's Litestream journal, for a failure's message."""
     guest = cloud.cli("tenant", "exec", COUNTY, "--", "sh", "-c",
                       "systemctl status --no-pager -n 40 countycloud-litestream; "
-                      "ls -la /srv/tenant-data /etc/litestream", check=False)
+                      "journalctl --no-pager -n 20 -u countycloud-litestream; "
+                      "ls -la /srv/tenant-data /etc/litestream /srv/tenant-data/.tenant.db-litestream/ltx/0",
+                      check=False)
     served = target.site.logfile.read_text(errors="replace")[-1500:]
-    return f"{served}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
+    # slirp's own sockets: the guest's connections to the forward it still holds, and their states.
+    [vm] = records.vm_names(cloud.platform_engine(), COUNTY)
+    usernet = subprocess.run(["virsh", "-c", sites.site_paths(STATE_DIR, "primary").uri,
+                              "qemu-monitor-command", "--hmp", vm, "info usernet"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    return f"{served}\n{usernet.stdout[-2500:]}\n{guest.stdout[-3000:]}{guest.stderr[-500:]}"
 
 
 def restored_ids(site: replica.ReplicaSite, into: Path) -> set[int]:
@@ -70,8 +90,17 @@ def restored_ids(site: replica.ReplicaSite, into: Path) -> set[int]:
         return {row[0] for row in db.execute("SELECT id FROM certification")}
 
 
+def wait_first_state(cloud: Cloud, platform: Platform, target: ReplicaServer) -> None:
+    """The stream's first state (Litestream's snapshot of the whole database) lands first."""
+    began = time.monotonic()
+    while replication.newest(platform, COUNTY) is None:
+        assert time.monotonic() - began < FIRST_WITHIN_S, (
+            f"no replica after {FIRST_WITHIN_S} s:\n" + diagnose(cloud, target))
+        time.sleep(1)
+
+
 def test_acknowledged_writes_reach_the_replica_within_seconds_and_restore(
-        replicated: tuple[Cloud, Platform, ReplicaServer], tmp_path: Path) -> None:
+        replicated: tuple[Cloud, Platform, ReplicaServer], clerk: str, tmp_path: Path) -> None:
     cloud, platform, target = replicated
     [vm] = records.vm_names(platform.engine, COUNTY)
     with platform.hypervisor("primary") as hv:
@@ -81,18 +110,11 @@ def test_acknowledged_writes_reach_the_replica_within_seconds_and_restore(
     enabled = replication.enable(platform, COUNTY, target=target)
     assert [e.replica_path for e in enabled] == [f"/counties/{COUNTY}"]
 
-    # The stream's first state (Litestream's snapshot of the whole database) lands first.
-    began = time.monotonic()
-    while replication.newest(platform, COUNTY) is None:
-        assert time.monotonic() - began < FIRST_WITHIN_S, (
-            f"no replica after {FIRST_WITHIN_S} s:\n" + diagnose(cloud, target))
-        time.sleep(1)
+    wait_first_state(cloud, platform, target)
 
-    cloud.exec(COUNTY, f"{APP} generate 5")
-    token = cloud.exec(COUNTY, f"{APP} token fin-clerk").strip().splitlines()[-1]
     acknowledged = []
     for _ in range(3):
-        _line, certification = certify(cloud, COUNTY, token, range(1, 80))
+        _line, certification = certify(cloud, COUNTY, clerk, range(1, 80))
         acknowledged.append(certification)
         began = time.monotonic()
         while True:
@@ -111,3 +133,35 @@ def test_acknowledged_writes_reach_the_replica_within_seconds_and_restore(
     assert disk.made and disk.path.exists() and disk.state.txid >= state.txid
     assert set(acknowledged) <= restored_ids(target.site, tmp_path / "final.db")
     disk.path.unlink()
+
+
+def test_a_restarted_replica_target_gets_the_stream_back(
+        replicated: tuple[Cloud, Platform, ReplicaServer], clerk: str, tmp_path: Path) -> None:
+    """The replica target restarted (a crash, a service restart, a reboot) under a county whose
+    Litestream is connected through the guestfwd: the periodic work brings the stream back, so a
+    write acknowledged after the restart reaches the replica within a bound. (Before the fix, the
+    guestfwd's one host connection carried the new server's bytes into the old SSH session and
+    every later session began off by one; the periodic work saw Litestream active and left it.)"""
+    cloud, platform, target = replicated
+    replication.ensure_streaming(platform, COUNTY, target=target)  # when run alone
+    wait_first_state(cloud, platform, target)
+    _line, before = certify(cloud, COUNTY, clerk, range(1, 80))
+    began = time.monotonic()
+    while before not in restored_ids(target.site, tmp_path / f"b-{time.monotonic_ns()}.db"):
+        assert time.monotonic() - began < FIRST_WITHIN_S, (
+            f"certification {before} not in the replica before the restart:\n" + diagnose(cloud, target))
+        time.sleep(0.5)
+
+    replicaserver.stop(target)
+    replicaserver.start(target)
+    _line, after = certify(cloud, COUNTY, clerk, range(1, 80))
+    began = time.monotonic()
+    while True:
+        # What the service's periodic work (controlplane/replication_schedule.py) runs every 15 s.
+        replication.ensure_streaming(platform, COUNTY, target=target)
+        if after in restored_ids(target.site, tmp_path / f"a-{time.monotonic_ns()}.db"):
+            break
+        assert time.monotonic() - began < RESTARTED_WITHIN_S, (
+            f"certification {after} not in the replica {RESTARTED_WITHIN_S} s after the target's "
+            f"restart:\n" + diagnose(cloud, target))
+        time.sleep(CHECK_EVERY_S)

@@ -34,3 +34,32 @@ def test_only_replicated_counties_at_home_stream(tmp_path: Path, monkeypatch: py
     with session_scope(engine) as session:  # failed back
         queries.set_running_site(queries.get_tenant(session, "taoyuan"), None, actor="test")
     assert sorted(replication_schedule.replicated_counties()) == ["taichung", "taoyuan"]
+
+
+def test_every_county_is_checked_in_one_round_and_what_was_done_is_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from datetime import UTC, datetime
+
+    from backup import replication
+    from backup.replication import StreamAction, StreamCheck
+
+    asked: list[list[str]] = []
+
+    def check(_platform: object, tenants: list[str], *, target: object) -> list[StreamCheck]:
+        asked.append(list(tenants))
+        return [StreamCheck("taichung", StreamAction.STREAMING),
+                StreamCheck("taoyuan", StreamAction.RESTARTED, 9, 4),
+                StreamCheck("changhua", StreamAction.FAILED, error="ssh: exit 255")]
+
+    counties = ["taichung", "taoyuan", "changhua"]
+    monkeypatch.setattr(replication_schedule, "replicated_counties", lambda: counties)
+    monkeypatch.setattr(replication_schedule.bootstrap, "platform", lambda: object())
+    monkeypatch.setattr(replication, "ensure_target", lambda _platform: object())
+    monkeypatch.setattr(replication, "check_streams", check)
+    with caplog.at_level("INFO", logger="countycloud.backup"):
+        replication_schedule.replicate(datetime.now(UTC))
+    assert asked == [["taichung", "taoyuan", "changhua"]]
+    said = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert ("INFO", "replication of taoyuan restarted") in said
+    assert ("ERROR", "replication of changhua could not be checked or restarted: ssh: exit 255") in said
+    assert not any("taichung" in message for _level, message in said)

@@ -143,6 +143,9 @@ def set_clock() -> bool:
     if not text.endswith("\n"):
         return False
     time.clock_settime(time.CLOCK_REALTIME, float(text))
+    # Taken once: the request stays in /run for the whole boot, and a launcher started again later
+    # (a converge that changed the settings, a crash) would set the clock back to the activation.
+    os.replace(ACTIVATE_REQUEST, ACTIVATE_REQUEST + ".taken")
     return True
 
 

@@ -178,3 +178,19 @@ def test_an_empty_settings_file_counts_as_missing_and_install_puts_the_seed_in_p
     assert settings.read_text() == seeded.read_text()
     assert settings.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "tenant-app.env.new").exists()
     assert not launcher.settings_missing(str(settings))
+
+
+def test_the_clock_is_taken_from_an_activation_request_once(launcher: ModuleType, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The request stays in /run for the whole boot: a launcher started again later (a converge
+    # restarting the app) must not set the clock back to the activation's time.
+    request = tmp_path / "activate-request"
+    monkeypatch.setattr(launcher, "ACTIVATE_REQUEST", str(request))
+    set_to: list[tuple[int, float]] = []
+    monkeypatch.setattr(launcher.time, "clock_settime", lambda clock, value: set_to.append((clock, value)))
+    request.write_text("1764300000.25")  # not complete yet (no newline): looked at again later
+    assert launcher.set_clock() is False and set_to == []
+    request.write_text("1764300000.25\n")
+    assert launcher.set_clock() is True
+    assert set_to == [(launcher.time.CLOCK_REALTIME, 1764300000.25)]
+    assert launcher.set_clock() is False and len(set_to) == 1  # the same boot, the launcher again

@@ -160,9 +160,9 @@ class RequestLogReader:
     Two threads: the reader, at normal priority, asks for the ring on time (a late read is lines
     overwritten), and reads again after half a period when a read found more than half the ring
     new (a ring read costs the gateway the same whatever is new in it: read more often only when
-    lines would otherwise be lost); the ingester, at nice 19, parses and rolls up (when the machine is busy the
-    gateway and the counties come first; up to `backlog` reads wait for it, past that a read is
-    dropped and the next one says so: Gap.BEHIND).
+    lines would otherwise be lost); the ingester, at nice 19, parses and rolls up (when the machine
+    is busy the gateway and the counties come first; up to `backlog` reads wait for it, past that a
+    read is dropped and the next one says so: Gap.BEHIND).
 
     Where the previous read ended (its newest line's "<pid> <counter>") is kept in `mark_file`, so
     a restarted service neither reads a line twice nor misses one the ring still holds. One reader

@@ -103,11 +103,30 @@ def mount(device: str, target: str, flags: int = 0) -> None:
 
 
 def install(source: str, target: str, mode: int) -> None:
-    """Copy a file into place atomically with its mode (what install(1) does, without a process)."""
+    """Copy a file into place atomically with its mode (what install(1) does, without a process),
+    on disk before this returns: a VM killed seconds after its first activation (a site stopped)
+    had come back with its settings file empty (ext4 had the name, not yet the bytes), and its app
+    could not start again."""
     partial = target + ".new"
     shutil.copyfile(source, partial)
     os.chmod(partial, mode)
+    with open(partial, "rb") as written:
+        os.fsync(written.fileno())
     os.replace(partial, target)
+    folder = os.open(os.path.dirname(target), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def settings_missing(path: str) -> bool:
+    """No settings yet, or an empty file: one left by a crash before its bytes reached the disk (a
+    guest made before install() synced) is replaced by the seed's as on a first boot."""
+    try:
+        return os.path.getsize(path) == 0
+    except FileNotFoundError:
+        return True
 
 
 def set_clock() -> bool:
@@ -124,6 +143,9 @@ def set_clock() -> bool:
     if not text.endswith("\n"):
         return False
     time.clock_settime(time.CLOCK_REALTIME, float(text))
+    # Taken once: the request stays in /run for the whole boot, and a launcher started again later
+    # (a converge that changed the settings, a crash) would set the clock back to the activation.
+    os.replace(ACTIVATE_REQUEST, ACTIVATE_REQUEST + ".taken")
     return True
 
 
@@ -194,7 +216,7 @@ def activate(devices: dict[bytes, str]) -> bool:
         install(EMPTY_DB, DATA_DIR + "/tenant.db", 0o600)
     # First-boot settings only: once the guest has settings, Ansible converges them (and restarts this
     # process, which activates again); the seed must not put the old ones back.
-    if not os.path.exists(SETTINGS):
+    if settings_missing(SETTINGS):
         install(seed + "tenant-app.env", SETTINGS, 0o600)
     with open(ACTIVATED, "w") as marker:
         marker.write(hostname + "\n")

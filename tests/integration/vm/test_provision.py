@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def test_changed_settings_converge_with_ansible(cloud: Cloud, keelung: str, tmp_
     cloud.cli("tenant", "configure", keelung)
     assert "TENANT_APP_COUNTY_NAME=基隆市政府" in cloud.exec(keelung, "cat /etc/tenant-app.env")
     assert cloud.serving(keelung)
+    # The converge restarted the app, and so its launcher: the guest's clock stays the host's (the
+    # activation request's time is taken once; it had set the clock back to the activation).
+    asked = time.time()
+    guest_time = float(cloud.exec(keelung, "date +%s.%N"))
+    assert asked - 5 < guest_time < time.time() + 5, f"guest clock {guest_time - asked:+.1f} s off"
     job = next(job for job in cloud.json("job", "list", "--target", keelung) if job["kind"] == "configure")
     steps = {step["name"]: step for step in cloud.json("job", "show", job["id"])["steps"]}
     assert "converged 1 VM(s)" in steps["configure"]["output"]

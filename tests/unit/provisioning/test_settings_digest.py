@@ -1,6 +1,7 @@
 """Skipping a converge whose settings the guest already serves with: the digest the guest's launcher
 records (provisioning/image/files/launcher.py) against the declared one (vmplan.settings_digest), the
-decision in provisioning.configure, and reading the record through a fake guest agent."""
+decision in provisioning.configure, and reading the record through a fake guest agent; the
+launcher's first-boot settings file (an empty one left by a crash is replaced)."""
 
 from __future__ import annotations
 
@@ -162,3 +163,34 @@ def test_out_of_sync_asks_each_vms_site_and_names_only_the_stale() -> None:
 
     assert configure.out_of_sync([PLAN, changed], hypervisor) == [changed]
     assert asked == ["primary", "secondary"]
+
+
+def test_an_empty_settings_file_counts_as_missing_and_install_puts_the_seed_in_place(
+        launcher: ModuleType, tmp_path: Path) -> None:
+    # A VM killed seconds after its first activation came back with an empty settings file, and its
+    # app crash-looped (no database URL); the launcher now treats that file as a first boot's.
+    settings, seeded = tmp_path / "tenant-app.env", tmp_path / "seed.env"
+    seeded.write_text("TENANT_APP_DATABASE_URL=sqlite:////srv/tenant-data/tenant.db\n")
+    assert launcher.settings_missing(str(settings))
+    settings.write_text("")
+    assert launcher.settings_missing(str(settings))
+    launcher.install(str(seeded), str(settings), 0o600)
+    assert settings.read_text() == seeded.read_text()
+    assert settings.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "tenant-app.env.new").exists()
+    assert not launcher.settings_missing(str(settings))
+
+
+def test_the_clock_is_taken_from_an_activation_request_once(launcher: ModuleType, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The request stays in /run for the whole boot: a launcher started again later (a converge
+    # restarting the app) must not set the clock back to the activation's time.
+    request = tmp_path / "activate-request"
+    monkeypatch.setattr(launcher, "ACTIVATE_REQUEST", str(request))
+    set_to: list[tuple[int, float]] = []
+    monkeypatch.setattr(launcher.time, "clock_settime", lambda clock, value: set_to.append((clock, value)))
+    request.write_text("1764300000.25")  # not complete yet (no newline): looked at again later
+    assert launcher.set_clock() is False and set_to == []
+    request.write_text("1764300000.25\n")
+    assert launcher.set_clock() is True
+    assert set_to == [(launcher.time.CLOCK_REALTIME, 1764300000.25)]
+    assert launcher.set_clock() is False and len(set_to) == 1  # the same boot, the launcher again

@@ -387,8 +387,8 @@ def main() -> int:
     (STATE / "plan.yaml").write_text(plan)
     (STATE / "bench.yaml").write_text(two_sites(counties, replicated=replicated))
     cli("setup", timeout=3600)
+    retire_leftovers()  # first: the inventory's apply refuses to drop a county whose VM is active
     cli("inventory", "apply", str(STATE / "bench.yaml"))
-    retire_leftovers()
     began = time.monotonic()
     cli("tenant", "create", *counties)
     created_s = time.monotonic() - began

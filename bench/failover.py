@@ -20,9 +20,26 @@ two `python -m dr.witness` processes as "witness" and "secondary"). Then, side b
    machine's bare boot of the same image at that moment; rto_ratio = rto_s / bare_boot_s;
 4. failback again, retire everything.
 
+`--route` says who runs the failover of step 1:
+
+- `command` (the default, as above): this process watches the sites with its own vantage points,
+  waits for their verdict DOWN and runs `countycloud dr failover` itself;
+- `automatic`: `countycloud serve` runs the site watch (its own vantage point and witness processes
+  `witness` and `secondary`, the same three as above) with automatic failover and no grace period
+  (COUNTYCLOUD_DR_AUTOMATIC=true, COUNTYCLOUD_DR_GRACE_S=0, COUNTYCLOUD_DR_PLAN the plan), and its
+  workers run the job the watch submits; this process only kills the primary and waits for that
+  job's report. detect_s is the watch's own `declared_at`. Steps 3-4 (the cold failover) are not
+  run on this route (the service would fail over by clone): bare_boot_s, rto_ratio and rto_cold_s
+  are null. `--no-cold` skips them on the command route too.
+
+Either way rto_s and rto_first_tier_s count from the moment taken before `countycloud site stop
+primary` to each county answering through its address (the job's report records when); the route's
+timeline (the kill's effect, detection, the job's submission, start and steps, each county serving,
+all in seconds after that moment) is printed before the last line.
+
 Last line: {"counties", "bare_boot_s", "detect_s", "rto_s", "rto_ratio", "rto_first_tier_s",
-"rpo_backup_s", "rpo_replicated_s", "failback_lost", "rto_cold_s"}.
-Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/failover.py
+"rpo_backup_s", "rpo_replicated_s", "failback_lost", "rto_cold_s", "route"}.
+Run (under the machine's VM lock): flock /work/vm.lock .venv/bin/python bench/failover.py [--route automatic]
 """
 
 from __future__ import annotations
@@ -35,8 +52,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -46,13 +65,19 @@ sys.path.insert(0, str(ROOT))
 from bench.inventories import two_sites  # noqa: E402
 from dr import observations, witness  # noqa: E402
 from dr.health import SiteVerdict, WatchRules  # noqa: E402
+from inventory.db import as_utc  # noqa: E402
+from provisioning import sites  # noqa: E402
 from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import Writer, _writer  # noqa: E402
 
+if TYPE_CHECKING:
+    from controlplane.jobs import JobView
+
 STATE = Path(os.environ.get("COUNTYCLOUD_BENCH_DR_STATE", "/var/lib/countycloud-bench-dr"))
-# Ports of the DR helper's block: guests 24300-24349, addresses 24350-24379, backup REST 24390,
-# the replica target 24391.
+# Ports of the DR helper's block: guests 24300-24349, addresses 24350-24379, the service of the
+# automatic route 24380, backup REST 24390, the replica target 24391.
 REPLICA_PORT = 24391
+SERVICE_PORT = 24380
 ENV = {
     **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE), "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/cc.db",
     "COUNTYCLOUD_GUEST_PORT_FIRST": "24300", "COUNTYCLOUD_GUEST_PORT_LAST": "24349",
@@ -64,6 +89,11 @@ SLUGS = ["taichung", "taoyuan", "changhua", "hsinchu-county", "hsinchu-city", "k
 
 
 FIRST_STATE_WITHIN_S = 300.0  # Litestream started in TCG guests, each first snapshot sent
+
+
+def recovery_tier(plan_text: str) -> str:
+    """The plan's first tier's name."""
+    return str(min(yaml.safe_load(plan_text)["tiers"], key=lambda tier: tier["order"])["name"])
 
 
 def recovery_plan(counties: list[str]) -> tuple[str, list[str]]:
@@ -172,14 +202,171 @@ def watch_down(since: float, timeout_s: float = 60) -> float:
     raise SystemExit("the watch did not declare the primary down within a minute")
 
 
-def failover(*extra: str) -> tuple[dict[str, Any], float, float]:
-    """Kill the primary, wait for the watch, fail over by the plan: the report, detect_s, the kill's time."""
+# The automatic route's service: the site watch with automatic failover at once, its workers, and
+# nothing else (the backup schedule and the probes would compete for the cores with what is
+# measured; the command route has neither). Its vantage points are the command route's three.
+SERVICE_ENV = {
+    "COUNTYCLOUD_SERVICE_PORT": str(SERVICE_PORT), "COUNTYCLOUD_DR_WATCH": "true",
+    "COUNTYCLOUD_DR_AUTOMATIC": "true", "COUNTYCLOUD_DR_GRACE_S": "0",
+    "COUNTYCLOUD_DR_PLAN": str(STATE / "plan.yaml"), "COUNTYCLOUD_DR_WITNESSES": "witness,secondary",
+    "COUNTYCLOUD_BACKUP_SCHEDULE": "false", "COUNTYCLOUD_MONITORING": "false",
+}
+SERVICE_START_S = 120.0
+FAILOVER_WITHIN_S = 1800.0
+
+
+def start_service() -> subprocess.Popen[bytes]:
+    """`countycloud serve` for the automatic route, once it answers and its watch sees both sites up."""
+    from dr import watchstate
+    from provisioning.address import healthy
+
+    watchstate.state_path(STATE).unlink(missing_ok=True)  # an earlier run's outage is not this one's
+    with open(STATE / "bench-service.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "controlplane", "serve"], cwd=ROOT,
+                                   env={**ENV, **SERVICE_ENV}, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    ends = time.monotonic() + SERVICE_START_S
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"the service exited ({process.returncode}); see {STATE / 'bench-service.log'}")
+        views = watchstate.load(STATE).sites
+        if healthy(SERVICE_PORT) and all(views.get(site) is not None and views[site].verdict is SiteVerdict.UP
+                                         for site in ("primary", "secondary")):
+            return process
+        if time.monotonic() > ends:
+            process.terminate()
+            raise SystemExit(f"the service's watch did not see both sites up within {SERVICE_START_S:.0f} s")
+        time.sleep(0.5)
+
+
+def stop_service(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def kill_effect() -> Callable[[], float | None]:
+    """Start watching the primary's libvirtd; the returned call gives when it was gone (epoch), i.e.
+    when `site stop` had killed the site (its kill -9 goes to every process of the site at once)."""
+    pidfile = sites.site_paths(STATE, "primary").libvirtd_pidfile
+    pid = int(pidfile.read_text().strip())
+    gone: list[float] = []
+
+    def watch() -> None:
+        ends = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists():
+            if time.monotonic() > ends:
+                return  # not seen gone (a zombie nobody reaps?): no figure rather than a wrong one
+            time.sleep(0.005)
+        gone.append(time.time())
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+
+    def result() -> float | None:
+        thread.join(60)
+        return gone[0] if gone else None
+    return result
+
+
+def the_watch_s_job(killed: float) -> tuple[str, float]:
+    """The failover job the service's watch submitted for this outage, and its declared_at."""
+    from dr import watchstate
+
+    ends = time.monotonic() + 120
+    while time.monotonic() < ends:
+        found = watchstate.load(STATE).outages.get("primary")
+        if found is not None and found.failover_job is not None and found.declared_at >= killed - 5:
+            return found.failover_job, found.declared_at
+        time.sleep(0.05)
+    raise SystemExit("the service's watch submitted no failover within 2 minutes of the kill")
+
+
+def wait_for_job(job_id: str) -> JobView:
+    from controlplane import jobs
+    from inventory.db import make_engine
+    from inventory.jobs import JobStatus
+
+    engine = make_engine(ENV["COUNTYCLOUD_DATABASE_URL"])
+    ends = time.monotonic() + FAILOVER_WITHIN_S
+    try:
+        while time.monotonic() < ends:
+            view = jobs.get_job(engine, job_id)
+            if view.status is JobStatus.SUCCEEDED:
+                return view
+            if view.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise SystemExit(f"the watch's failover {job_id} {view.status.value}: {view.error}")
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    raise SystemExit(f"the watch's failover {job_id} did not end within {FAILOVER_WITHIN_S:.0f} s")
+
+
+def from_kill(report: dict[str, Any], killed: float, first_tier: str | None) -> tuple[float, float]:
+    """rto_s and rto_first_tier_s from `killed` to each county serving through its address. The
+    report counts from its own `failed_at` (the command route's is `killed`; the watch's is the
+    moment the site was last seen alive), and when each county served is `failed_at` + its RTO."""
+    failed_at = datetime.fromisoformat(report["failed_at"]).timestamp()
+    serving = {row["county"]: failed_at + row["rto_s"] - killed for row in report["counties"]}
+    tier = first_tier or report["counties"][0]["tier"]
+    first = [serving[row["county"]] for row in report["counties"] if row["tier"] == tier]
+    return round(max(serving.values()), 3), round(max(first), 3)
+
+
+def timeline(job: JobView, report: dict[str, Any], killed: float, gone: float | None,
+             declared: float) -> dict[str, Any]:
+    """Seconds after `killed`: the kill's effect, the verdict, the job's creation and start, each
+    step's start and end, each county serving."""
+    def at(moment: datetime | None) -> float | None:
+        return None if moment is None else round(as_utc(moment).timestamp() - killed, 3)
+
+    failed_at = datetime.fromisoformat(report["failed_at"]).timestamp()
+    return {
+        "killed_effect": None if gone is None else round(gone - killed, 3),
+        "declared": round(declared - killed, 3), "failed_at": round(failed_at - killed, 3),
+        "job_created": at(job.created_at), "job_started": at(job.started_at),
+        "steps": {step.name: [at(step.started_at), at(step.finished_at)] for step in job.steps},
+        "serving": {row["county"]: round(failed_at + row["rto_s"] - killed, 3) for row in report["counties"]},
+    }
+
+
+def failover(*extra: str, route: str = "command") -> tuple[dict[str, Any], float, float]:
+    """Kill the primary and fail over by the plan, by the route: the report, detect_s, the kill's time.
+    The route's timeline is printed."""
+    from controlplane import jobs
+    from inventory.db import make_engine
+
+    gone = kill_effect()
     killed = time.time()
     cli("site", "stop", "primary")
-    detect = watch_down(killed)
-    out = cli("dr", "failover", "--plan", str(STATE / "plan.yaml"), "--failed-at", str(killed), "--json",
-              *extra)
-    return json.loads(out[out.index("{"):]), detect, killed
+    if route == "automatic":
+        job_id, declared = the_watch_s_job(killed)
+        view = wait_for_job(job_id)
+        found = json.loads((Path(view.artifacts_dir) / "report.json").read_text())
+    else:
+        detect = watch_down(killed)
+        declared = killed + detect
+        out = cli("dr", "failover", "--plan", str(STATE / "plan.yaml"), "--failed-at", str(killed), "--json",
+                  *extra)
+        found = json.loads(out[out.index("{"):])
+        engine = make_engine(ENV["COUNTYCLOUD_DATABASE_URL"])
+        view = jobs.get_job(engine, found["job_id"])
+        engine.dispose()
+    print(json.dumps({"route": route, "extra": list(extra),
+                      "timeline": timeline(view, found, killed, gone(), declared)}), flush=True)
+    return found, round(declared - killed, 2), killed
+
+
+def retire_leftovers() -> None:
+    """Counties an interrupted run left behind (a run retires its own at its end): kept, they would
+    be running at the primary and this run's failover would move them too."""
+    for row in cli_json("tenant", "list"):
+        if row["status"] not in ("retired", "planned"):
+            print(f"retiring {row['tenant']} ({row['status']}), left by an earlier run", flush=True)
+            cli("tenant", "retire", row["tenant"], "--purge")
 
 
 def failback() -> None:
@@ -190,13 +377,19 @@ def failback() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counties", type=int, default=13)
+    parser.add_argument("--route", choices=("command", "automatic"), default="command",
+                        help="who runs the failover: this process by `dr failover`, or the service's watch")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold failover (steps 3-4)")
     args = parser.parse_args()
+    automatic = args.route == "automatic"
+    cold_run = not (automatic or args.no_cold)
     counties = SLUGS[:args.counties]
     STATE.mkdir(parents=True, exist_ok=True)
     plan, replicated = recovery_plan(counties)
     (STATE / "plan.yaml").write_text(plan)
     (STATE / "bench.yaml").write_text(two_sites(counties, replicated=replicated))
     cli("setup", timeout=3600)
+    retire_leftovers()  # first: the inventory's apply refuses to drop a county whose VM is active
     cli("inventory", "apply", str(STATE / "bench.yaml"))
     began = time.monotonic()
     cli("tenant", "create", *counties)
@@ -212,19 +405,28 @@ def main() -> int:
     with session_scope(engine) as session:
         targets.write_targets(STATE, targets.from_database(session, STATE))
     stop = threading.Event()
-    service = threading.Thread(target=witness.run, args=(STATE, "service"), kwargs={"stop": stop},
-                               daemon=True)
-    service.start()
-    others = [subprocess.Popen([sys.executable, "-m", "dr.witness", "--state-dir", str(STATE),
-                                "--vantage", name], cwd=ROOT, env=ENV) for name in ("witness", "secondary")]
+    others: list[subprocess.Popen[bytes]] = []
+    served: subprocess.Popen[bytes] | None = None
+    if automatic:  # the service's watch and its witnesses, not this process's
+        served = start_service()
+    else:
+        threading.Thread(target=witness.run, args=(STATE, "service"), kwargs={"stop": stop},
+                         daemon=True).start()
+        others = [subprocess.Popen([sys.executable, "-m", "dr.witness", "--state-dir", str(STATE),
+                                    "--vantage", name], cwd=ROOT, env=ENV)
+                  for name in ("witness", "secondary")]
+    clone: dict[str, Any] = {}
+    cold: dict[str, Any] | None = None
+    bare: float | None = None
     try:
         time.sleep(3)
         began = time.monotonic()
         subprocess.run([sys.executable, "-c", BACKUP, *counties], cwd=ROOT, env=ENV, check=True, timeout=3600)
         backups_s = time.monotonic() - began
         time.sleep(5)  # writes after the restore points
-        clone, detect_s, killed = failover()
+        clone, detect_s, killed = failover(route=args.route)
         failed_over = time.time()
+        rto_s, rto_first_tier_s = from_kill(clone, killed, recovery_tier(plan))
         kept = {county: writer.present() for county, writer in writers.items()}
         rpo = rpo_by_tier(writers, kept, killed, failed_over, replicated)
         print(json.dumps({"clone_report": clone, "detect_s": detect_s, "rpo": rpo}, ensure_ascii=False),
@@ -243,14 +445,18 @@ def main() -> int:
                    for county, writer in writers.items())
         with session_scope(engine) as session:
             targets.write_targets(STATE, targets.from_database(session, STATE))
-        time.sleep(4)  # the watch sees the primary up again before the next kill
-        cold, _, _ = failover("--cold")
-        bare = min(row["parts"].get("start", 0) + row["parts"].get("ready", 0) for row in cold["counties"])
-        failback()
+        if cold_run:
+            time.sleep(4)  # the watch sees the primary up again before the next kill
+            cold, _, _ = failover("--cold")
+            bare = min(row["parts"].get("start", 0) + row["parts"].get("ready", 0)
+                       for row in cold["counties"])
+            failback()
     finally:
         stop.set()
         for process in others:
             process.terminate()
+        if served is not None:
+            stop_service(served)
         for writer in writers.values():
             writer.halt()
     for county in counties:
@@ -263,10 +469,11 @@ def main() -> int:
                       "replicated": replicated, "rpo_reported": reported,
                       "writer_errors": {county: writer.errors for county, writer in writers.items()}}))
     figures = {
-        "counties": len(counties), "bare_boot_s": round(bare, 2), "detect_s": detect_s,
-        "rto_s": clone["rto_s"], "rto_ratio": round(clone["rto_s"] / bare, 3) if bare else None,
-        "rto_first_tier_s": clone["rto_first_tier_s"], "rpo_backup_s": rpo["backup"],
-        "rpo_replicated_s": rpo["replicated"], "failback_lost": lost, "rto_cold_s": cold["rto_s"],
+        "counties": len(counties), "bare_boot_s": None if bare is None else round(bare, 2),
+        "detect_s": detect_s, "rto_s": rto_s, "rto_ratio": round(rto_s / bare, 3) if bare else None,
+        "rto_first_tier_s": rto_first_tier_s, "rpo_backup_s": rpo["backup"],
+        "rpo_replicated_s": rpo["replicated"], "failback_lost": lost,
+        "rto_cold_s": None if cold is None else cold["rto_s"], "route": args.route,
     }
     print(json.dumps(figures))
     return 0

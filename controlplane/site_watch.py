@@ -8,8 +8,9 @@ with the automatic setting on, the failover submitted once per outage after the 
 - the service's own vantage point checks every site each second in a thread (dr.witness.run);
 - the vantage points of `dr_witnesses` run as processes of their own (`python -m dr.witness`),
   started here, restarted if they die, and ending with the service even when it is killed;
-- each second `SiteWatch.tick` reads every vantage point's observations, judges every site
-  (dr.health) and carries out dr.outage's decision: an outage opened or closed is audited (actor
+- each second (five times a second while a site may be declared down any moment, and at the end of
+  a grace period: dr.outage.hurry) `SiteWatch.tick` reads every vantage point's observations, judges
+  every site (dr.health) and carries out dr.outage's decision: an outage opened or closed is audited (actor
   `system`), mirrored in the inventory's site status and logged; the failover is submitted through
   controlplane.dr_ops (audited as every job); the state goes to `STATE_DIR/dr/watch.json`, which the
   console (/dr) and /metrics read, and which a restarted service continues from.
@@ -97,6 +98,7 @@ class SiteWatch:
     clock: Callable[[], float] = time.time
     _targets: list[SiteTarget] | None = None
     state: watchstate.WatchState = field(init=False)
+    reports: dict[str, SiteStatusReport] = field(init=False, default_factory=dict)  # the last tick's
 
     def __post_init__(self) -> None:
         self.state = watchstate.load(self.state_dir)  # a restarted service continues its outages
@@ -129,8 +131,13 @@ class SiteWatch:
                                               checked_at=now)
         self.state = watchstate.WatchState(automatic=self.policy.automatic, grace_s=self.policy.grace_s,
                                            sites=views, outages=outages)
+        self.reports = reports
         watchstate.save(self.state_dir, self.state)
         return decisions
+
+    def hurry_in(self) -> float | None:
+        """Seconds until the next tick is wanted when sooner than the grid's (dr.outage.hurry)."""
+        return outage.hurry(self.reports, self.state.outages, self.rules, self.policy, self.clock())
 
     def write_targets(self) -> None:
         with session_scope(self.engine) as session:
@@ -239,6 +246,15 @@ class Running:
             next_tick += self.interval_s
             if next_tick < time.monotonic():
                 next_tick = time.monotonic()  # a slow tick shortens the wait, never piles ticks up
+            try:
+                sooner = self.watch.hurry_in()
+            except Exception:  # never let the hurry stop the watch: the grid still ticks
+                log.exception("site watch: no hurry computed")
+                sooner = None
+            if sooner is not None and time.monotonic() + sooner < next_tick:
+                # A site may be declared down any moment (or a grace period ends): look then, and
+                # continue the grid from there.
+                next_tick = time.monotonic() + sooner
             self.stop.wait(max(0.0, next_tick - time.monotonic()))
 
     def close(self, timeout_s: float = 5.0) -> None:

@@ -121,7 +121,11 @@ def list_points(platform: Platform, site: str) -> dict[str, list[Point]]:
     """Every county's restore points in `site`'s repository (one restic call for all of them), read by
     path: the site a county fails over to holds the offsite copies itself."""
     restic, backup = _restic(platform, site)
-    snapshots = restic.snapshots(backup.local())
+    # Without restic's lock: a reader, and restic 0.14 does not wait for a lock, so a listing met
+    # by a round's `forget` (it holds the exclusive lock) would fail the failover outright; a point
+    # forgotten meanwhile fails its restore and the one before it is tried. The lock is also a file
+    # written and removed in the repository: 0.2-0.3 s of the 0.6-0.8 s listing (measured).
+    snapshots = restic.snapshots(backup.local(), no_lock=True)
     proven = {proof_id for county in {county_of(s) for s in snapshots} if county
               for proof in verifications.of_tenant(platform.engine, county) if proof.ok
               for proof_id in (proof.snapshot_id, proof.original_id) if proof_id}

@@ -7,6 +7,7 @@ stopped, the service's hook reading the settings, and the CLI."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from sqlalchemy import Engine
 
 from controlplane import audit, site_watch
 from controlplane.settings import Settings
-from dr import observations, targets, watchstate
+from dr import observations, outage, targets, watchstate
 from dr.health import Observation
 from dr.outage import Outage, Policy, Status
 from inventory import queries
@@ -179,6 +180,44 @@ def test_no_failover_when_no_county_runs_at_the_failed_site(engine: Engine, stat
     run_until(watcher, clock, KILLED, 0, 15)
     assert submits.outages == [] and len(events(engine, "dr.site-down")) == 1
     assert watchstate.load(state_dir).sites["primary"].status is Status.NOTHING_THERE
+
+
+def test_the_watch_hurries_while_the_primary_may_be_declared_down(engine: Engine, state_dir: Path) -> None:
+    clock, submits = Clock(), Submits()
+    watcher = watch(engine, state_dir, clock, Policy(automatic=True, grace_s=0), submits)
+    run_until(watcher, clock, KILLED, 0, 3)
+    assert watcher.hurry_in() is None  # up: the one-second grid
+    run_until(watcher, clock, KILLED, 4, 4)
+    assert watcher.hurry_in() == outage.HURRY_S  # suspect: looked at five times a second
+    run_until(watcher, clock, KILLED, 5, 6)
+    assert len(submits.outages) == 1 and watcher.hurry_in() is None  # declared and submitted
+
+
+class _Hurried(site_watch.SiteWatch):
+    """A watch whose every tick asks for the next one in 0.05 s."""
+
+    ticks: int = 0
+
+    def tick(self) -> dict[str, outage.Decision]:
+        self.ticks += 1
+        return {}
+
+    def write_targets(self) -> None:
+        pass
+
+    def hurry_in(self) -> float | None:
+        return 0.05
+
+
+def test_the_watch_thread_ticks_sooner_when_hurried(engine: Engine, state_dir: Path) -> None:
+    hurried = _Hurried(engine, state_dir, lambda: [], Policy())
+    running = site_watch.Running(hurried, (), interval_s=1.0)
+    thread = threading.Thread(target=running._loop, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    running.stop.set()
+    thread.join(5)
+    assert hurried.ticks >= 5, hurried.ticks  # one a second on the grid alone
 
 
 def test_start_runs_the_watch_and_a_witness_process_and_stop_ends_them(engine: Engine,

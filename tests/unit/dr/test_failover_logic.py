@@ -345,3 +345,59 @@ def test_submitted_at_reads_the_jobs_record(sqlite_url: str) -> None:
         assert records.submitted_at(engine, "failover-primary-000000") is None
     finally:
         engine.dispose()
+
+
+# --- the restore points listed while the site is fenced ----------------------------------------------
+
+class _Listings:
+    """restorepoints.list_points faked: its answer's snapshot says the site and whether it was listed
+    early (in the prefetch's thread) or by the step itself; after `delay_s`, or an error."""
+
+    def __init__(self, delay_s: float = 0.0, fail_early: bool = False) -> None:
+        self.delay_s, self.fail_early = delay_s, fail_early
+        self.calls = 0
+
+    def __call__(self, _platform: object, site: str) -> dict[str, list[Point]]:
+        import threading
+        import time
+
+        self.calls += 1
+        time.sleep(self.delay_s)
+        early = threading.current_thread().name.startswith("dr-points")
+        if early and self.fail_early:
+            raise RuntimeError("restic: repository busy")
+        return {"keelung": [point("keelung", f"{site}-{'early' if early else 'now'}", 1.0)]}
+
+
+def _listed(platform: object, job: str, site: str = "secondary") -> str:
+    return failover.listed_points(platform, job, site)["keelung"][0].snapshot_id  # type: ignore[arg-type]
+
+
+def test_the_points_listed_early_are_taken_once_and_a_stale_one_is_listed_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    platform = SimpleNamespace()
+    monkeypatch.setattr(restorepoints, "list_points", _Listings(delay_s=0.3))
+    began = time.monotonic()
+    failover.prefetch_points(platform, "job-a", "secondary")  # type: ignore[arg-type]
+    assert time.monotonic() - began < 0.2, "the check does not wait for the listing"
+    assert _listed(platform, "job-a") == "secondary-early"
+    assert _listed(platform, "job-a") == "secondary-now"  # taken once: a rerun of the step lists again
+    assert _listed(platform, "job-b") == "secondary-now"  # none started: a process resuming the job
+    failover.prefetch_points(platform, "job-c", "primary")  # type: ignore[arg-type]
+    assert _listed(platform, "job-c") == "secondary-now"  # another site's
+    monkeypatch.setattr(failover, "PREFETCH_FRESH_S", 0.0)
+    failover.prefetch_points(platform, "job-d", "secondary")  # type: ignore[arg-type]
+    time.sleep(0.05)
+    assert _listed(platform, "job-d") == "secondary-now"  # too old
+    assert failover._listings == {}
+
+
+def test_an_early_listing_that_failed_is_listed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = SimpleNamespace()
+    listings = _Listings(fail_early=True)
+    monkeypatch.setattr(restorepoints, "list_points", listings)
+    failover.prefetch_points(platform, "job-e", "secondary")  # type: ignore[arg-type]
+    assert _listed(platform, "job-e") == "secondary-now"
+    assert listings.calls == 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from dr import outage
 from dr.health import Observation, SiteVerdict, WatchRules, site_status
 from dr.outage import Action, Outage, Policy, SiteFacts, Status, WatchEvent
@@ -162,3 +164,37 @@ def test_every_status_has_its_text() -> None:
     decision = outage.decide(site_status("primary", observations("service", "U"), RULES, T0 + 0.5), None,
                              SiteFacts(0, "secondary", SiteVerdict.UP), Policy(), T0 + 0.5)
     assert decision.status is Status.UP and decision.status_text == "up"
+
+
+def _hurry_at(ticks: str | dict[str, str], now_s: float, policy: Policy = Policy(),
+              outages: dict[str, Outage] | None = None) -> float | None:
+    per_vantage = {vantage: ticks for vantage in VANTAGES} if isinstance(ticks, str) else ticks
+    seen = [o for vantage, text in per_vantage.items() for o in observations(vantage, text)]
+    now = T0 + now_s
+    report = site_status("primary", [o for o in seen if o.at <= now], RULES, now)
+    return outage.hurry({"primary": report}, outages or {}, RULES, policy, now)
+
+
+def test_the_watch_hurries_only_while_a_failure_may_be_declared_any_moment() -> None:
+    assert _hurry_at(KILLED, 3.5) is None  # up: the grid's tick is soon enough
+    assert _hurry_at(KILLED, 4.5) == outage.HURRY_S  # SUSPECT, last seen alive at 3
+    assert _hurry_at(KILLED, 5.5) == outage.HURRY_S
+    assert _hurry_at(KILLED, 6.5) is None  # DOWN (held 3 s at 6): declared; nothing more to wait for
+    # One vantage point alone sees the failure: a hurry for as long as the others might follow,
+    # then none, though the site stays SUSPECT (no hurry for an hour of a cut-off vantage point).
+    alone = {"service": KILLED, "witness": "U" * 64, "secondary": "U" * 64}
+    assert _hurry_at(alone, 5.5) == outage.HURRY_S
+    assert _hurry_at(alone, 3 + RULES.hold_s + RULES.stale_after_s - 0.1) == outage.HURRY_S
+    assert _hurry_at(alone, 3 + RULES.hold_s + RULES.stale_after_s + 0.5) is None
+    # A paused daemon (counties answering) is no suspicion at all.
+    assert _hurry_at("UUUU" + "D" * 20, 10.5) is None
+
+
+def test_the_watch_looks_again_when_a_grace_period_ends() -> None:
+    found = Outage(site="primary", declared_at=T0 + 7.01, failed_since=T0 + 3, noticed_at=T0 + 7.5)
+    # (the verdict DOWN at 8.5: only the grace gives a hurry)
+    policy = Policy(automatic=True, grace_s=10)
+    assert _hurry_at(KILLED, 8.5, policy, {"primary": found}) == pytest.approx(8.51)  # due at 17.01, not 17.5
+    assert _hurry_at(KILLED, 17.5, policy, {"primary": found}) is None  # due: this tick submits
+    assert _hurry_at(KILLED, 8.5, Policy(grace_s=10), {"primary": found}) is None  # manual
+    assert _hurry_at(KILLED, 8.5, policy, {"primary": outage.submitted(found, "failover-primary-x")}) is None

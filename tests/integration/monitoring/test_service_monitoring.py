@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from monitoring.timings import Source
 from provisioning import probe_accounts
 from provisioning.haproxy import GatewayPaths
 from tenant_app.devserver import free_port
+from tests.support.stand_in_ring import StandInRing
 
 from .conftest import Seeded
 from .support import app_server
@@ -93,34 +93,6 @@ def _metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-class _FakeRing:
-    """The gateway's runtime socket as far as the request log goes: every `show events rum` is
-    answered with the same ring (the real HAProxy is tests/integration/monitoring/test_rum_stream.py)."""
-
-    def __init__(self, path: Path, ring: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.answered = 0
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
-        self._server.listen(4)
-        self._ring = ring.encode()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with conn:
-                if conn.recv(100).startswith(b"show events rum"):
-                    conn.sendall(self._ring)
-                    self.answered += 1
-
-    def close(self) -> None:
-        self._server.close()
-
-
 @pytest.mark.timeout(240)
 def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tuple[str, str, Path]) -> None:
     base, url, state = service
@@ -150,7 +122,8 @@ def test_the_service_probes_reads_the_gateway_log_stores_and_exposes(service: tu
     # service reads the whole ring every second: it must take each line once.
     line = (f'ccrum2 4242 1 {time.time():.3f} fe_keelung 200 GET "/budget" "" 1 40 45 '
             "{app;dur=38.00, db;dur=20.00}")
-    ring = _FakeRing(GatewayPaths(state / "haproxy").runtime_socket, f"{line}\nccrum2 4242 2 garbage\n\n")
+    dump = f"{line}\nccrum2 4242 2 garbage\n\n".encode()
+    ring = StandInRing(GatewayPaths(state / "haproxy").runtime_socket, lambda: dump)
 
     engine = make_engine(url)
     try:

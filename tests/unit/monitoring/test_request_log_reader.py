@@ -5,7 +5,6 @@ once, a slow ingester makes it drop reads and say so, and stopping ingests what 
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -16,35 +15,23 @@ import pytest
 
 from monitoring.edge import RequestLogReader
 from monitoring.rum import Gap, RingRead, mark_of
+from tests.support.stand_in_ring import StandInRing
 
 
 class Ring:
-    """Answers `show events rum` with the lines logged so far (the ring never wraps here)."""
+    """The lines logged so far, answered whole at every read (this ring never wraps)."""
 
     def __init__(self, path: Path) -> None:
         self.lines: list[bytes] = []
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
-        self._server.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._socket = StandInRing(path, lambda: b"".join(line + b"\n" for line in list(self.lines)) + b"\n")
 
     def log(self, count: int) -> None:
         start = len(self.lines)
         self.lines += [f'ccrum2 40 {i} 1796392915.761 fe_keelung 200 GET "/budget" "" 0 5 6 {{}}'.encode()
                        for i in range(start, start + count)]
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(100)
-                conn.sendall(b"".join(line + b"\n" for line in list(self.lines)) + b"\n")
-
     def close(self) -> None:
-        self._server.close()
+        self._socket.close()
 
 
 @pytest.fixture

@@ -32,10 +32,11 @@ two `python -m dr.witness` processes as "witness" and "secondary"). Then, side b
   run on this route (the service would fail over by clone): bare_boot_s, rto_ratio and rto_cold_s
   are null. `--no-cold` skips them on the command route too.
 
-Either way rto_s and rto_first_tier_s count from the moment taken before `countycloud site stop
-primary` to each county answering through its address (the job's report records when); the route's
-timeline (the kill's effect, detection, the job's submission, start and steps, each county serving,
-all in seconds after that moment) is printed before the last line.
+Either way rto_s and rto_first_tier_s count from the kill (the moment `countycloud site stop primary
+--json` reports it began killing, 1-2 s after the command was issued: its own start) to each county
+answering through its address (the job's report records when); the route's timeline (the command
+issued, the kill's effect, detection, the job's submission, start and steps, each county serving,
+all in seconds after the kill) is printed before the last line.
 
 Last line: {"counties", "bare_boot_s", "detect_s", "rto_s", "rto_ratio", "rto_first_tier_s",
 "rpo_backup_s", "rpo_replicated_s", "failback_lost", "rto_cold_s", "route"}.
@@ -340,8 +341,10 @@ def failover(*extra: str, route: str = "command") -> tuple[dict[str, Any], float
     from inventory.db import make_engine
 
     gone = kill_effect()
-    killed = time.time()
-    cli("site", "stop", "primary")
+    issued = time.time()
+    # The outage's moment is the kill itself, which the command makes 1-2 s after it was issued (its
+    # process's start and imports); RTO and the writers' RPO count from the kill.
+    killed = float(cli_json("site", "stop", "primary")["at"])
     if route == "automatic":
         job_id, declared = the_watch_s_job(killed)
         view = wait_for_job(job_id)
@@ -355,7 +358,7 @@ def failover(*extra: str, route: str = "command") -> tuple[dict[str, Any], float
         engine = make_engine(ENV["COUNTYCLOUD_DATABASE_URL"])
         view = jobs.get_job(engine, found["job_id"])
         engine.dispose()
-    print(json.dumps({"route": route, "extra": list(extra),
+    print(json.dumps({"route": route, "extra": list(extra), "command_issued": round(issued - killed, 3),
                       "timeline": timeline(view, found, killed, gone(), declared)}), flush=True)
     return found, round(declared - killed, 2), killed
 

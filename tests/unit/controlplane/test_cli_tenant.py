@@ -5,6 +5,7 @@ traceback for any user mistake."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,14 @@ def test_site_start_or_stop_of_an_unknown_site_exits_2(applied: Path, cli: typer
     assert result.exit_code == 2
     assert "unknown site 'nosuch'; sites: primary, secondary" in result.stderr
     assert not (applied / "sites" / "nosuch").exists()
+
+
+def test_site_stop_json_says_when_the_outage_began(applied: Path, cli: typer.Typer) -> None:
+    """A failover's RTO counts from the kill, not from this command's start (its imports take 1-2 s)."""
+    before = time.time()
+    stopped = as_json(invoke(cli, "site", "stop", "primary", "--json"))
+    assert stopped["site"] == "primary" and stopped["state"] == "down" and stopped["killed"] == 0
+    assert before <= stopped["at"] <= time.time()
 
 
 # --- template ----------------------------------------------------------------------------------------

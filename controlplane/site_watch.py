@@ -13,7 +13,9 @@ with the automatic setting on, the failover submitted once per outage after the 
   every site (dr.health) and carries out dr.outage's decision: an outage opened or closed is audited (actor
   `system`), mirrored in the inventory's site status and logged; the failover is submitted through
   controlplane.dr_ops (audited as every job); the state goes to `STATE_DIR/dr/watch.json`, which the
-  console (/dr) and /metrics read, and which a restarted service continues from.
+  console (/dr) and /metrics read, and which a restarted service continues from;
+- a site found SUSPECT has the restore points at its peer listed at once (dr.failover's
+  prefetch_for_suspect): a failover that follows in this process takes them instead of listing.
 
 Idempotence: an outage holds its one failover job. Besides the remembered state, a failover job of
 the site created since the failure (another service process's, an operator's) is adopted rather than
@@ -53,6 +55,11 @@ SERVICE_VANTAGE = "service"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 Submit = Callable[[Outage], str]  # submits the outage's failover job; returns its id
+Prefetch = Callable[[str], None]  # starts listing the restore points at a site, in the background
+
+# While a site stays suspect, its restore points are listed again this often (the failover takes a
+# listing at most dr.failover.SUSPECT_FRESH_S old).
+PREFETCH_AGAIN_S = 10.0
 
 
 def submit_failover(found: Outage) -> str:
@@ -62,6 +69,14 @@ def submit_failover(found: Outage) -> str:
     if found.to_site is None:
         raise ValueError(f"no site to fail {found.site} over to")
     return dr_ops.failover(SYSTEM, **failover_options(found, bootstrap.settings().dr_plan)).id
+
+
+def prefetch_points(to_site: str) -> None:
+    """The restore points at `to_site` listed now for a failover that may follow (dr.failover)."""
+    from controlplane import bootstrap
+    from dr import failover
+
+    failover.prefetch_for_suspect(bootstrap.platform(), to_site)
 
 
 def failover_options(found: Outage, plan_file: str) -> dict[str, object]:
@@ -96,7 +111,9 @@ class SiteWatch:
     submit: Submit = submit_failover
     rules: WatchRules = field(default_factory=WatchRules)
     clock: Callable[[], float] = time.time
+    prefetch: Prefetch | None = None  # given by the service; unit tests of the verdicts go without
     _targets: list[SiteTarget] | None = None
+    _prefetched: dict[str, float] = field(default_factory=dict)  # site -> when its peer's points were listed
     state: watchstate.WatchState = field(init=False)
     reports: dict[str, SiteStatusReport] = field(init=False, default_factory=dict)  # the last tick's
 
@@ -114,6 +131,7 @@ class SiteWatch:
         for site in names:
             report = reports[site]
             before = outages.get(site)
+            self._prefetch_if_suspect(site, report, peer(names, site), now)
             decision = outage.decide(report, before, self._facts(site, names, report, reports, before),
                                      self.policy, now)
             found = decision.outage
@@ -138,6 +156,20 @@ class SiteWatch:
     def hurry_in(self) -> float | None:
         """Seconds until the next tick is wanted when sooner than the grid's (dr.outage.hurry)."""
         return outage.hurry(self.reports, self.state.outages, self.rules, self.policy, self.clock())
+
+    def _prefetch_if_suspect(self, site: str, report: SiteStatusReport, to_site: str | None,
+                             now: float) -> None:
+        """A suspect site's failover would list the restore points at its peer first: list them now,
+        while the verdict waits out its hold (seconds of the first tier's RTO otherwise)."""
+        if self.prefetch is None or to_site is None or report.verdict is not SiteVerdict.SUSPECT:
+            return
+        if now - self._prefetched.get(site, float("-inf")) < PREFETCH_AGAIN_S:
+            return
+        self._prefetched[site] = now
+        try:
+            self.prefetch(to_site)
+        except Exception:  # the failover lists them itself
+            log.exception("restore points at %s not listed ahead", to_site)
 
     def write_targets(self) -> None:
         with session_scope(self.engine) as session:
@@ -286,11 +318,12 @@ def witnesses_of(setting: str) -> tuple[str, ...]:
 
 
 def start(engine: Engine, state_dir: Path, sites: Callable[[], list[str]], policy: Policy,
-          witnesses: Sequence[str], *, submit: Submit = submit_failover, interval_s: float = 1.0) -> Running:
+          witnesses: Sequence[str], *, submit: Submit = submit_failover, prefetch: Prefetch | None = None,
+          interval_s: float = 1.0) -> Running:
     """Start this process's site watch (once; a second call returns the running one)."""
     global _running
     if _running is None:
-        watch = SiteWatch(engine, state_dir, sites, policy, submit=submit)
+        watch = SiteWatch(engine, state_dir, sites, policy, submit=submit, prefetch=prefetch)
         _running = Running(watch, tuple(witnesses), interval_s).start()
         log.info("site watch started (automatic failover %s, grace %.0f s, witnesses %s)",
                  "on" if policy.automatic else "off", policy.grace_s, ", ".join(witnesses) or "none")
@@ -302,7 +335,7 @@ def start_from_settings(engine: Engine, settings: Settings) -> Running:
 
     return start(engine, settings.state_dir, bootstrap.site_names,
                  Policy(automatic=settings.dr_automatic, grace_s=settings.dr_grace_s),
-                 witnesses_of(settings.dr_witnesses))
+                 witnesses_of(settings.dr_witnesses), prefetch=prefetch_points)
 
 
 def stop() -> None:

@@ -6,7 +6,8 @@ Failover: check -> fence -> restore-points -> recover -> report.
 - fence: dr.fence (destroy at the failed site if its daemon answers, else mark fenced);
 - restore-points: each county's point at the offsite repository (the secondary's, read there): the
   one asked for, else the newest taken before the failure (the repository listed while the site is
-  fenced: `prefetch_points`);
+  fenced: `prefetch_points`, or already while the service's site watch found the site suspect:
+  `prefetch_for_suspect`);
 - recover: the batches in order, each batch's counties at once (dr.bringup: restore, clone the
   site's template under the county's identity with the restored disk, activate, app ready, switch
   the address, probe through it); a county whose point does not verify comes back from the one
@@ -222,6 +223,9 @@ def _check(platform: Platform, args: FailoverArgs, ctx: StepContext, *, isolated
 # is unreachable. The check step starts the listing; the restore-points step takes it if it is this
 # recent, else (a process resuming the job after a crash has none) it lists itself, as always.
 PREFETCH_FRESH_S = 60.0
+# A listing from the site's suspicion: the verdict follows within seconds (dr.health's hold_s);
+# an older one is of a suspicion that passed, and points may have landed since.
+SUSPECT_FRESH_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,14 @@ _listings_lock = threading.Lock()
 
 
 def prefetch_points(platform: Platform, job_id: str, site: str) -> None:
-    """Start listing `site`'s restore points for the job's restore-points step."""
+    """Start listing `site`'s restore points for the job's restore-points step (unless a listing from
+    the failed site's suspicion is under way: a second `restic snapshots` would only compete with it
+    for the cores)."""
+    with _listings_lock:
+        suspected = _listings.get(_suspect_key(site))
+    if (job_id != _suspect_key(site) and suspected is not None
+            and time.monotonic() - suspected.started <= SUSPECT_FRESH_S):
+        return
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dr-points")
     listing = _Listing(site, time.monotonic(), pool.submit(restorepoints.list_points, platform, site))
     pool.shutdown(wait=False)
@@ -247,14 +258,34 @@ def prefetch_points(platform: Platform, job_id: str, site: str) -> None:
         _listings[job_id] = listing
 
 
+def _suspect_key(site: str) -> str:
+    return f"suspect-of-site:{site}"
+
+
+def prefetch_for_suspect(platform: Platform, to_site: str) -> None:
+    """Start listing `to_site`'s restore points because the site whose counties would come back there
+    is suspect: the verdict DOWN comes `hold_s` later (dr.health), and a failover then begun in this
+    process (the watch's, or one asked for through the API) takes the listing instead of waiting
+    for its own (0.4-0.6 s of tier-1's RTO). The site has already failed its checks, so the listing
+    holds every point taken before the failure, but for an offsite copy still landing: that county
+    then comes back from the point before (a worse RPO, never wrong data); and no listing older than
+    SUSPECT_FRESH_S is taken."""
+    prefetch_points(platform, _suspect_key(to_site), to_site)
+
+
 def listed_points(platform: Platform, job_id: str, site: str) -> dict[str, list[Point]]:
-    """`site`'s restore points: the job's early listing if recent, else listed now. An early listing
-    that failed is listed again now, so the step fails (or not) as it did without it."""
+    """`site`'s restore points: a listing started while the failed site was suspect or the job's own
+    early one, if recent, else listed now. An early listing that failed is listed again now, so the
+    step fails (or not) as it did without it."""
     with _listings_lock:
+        suspected = _listings.pop(_suspect_key(site), None)
         early = _listings.pop(job_id, None)
-    if early is not None and early.site == site and time.monotonic() - early.started <= PREFETCH_FRESH_S:
+    now = time.monotonic()
+    for listing, fresh_s in ((suspected, SUSPECT_FRESH_S), (early, PREFETCH_FRESH_S)):
+        if listing is None or listing.site != site or now - listing.started > fresh_s:
+            continue
         try:
-            return early.points.result()
+            return listing.points.result()
         except Exception:  # the listing below says what is wrong, if anything still is
             pass
     return restorepoints.list_points(platform, site)

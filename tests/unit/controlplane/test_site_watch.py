@@ -193,6 +193,41 @@ def test_the_watch_hurries_while_the_primary_may_be_declared_down(engine: Engine
     assert len(submits.outages) == 1 and watcher.hurry_in() is None  # declared and submitted
 
 
+def test_a_suspect_site_has_its_peer_s_restore_points_listed_before_the_verdict(engine: Engine,
+                                                                                  state_dir: Path) -> None:
+    clock, submits = Clock(), Submits()
+    listed: list[tuple[str, float, int]] = []
+    watcher = site_watch.SiteWatch(engine, state_dir, lambda: ["primary", "secondary"],
+                                   Policy(automatic=True, grace_s=0), submit=submits, clock=clock,
+                                   prefetch=lambda at: listed.append((at, clock.now, len(submits.outages))))
+    run_until(watcher, clock, KILLED, 0, 3)
+    assert listed == []  # up: nothing listed
+    run_until(watcher, clock, KILLED, 4, 6)
+    # Once, at the secondary, when the primary turned suspect: before the failover was submitted.
+    assert listed == [("secondary", T0 + 4.5, 0)] and len(submits.outages) == 1
+    flapping = "UUUUF" + "U" * 10 + "F" + "U" * 100  # suspect twice, 11 s apart, never down
+    clock2 = Clock()
+    listed.clear()
+    again = site_watch.SiteWatch(engine, state_dir, lambda: ["primary", "secondary"], Policy(automatic=True,
+                                 grace_s=0), submit=submits, clock=clock2,
+                                 prefetch=lambda site: listed.append((site, clock2.now, 0)))
+    run_until(again, clock2, flapping, 0, 18)
+    assert [at - T0 for _site, at, _n in listed] == [4.5, 15.5]
+
+
+def test_a_failed_listing_ahead_does_not_stop_the_watch(engine: Engine, state_dir: Path) -> None:
+    clock, submits = Clock(), Submits()
+
+    def broken(_site: str) -> None:
+        raise RuntimeError("restic: no repository")
+
+    watcher = site_watch.SiteWatch(engine, state_dir, lambda: ["primary", "secondary"],
+                                   Policy(automatic=True, grace_s=0), submit=submits, clock=clock,
+                                   prefetch=broken)
+    run_until(watcher, clock, KILLED, 0, 6)
+    assert len(submits.outages) == 1
+
+
 class _Hurried(site_watch.SiteWatch):
     """A watch whose every tick asks for the next one in 0.05 s."""
 

@@ -394,6 +394,28 @@ def test_the_points_listed_early_are_taken_once_and_a_stale_one_is_listed_again(
     assert failover._listings == {}
 
 
+def test_a_listing_from_the_suspicion_serves_the_failover_and_spares_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    platform = SimpleNamespace()
+    listings = _Listings(delay_s=0.2)
+    monkeypatch.setattr(restorepoints, "list_points", listings)
+    failover.prefetch_for_suspect(platform, "secondary")  # type: ignore[arg-type]
+    failover.prefetch_points(platform, "job-f", "secondary")  # type: ignore[arg-type]
+    assert _listed(platform, "job-f") == "secondary-early"
+    assert listings.calls == 1  # the job's check started no second `restic snapshots`
+    assert _listed(platform, "job-g") == "secondary-now"  # taken once
+    failover.prefetch_for_suspect(platform, "primary")  # type: ignore[arg-type]
+    assert _listed(platform, "job-h") == "secondary-now"  # the points at another site
+    failover._listings.clear()
+    monkeypatch.setattr(failover, "SUSPECT_FRESH_S", 0.0)
+    failover.prefetch_for_suspect(platform, "secondary")  # type: ignore[arg-type]
+    time.sleep(0.05)
+    assert _listed(platform, "job-i") == "secondary-now"  # a suspicion too old: listed again
+    assert failover._listings == {}
+
+
 def test_an_early_listing_that_failed_is_listed_again(monkeypatch: pytest.MonkeyPatch) -> None:
     platform = SimpleNamespace()
     listings = _Listings(fail_early=True)

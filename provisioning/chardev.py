@@ -32,6 +32,7 @@ from pathlib import Path
 
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp prints it (host byte order, x86)
 ESTABLISHED = "01"
+CLOSE_WAIT = "08"  # the listener closed it and the process has not noticed
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -57,8 +58,9 @@ class Connection:
     unread: int  # bytes received that the process has not read yet (rx_queue)
 
 
-def parse_tcp_table(text: str, inodes: set[str], port: int) -> list[Connection]:
-    """Pure: the established IPv4 connections in a /proc/net/tcp `text` whose socket is one of
+def parse_tcp_table(text: str, inodes: set[str], port: int,
+                    states: tuple[str, ...] = (ESTABLISHED,)) -> list[Connection]:
+    """Pure: the IPv4 connections in one of `states` in a /proc/net/tcp `text` whose socket is one of
     `inodes` and whose peer is 127.0.0.1:`port`, by local port."""
     found = []
     peer = f"{LOOPBACK_HEX}:{port:04X}"
@@ -67,13 +69,13 @@ def parse_tcp_table(text: str, inodes: set[str], port: int) -> list[Connection]:
         if len(fields) < 10:
             continue
         local, remote, state, queues, inode = fields[1], fields[2], fields[3], fields[4], fields[9]
-        if remote == peer and state == ESTABLISHED and inode in inodes:
+        if remote == peer and state in states and inode in inodes:
             found.append(Connection(int(local.rsplit(":", 1)[1], 16), int(queues.split(":")[1], 16)))
     return sorted(found, key=lambda c: c.local_port)
 
 
-def host_connections(pid: int, port: int) -> list[Connection]:
-    """Process `pid`'s established connections to 127.0.0.1:`port`."""
+def host_connections(pid: int, port: int, states: tuple[str, ...] = (ESTABLISHED,)) -> list[Connection]:
+    """Process `pid`'s connections to 127.0.0.1:`port` (established ones, unless `states` says)."""
     inodes = _socket_inodes(pid)
     if not inodes:
         return []
@@ -81,18 +83,20 @@ def host_connections(pid: int, port: int) -> list[Connection]:
         table = Path(f"/proc/{pid}/net/tcp").read_text()
     except OSError:
         return []
-    return parse_tcp_table(table, inodes, port)
+    return parse_tcp_table(table, inodes, port, states)
 
 
 def abort_argv(local_port: int, port: int) -> list[str]:
-    return ["ss", "-K", "-tn", "state", "established", "src", f"127.0.0.1:{local_port}",
-            "dst", f"127.0.0.1:{port}"]
+    return ["ss", "-K", "-tn", "state", "established", "state", "close-wait",
+            "src", f"127.0.0.1:{local_port}", "dst", f"127.0.0.1:{port}"]
 
 
 def reset(pid: int, port: int) -> list[int]:
     """Abort process `pid`'s connections to 127.0.0.1:`port` (the chardev then reconnects); returns
-    the local ports it aborted."""
-    aborted = [c.local_port for c in host_connections(pid, port)]
+    the local ports it aborted. Those the listener closed too: a listener restarted while no guest
+    socket read from the forward leaves QEMU's socket in CLOSE_WAIT, where a FIN alone raises no
+    hang-up QEMU acts on, so it never reconnects by itself (a failover bench's streams, 2026-12-05)."""
+    aborted = [c.local_port for c in host_connections(pid, port, (ESTABLISHED, CLOSE_WAIT))]
     for local_port in aborted:
         subprocess.run(abort_argv(local_port, port), check=True, capture_output=True, timeout=30)
     return aborted

@@ -49,6 +49,11 @@ def replicated(cloud: Cloud) -> Iterator[tuple[Cloud, Platform, ReplicaServer]]:
     shutil.rmtree(site.served, ignore_errors=True)  # an earlier run's replica
     replicaserver.start(target)
     own.create(COUNTY)
+    # The target restarted before any stream: the clone's chardev had connected to the old one, and
+    # with no guest socket reading, QEMU never noticed it close (a failover bench's second run
+    # failed there: its streams could not be enabled). `enable` must bring the stream up anyway.
+    replicaserver.stop(target)
+    replicaserver.start(target)
     yield own, platform, target
     own.cli("tenant", "retire", COUNTY, "--purge", check=False)
     replicaserver.stop(target)

@@ -26,6 +26,10 @@ def test_only_the_processs_established_connections_to_the_port_are_its_forwards(
     # 111 listens, 333 is closing, 444 is another process's, 555 goes to another port.
     assert chardev.parse_tcp_table(TABLE, {"111", "222", "333", "555"}, 0x5DC2) == [
         chardev.Connection(0xA2B4, unread=0x15)]
+    # A reset also takes the one the listener closed (333, CLOSE_WAIT).
+    assert chardev.parse_tcp_table(TABLE, {"111", "222", "333", "555"}, 0x5DC2,
+                                   (chardev.ESTABLISHED, chardev.CLOSE_WAIT)) == [
+        chardev.Connection(0xA2B4, unread=0x15), chardev.Connection(0xA2B6, unread=0)]
 
 
 @pytest.fixture
@@ -69,3 +73,21 @@ def test_a_reset_aborts_the_connection_at_once_and_a_new_ones_unread_greeting_is
     assert not chardev.holds_unread(os.getpid(), port, fresh.local_port, settle_s=0.05, timeout_s=0.3)
     for sock in (ours, served, again, greeted):
         sock.close()
+
+
+def test_a_reset_aborts_a_connection_the_listener_closed_unnoticed(listener: socket.socket) -> None:
+    """The listener restarted while nothing read from the forward: the process's socket sits in
+    CLOSE_WAIT, which raises no hang-up. The reset aborts it, and then it does."""
+    port = listener.getsockname()[1]
+    ours = socket.create_connection(("127.0.0.1", port))
+    served, _ = listener.accept()
+    local = ours.getsockname()[1]
+    served.sendall(b"SSH-2.0-old\r\n")
+    served.close()  # the old listener's end goes; ours reads nothing, so it stays in CLOSE_WAIT
+    poller = select.poll()
+    poller.register(ours, select.POLLHUP)
+    assert poller.poll(200) == []  # no hang-up: what QEMU would wait on for good
+    assert chardev.host_connections(os.getpid(), port) == []  # not established any more
+    assert chardev.reset(os.getpid(), port) == [local]
+    assert poller.poll(1000) and poller.poll(0)[0][1] & select.POLLHUP
+    ours.close()

@@ -94,3 +94,22 @@ def test_what_the_dr_site_is_checked_for(tmp_path: Path) -> None:
     probe_accounts.save(tmp_path, "keelung", probe_accounts.ProbeCredentials("probe", "pw", "token", 1, 2))
     needs = {need.what: need for need in dr_site_needs(tmp_path, "secondary", ["keelung"])}
     assert [what for what, need in needs.items() if not need.present] == ["secondary's daemons"]
+
+
+def test_a_failover_refuses_before_fencing_without_the_repository_or_its_password(tmp_path: Path) -> None:
+    from dr import restorepoints
+    from inventory.db import make_engine
+    from provisioning.platform import Platform
+    from provisioning.spec import DomainType
+
+    platform = Platform(engine=make_engine("sqlite://"), state_dir=tmp_path, cache_dir=tmp_path,
+                        domain_type=DomainType.QEMU)
+    with pytest.raises(restorepoints.PointError, match=r"no restic repository at \S+: secondary holds"):
+        restorepoints.check_repository(platform, "secondary")
+    backup = repository.site_backup(tmp_path, "secondary")
+    backup.repository_dir.mkdir(parents=True)
+    (backup.repository_dir / "config").write_bytes(b"x")
+    with pytest.raises(restorepoints.PointError, match="comes from the DR safe"):
+        restorepoints.check_repository(platform, "secondary")
+    write_password_file(backup.password_file, "secret")
+    restorepoints.check_repository(platform, "secondary")

@@ -63,6 +63,8 @@ BACKUP_ACTION = "platform.backup"
 # is being recovered): the second of the sites every machine runs.
 DEFAULT_DR_SITE = bootstrap.DEFAULT_SITES[1]
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "pg_toast"})
+# Tables the migrations themselves fill: every other one is empty in a database only migrated.
+_SEEDED = frozenset({"alembic_version", "audit_head", "sqlite_sequence"})
 
 
 class RecoveryRefused(ControlPlaneError):
@@ -92,6 +94,9 @@ class Target:
     # The snapshot the newest audit event says the database was recovered from (None: that event is
     # no recovery, so the database has been used since, or never was recovered).
     recovered_from: str | None = None
+    # The platform's tables and nothing in them: any `countycloud` command run before this one made
+    # them (it migrates the database it is given).
+    unused: bool = False
 
 
 class Next(StrEnum):
@@ -113,6 +118,10 @@ def next_step(target: Target, wanted: str | None, unfinished: str | None) -> Nex
                 f"{target.where} is missing but files of the database that was there remain "
                 f"({', '.join(target.leftovers)}): move them aside with it, then run this again")
         return Next.RESTORE
+    if target.unused:
+        raise RecoveryRefused(
+            f"{target.where} has the platform's tables and nothing in them (another countycloud command "
+            "made them): drop it, create it empty, then run this again")
     if target.recovered_from is not None and asked(target.recovered_from):
         return Next.NOTHING
     if target.recovered_from is None and unfinished is not None and asked(unfinished):
@@ -263,9 +272,18 @@ def inspect_target(database_url: str) -> Target:
             found = inspect(connection)
             schemas = [name for name in found.get_schema_names()
                        if name not in _SYSTEM_SCHEMAS and not name.startswith("pg_temp")]
-            tables = {table for schema in schemas for table in found.get_table_names(schema=schema)}
+            qualified = [(schema, table) for schema in schemas
+                         for table in found.get_table_names(schema=schema)]
+            tables = {table for _, table in qualified}
             if not tables:
                 return Target(TargetKind.EMPTY, where, leftovers)
+            quote = connection.dialect.identifier_preparer.quote
+            if "alembic_version" in tables and not any(
+                    connection.execute(text(f"SELECT 1 FROM {quote(schema)}.{quote(table)} LIMIT 1")).first()
+                    for schema, table in qualified if table not in _SEEDED):
+                if url.get_backend_name() == "sqlite":  # a file: the restored one replaces it whole
+                    return Target(TargetKind.EMPTY, where, leftovers)
+                return Target(TargetKind.HOLDS, where, unused=True)
             counties = (connection.execute(text("SELECT count(*) FROM tenants")).scalar_one()
                         if "tenants" in tables else 0)
             recovered_from = None

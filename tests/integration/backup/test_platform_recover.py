@@ -181,6 +181,15 @@ def test_recovered_from_the_offsite_copy_with_counties_ledger_and_audit(
     assert Path(empty.location).is_dir()
     untouched(platform)
 
+    # Another command ran first at the DR site (each migrates the database it is given): the
+    # platform's tables, nothing in them. A SQLite file is replaced whole; a PostgreSQL database is
+    # left to the operator to drop.
+    migrate(platform.url)
+    if not platform.url.startswith("sqlite"):
+        assert "has the platform's tables and nothing in them" in refused(cli)
+        postgres.drop_database(platform.url)
+        postgres.create_database(postgres.database_name(platform.url))
+
     recovered = invoke(cli, "platform", "recover", "--json")
     assert recovered.exit_code == 0, recovered.output + recovered.stderr
     found = json.loads(recovered.stdout)

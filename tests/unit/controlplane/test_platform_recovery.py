@@ -45,6 +45,11 @@ def test_a_database_in_use_is_never_overwritten() -> None:
         next_step(Target(TargetKind.HOLDS, WHERE, recovered_from="b" * 64), "a" * 8, "a" * 64)
 
 
+def test_a_postgresql_database_only_migrated_is_left_to_the_operator_to_drop() -> None:
+    with pytest.raises(RecoveryRefused, match="has the platform's tables and nothing in them"):
+        next_step(Target(TargetKind.HOLDS, WHERE, unused=True), None, None)
+
+
 def test_a_recovery_unused_since_is_done_for_the_same_snapshot_only() -> None:
     recovered = Target(TargetKind.HOLDS, WHERE, counties=2, recovered_from="abcdef12" * 8)
     assert next_step(recovered, None, None) is Next.NOTHING

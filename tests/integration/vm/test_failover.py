@@ -210,9 +210,9 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
         time.sleep(3)  # writes after the restore point: the ones a failover may lose
         killed_at = time.time()
         cloud.cli("site", "stop", "primary")
-        lost = None
+        lost_database = None
         try:
-            lost = _recover_the_control_plane(cloud, county)
+            lost_database = _recover_the_control_plane(cloud, county)
             failovers_before = {job["id"] for job in _failover_jobs(cloud)}
             command = ("dr", "failover", "--county", county, "--failed-at", str(killed_at), "--json")
             # kill -9 of the command running the job once the county's copy exists at the secondary,
@@ -257,8 +257,8 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
             assert len(writer.acked) > written_at_secondary, "no write acknowledged at the secondary"
         finally:
             cloud.cli("site", "start", "primary")
-            if lost is not None:
-                postgres.drop_database(lost)
+            if lost_database is not None:
+                postgres.drop_database(lost_database)
 
         # The primary is back: its fenced copy is not running and no address has it.
         sites = {site["site"]: site for site in cloud.json("site", "list")}

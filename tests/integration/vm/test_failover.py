@@ -205,7 +205,9 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
         backup_began = time.time()
         cloud.backup_now(county)
         # The platform database copied offsite after the county was made: the schedule's own copy.
+        began = time.monotonic()
         copied = cloud.platform_backup()
+        print(f"platform backup: {time.monotonic() - began:.1f} s")
         assert copied["offsite_error"] is None and copied["offsite"] == "secondary"
         time.sleep(3)  # writes after the restore point: the ones a failover may lose
         killed_at = time.time()
@@ -234,7 +236,9 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
             jobs = [job for job in _failover_jobs(cloud) if job["id"] not in failovers_before]
             assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
             # The recovered database is live now: a recovery again is refused, nothing changed.
+            began = time.monotonic()
             again = cloud.cli("platform", "recover", check=False)
+            print(f"platform recover refused: {time.monotonic() - began:.1f} s")
             assert again.returncode != 0 and "in use" in again.stderr, again.stderr
             with Hypervisor("secondary", site_paths(STATE_DIR, "secondary").uri) as hv:
                 assert hv.names().count(vm_name) == 1

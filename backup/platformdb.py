@@ -139,21 +139,36 @@ def backup(restic: Restic, repo: Repository, database_url: str, scratch: Path, *
     return PlatformBackup(result, fmt)
 
 
-def snapshots(restic: Restic, repo: Repository) -> list[Snapshot]:
-    """The platform database's snapshots in `repo`, oldest first."""
-    return restic.snapshots(repo, tags=[PLATFORM_TAG])
+def snapshots(restic: Restic, repo: Repository, *, no_lock: bool = False) -> list[Snapshot]:
+    """The platform database's snapshots in `repo`, oldest first (`no_lock`: a reader that writes
+    nothing into the repository, not even its lock)."""
+    return restic.snapshots(repo, tags=[PLATFORM_TAG], no_lock=no_lock)
 
 
 def newest(restic: Restic, repo: Repository) -> Snapshot:
-    found = snapshots(restic, repo)
+    return choose(snapshots(restic, repo), None, repo.location)
+
+
+def choose(found: list[Snapshot], wanted: str | None, location: str = "the repository") -> Snapshot:
+    """Pure: the snapshot asked for (its id or a prefix of it, 8+ characters), else the newest of
+    `found` (oldest first). SnapshotNotFound says what the repository holds."""
     if not found:
-        raise SnapshotNotFound(f"snapshots {repo.location}",
-                               "no platform database snapshot in the repository")
-    return found[-1]
+        raise SnapshotNotFound(f"snapshots {location}", "no platform database snapshot in the repository")
+    if wanted is None:
+        return found[-1]
+    if len(wanted) < 8:
+        raise SnapshotNotFound(f"snapshots {location}",
+                               f"{wanted!r}: name a platform database snapshot by 8+ characters of its id")
+    matches = [snapshot for snapshot in found if snapshot.id.startswith(wanted)]
+    if len(matches) != 1:
+        held = ", ".join(snapshot.short_id for snapshot in found[-5:])
+        raise SnapshotNotFound(f"snapshots {location}",
+                               f"no platform database snapshot {wanted} (the newest held: {held})")
+    return matches[0]
 
 
 def restore(restic: Restic, repo: Repository, snapshot: Snapshot, target_url: str, scratch: Path, *,
-            timeout_s: float | None = None) -> None:
+            timeout_s: float | None = None, no_lock: bool = False) -> None:
     """Restore a platform snapshot into a new database: a SQLite file that must not exist yet, or an
     existing, empty PostgreSQL database. The snapshot's format must match the target's."""
     fmt = DumpFormat(snapshot.tag_value(_FORMAT_TAG) or "")
@@ -166,17 +181,25 @@ def restore(restic: Restic, repo: Repository, snapshot: Snapshot, target_url: st
         target = Path(str(url.database))
         if target.exists():
             raise PlatformDbError(f"{target} exists: a restore never overwrites a database")
-        restic.dump(repo, snapshot.id, path_in_snapshot, target, timeout_s=timeout_s)
-        check_sqlite(target)
+        # Checked before it takes the database's name: a damaged copy never becomes the database.
+        checking = target.with_name(f"{target.name}.restoring")
+        try:
+            restic.dump(repo, snapshot.id, path_in_snapshot, checking, timeout_s=timeout_s, no_lock=no_lock)
+            check_sqlite(checking)
+            os.replace(checking, target)
+        finally:
+            checking.unlink(missing_ok=True)
         return
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="platform-db-") as folder:
         dump = restic.dump(repo, snapshot.id, path_in_snapshot, Path(folder) / DUMP_FILENAME[fmt],
-                           timeout_s=timeout_s).target
+                           timeout_s=timeout_s, no_lock=no_lock).target
         with _pg_environment(url) as (args, env):
             done = subprocess.run(
-                ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", *args,
-                 "--dbname", str(url.database), str(dump)],
+                # One transaction: a restore that fails or is killed half-way leaves the database
+                # empty, so it can simply be run again.
+                ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
+                 *args, "--dbname", str(url.database), str(dump)],
                 env=env, capture_output=True, text=True, check=False, timeout=timeout_s or restic.timeout_s,
             )
     if done.returncode != 0:

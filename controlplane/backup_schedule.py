@@ -228,18 +228,39 @@ def platform_sites() -> ops.BackupSites:
     return ops.BackupSites(primary, offsite, bootstrap.settings().backup_rest_port)
 
 
-def platform_db(_at: datetime) -> None:
-    """The platform database (inventory, the counties' secrets, jobs) into the primary's repository,
-    encrypted by restic, and copied offsite: what a control plane at the secondary starts from."""
+@dataclass(frozen=True)
+class PlatformCopy:
+    """One copy of the platform database: its snapshot at the primary, and whether it reached the
+    offsite repository (`offsite_error` says why not)."""
+
+    snapshot_id: str
+    format: platformdb.DumpFormat
+    sites: ops.BackupSites
+    offsite_error: str | None = None
+
+
+def copy_platform_db() -> PlatformCopy:
+    """The platform database (inventory, the counties' secrets, jobs, the fence ledger) into the
+    primary's repository, encrypted by restic, and copied offsite: what a control plane at the
+    secondary starts from (`countycloud platform recover`). A failed offsite copy is reported, not
+    raised: the snapshot at the primary is made, and the next copy catches up."""
     platform, sites = bootstrap.platform(), platform_sites()
     restic = ops.restic_at(platform, sites.primary)
     local = repository.ensure_local(restic, platform.state_dir, sites.primary)
     with tempfile.TemporaryDirectory(dir=platform.state_dir, prefix=".platform-db-") as scratch:
-        platformdb.backup(restic, local, bootstrap.settings().database_url, Path(scratch))
+        taken = platformdb.backup(restic, local, bootstrap.settings().database_url, Path(scratch))
     try:
         ops.copy_offsite(platform, sites)
-    except Exception as error:
-        log.warning("platform database copy offsite: %s", error)
+    except Exception as error:  # the offsite server away: the copy waits for the next fire
+        return PlatformCopy(taken.result.snapshot_id, taken.format, sites, str(error))
+    return PlatformCopy(taken.result.snapshot_id, taken.format, sites)
+
+
+def platform_db(_at: datetime) -> None:
+    """The schedule's fire: `copy_platform_db`, a failed offsite copy logged."""
+    copied = copy_platform_db()
+    if copied.offsite_error is not None:
+        log.warning("platform database copy offsite: %s", copied.offsite_error)
 
 
 _registered = False

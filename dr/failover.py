@@ -197,6 +197,10 @@ def _check(platform: Platform, args: FailoverArgs, ctx: StepContext, *, isolated
         raise DrError(f"cannot fail over {args.failed_site} to itself")
     if sites.state(platform.site(args.to_site)) is not sites.SiteState.UP:
         raise DrError(f"site {args.to_site} is down; start it with `countycloud site start {args.to_site}`")
+    try:
+        restorepoints.check_repository(platform, args.to_site)
+    except PointError as error:
+        raise DrError(str(error)) from None
     running = records.running_at(platform.engine, args.failed_site)
     vms = {vm.tenant: vm.vm for vm in running}
     if args.counties is not None:

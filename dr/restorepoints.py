@@ -117,6 +117,20 @@ def _restic(platform: Platform, site: str) -> tuple[Restic, repository.SiteBacku
     return Restic(cache_dir=backup.cache_dir), backup
 
 
+def check_repository(platform: Platform, site: str) -> None:
+    """`site`'s own repository and its password, both needed to list and restore the points, checked
+    before anything is done: a control plane started at the DR site from the platform database's
+    offsite copy has them only if the DR site kept them (docs/dr.md, "The control plane's own
+    survival")."""
+    backup = repository.site_backup(platform.state_dir, site)
+    if not (backup.repository_dir / "config").is_file():
+        raise PointError(f"no restic repository at {backup.repository_dir}: {site} holds no restore point")
+    if not backup.password_file.is_file():
+        raise PointError(f"no password file {backup.password_file} for {site}'s repository: at the DR site "
+                         "it comes from the DR safe (one line, mode 0600; or `countycloud platform recover "
+                         "--password-file`)")
+
+
 def list_points(platform: Platform, site: str) -> dict[str, list[Point]]:
     """Every county's restore points in `site`'s repository (one restic call for all of them), read by
     path: the site a county fails over to holds the offsite copies itself."""

@@ -111,3 +111,12 @@ def drop_database(url: str) -> None:
     # Best effort, as before: a leftover database only costs disk.
     with contextlib.suppress(psycopg.Error):
         _execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+
+
+def move_aside(url: str, new_name: str) -> str:
+    """Rename the database (its sessions ended first, as a lost server's would be): the URL it has now."""
+    name = database_name(url)
+    _execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+    _execute(f'ALTER DATABASE "{name}" RENAME TO "{new_name}"')
+    return url.rsplit("/", 1)[0] + "/" + new_name

@@ -80,6 +80,12 @@ class Cloud:
         """A backup of the county (restore point at both sites), its offsite copy through REST_PORT."""
         Cloud(env={**self.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)}).cli("backup", "now", county)
 
+    def platform_backup(self) -> Any:
+        """`countycloud platform backup` (the schedule's copy of the platform database, offsite through
+        REST_PORT): what it printed."""
+        offsite = Cloud(env={**self.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)})
+        return offsite.json("platform", "backup")
+
     def stop_rest_server(self) -> None:
         from backup import repository, restserver
 

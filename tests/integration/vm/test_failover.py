@@ -2,9 +2,12 @@
 nothing lost: real VMs, real restic and REST server, real HAProxy.
 
 A writer commits one certification about every half second through the county's address and keeps
-what was acknowledged. A backup round makes the restore point; the primary site is killed
-(`countycloud site stop primary`); `countycloud dr failover` fences it, restores the county at the
-secondary from the offsite repository and moves its address. Every write acknowledged before the
+what was acknowledged. A backup round makes the restore point and the platform database is copied
+offsite (`countycloud platform backup`, the schedule's copy); the primary site is killed
+(`countycloud site stop primary`) and the control plane with it: its database is moved aside and
+`countycloud platform recover` starts it from the offsite copy. That control plane's `countycloud
+dr failover` fences the primary, restores the county at the secondary from the offsite repository
+and moves its address. Every write acknowledged before the
 backup round began is served there; the writer goes on writing at the secondary; the primary comes
 back, its fenced copy does not start; `countycloud dr failback` brings the county home and every
 write acknowledged at any time is there. Last, a DR test runs while the writer writes: no write
@@ -31,6 +34,7 @@ from provisioning.address import healthy
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.sites import site_paths
 from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, needs_clones
+from tests.support import postgres
 
 pytestmark = [pytest.mark.vm, pytest.mark.outage, needs_clones]
 
@@ -150,6 +154,26 @@ def _disks_set_aside_in_use(vm_name: str) -> list[str]:
     return [name for name in opened if ".before-" in name or (name.endswith(" (deleted)") and ".img" in name)]
 
 
+def _recover_the_control_plane(cloud: Cloud, county: str) -> str:
+    """The control plane lost with the primary: its database moved aside (what a lost site leaves of
+    it), an empty one in its place, and `countycloud platform recover` fills it from the offsite copy.
+    The URL of the database moved aside."""
+    url = cloud.env["COUNTYCLOUD_DATABASE_URL"]
+    name = postgres.database_name(url)
+    lost = postgres.move_aside(url, f"{name}_lost")
+    postgres.create_database(name)
+    began = time.monotonic()
+    found = cloud.json("platform", "recover")
+    print(f"platform recover: {time.monotonic() - began:.1f} s, copy {found['age_s']:.0f} s old")
+    assert found["done"] == "restored" and found["site"] == "secondary", found
+    [row] = [row for row in found["holding"]["counties"] if row["slug"] == county]
+    assert row["runs_at"] == "primary" and row["home"] == "primary", row
+    assert found["age_s"] < 600
+    needs = {need["what"]: need["present"] for need in found["needs"]}
+    assert needs["secondary's repository password"] and needs["secondary's daemons"], needs
+    return lost
+
+
 def _writer(cloud: Cloud, county: str, within_s: float = 900) -> Writer:
     cloud.exec(county, "test -s /tmp/dr-token || " + SEED)
     ends = time.monotonic() + within_s
@@ -180,10 +204,17 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
         time.sleep(3)
         backup_began = time.time()
         cloud.backup_now(county)
+        # The platform database copied offsite after the county was made: the schedule's own copy.
+        began = time.monotonic()
+        copied = cloud.platform_backup()
+        print(f"platform backup: {time.monotonic() - began:.1f} s")
+        assert copied["offsite_error"] is None and copied["offsite"] == "secondary"
         time.sleep(3)  # writes after the restore point: the ones a failover may lose
         killed_at = time.time()
         cloud.cli("site", "stop", "primary")
+        lost_database = None
         try:
+            lost_database = _recover_the_control_plane(cloud, county)
             failovers_before = {job["id"] for job in _failover_jobs(cloud)}
             command = ("dr", "failover", "--county", county, "--failed-at", str(killed_at), "--json")
             # kill -9 of the command running the job once the county's copy exists at the secondary,
@@ -204,6 +235,11 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
             assert not _disks_set_aside_in_use(vm_name), "the VM writes to a data disk moved aside"
             jobs = [job for job in _failover_jobs(cloud) if job["id"] not in failovers_before]
             assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
+            # The recovered database is live now: a recovery again is refused, nothing changed.
+            began = time.monotonic()
+            again = cloud.cli("platform", "recover", check=False)
+            print(f"platform recover refused: {time.monotonic() - began:.1f} s")
+            assert again.returncode != 0 and "in use" in again.stderr, again.stderr
             with Hypervisor("secondary", site_paths(STATE_DIR, "secondary").uri) as hv:
                 assert hv.names().count(vm_name) == 1
 
@@ -225,6 +261,8 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
             assert len(writer.acked) > written_at_secondary, "no write acknowledged at the secondary"
         finally:
             cloud.cli("site", "start", "primary")
+            if lost_database is not None:
+                postgres.drop_database(lost_database)
 
         # The primary is back: its fenced copy is not running and no address has it.
         sites = {site["site"]: site for site in cloud.json("site", "list")}

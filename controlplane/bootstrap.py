@@ -106,7 +106,8 @@ def backup_port_problems(places: list[restports.SitePlace], ephemeral: range | N
     ports = restports.rest_ports(places, current.backup_rest_port, current.backup_rest_ports)
     reserved = [restports.Reserved(current.guest_port_first, current.guest_port_last, "guest ports"),
                 restports.Reserved(current.gateway_port_first, current.gateway_port_last, "gateway ports"),
-                restports.Reserved(current.replica_port, current.replica_port, "replica port")]
+                restports.Reserved(current.replica_port, current.replica_port, "replica port"),
+                restports.Reserved(current.service_port, current.service_port, "service port")]
     return restports.problems(ports, declared=current.backup_rest_ports.keys(),
                               sites={place.name for place in places}, reserved=reserved,
                               ephemeral=ephemeral if ephemeral is not None else ephemeral_ports())

@@ -107,3 +107,19 @@ def test_a_county_at_home_copies_to_the_secondarys_server_and_one_failed_over_to
         assert ops.rest_ports(engine, 23150) == {"secondary": 23150, "primary": 23151}
     finally:
         engine.dispose()
+
+
+def test_the_inventory_use_case_refuses_a_port_in_the_guest_range_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane import bootstrap, inventory_ops
+    from controlplane.errors import InvalidInput
+
+    monkeypatch.setenv("COUNTYCLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'countycloud.db'}")
+    monkeypatch.setenv("COUNTYCLOUD_BACKUP_REST_PORTS", '{"primary": 22500}')
+    yaml_text = loader.sample_path().read_text(encoding="utf-8")
+    for use_case in (inventory_ops.plan, lambda text: inventory_ops.apply(text, actor="test")):
+        with pytest.raises(InvalidInput, match=r"site primary's backup REST port 22500 is in the guest "
+                                               r"ports \(22000-22999\)"):
+            use_case(yaml_text)
+    with session_scope(bootstrap.engine()) as session:
+        assert queries.list_sites(session) == []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +32,7 @@ from backup import (
     policy,
     repository,
     restored,
+    restports,
     restserver,
     steps,
     verifications,
@@ -59,21 +60,34 @@ from provisioning.platform import Platform
 @dataclass(frozen=True)
 class BackupSites:
     """Where a county's backups are: `primary` writes each round (where the county runs), `offsite`
-    holds the copies; the offsite's REST server listens on `rest_port`."""
+    holds the copies; the offsite's REST server listens on `rest_port` (that site's own port:
+    backup/restports.py)."""
 
     primary: str = "primary"
     offsite: str = "secondary"
     rest_port: int = DEFAULT_REST_PORT
 
 
-def sites_of(engine: Engine, tenant: str, rest_port: int = DEFAULT_REST_PORT) -> BackupSites:
-    """The county's own pair: the site it runs at, and the other one as offsite."""
+def rest_ports(engine: Engine, base: int = DEFAULT_REST_PORT,
+               declared: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Every declared site's REST port (backup/restports.py: `base` is the secondary's)."""
+    with session_scope(engine) as session:
+        places = [restports.SitePlace(site.name, site.role) for site in queries.list_sites(session)]
+    return restports.rest_ports(places, base, declared or {})
+
+
+def sites_of(engine: Engine, tenant: str, rest_port: int = DEFAULT_REST_PORT,
+             ports: Mapping[str, int] | None = None) -> BackupSites:
+    """The county's own pair: the site it runs at, and the other one as offsite, with the offsite's
+    REST port (`rest_port` is the base the sites' ports derive from, `ports` those set by site)."""
     with session_scope(engine) as session:
         current = queries.get_tenant(session, tenant).current_site.name
-        others = [site.name for site in queries.list_sites(session) if site.name != current]
+        places = [restports.SitePlace(site.name, site.role) for site in queries.list_sites(session)]
+    others = [place.name for place in places if place.name != current]
     if not others:
         raise RuntimeError(f"tenant {tenant} runs at {current} and there is no other site to copy to")
-    return BackupSites(primary=current, offsite=others[0], rest_port=rest_port)
+    port = restports.port_of(restports.rest_ports(places, rest_port, ports or {}), others[0])
+    return BackupSites(primary=current, offsite=others[0], rest_port=port)
 
 
 def restic_at(platform: Platform, site: str) -> Restic:
@@ -322,11 +336,14 @@ def record_verification(engine: Engine, tenant: str, point: RestoredDisk | Snaps
 
 # --- offsite catch-up and per-county status ------------------------------------------------------
 
-def copy_offsite(platform: Platform, sites: BackupSites) -> CopyResult:
+def copy_offsite(platform: Platform, sites: BackupSites,
+                 tenants: Collection[str] | None = None) -> CopyResult:
     """Copy every restore point the offsite repository lacks: what brings the offsite copy level
     again after its site or server was away. Idempotent. Only the unpaired are named to `restic
     copy` (backup/pairing.py): restic would copy a point written to both repositories a second time
-    (it knows copies by `original` only). `skipped`: the primary's points the offsite holds."""
+    (it knows copies by `original` only). `skipped`: the primary's points the offsite holds.
+    `tenants`: only those counties' points (a failed-over county's pair, the secondary to the
+    primary, must not copy back what the secondary holds of the counties at home); None: all."""
     restic = steps._restic(platform, sites.primary)
     pair = repository.ensure_pair(restic, platform.state_dir, sites.primary, sites.offsite, sites.rest_port)
     began = time.monotonic()
@@ -334,6 +351,8 @@ def copy_offsite(platform: Platform, sites: BackupSites) -> CopyResult:
         there = pool.submit(restic.snapshots, pair.offsite)
         here = restic.snapshots(pair.primary)
         offsite = there.result()
+    if tenants is not None:
+        here = [snapshot for snapshot in here if snapshot.tag_value(consistent.COUNTY_TAG) in tenants]
     missing = pairing.unpaired(here, offsite)
     held = tuple(snapshot.short_id for snapshot in here if snapshot not in missing)
     if not missing:
@@ -425,11 +444,12 @@ def alerts(status: CountyStatus, thresholds: Thresholds = Thresholds()) -> list[
     return said
 
 
-def check_repositories(platform: Platform, sites: BackupSites, *, read_data_subset: str = "10%"
-                       ) -> dict[str, CheckResult]:
+def check_repositories(platform: Platform, sites: BackupSites, *, read_data_subset: str = "10%",
+                       skip: Collection[str] = ()) -> dict[str, CheckResult]:
     """`restic check --read-data-subset` of both repositories (a damaged pack is found only by
-    reading it): the daily check; each site's result, damage as `ok=False` (not an exception)."""
+    reading it): the daily check; each site's result, damage as `ok=False` (not an exception).
+    `skip`: sites already checked (through another pair)."""
     restic = restic_at(platform, sites.primary)
     return {site: restic.check(reach(platform, site, sites.primary, sites.rest_port),
                                read_data_subset=read_data_subset)
-            for site in (sites.primary, sites.offsite)}
+            for site in (sites.primary, sites.offsite) if site not in skip}

@@ -29,9 +29,10 @@ from backup import processes
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-# The secondary site's repository server. Below Linux's ephemeral range (32768-60999) like the
-# guest (22000-22999) and gateway (21000-21999) ports, and clear of both; 23000-23009 are kept for
-# backup REST servers (one per site that receives copies).
+# The secondary site's repository server (each other site's is the next: backup/restports.py).
+# Below Linux's ephemeral range (32768-60999) like the guest (22000-22999) and gateway
+# (21000-21999) ports, and clear of both; 23000-23009 are kept for backup REST servers (one per
+# site that receives copies).
 DEFAULT_PORT = 23000
 
 
@@ -145,8 +146,8 @@ def _start(server: RestServer, timeout_s: float) -> int:
         # fail with "wrong password" against a repository that is not this site's.
         raise RestServerError(
             f"port {LOOPBACK}:{server.port} is already served by pid {squatter[0]} ({squatter[1]}), not by "
-            f"the REST server for {server.root}: stop it, or give this state folder another port "
-            "(COUNTYCLOUD_BACKUP_REST_PORT)")
+            f"the REST server for {server.root}: stop it, or give this site another port "
+            "(COUNTYCLOUD_BACKUP_REST_PORT, the secondary's; COUNTYCLOUD_BACKUP_REST_PORTS, by site)")
     server.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     server.pidfile.parent.mkdir(parents=True, exist_ok=True)
     argv = _argv(server, program())

@@ -58,6 +58,7 @@ from provisioning.hypervisor import DomainState, HypervisorError
 from provisioning.platform import Platform
 from provisioning.vmplan import VmPaths, VmPlan
 
+# The secondary's REST server; every other site's port derives from it (backup/restports.py).
 DEFAULT_REST_PORT = int(os.environ.get("COUNTYCLOUD_BACKUP_REST_PORT", "23000"))
 # Forwards of restore clones (verify / copy): a block of the backup range, clear of the gateway's
 # (21000-21999), the guests' (22000-22999) and the backup servers' (23000-23199) ports.
@@ -81,7 +82,7 @@ class BackupArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tenant: str
     offsite_site: str = "secondary"
-    rest_port: int = DEFAULT_REST_PORT
+    rest_port: int = DEFAULT_REST_PORT  # the offsite site's own server (backup.ops.sites_of)
     # Kept for recorded jobs; the retention step reads the county's tier from the inventory.
     tier: ProtectionTier = ProtectionTier.BACKUP
 
@@ -94,7 +95,7 @@ class RestoreArgs(BaseModel):
     site: str = "secondary"  # where the restored VM runs (verification: the secondary)
     from_site: str = "secondary"  # whose repository the snapshot is read from (the offsite one)
     primary_site: str = "primary"
-    rest_port: int = DEFAULT_REST_PORT
+    rest_port: int = DEFAULT_REST_PORT  # `from_site`'s server, when it is not `primary_site`
     # A copy's own name (a hostname); None: SLUG-copy-XXXXXX. Never the county's own VM name.
     name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 

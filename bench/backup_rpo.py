@@ -43,13 +43,15 @@ from tests.integration.vm.conftest import Cloud  # noqa: E402
 from tests.integration.vm.test_failover import _writer  # noqa: E402
 
 STATE = Path(os.environ.get("COUNTYCLOUD_BENCH_RPO_STATE", "/var/lib/countycloud-test"))
-# Ports: guests 24600-24629, addresses 24630-24639, the offsite REST server 24640, the service 24641.
+# Ports: guests 24600-24629, addresses 24630-24639, the offsite REST server 24640 (the primary's
+# 24642), the service 24641.
 ENV = {
     **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE),
     "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/bench-rpo.db",
     "COUNTYCLOUD_GUEST_PORT_FIRST": "24600", "COUNTYCLOUD_GUEST_PORT_LAST": "24629",
     "COUNTYCLOUD_GATEWAY_PORT_FIRST": "24630", "COUNTYCLOUD_GATEWAY_PORT_LAST": "24639",
-    "COUNTYCLOUD_BACKUP_REST_PORT": "24640", "COUNTYCLOUD_SERVICE_PORT": "24641",
+    "COUNTYCLOUD_BACKUP_REST_PORT": "24640", "COUNTYCLOUD_BACKUP_REST_PORTS": '{"primary": 24642}',
+    "COUNTYCLOUD_SERVICE_PORT": "24641",
     "COUNTYCLOUD_DR_WATCH": "false",  # the suite's sites are not this bench's to watch
 }
 COUNTY = "hualien"

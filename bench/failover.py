@@ -76,14 +76,16 @@ if TYPE_CHECKING:
 
 STATE = Path(os.environ.get("COUNTYCLOUD_BENCH_DR_STATE", "/var/lib/countycloud-bench-dr"))
 # Ports of the DR helper's block: guests 24300-24349, addresses 24350-24379, the service of the
-# automatic route 24380, backup REST 24390, the replica target 24391.
+# automatic route 24380, backup REST 24390 (the secondary's; the primary's 24392), the replica
+# target 24391.
 REPLICA_PORT = 24391
 SERVICE_PORT = 24380
 ENV = {
     **os.environ, "COUNTYCLOUD_STATE_DIR": str(STATE), "COUNTYCLOUD_DATABASE_URL": f"sqlite:///{STATE}/cc.db",
     "COUNTYCLOUD_GUEST_PORT_FIRST": "24300", "COUNTYCLOUD_GUEST_PORT_LAST": "24349",
     "COUNTYCLOUD_GATEWAY_PORT_FIRST": "24350", "COUNTYCLOUD_GATEWAY_PORT_LAST": "24379",
-    "COUNTYCLOUD_BACKUP_REST_PORT": "24390", "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT),
+    "COUNTYCLOUD_BACKUP_REST_PORT": "24390", "COUNTYCLOUD_BACKUP_REST_PORTS": '{"primary": 24392}',
+    "COUNTYCLOUD_REPLICA_PORT": str(REPLICA_PORT),
 }
 SLUGS = ["taichung", "taoyuan", "changhua", "hsinchu-county", "hsinchu-city", "keelung", "yunlin",
          "chiayi-county", "pingtung", "chiayi-city", "penghu", "kinmen", "lienchiang"]

@@ -86,21 +86,22 @@ def refresh(now: datetime | None = None) -> list[str]:
         objectives = backup_schedule.rpo_objectives(session)  # one per protected county
     for slug, objective in objectives.items():
         RPO_OBJECTIVE.labels(slug).set(objective.total_seconds())
-    counties = set(objectives)
-    port = bootstrap.settings().backup_rest_port
-    pairs = {ops.sites_of(platform.engine, slug, port) for slug in counties}
+    grouped: dict[ops.BackupSites, list[str]] = {}
+    for slug in objectives:
+        grouped.setdefault(backup_schedule.county_sites(slug), []).append(slug)
     said: list[str] = []
-    for sites in pairs:
+    readable: dict[str, bool] = {}  # a repository in two pairs (a county failed over) is up if both read it
+    for sites, slugs in grouped.items():
         found, unreachable = ops.points_by_county(platform, sites)
         for site in (sites.primary, sites.offsite):
-            REPOSITORY_UP.labels(site).set(0 if site in unreachable else 1)
+            readable[site] = readable.get(site, True) and site not in unreachable
             REPOSITORY_BYTES.labels(site).set(ops.repository_bytes(platform, site))
-        for slug in counties:
-            if ops.sites_of(platform.engine, slug, port) != sites:
-                continue
+        for slug in slugs:
             status = ops.county_status(slug, found.get(slug, []),
                                        verifications.of_tenant(platform.engine, slug), now)
             said += publish(status)
+    for site, up in readable.items():
+        REPOSITORY_UP.labels(site).set(int(up))
     return said
 
 

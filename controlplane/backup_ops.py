@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from backup import ops, verifications
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
-from controlplane import bootstrap
+from controlplane import backup_schedule, bootstrap
 from controlplane.actors import Actor
 from controlplane.errors import InvalidInput, NotFoundError
 from controlplane.operations import JobRequest, authorize
@@ -25,7 +25,7 @@ from inventory.jobs import JobKind
 
 def _sites(slug: str) -> ops.BackupSites:
     try:
-        return ops.sites_of(bootstrap.engine(), slug, bootstrap.settings().backup_rest_port)
+        return backup_schedule.county_sites(slug)
     except queries.NotFound as error:
         raise NotFoundError(str(error)) from None
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from backup import consistent, ops, platformdb, repository
 from backup import rounds as round_plan
 from backup.policy import Retention, policy_from, round_period
+from backup.restic import Repository, Restic
 from backup.steps import BackupArgs, RestoreArgs, RestoreMode
 from controlplane import bootstrap, jobs
 from inventory import queries
@@ -99,23 +100,37 @@ def _submit(kind: JobKind, slug: str, args: dict[str, object], site: str) -> str
     return jobs.submit(platform.engine, kind, slug, args, artifacts_root=platform.artifacts_dir, site=site)
 
 
+def county_sites(slug: str) -> ops.BackupSites:
+    """The county's pair as it runs now, the offsite's REST port from the settings (per site)."""
+    current = bootstrap.settings()
+    return ops.sites_of(bootstrap.engine(), slug, current.backup_rest_port, current.backup_rest_ports)
+
+
 def submit_round(slug: str) -> str:
-    sites = ops.sites_of(bootstrap.engine(), slug, bootstrap.settings().backup_rest_port)
+    sites = county_sites(slug)
     args = BackupArgs(tenant=slug, offsite_site=sites.offsite, rest_port=sites.rest_port)
     return _submit(JobKind.BACKUP, slug, args.model_dump(mode="json"), sites.primary)
 
 
 def submit_verification(slug: str) -> str:
-    sites = ops.sites_of(bootstrap.engine(), slug, bootstrap.settings().backup_rest_port)
+    sites = county_sites(slug)
     args = RestoreArgs(tenant=slug, mode=RestoreMode.VERIFY, site=sites.offsite, from_site=sites.offsite,
                        primary_site=sites.primary, rest_port=sites.rest_port)
     return _submit(JobKind.RESTORE, slug, args.model_dump(mode="json"), sites.offsite)
 
 
 def pairs() -> set[ops.BackupSites]:
-    """The (primary, offsite) pairs the protected counties' backups use."""
-    port = bootstrap.settings().backup_rest_port
-    return {ops.sites_of(bootstrap.engine(), slug, port) for slug in protected_counties()}
+    """The (primary, offsite) pairs the protected counties' backups use: a failed-over county's is
+    the other way round (the secondary to the primary, through the primary's server)."""
+    return set(counties_by_pair())
+
+
+def counties_by_pair() -> dict[ops.BackupSites, set[str]]:
+    """The protected counties grouped by the pair of sites their backups use now."""
+    grouped: dict[ops.BackupSites, set[str]] = {}
+    for slug in protected_counties():
+        grouped.setdefault(county_sites(slug), set()).add(slug)
+    return grouped
 
 
 def rpo_objectives(session: Session) -> dict[str, timedelta]:
@@ -168,10 +183,13 @@ def verify(_at: datetime) -> None:
 
 
 def offsite(_at: datetime) -> None:
-    platform = bootstrap.platform()
-    for sites in pairs():
+    platform, home = bootstrap.platform(), platform_sites()
+    for sites, slugs in counties_by_pair().items():
         try:
-            done = ops.copy_offsite(platform, sites)
+            # The platform's own pair copies everything (the platform database too); another pair
+            # (a failed-over county's) only its counties: the secondary also holds the copies of the
+            # counties at home, which must not be copied back.
+            done = ops.copy_offsite(platform, sites, None if sites == home else slugs)
             if done.copied:
                 log.info("offsite catch-up %s -> %s: %d copied", sites.primary, sites.offsite,
                          len(done.copied))
@@ -181,11 +199,14 @@ def offsite(_at: datetime) -> None:
 
 def retentions() -> dict[str, tuple[ops.BackupSites, Retention]]:
     """Each protected county's pair of sites and its tier's retention."""
-    port, slugs = bootstrap.settings().backup_rest_port, protected_counties()
+    slugs = protected_counties()
     with session_scope(bootstrap.engine()) as session:
         keep = {slug: policy_from(queries.protection_of(session, slug)).retention for slug in slugs}
-    return {slug: (ops.sites_of(bootstrap.engine(), slug, port), retention)
-            for slug, retention in keep.items()}
+    return {slug: (county_sites(slug), retention) for slug, retention in keep.items()}
+
+
+def _pair_order(sites: ops.BackupSites) -> tuple[str, str]:
+    return sites.primary, sites.offsite
 
 
 def prune(_at: datetime) -> None:
@@ -193,7 +214,10 @@ def prune(_at: datetime) -> None:
     catches a county whose rounds stopped or whose tier changed), then the unused data pruned."""
     platform = bootstrap.platform()
     counties = retentions()
-    for sites in {sites for sites, _ in counties.values()}:
+    # A repository can be in two pairs (the secondary's is the offsite of the counties at home and
+    # the local one of a county failed over): forgotten per pair, pruned once.
+    forgotten: dict[str, tuple[Restic, Repository]] = {}
+    for sites in sorted({sites for sites, _ in counties.values()}, key=_pair_order):
         for site in (sites.primary, sites.offsite):
             try:
                 repo = ops.reach(platform, site, sites.primary, sites.rest_port)
@@ -201,9 +225,14 @@ def prune(_at: datetime) -> None:
                 for slug, (its_sites, retention) in sorted(counties.items()):
                     if its_sites == sites:
                         restic.forget(repo, retention, tags=[consistent.county_tag(slug)], group_by="host")
-                restic.prune(repo)
+                forgotten.setdefault(site, (restic, repo))
             except Exception:
-                log.exception("prune of %s's repository failed", site)
+                log.exception("forget in %s's repository failed", site)
+    for site, (restic, repo) in sorted(forgotten.items()):
+        try:
+            restic.prune(repo)
+        except Exception:
+            log.exception("prune of %s's repository failed", site)
 
 
 def check(_at: datetime) -> None:
@@ -211,9 +240,11 @@ def check(_at: datetime) -> None:
     from controlplane import backup_metrics
 
     platform = bootstrap.platform()
-    for sites in pairs():
+    checked: set[str] = set()  # a repository in two pairs is read once
+    for sites in sorted(pairs(), key=_pair_order):
         try:
-            for site, result in ops.check_repositories(platform, sites).items():
+            for site, result in ops.check_repositories(platform, sites, skip=checked).items():
+                checked.add(site)
                 backup_metrics.publish_check(site, result.ok, result.errors)
         except Exception:
             log.exception("check of %s/%s's repositories failed", sites.primary, sites.offsite)
@@ -225,7 +256,9 @@ def platform_sites() -> ops.BackupSites:
         declared = queries.list_sites(session)
         primary = next((site.name for site in declared if site.role is SiteRole.PRIMARY), "primary")
         offsite = next((site.name for site in declared if site.name != primary), "secondary")
-    return ops.BackupSites(primary, offsite, bootstrap.settings().backup_rest_port)
+    current = bootstrap.settings()
+    ports = ops.rest_ports(bootstrap.engine(), current.backup_rest_port, current.backup_rest_ports)
+    return ops.BackupSites(primary, offsite, ports.get(offsite, current.backup_rest_port))
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from functools import cache
 
 from sqlalchemy import Engine
 
+from backup import restports
 from controlplane import jobs
 from controlplane.settings import Settings, load
 from inventory.db import make_engine, migrate, session_scope
+from inventory.enums import SiteRole
 from inventory.jobs import JobKind
 from inventory.queries import list_sites, list_vms
 from provisioning import images, sites, steps, templates
@@ -85,10 +87,38 @@ def check_port_ranges() -> None:
     try:
         check_port_range(current.guest_port_first, current.guest_port_last, "guest ports", ephemeral)
         check_port_range(current.gateway_port_first, current.gateway_port_last, "gateway ports", ephemeral)
-        check_port_range(current.backup_rest_port, current.backup_rest_port, "backup REST port", ephemeral)
         check_port_range(current.replica_port, current.replica_port, "replica port", ephemeral)
     except ValueError as error:
         raise ProvisioningError(f"settings: {error} (COUNTYCLOUD_*_PORT*)") from None
+    check_backup_ports(declared_site_places())
+
+
+def declared_site_places() -> list[restports.SitePlace]:
+    """The inventory's sites (name, role), or this machine's default pair when none is declared."""
+    with session_scope(engine()) as session:
+        declared = [restports.SitePlace(site.name, site.role) for site in list_sites(session)]
+    return declared or [restports.SitePlace(name, SiteRole(name)) for name in DEFAULT_SITES]
+
+
+def backup_port_problems(places: list[restports.SitePlace], ephemeral: range | None = None) -> list[str]:
+    """What is wrong with the sites' backup REST ports under the settings (empty: nothing)."""
+    current = settings()
+    ports = restports.rest_ports(places, current.backup_rest_port, current.backup_rest_ports)
+    reserved = [restports.Reserved(current.guest_port_first, current.guest_port_last, "guest ports"),
+                restports.Reserved(current.gateway_port_first, current.gateway_port_last, "gateway ports"),
+                restports.Reserved(current.replica_port, current.replica_port, "replica port"),
+                restports.Reserved(current.service_port, current.service_port, "service port")]
+    return restports.problems(ports, declared=current.backup_rest_ports.keys(),
+                              sites={place.name for place in places}, reserved=reserved,
+                              ephemeral=ephemeral if ephemeral is not None else ephemeral_ports())
+
+
+def check_backup_ports(places: list[restports.SitePlace]) -> None:
+    """Refuse (before anything is started) sites whose REST servers could not all listen at once."""
+    found = backup_port_problems(places)
+    if found:
+        raise ProvisioningError("settings: " + "; ".join(found)
+                                + " (COUNTYCLOUD_BACKUP_REST_PORT, COUNTYCLOUD_BACKUP_REST_PORTS)")
 
 
 def setup(log: Log = print, *, with_templates: bool = True) -> images.GoldenImage:

@@ -26,6 +26,22 @@ def port_ranges() -> PortRanges:
     )
 
 
+def backup_port_problems(wanted: Declaration) -> list[str]:
+    """The declared sites' backup REST ports under the settings (backup/restports.py): each site's
+    server needs a port of its own, clear of the guests', the gateway's and the ephemeral ports."""
+    from backup.restports import SitePlace
+
+    places = [SitePlace(site.name, site.role) for site in wanted.sites]
+    return bootstrap.backup_port_problems(places or bootstrap.declared_site_places())
+
+
+def check_backup_ports(wanted: Declaration) -> None:
+    found = backup_port_problems(wanted)
+    if found:
+        raise InvalidInput("\n".join([*found, "(settings COUNTYCLOUD_BACKUP_REST_PORT, "
+                                       "COUNTYCLOUD_BACKUP_REST_PORTS); nothing was changed"]))
+
+
 def declaration(yaml_text: str, source: str = "<request>") -> Declaration:
     if len(yaml_text.encode()) > MAX_DECLARATION_BYTES:
         raise InvalidInput(f"the declaration is over {MAX_DECLARATION_BYTES} bytes")
@@ -37,6 +53,7 @@ def declaration(yaml_text: str, source: str = "<request>") -> Declaration:
 
 def plan(yaml_text: str) -> dict[str, Any]:
     wanted = declaration(yaml_text)
+    check_backup_ports(wanted)
     with session_scope(bootstrap.engine()) as session:
         changes = plan_declaration(session, wanted)
     return {"applied": False, "changes": [change.to_dict() for change in changes]}
@@ -44,6 +61,7 @@ def plan(yaml_text: str) -> dict[str, Any]:
 
 def apply(yaml_text: str, *, actor: str) -> dict[str, Any]:
     wanted = declaration(yaml_text)
+    check_backup_ports(wanted)
     with session_scope(bootstrap.engine()) as session:
         changes = apply_declaration(session, wanted, actor=actor, ports=port_ranges())
     return {"applied": True, "changes": [change.to_dict() for change in changes]}

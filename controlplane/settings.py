@@ -30,10 +30,14 @@ class Settings(BaseSettings):
     guest_port_last: int = 22999
     gateway_port_first: int = 21000
     gateway_port_last: int = 21999
-    # The secondary site's backup REST server (rclone serve restic) on 127.0.0.1: below the
-    # ephemeral range and clear of the guest and gateway ranges; 23000-23009 are kept for backup
-    # servers (the bench uses 23009, the tests 23100-23199).
+    # Each site's backup REST server (rclone serve restic) on 127.0.0.1: below the ephemeral range
+    # and clear of the guest and gateway ranges; 23000-23009 are kept for backup servers (the bench
+    # uses 23009, the tests 23100-23199). `backup_rest_port` is the secondary's; the other sites
+    # take the next ones (the primary 23001: a county failed over copies to the primary's server
+    # while the secondary's serves the counties at home), unless named in `backup_rest_ports`
+    # (JSON, e.g. COUNTYCLOUD_BACKUP_REST_PORTS='{"primary": 23005}'). backup/restports.py.
     backup_rest_port: int = 23000
+    backup_rest_ports: dict[str, int] = Field(default_factory=dict)
     # The secondary site's replica target (rclone serve sftp) that replicated counties' guests stream
     # to through their guestfwd (provisioning.vmplan reads it too: the VM's XML names it).
     replica_port: int = Field(default=DEFAULT_REPLICA_PORT, ge=1, le=65535)

@@ -89,6 +89,19 @@ def _failures() -> Iterator[None]:
         raise typer.Exit(EXIT_FAILED) from None
 
 
+def _refuse_backup_ports(declaration: Declaration) -> None:
+    """Sites whose backup REST servers could not all listen: said, nothing changed (exit 1)."""
+    from controlplane import inventory_ops
+
+    found = inventory_ops.backup_port_problems(declaration)
+    if found:
+        for line in found:
+            errors.print(line, markup=False, highlight=False)
+        errors.print("settings COUNTYCLOUD_BACKUP_REST_PORT, COUNTYCLOUD_BACKUP_REST_PORTS; "
+                     "nothing was changed.", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -153,6 +166,7 @@ def _print_changes(changes: list[Change], as_json: bool, *, applied: bool, sourc
 def plan_command(file: FileArgument = None, as_json: JsonOption = False) -> None:
     """Show what `apply` would change. Changes nothing."""
     declaration = _declaration(file)
+    _refuse_backup_ports(declaration)
     source = str(file) if file is not None else "demo.yaml (embedded)"
     with _failures(), session_scope(_engine()) as session:
         changes = plan(session, declaration)
@@ -164,6 +178,7 @@ def plan_command(file: FileArgument = None, as_json: JsonOption = False) -> None
 def apply_command(file: FileArgument = None, as_json: JsonOption = False) -> None:
     """Make the inventory match the declaration: add, change, remove; allocate ports. Journaled."""
     declaration = _declaration(file)
+    _refuse_backup_ports(declaration)
     source = str(file) if file is not None else "demo.yaml (embedded)"
     with _failures(), session_scope(_engine()) as session:
         changes = apply(session, declaration, actor=_actor(), ports=_port_ranges())

@@ -48,6 +48,13 @@ def serve_command(
     port = port or settings.service_port
     if stop:
         raise typer.Exit(stop_service(state))
+    from provisioning.steps import ProvisioningError
+
+    try:  # each site's backup REST server needs a port of its own: refused before anything starts
+        bootstrap.check_backup_ports(bootstrap.declared_site_places())
+    except ProvisioningError as error:
+        errors.print(str(error), markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
     running = running_pid(state)
     if running is not None:
         errors.print(f"the service already runs (pid {running}, {state / PID_FILE}); "

@@ -33,6 +33,11 @@ COLD = os.environ.get("COUNTYCLOUD_TEST_COLD") == "1"
 # The suite's backup REST server (the secondary site's repository): a port kept for backup servers
 # (23000-23009), clear of guest ports.
 REST_PORT = 23007
+# The primary's REST server, for a county backed up while failed over (its offsite is the primary).
+# Not REST_PORT + 1, the derived default: test_backup.py's secondary server has that one.
+PRIMARY_REST_PORT = 23006
+REST_ENV = {"COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT),
+            "COUNTYCLOUD_BACKUP_REST_PORTS": f'{{"primary": {PRIMARY_REST_PORT}}}'}
 
 
 @dataclass
@@ -77,8 +82,9 @@ class Cloud:
         return True
 
     def backup_now(self, county: str) -> None:
-        """A backup of the county (restore point at both sites), its offsite copy through REST_PORT."""
-        Cloud(env={**self.env, "COUNTYCLOUD_BACKUP_REST_PORT": str(REST_PORT)}).cli("backup", "now", county)
+        """A backup of the county (restore point at both sites), its offsite copy through REST_PORT
+        (PRIMARY_REST_PORT while it runs at the secondary)."""
+        Cloud(env={**self.env, **REST_ENV}).cli("backup", "now", county)
 
     def platform_backup(self) -> Any:
         """`countycloud platform backup` (the schedule's copy of the platform database, offsite through
@@ -90,6 +96,8 @@ class Cloud:
         from backup import repository, restserver
 
         restserver.stop(repository.site_backup(STATE_DIR, "secondary").rest_server(REST_PORT))
+        # a county backed up while failed over copied to the primary's own server (the next port)
+        restserver.stop(repository.site_backup(STATE_DIR, "primary").rest_server(PRIMARY_REST_PORT))
 
     def platform_engine(self) -> Any:
         from inventory.db import make_engine

@@ -33,7 +33,15 @@ import pytest
 from provisioning.address import healthy
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.sites import site_paths
-from tests.integration.vm.conftest import ROOT, STATE_DIR, Cloud, needs_clones
+from tests.integration.vm.conftest import (
+    PRIMARY_REST_PORT,
+    REST_ENV,
+    REST_PORT,
+    ROOT,
+    STATE_DIR,
+    Cloud,
+    needs_clones,
+)
 from tests.support import postgres
 
 pytestmark = [pytest.mark.vm, pytest.mark.outage, needs_clones]
@@ -270,6 +278,7 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
         with Hypervisor("primary", site_paths(STATE_DIR, "primary").uri) as hv:
             assert hv.state(vm_name) is not DomainState.RUNNING
         assert "primary" in sites
+        _backed_up_to_the_primary_while_away(cloud, county)
 
         cloud.cli("dr", "failback", "--county", county)
         time.sleep(3)  # the writer reconnects at home
@@ -305,6 +314,26 @@ def test_failover_then_failback_loses_no_acknowledged_write(cloud: Cloud, keelun
     finally:
         writer.halt()
         cloud.stop_rest_server()
+
+
+def _backed_up_to_the_primary_while_away(cloud: Cloud, county: str) -> None:
+    """A round of the county running at the secondary lands in the secondary's repository and in the
+    primary's, through the primary's own REST server (PRIMARY_REST_PORT), the secondary's serving on."""
+    from backup import repository, restserver
+
+    secondary = repository.site_backup(STATE_DIR, "secondary").rest_server(REST_PORT)
+    primary = repository.site_backup(STATE_DIR, "primary").rest_server(PRIMARY_REST_PORT)
+    began = time.monotonic()
+    cloud.backup_now(county)
+    took = time.monotonic() - began
+    listed = Cloud(env={**cloud.env, **REST_ENV}).json("backup", "list", county)
+    assert (listed["primary_site"], listed["offsite_site"]) == ("secondary", "primary")
+    newest = listed["points"][0]
+    assert newest["primary"] and newest["offsite"], newest
+    assert listed["unreachable"] == {}
+    assert restserver.state(primary) is restserver.ServerState.UP
+    assert restserver.state(secondary) is restserver.ServerState.UP
+    print(f"round at the secondary, copied to the primary: {took:.1f} s")
 
 
 def test_a_probe_walks_the_seeded_county_through_its_address(cloud: Cloud, keelung: str) -> None:

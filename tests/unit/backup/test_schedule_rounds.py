@@ -173,3 +173,67 @@ def test_prune_forgets_each_county_by_its_tiers_retention(engine: Engine,
     assert kept["keelung"][1] == Retention(keep_daily=3)
     assert kept["penghu"][1] == Retention(keep_last=60, keep_hourly=48, keep_daily=31, keep_monthly=12)
     assert kept["penghu"][0] == ops.BackupSites("primary", "secondary", 23000)
+
+
+def fail_over(engine: Engine, slug: str) -> None:
+    with session_scope(engine) as session:
+        queries.set_running_site(queries.get_tenant(session, slug), queries.get_site(session, "secondary"),
+                                 actor="test")
+
+
+HOME = ops.BackupSites("primary", "secondary", 23000)
+AWAY = ops.BackupSites("secondary", "primary", 23001)  # the primary's own server, not the secondary's
+
+
+def test_a_county_failed_over_is_backed_up_to_the_primarys_server(engine: Engine) -> None:
+    fail_over(engine, "keelung")
+    assert backup_schedule.county_sites("keelung") == AWAY
+    assert backup_schedule.county_sites("penghu") == HOME
+    grouped = backup_schedule.counties_by_pair()
+    assert grouped[AWAY] == {"keelung"} and "keelung" not in grouped[HOME] and len(grouped[HOME]) == 12
+    assert backup_schedule.retentions()["keelung"][0] == AWAY
+
+
+def test_the_catch_up_copies_back_only_the_failed_over_countys_points(engine: Engine,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_over(engine, "keelung")
+    asked: dict[ops.BackupSites, object] = {}
+
+    def copy_offsite(_platform: object, sites: ops.BackupSites, tenants: object = None) -> ops.CopyResult:
+        asked[sites] = tenants
+        return ops.CopyResult(copied={}, skipped=(), wall_s=0.0)
+
+    monkeypatch.setattr(ops, "copy_offsite", copy_offsite)
+    backup_schedule.offsite(START)
+    # the platform's own pair copies everything (its database too); the other only keelung's
+    assert asked == {HOME: None, AWAY: {"keelung"}}
+
+
+def test_prune_forgets_per_pair_and_prunes_each_repository_once(engine: Engine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_over(engine, "keelung")
+    forgot: list[tuple[str, str]] = []
+    pruned: list[str] = []
+
+    class Restic:
+        def forget(self, repo: str, _keep: object, *, tags: list[str], group_by: str) -> None:
+            forgot.append((repo, tags[0]))
+
+        def prune(self, repo: str) -> None:
+            pruned.append(repo)
+
+    reached: list[tuple[str, str, int]] = []
+
+    def reach(_platform: object, site: str, from_site: str, port: int) -> str:
+        reached.append((site, from_site, port))
+        return site
+
+    monkeypatch.setattr(ops, "reach", reach)
+    monkeypatch.setattr(ops, "restic_at", lambda _platform, _site: Restic())
+    backup_schedule.prune(START)
+    assert sorted(pruned) == ["primary", "secondary"]
+    assert ("primary", "county=keelung") in forgot and ("secondary", "county=keelung") in forgot
+    assert ("primary", "county=penghu") in forgot and ("secondary", "county=penghu") in forgot
+    assert len(forgot) == 26  # 13 counties, each in both repositories, once
+    # the primary's repository is reached through its own port for keelung's pair
+    assert ("primary", "secondary", 23001) in reached and ("secondary", "primary", 23000) in reached

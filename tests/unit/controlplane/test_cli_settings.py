@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[3]
     # Read by provisioning.vmplan at import as well: the import must not be what fails.
     ("COUNTYCLOUD_REPLICA_PORT", "99999", "less than or equal to 65535"),
     ("COUNTYCLOUD_REPLICA_PORT", "abc", "valid integer"),
+    ("COUNTYCLOUD_BACKUP_REST_PORTS", "primary=23001", "not valid JSON"),
 ])
 def test_a_bad_setting_is_named_without_a_traceback(tmp_path: Path, variable: str, value: str,
                                                      said: str) -> None:

@@ -59,3 +59,23 @@ def test_serve_in_the_background_then_stop(tmp_path: Path) -> None:
     assert password not in (tmp_path / "service.log").read_text()
     # The second start finds the admin and writes no new password.
     assert password_file.read_text().split()[1] == password
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("ports", "said"), [
+    ('{"primary": 23000}', "sites primary and secondary have the same backup REST port 23000"),
+    ('{"primary": 22010}', "site primary's backup REST port 22010 is in the guest ports (22000-22999)"),
+    ('{"primary": 99999}', "site primary's backup REST port 99999 is not an unprivileged port"),
+])
+def test_serve_refuses_backup_ports_the_sites_cannot_all_listen_on(tmp_path: Path, ports: str,
+                                                                   said: str) -> None:
+    env = {**os.environ, "COUNTYCLOUD_STATE_DIR": str(tmp_path),
+           "COUNTYCLOUD_SERVICE_PORT": str(_free_port()),
+           "COUNTYCLOUD_SERVICE_OPERATIONS": "tests.support.fake_service_operations",
+           "COUNTYCLOUD_BACKUP_REST_PORT": "23000", "COUNTYCLOUD_BACKUP_REST_PORTS": ports,
+           "PYTHONPATH": str(REPO)}
+    refused = _cli(env, "serve", "--background")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert said in " ".join(refused.stderr.split()) and "Traceback" not in refused.stderr
+    # nothing started: no pid file, no first admin
+    assert not (tmp_path / "service.pid").exists() and not (tmp_path / "admin-password").exists()

@@ -94,3 +94,28 @@ def test_refused_apply_exits_1_with_the_reason(app: typer.Typer, sqlite_url: str
     assert result.exit_code == 1
     assert "tenant keelung still has 1 VM(s) that are not retired" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_plan_and_apply_refuse_sites_on_one_backup_port(app: typer.Typer,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COUNTYCLOUD_BACKUP_REST_PORT", "23000")
+    monkeypatch.setenv("COUNTYCLOUD_BACKUP_REST_PORTS", '{"primary": 23000}')
+    for command in ("plan", "apply"):
+        refused = runner.invoke(app, ["inventory", command])
+        assert refused.exit_code == 1, refused.output
+        assert "sites primary and secondary have the same backup REST port 23000" in refused.stderr
+        assert "nothing was changed" in refused.stderr and "Traceback" not in refused.output
+    monkeypatch.delenv("COUNTYCLOUD_BACKUP_REST_PORTS")
+    from controlplane import bootstrap
+
+    bootstrap.settings.cache_clear()
+    shown = json.loads(runner.invoke(app, ["inventory", "show", "--json"]).stdout)
+    assert shown["sites"] == []  # the apply changed nothing
+
+
+def test_apply_refuses_a_backup_port_in_the_gateway_range(app: typer.Typer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COUNTYCLOUD_BACKUP_REST_PORTS", '{"secondary": 21005}')
+    refused = runner.invoke(app, ["inventory", "apply"])
+    assert refused.exit_code == 1
+    assert "site secondary's backup REST port 21005 is in the gateway ports (21000-21999)" in refused.stderr

@@ -373,12 +373,9 @@ def _record(url: str, actor: Actor, detail: dict[str, Any]) -> audit.Anchor:
     try:
         with session_scope(engine) as session:
             audit.record(session, actor, RECOVER_ACTION, str(detail["snapshot"])[:8], detail=detail)
-        with session_scope(engine) as session:
-            newest = session.execute(select(AuditEvent.seq, AuditEvent.hash)
-                                     .order_by(AuditEvent.seq.desc()).limit(1)).one()
-        return audit.Anchor(int(newest.seq), str(newest.hash))
     finally:
         engine.dispose()
+    return _head(url)
 
 
 def _settle_anchor(url: str, head: audit.Anchor) -> None:

@@ -197,8 +197,22 @@ def stop(server: RestServer, grace_s: float = 5.0) -> int | None:
     running = pid(server)
     if running is not None:
         processes.terminate(running, lambda candidate: _is_our_server(server, candidate), grace_s)
+        _wait_port_released(server.port, running)
     server.pidfile.unlink(missing_ok=True)
     return running
+
+
+def _wait_port_released(port: int, stopped: int, timeout_s: float = 5.0) -> None:
+    """Until the stopped server's listening socket is gone. An exiting process loses its command
+    line (what `_is_our_server` reads) before its sockets are closed, so `terminate` may return while
+    the port is still its own, and a start right after took it for another server's (the suite
+    under load, 2026-12-05: "already served by pid N (a process that has just exited)")."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        squatter = _listener_on(port)
+        if squatter is None or squatter[0] != stopped:
+            return
+        time.sleep(0.05)
 
 
 def ensure_running(server: RestServer) -> bool:

@@ -37,8 +37,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dr import bringup, fence, plans, records, report, restorepoints
+from dr import bringup, fence, observations, outage, plans, records, report, restorepoints
 from dr.bringup import CountyRun, Target
+from dr.health import WatchRules
 from dr.restorepoints import Point, PointError
 from inventory.jobs import JobKind, Step, StepContext, StepResult, StepsBuilder
 from provisioning import address, sites, vm
@@ -66,7 +67,7 @@ class FailoverArgs(BaseModel):
     plan_file: str | None = None  # the recovery plan (YAML); None: one tier, DEFAULT_PARALLELISM at a time
     counties: list[str] | None = None  # only these (default: every county running at the failed site)
     points: dict[str, str] = {}  # county -> restore point id (default: the newest before the failure)
-    failed_at: float | None = None  # epoch of the site failure (the site watch's); None: when the job began
+    failed_at: float | None = None  # epoch of the site failure; None: the site watch's, else the job's start
     cold: bool = False  # boot the golden image instead of cloning the template (for reference)
 
 
@@ -217,8 +218,22 @@ def _check(platform: Platform, args: FailoverArgs, ctx: StepContext, *, isolated
         for index, (county, name) in enumerate(sorted(vms.items())):
             chosen[county] = isolated_identity(ctx.job_id, name, (ports[2 * index], ports[2 * index + 1]))
     return Scope(failed_site=args.failed_site, to_site=args.to_site,
-                 failed_at=args.failed_at if args.failed_at is not None else time.time(),
+                 failed_at=_failure_time(platform, args, isolated=isolated),
                  batches=batches, tiers=tiers, tier_order=order, expected=expected, vms=vms, isolated=chosen)
+
+
+def _failure_time(platform: Platform, args: FailoverArgs, *, isolated: bool) -> float:
+    """What RTO counts from: the time asked for; else, for a failover, when the site watch's vantage
+    points last saw the failed site alive (an operator's command comes seconds or minutes after the
+    failure); else (a DR test, or no watch running) now."""
+    if args.failed_at is not None:
+        return args.failed_at
+    now = time.time()
+    if isolated:
+        return now
+    judged = observations.verdicts(platform.state_dir, [args.failed_site], WatchRules(), now)
+    seen = outage.seen_failing_since(judged[args.failed_site])
+    return seen if seen is not None and seen <= now else now
 
 
 # The restore points are listed (one `restic snapshots`: a process and the repository key's

@@ -142,6 +142,20 @@ def failure_time(report: SiteStatusReport) -> float:
     return report.declared_at if report.declared_at is not None else 0.0
 
 
+def seen_failing_since(report: SiteStatusReport) -> float | None:
+    """When the site failed, at the latest, as far as the watch can tell now: `failure_time` once it
+    is DOWN; while SUSPECT, the latest moment a vantage point that sees it failing last saw it alive.
+    None when no vantage point sees it failing (no watch runs, or the site is up): an operator's
+    failover begun before the verdict then counts its RTO from the failure, not from the command."""
+    if report.verdict is SiteVerdict.DOWN:
+        return failure_time(report)
+    if report.verdict is not SiteVerdict.SUSPECT:
+        return None
+    seen_alive = [o.failing_since for o in report.opinions
+                  if o.opinion in (Opinion.FAILING, Opinion.FAILED) and o.failing_since is not None]
+    return max(seen_alive) if seen_alive else None
+
+
 def decide(report: SiteStatusReport, outage: Outage | None, facts: SiteFacts, policy: Policy,
            now: float) -> Decision:
     """This tick's decision for one site (see the module's text)."""

@@ -423,3 +423,46 @@ def test_an_early_listing_that_failed_is_listed_again(monkeypatch: pytest.Monkey
     failover.prefetch_points(platform, "job-e", "secondary")  # type: ignore[arg-type]
     assert _listed(platform, "job-e") == "secondary-now"
     assert listings.calls == 2
+
+
+# --- what RTO counts from ----------------------------------------------------------------------------
+
+def _watched(state_dir: Path, now: float, alive_until: int, seconds: int = 10) -> None:
+    """Three vantage points' checks of the primary, one a second over the last `seconds`: alive for
+    the first `alive_until`, then failing (daemon silent, no county answering)."""
+    from dr import observations
+    from dr.health import Observation
+
+    for vantage in ("service", "witness", "secondary"):
+        observations.write(state_dir, vantage, [
+            Observation(vantage=vantage, site="primary", at=now - seconds + i, took_s=0.01,
+                        daemon_ok=i < alive_until, counties_checked=1, counties_ok=int(i < alive_until))
+            for i in range(seconds)])
+
+
+@pytest.mark.parametrize(("alive_until", "what"), [(5, "down"), (8, "suspect")])
+def test_a_failover_asked_without_a_time_counts_from_the_watchs_last_sight_of_the_site(
+        tmp_path: Path, alive_until: int, what: str) -> None:
+    import time
+
+    now = time.time()
+    _watched(tmp_path, now, alive_until)
+    platform = SimpleNamespace(state_dir=tmp_path)
+    counted = failover._failure_time(platform, failover.FailoverArgs(), isolated=False)  # type: ignore[arg-type]
+    last_alive = now - 10 + alive_until - 1
+    # Declared down (failing 5 s) or still suspect (2 s): either way from the last sight, not from now.
+    assert last_alive <= counted < last_alive + 1.0, (what, counted - now)
+    asked = failover.FailoverArgs(failed_at=now - 100)
+    assert failover._failure_time(platform, asked, isolated=False) == now - 100  # type: ignore[arg-type]
+    # A DR test is timed from its own start.
+    assert failover._failure_time(platform, failover.FailoverArgs(), isolated=True) >= now  # type: ignore[arg-type]
+
+
+def test_a_failover_asked_without_a_time_and_no_watch_counts_from_its_start(tmp_path: Path) -> None:
+    import time
+
+    platform = SimpleNamespace(state_dir=tmp_path)
+    began = time.time()
+    assert failover._failure_time(platform, failover.FailoverArgs(), isolated=False) >= began  # type: ignore[arg-type]
+    _watched(tmp_path, began, alive_until=10)  # the site up throughout
+    assert failover._failure_time(platform, failover.FailoverArgs(), isolated=False) >= began  # type: ignore[arg-type]

@@ -64,7 +64,8 @@ def failover_command(
     to_site: Annotated[str, typer.Option("--to", help="Where the counties come back.")] = "secondary",
     plan: PlanFile = None, county: Counties = None, point: Points = None,
     failed_at: Annotated[float | None, typer.Option(
-        "--failed-at", help="When the site failed (epoch seconds; default: now); RTO counts from it.",
+        "--failed-at", help="When the site failed (epoch seconds); RTO counts from it. Default: when the "
+        "site watch last saw the failed site alive, if it sees it failing; else now.",
     )] = None,
     cold: Annotated[bool, typer.Option(
         "--cold", help="Boot the image instead of cloning the template.")] = False,

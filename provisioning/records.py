@@ -135,6 +135,10 @@ def mark_tenant(engine: Engine, tenant_slug: str, status: Lifecycle, *, with_vms
                 if release_hosts:
                     queries.release_host(vm, actor=ACTOR, note=status.value)
         queries.set_status(tenant, status, actor=ACTOR)
+        if status is Lifecycle.RETIRED and tenant.running_site is not None:
+            # A retired county runs nowhere: created again, it comes up at its home. Kept, its backup
+            # rounds took the site it had been failed over to for the one it runs at (2026-12-05).
+            queries.set_running_site(tenant, None, actor=ACTOR, note="retired")
 
 
 def tenant_status(engine: Engine, tenant_slug: str) -> Lifecycle:

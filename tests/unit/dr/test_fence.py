@@ -207,6 +207,21 @@ def test_move_county_records_where_it_runs_and_readds_its_backend(platform: Fake
         assert queries.get_tenant(session, "keelung").running_site is None
 
 
+def test_a_county_retired_while_failed_over_comes_back_at_its_home(engine: Engine) -> None:
+    """Retired while running at the secondary, a county runs nowhere: created again it is at its home,
+    and its backup rounds take the home's pair (kept, a re-created county's rounds wrote the
+    secondary's repository twice and their two forgets locked each other out: a bench, 2026-12-05)."""
+    from provisioning import records as provisioning_records
+
+    records.move_county(engine, "keelung", "secondary", note="failover")
+    provisioning_records.mark_tenant(engine, "keelung", Lifecycle.RETIRING, with_vms=False)
+    assert records.current_site(engine, "keelung") == "secondary"  # still there while it retires
+    provisioning_records.mark_tenant(engine, "keelung", Lifecycle.RETIRED, with_vms=True, release_hosts=True)
+    assert records.current_site(engine, "keelung") == "primary"
+    with session_scope(engine) as session:
+        assert queries.get_tenant(session, "keelung").running_site is None
+
+
 def copy_of(vm: str, *, site: str = "primary", job: str = "j", how: FenceHow = FenceHow.MARKED) -> FencedCopy:
     return FencedCopy(site=site, vm=vm, uuid=f"uuid-{vm}", how=how, at=1_796_400_000.5, job=job)
 

@@ -69,6 +69,12 @@ def _check(platform: Platform, tenant: str) -> str:
                     raise ProvisioningError(
                         f"{vm_name}: its {purpose} port 127.0.0.1:{port} (allocated by the inventory) is in "
                         "use by another process; free it or change the inventory's port range")
+    for copy in _fenced_copies(platform, list(forwards_of)):
+        if copy.site == site:
+            raise ProvisioningError(
+                f"{copy.vm} has a fenced copy at site {site}, left by a failover: `countycloud dr failback` "
+                f"removes it if {tenant} is failed over; if it was retired meanwhile, "
+                f"`countycloud tenant retire {tenant}` removes it")
     for tool in REQUIRED_TOOLS:
         if shutil.which(tool) is None:
             raise ProvisioningError(f"{tool} is not installed; run `make host` (scripts/host-setup.sh)")
@@ -397,6 +403,31 @@ def _teardown_step(platform: Platform, vm_name: str, purge: bool) -> Step:
                 "stop, undefine, remove disks")
 
 
+def _fenced_copies(platform: Platform, vm_names: list[str]) -> list[fencing.FencedCopy]:
+    return [copy for copy in fencing.fenced(platform) if copy.vm in vm_names]
+
+
+def _remove_fenced_copies(platform: Platform, tenant: str, purge: bool) -> str:
+    """A county retired while failed over has a fenced copy at the site it left. Retired, it runs
+    nowhere, so the fence protects nothing and would refuse the county created again: remove each copy
+    whose site answers (as the retire's teardown does, data disk kept unless purged), then forget it.
+    A copy at a site still down keeps its entry, so it can never start; this step removes it when the
+    retirement is run again once the site is back."""
+    done, left = [], []
+    for copy in _fenced_copies(platform, records.vm_names(platform.engine, tenant)):
+        if not _site_up(platform, copy.site):
+            left.append(f"{copy.vm} at {copy.site}")
+            continue
+        with platform.hypervisor(copy.site) as hv:
+            vm.tear_down(hv, copy.vm, vm.vm_disks(platform, copy.site, copy.vm), purge=purge)
+        fencing.clear(platform, copy.site, copy.vm)
+        done.append(f"{copy.vm} at {copy.site}")
+    said = [f"removed {', '.join(done)}"] if done else []
+    if left:
+        said.append(f"left fenced (site down; retire again once it is up): {', '.join(left)}")
+    return "; ".join(said) or "none"
+
+
 def _record_retired(platform: Platform, tenant: str, purge: bool) -> str:
     records.mark_tenant(platform.engine, tenant, Lifecycle.RETIRED, with_vms=True, release_hosts=True)
     if purge:  # its database is gone, and the probe account with it
@@ -414,6 +445,8 @@ def retire_steps(raw: Mapping[str, Any], platform: Platform) -> list[Step]:
     for name in records.vm_names(platform.engine, tenant):
         steps.append(_teardown_step(platform, name, args.purge))
     steps += [
+        Step("fenced-copies", lambda ctx: _remove_fenced_copies(platform, tenant, args.purge),
+             "fenced copies at the site it was failed over from removed"),
         Step("record", lambda ctx: _record_retired(platform, tenant, args.purge), "tenant and VMs retired"),
         Step("address", lambda ctx: _address(platform), "drop its HAProxy frontend"),
     ]

@@ -196,7 +196,7 @@ def test_each_vm_gets_its_steps_in_name_order(two_engine: Engine, tmp_path: Path
         f"keelung-database-1:{what}" for what in PER_VM]
     retire = names(steps.retire_steps({"tenant": "keelung"}, platform))
     assert retire == ["check", "mark", "keelung-accounting-1:teardown", "keelung-database-1:teardown",
-                      "record", "address"]
+                      "fenced-copies", "record", "address"]
 
 
 def test_resize_is_check_then_resize(platform: Platform) -> None:
@@ -206,7 +206,7 @@ def test_resize_is_check_then_resize(platform: Platform) -> None:
 
 def test_retire_steps(platform: Platform) -> None:
     assert names(steps.retire_steps({"tenant": "keelung", "purge": True}, platform)) == [
-        "check", "mark", f"{VM}:teardown", "record", "address"]
+        "check", "mark", f"{VM}:teardown", "fenced-copies", "record", "address"]
 
 
 def test_unknown_tenant_is_refused_naming_close_matches(platform: Platform) -> None:

@@ -16,7 +16,7 @@ from inventory import queries
 from inventory.db import session_scope
 from inventory.enums import Lifecycle
 from inventory.jobs import StepContext, StepResult
-from provisioning import disks, images, probe_accounts, seed, sites, steps
+from provisioning import disks, fencing, images, probe_accounts, seed, sites, steps
 from provisioning.hypervisor import DomainState, Hypervisor
 from provisioning.images import GoldenImage
 from provisioning.jobdata import Placed
@@ -201,3 +201,65 @@ def test_retire_bookkeeping_releases_hosts_and_a_retired_tenant_needs_no_site(
 
     monkeypatch.setattr(sites, "state", lambda _site: sites.SiteState.DOWN)
     assert run(retire, "check") == "tenant keelung is already retired"
+
+
+class _SilentSiteHypervisor:
+    """The failed site's daemon once it answers again: records what the retirement removes there."""
+
+    def __init__(self, undefined: list[str]) -> None:
+        self.undefined = undefined
+
+    def __enter__(self) -> _SilentSiteHypervisor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def undefine(self, name: str) -> None:
+        self.undefined.append(name)
+
+    def state(self, _name: str) -> DomainState:
+        return DomainState.MISSING
+
+
+def test_retiring_a_failed_over_county_removes_its_fenced_copy_once_the_site_answers(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    undefined: list[str] = []
+    primary_hv = _SilentSiteHypervisor(undefined)
+    driver_hypervisor = platform.hypervisor
+    monkeypatch.setattr(platform, "hypervisor",
+                        lambda site: primary_hv if site == "primary" else driver_hypervisor(site))
+    provision = steps.provision_steps({"tenant": "keelung"}, platform)
+    run(provision, "place")
+    run(provision, "record")
+    with session_scope(platform.engine) as session:  # failed over: it runs at the secondary
+        secondary = queries.get_site(session, "secondary")
+        queries.set_running_site(queries.get_tenant(session, "keelung"), secondary, actor="test")
+    fencing.record(platform, fencing.FencedCopy(site="primary", vm=VM, uuid="u", how=fencing.FenceHow.MARKED,
+                                                at=0.0))
+    left_at_primary = vm_paths(platform.site("primary"), VM)
+    left_at_primary.directory.mkdir(parents=True)
+    left_at_primary.system_disk.write_bytes(b"overlay")
+    left_at_primary.data_disk.write_bytes(b"county data")
+
+    up = {"primary": sites.SiteState.DOWN, "secondary": sites.SiteState.UP}
+    monkeypatch.setattr(sites, "state", lambda site: up[site.name])
+    retire = steps.retire_steps({"tenant": "keelung"}, platform)
+    assert "fenced-copies" in names(retire)
+    said = run(retire, "fenced-copies")
+    assert said == f"left fenced (site down; retire again once it is up): {VM} at primary"
+    assert fencing.is_fenced(platform, "primary", VM) and undefined == []
+    run(retire, "record")
+
+    up["primary"] = sites.SiteState.UP
+    # Created again before that: refused up front, saying what removes the copy.
+    with pytest.raises(steps.ProvisioningError, match=r"fenced copy at site primary.*tenant retire keelung"):
+        run(steps.provision_steps({"tenant": "keelung"}, platform), "check")
+    again = steps.retire_steps({"tenant": "keelung"}, platform)
+    assert run(again, "fenced-copies") == f"removed {VM} at primary"
+    assert undefined == [VM] and not fencing.is_fenced(platform, "primary", VM)
+    assert not left_at_primary.system_disk.exists()
+    assert left_at_primary.data_disk.exists(), "not purged: its data disk is kept"
+    assert run(again, "fenced-copies") == "none"  # a rerun finds nothing left to do
+    run(steps.provision_steps({"tenant": "keelung"}, platform), "check")  # created again at its home

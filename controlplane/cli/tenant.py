@@ -10,6 +10,7 @@ import json
 import shlex
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -105,11 +106,21 @@ def create_many(requests: list[operations.JobRequest]) -> None:
                               f"(job {view.id}; Ansible converges it next)")
 
     console.print(f"provisioning {len(tenants)} counties at once: {', '.join(tenants)}")
+    report_many(tenants, _run_many(requests, on_progress))
+
+
+def _run_many(requests: list[operations.JobRequest],
+              on_progress: Callable[[str, jobs.JobView], None] | None = None,
+              ) -> dict[str, str | jobs.JobError]:
     try:
         with user_errors():
-            outcomes = operations.run_many(requests, on_progress=on_progress)
+            return operations.run_many(requests, on_progress=on_progress)
     finally:
         jobs.shutdown()
+
+
+def report_many(tenants: list[str], outcomes: dict[str, str | jobs.JobError]) -> None:
+    """A line per county's job; exit failed, naming what is left, when any failed."""
     failed = [tenant for tenant in tenants if isinstance(outcomes[tenant], jobs.JobError)]
     for tenant in tenants:
         outcome = outcomes[tenant]
@@ -183,16 +194,24 @@ def resize_command(
 
 @tenant_app.command("retire")
 def retire_command(
-    tenant: str,
+    tenants: Annotated[list[str], typer.Argument(
+        help="The counties' slugs; several are retired at once.", show_default=False)],
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the county's data disk.")] = False,
 ) -> None:
     """Stop and undefine the county's VMs, remove their system disks (data kept unless --purge)."""
-    with user_errors():
-        request = operations.request_retire(cli_actor(), tenant, purge=purge)
-    for job_id in request.cancel_first:
-        console.print(f"cancelling unfinished job {job_id}")
-    run_job(request)
-    console.print(f"[green]tenant {tenant} retired[/]" + ("" if purge else " (data disk kept)"))
+    actor = cli_actor()
+    with user_errors():  # an unknown county: a clear message, exit 2, nothing retired
+        requests = [operations.request_retire(actor, tenant, purge=purge)
+                    for tenant in dict.fromkeys(tenants)]
+    for request in requests:
+        for job_id in request.cancel_first:
+            console.print(f"{request.target}: cancelling unfinished job {job_id}")
+    kept = "" if purge else " (data disk kept)"
+    if len(requests) == 1:
+        run_job(requests[0])
+        console.print(f"[green]tenant {requests[0].target} retired[/]{kept}")
+        return
+    report_many([request.target for request in requests], _run_many(requests))
 
 
 @tenant_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -161,8 +161,8 @@ def retired_after(cloud: Cloud) -> Iterator[list[str]]:
     still costs the host CPU, which the later tests' guests (and their time bounds) need."""
     counties: list[str] = []
     yield counties
-    for county in counties:
-        cloud.cli("tenant", "retire", county, "--purge", check=False)
+    if counties:  # at once: one CLI start, and the thirteen teardowns side by side
+        cloud.cli("tenant", "retire", *counties, "--purge", check=False)
 
 
 @contextmanager

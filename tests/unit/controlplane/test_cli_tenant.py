@@ -146,6 +146,20 @@ def test_create_of_several_runs_a_job_each_and_names_those_to_finish(applied: Pa
     assert sorted(path.name.split("-")[1] for path in (applied / "jobs").iterdir()) == ["keelung", "penghu"]
 
 
+def test_retire_of_several_starts_none_for_an_unknown_one_else_runs_a_job_each(applied: Path,
+                                                                            cli: typer.Typer) -> None:
+    refused = invoke(cli, "tenant", "retire", "keelung", "nosuch", "--purge")
+    assert refused.exit_code == 2 and "no tenant 'nosuch'" in refused.stderr
+    assert not (applied / "jobs").exists()
+    result = invoke(cli, "tenant", "retire", "keelung", "penghu", "keelung")
+    assert result.exit_code == 1
+    for county in ("keelung", "penghu"):
+        assert f"{county}: job retire-{county}-" in result.stderr
+    assert "site primary is down; start it to retire keelung" in result.stderr
+    assert "rerun the same command: 0 done, 2 to finish (keelung, penghu)" in result.stderr
+    assert sorted(path.name.split("-")[1] for path in (applied / "jobs").iterdir()) == ["keelung", "penghu"]
+
+
 # --- site --------------------------------------------------------------------------------------------
 
 def test_site_list_json_with_no_daemons_running(applied: Path, cli: typer.Typer) -> None:

@@ -367,11 +367,13 @@ def failover(*extra: str, route: str = "command") -> tuple[dict[str, Any], float
 
 def retire_leftovers() -> None:
     """Counties an interrupted run left behind (a run retires its own at its end): kept, they would
-    be running at the primary and this run's failover would move them too."""
-    for row in cli_json("tenant", "list"):
-        if row["status"] not in ("retired", "planned"):
-            print(f"retiring {row['tenant']} ({row['status']}), left by an earlier run", flush=True)
-            cli("tenant", "retire", row["tenant"], "--purge")
+    be running at the primary and this run's failover would move them too. A county left failed over
+    loses its fenced copy at the primary with it (the retire job removes it)."""
+    left = [row["tenant"] for row in cli_json("tenant", "list")
+            if row["status"] not in ("retired", "planned")]
+    if left:
+        print(f"retiring {', '.join(left)}, left by an earlier run", flush=True)
+        cli("tenant", "retire", *left, "--purge")
 
 
 def failback() -> None:
@@ -464,8 +466,7 @@ def main() -> int:
             stop_service(served)
         for writer in writers.values():
             writer.halt()
-    for county in counties:
-        cli("tenant", "retire", county, "--purge")
+    cli("tenant", "retire", *counties, "--purge")
     print(json.dumps({"clone_report": clone, "cold_report": cold}, ensure_ascii=False))
     reported = {tier: max((row["rpo_s"] for row in clone["counties"]
                            if (row["county"] in replicated) == (tier == "replicated")), default=None)

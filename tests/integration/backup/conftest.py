@@ -8,6 +8,7 @@ the end by its pid file.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,9 +50,33 @@ def restic_runner(tmp_path: Path) -> Restic:
     return Restic(cache_dir=tmp_path / "restic-cache", timeout_s=120)
 
 
+SERVER_FILES = ("rest-server.pid.lock", "rest-server.log")  # the making server's, not a copy's
+
+
+@pytest.fixture(scope="session")
+def made_repositories(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state folder with both sites' password files and repositories, made once per worker by
+    `ensure_pair` (restic itself). `restic init` calibrates its key derivation, ~2.6 s of CPU that
+    restic 0.14 has no option to skip: two per test were a good part of these tests' time. A copy is
+    the same real repository (its id and keys shared with the other tests' copies, which never meet:
+    each test has its own folder and restic cache). Tests of the making itself do not use it."""
+    state_dir = tmp_path_factory.mktemp("made") / "state"
+    port = free_port()
+    made = repository.ensure_pair(Restic(cache_dir=state_dir.parent / "cache"), state_dir, "primary",
+                                  "secondary", port)
+    restserver.stop(made.offsite_server)
+    return state_dir
+
+
+def lay_repositories(made: Path, state_dir: Path) -> None:
+    """Copy `made_repositories` into a test's state folder (before anything else is in it)."""
+    shutil.copytree(made, state_dir, ignore=shutil.ignore_patterns(*SERVER_FILES))
+
+
 @pytest.fixture
-def sites(tmp_path: Path, restic_runner: Restic) -> Iterator[Sites]:
+def sites(tmp_path: Path, restic_runner: Restic, made_repositories: Path) -> Iterator[Sites]:
     state_dir = tmp_path / "state"
+    lay_repositories(made_repositories, state_dir)
     port = free_port()
     pair = repository.ensure_pair(restic_runner, state_dir, "primary", "secondary", port)
     try:

@@ -22,7 +22,7 @@ from inventory.db import session_scope
 from provisioning import records
 from provisioning.platform import Platform
 from provisioning.spec import DomainType
-from tests.integration.backup.conftest import TEST_PORTS
+from tests.integration.backup.conftest import TEST_PORTS, lay_repositories
 from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
 
 
@@ -44,8 +44,10 @@ def ports() -> dict[str, int]:
 
 
 @pytest.fixture
-def platform(engine: Engine, tmp_path: Path, ports: dict[str, int]) -> Iterator[Platform]:  # noqa: F811
+def platform(engine: Engine, tmp_path: Path, ports: dict[str, int],  # noqa: F811
+             made_repositories: Path) -> Iterator[Platform]:
     records.place(engine, "keelung")
+    lay_repositories(made_repositories, tmp_path / "state")
     platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
                         domain_type=DomainType.QEMU)
     yield platform

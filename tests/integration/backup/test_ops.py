@@ -18,7 +18,7 @@ from backup.restic import Restic, SnapshotNotFound
 from provisioning import records
 from provisioning.platform import Platform
 from provisioning.spec import DomainType
-from tests.integration.backup.conftest import free_port
+from tests.integration.backup.conftest import free_port, lay_repositories
 from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
 
 
@@ -28,8 +28,10 @@ def port() -> int:
 
 
 @pytest.fixture
-def platform(engine: Engine, tmp_path: Path, port: int) -> Iterator[Platform]:  # noqa: F811
+def platform(engine: Engine, tmp_path: Path, port: int,  # noqa: F811
+             made_repositories: Path) -> Iterator[Platform]:
     records.place(engine, "keelung")
+    lay_repositories(made_repositories, tmp_path / "state")
     platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
                         domain_type=DomainType.QEMU)
     yield platform

@@ -69,8 +69,8 @@ def made_repositories(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def lay_repositories(made: Path, state_dir: Path) -> None:
-    """Copy `made_repositories` into a test's state folder (before anything else is in it)."""
-    shutil.copytree(made, state_dir, ignore=shutil.ignore_patterns(*SERVER_FILES))
+    """Copy `made_repositories` into a test's state folder (before any backup is in it)."""
+    shutil.copytree(made, state_dir, ignore=shutil.ignore_patterns(*SERVER_FILES), dirs_exist_ok=True)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from backup import consistent, ops, repository, restserver
 from controlplane import backup_metrics, bootstrap
 from inventory.enums import Lifecycle
 from provisioning import records
+from tests.integration.backup.conftest import lay_repositories
 from tests.support import workers
 from tests.unit.controlplane.conftest import state  # noqa: F401 (fixture)
 from tests.unit.controlplane.service_support import OTHER, OWN, Service, make_service, sign_in
@@ -40,7 +41,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def service(state: Path, monkeypatch: pytest.MonkeyPatch, county_db: Path,  # noqa: F811
-            tmp_path: Path) -> Iterator[tuple[Service, str]]:
+            tmp_path: Path, made_repositories: Path) -> Iterator[tuple[Service, str]]:
+    lay_repositories(made_repositories, state)
     port = free_port()
     monkeypatch.setenv("COUNTYCLOUD_BACKUP_REST_PORT", str(port))
     for cached in (bootstrap.settings, bootstrap.engine, bootstrap.platform):

@@ -354,6 +354,11 @@ def backup_steps(raw: Mapping[str, Any], platform: Platform, *, producer: Sequen
 
     def check(ctx: StepContext) -> str:
         site = records.current_site(platform.engine, args.tenant)
+        if site == args.offsite_site:
+            # Requested before a failover or failback moved the county: its copy would land in the
+            # repository it is taken from, and the two sides' forgets would lock each other out.
+            raise RuntimeError(f"{args.tenant} runs at {site}, this round's offsite site; request a new "
+                               f"round (it pairs {site} with the other site)")
         plan = _county_plan(platform, args.tenant)
         restic = _restic(platform, site)
         primary = repository.ensure_local(restic, platform.state_dir, site)

@@ -316,3 +316,16 @@ def test_the_figures_step_hands_on_those_read_with_the_copy_else_reads_them(tmp_
     ctx.previous = {"copy": steps.Staged(path=str(tmp_path / "gone.db"), bytes=1).model_dump(mode="json")}
     with pytest.raises(FiguresError, match="no such database file"):  # a result recorded before: read
         figures_step.run(ctx)
+
+
+def test_a_round_requested_before_the_county_moved_to_its_offsite_site_is_refused_at_check(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Queued while the county ran at the primary, run after its failover to the secondary: the copy
+    # would land in the repository it came from. Refused before anything is read or made.
+    monkeypatch.setattr(steps.records, "current_site", lambda _engine, _tenant: "secondary")
+    [check] = [step for step in steps.backup_steps({"tenant": "keelung", "offsite_site": "secondary"},
+                                                    platform) if step.name == "check"]
+    ctx = StepContext(job_id="backup-keelung-1", args={}, artifacts=platform.state_dir / "job")
+    with pytest.raises(RuntimeError, match="keelung runs at secondary, this round's offsite site"):
+        check.run(ctx)
+    assert not platform.state_dir.exists()  # no repository or password file was made

@@ -106,7 +106,7 @@ def create_many(requests: list[operations.JobRequest]) -> None:
                               f"(job {view.id}; Ansible converges it next)")
 
     console.print(f"provisioning {len(tenants)} counties at once: {', '.join(tenants)}")
-    report_many(tenants, _run_many(requests, on_progress))
+    _report_many(tenants, _run_many(requests, on_progress))
 
 
 def _run_many(requests: list[operations.JobRequest],
@@ -119,7 +119,7 @@ def _run_many(requests: list[operations.JobRequest],
         jobs.shutdown()
 
 
-def report_many(tenants: list[str], outcomes: dict[str, str | jobs.JobError]) -> None:
+def _report_many(tenants: list[str], outcomes: dict[str, str | jobs.JobError]) -> None:
     """A line per county's job; exit failed, naming what is left, when any failed."""
     failed = [tenant for tenant in tenants if isinstance(outcomes[tenant], jobs.JobError)]
     for tenant in tenants:
@@ -211,7 +211,7 @@ def retire_command(
         run_job(requests[0])
         console.print(f"[green]tenant {requests[0].target} retired[/]{kept}")
         return
-    report_many([request.target for request in requests], _run_many(requests))
+    _report_many([request.target for request in requests], _run_many(requests))
 
 
 @tenant_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

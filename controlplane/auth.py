@@ -42,8 +42,16 @@ from inventory.db import as_utc, session_scope
 
 _HASHER = PasswordHash((Argon2Hasher(),))
 # Checked against when the user does not exist, so an unknown name costs the same time as a wrong
-# password (no user enumeration by timing).
-_DUMMY_HASH = _HASHER.hash("countycloud-no-such-user")
+# password (no user enumeration by timing). Made at the first sign-in, not at import: an argon2 hash
+# is ~0.16 s of every CLI command's start otherwise.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _HASHER.hash("countycloud-no-such-user")
+    return _DUMMY_HASH
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
 TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -384,7 +392,7 @@ def sign_in(engine: Engine, name: str, password: str, source: str, limits: Limit
     valid, new_hash = False, None
     if len(password) <= MAX_PASSWORD:
         try:
-            valid, new_hash = _HASHER.verify_and_update(password, stored or _DUMMY_HASH)
+            valid, new_hash = _HASHER.verify_and_update(password, stored or _dummy_hash())
         except Exception:  # a malformed stored hash is a failed sign-in, not a server error
             valid = False
     if user is None or stored is None or user.disabled or not valid:

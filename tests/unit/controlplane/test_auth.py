@@ -54,6 +54,18 @@ def test_wrong_password_and_unknown_user_are_the_same_error(engine: Engine) -> N
     assert wrong.value.code == ErrorCode.UNAUTHENTICATED
 
 
+def test_an_unknown_user_is_checked_against_a_hash_made_at_the_first_sign_in(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "_DUMMY_HASH", None)  # as a fresh process has it: none made at import
+    checked: list[str] = []
+    verify = auth._HASHER.verify_and_update
+    monkeypatch.setattr(auth._HASHER, "verify_and_update",
+                        lambda password, hashed: (checked.append(hashed), verify(password, hashed))[1])
+    with pytest.raises(auth.AuthError):
+        auth.sign_in(engine, "nobody", PASSWORD, "127.0.0.1")
+    assert auth._DUMMY_HASH is not None and checked == [auth._DUMMY_HASH]  # a wrong password's cost
+
+
 @pytest.mark.real_password_cost  # the race is over the hash's time
 def test_the_throttle_holds_under_parallel_attempts(engine: Engine) -> None:
     auth.create_user(engine, ADMIN, "alice", Role.AUDITOR, password=PASSWORD)

@@ -365,6 +365,9 @@ def failover(*extra: str, route: str = "command") -> tuple[dict[str, Any], float
     return found, round(declared - killed, 2), killed
 
 
+DR_JOBS = ("failover", "failback", "dr_test")
+
+
 def retire_leftovers() -> None:
     """Counties an interrupted run left behind (a run retires its own at its end): kept, they would
     be running at the primary and this run's failover would move them too. A county left failed over
@@ -374,6 +377,11 @@ def retire_leftovers() -> None:
     if left:
         print(f"retiring {', '.join(left)}, left by an earlier run", flush=True)
         cli("tenant", "retire", *left, "--purge")
+    # A DR job an interrupted run left unfinished refuses this run's own (one failover at a time).
+    for job in cli_json("job", "list", "--limit", "500"):
+        if job["kind"] in DR_JOBS and job["status"] not in ("succeeded", "cancelled"):
+            print(f"cancelling {job['id']} ({job['status']}), left by an earlier run", flush=True)
+            cli("job", "cancel", job["id"])
 
 
 def failback() -> None:

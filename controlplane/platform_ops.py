@@ -25,7 +25,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from controlplane.actors import Actor
 from controlplane.errors import ControlPlaneError, ErrorCode, NotFoundError
 from controlplane.models import AuditEvent
 from controlplane.operations import authorize
+from controlplane.platform_recovery_plan import Next, RecoveryRefused, Target, TargetKind, next_step
 from controlplane.roles import Action
 from inventory import queries
 from inventory.db import make_engine, migrate, session_scope
@@ -67,69 +67,7 @@ _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "pg_toast"})
 _SEEDED = frozenset({"alembic_version", "audit_head", "sqlite_sequence"})
 
 
-class RecoveryRefused(ControlPlaneError):
-    """The recovery would overwrite something, or lacks what it needs; nothing was changed."""
-
-    code = ErrorCode.CONFLICT
-
-
-# --- pure parts ---------------------------------------------------------------------------------
-
-class TargetKind(StrEnum):
-    MISSING = "missing"
-    EMPTY = "empty"  # a database (or SQLite file) without a single table
-    HOLDS = "holds"  # tables: a platform database, or something else
-
-
-@dataclass(frozen=True)
-class Target:
-    """The configured database as found before a recovery."""
-
-    kind: TargetKind
-    where: str  # its URL, password hidden
-    # Files beside a missing SQLite database that belong to the one that is gone (its write-ahead
-    # log, its job checkpoints): SQLite would replay a stale WAL into the restored file.
-    leftovers: tuple[str, ...] = ()
-    counties: int = 0
-    # The snapshot the newest audit event says the database was recovered from (None: that event is
-    # no recovery, so the database has been used since, or never was recovered).
-    recovered_from: str | None = None
-    # The platform's tables and nothing in them: any `countycloud` command run before this one made
-    # them (it migrates the database it is given).
-    unused: bool = False
-
-
-class Next(StrEnum):
-    RESTORE = "restored"  # restore the snapshot, migrate, audit
-    FINISH = "finished"  # the restore is in (a PostgreSQL recovery cut short): migrate, audit
-    NOTHING = "already recovered"  # the database is this snapshot's recovery, unused since
-
-
-def next_step(target: Target, wanted: str | None, unfinished: str | None) -> Next:
-    """What a recovery does with the database as found (pure). `wanted`: the snapshot asked for
-    (None: the newest); `unfinished`: the snapshot of a PostgreSQL recovery of this database that
-    restored and did not reach its audit event. RecoveryRefused otherwise."""
-    def asked(snapshot: str) -> bool:
-        return wanted is None or snapshot.startswith(wanted)
-
-    if target.kind is not TargetKind.HOLDS:
-        if target.leftovers:
-            raise RecoveryRefused(
-                f"{target.where} is missing but files of the database that was there remain "
-                f"({', '.join(target.leftovers)}): move them aside with it, then run this again")
-        return Next.RESTORE
-    if target.unused:
-        raise RecoveryRefused(
-            f"{target.where} has the platform's tables and nothing in them (another countycloud command "
-            "made them): drop it, create it empty, then run this again")
-    if target.recovered_from is not None and asked(target.recovered_from):
-        return Next.NOTHING
-    if target.recovered_from is None and unfinished is not None and asked(unfinished):
-        return Next.FINISH
-    raise RecoveryRefused(
-        f"{target.where} holds a platform database in use ({target.counties} counties): a recovery "
-        "never overwrites one; move it aside or point COUNTYCLOUD_DATABASE_URL at an empty database")
-
+# --- what the DR site holds besides the database ----------------------------------------------
 
 @dataclass(frozen=True)
 class Need:

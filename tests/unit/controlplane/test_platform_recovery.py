@@ -12,7 +12,8 @@ import pytest
 
 from backup import platformdb, repository
 from backup.restic import Snapshot, SnapshotNotFound, write_password_file
-from controlplane.platform_ops import Next, RecoveryRefused, Target, TargetKind, dr_site_needs, next_step
+from controlplane.platform_ops import dr_site_needs
+from controlplane.platform_recovery_plan import Next, RecoveryRefused, Target, TargetKind, next_step
 from provisioning import probe_accounts
 
 WHERE = "sqlite:////dr/countycloud.db"

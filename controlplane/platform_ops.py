@@ -39,17 +39,14 @@ from backup.restic import (
     Restic,
     ResticError,
     Snapshot,
-    SnapshotNotFound,
-    UnsafePasswordFile,
-    WrongPassword,
-    check_password_file,
     write_password_file,
 )
 from controlplane import audit, bootstrap
 from controlplane.actors import Actor
-from controlplane.errors import ControlPlaneError, ErrorCode, NotFoundError
+from controlplane.errors import ControlPlaneError, ErrorCode
 from controlplane.models import AuditEvent
 from controlplane.operations import authorize
+from controlplane.platform_offsite import restic_says, site_repository
 from controlplane.platform_recovery_plan import Next, RecoveryRefused, Target, TargetKind, next_step
 from controlplane.roles import Action
 from inventory import queries
@@ -264,46 +261,6 @@ def _mark(state_dir: Path, where: str, snapshot: Snapshot) -> None:
     os.replace(staging, path)
 
 
-# --- the edge: the offsite repository -----------------------------------------------------------
-
-def _password(backup: repository.SiteBackup, given: Path | None) -> Path:
-    """The repository's password file: the one given (from the DR safe), else the site's own. A
-    missing, unsafe or conflicting one is refused before restic runs."""
-    kept = backup.password_file
-    chosen = given if given is not None else kept
-    if not chosen.exists():
-        raise RecoveryRefused(
-            f"no password file {chosen}: the offsite repository's password is kept in the DR safe; write it "
-            f"there (one line, mode 0600) or pass --password-file")
-    try:
-        check_password_file(chosen)
-    except UnsafePasswordFile as error:
-        raise RecoveryRefused(str(error)) from None
-    if given is not None and kept.exists() and kept.read_bytes().strip() != given.read_bytes().strip():
-        raise RecoveryRefused(f"{given} differs from {kept}, the password the failover reads there; "
-                              "keep one of them")
-    return chosen
-
-
-def _repository(state_dir: Path, site: str, password_file: Path | None) -> tuple[Repository, Path]:
-    backup = repository.site_backup(state_dir, site)
-    if not (backup.repository_dir / "config").is_file():
-        raise RecoveryRefused(
-            f"no restic repository at {backup.repository_dir} (site {site}'s, which holds the platform "
-            f"database's offsite copies): is COUNTYCLOUD_STATE_DIR the DR site's state folder?")
-    return Repository(str(backup.repository_dir), _password(backup, password_file)), backup.password_file
-
-
-def _restic_says(error: ResticError, repo: Repository) -> ControlPlaneError:
-    if isinstance(error, WrongPassword):
-        return RecoveryRefused(f"the password in {repo.password_file} does not open the repository at "
-                               f"{repo.location}")
-    if isinstance(error, SnapshotNotFound):
-        return NotFoundError(f"{repo.location}: {error.message}")
-    first = error.message.strip().splitlines()[0] if error.message.strip() else str(error)
-    return ControlPlaneError(f"restic could not read {repo.location}: {first}")
-
-
 # --- the audit chain across the recovery --------------------------------------------------------
 
 def _record(url: str, actor: Actor, detail: dict[str, Any]) -> audit.Anchor:
@@ -396,7 +353,7 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
     target = inspect_target(database_url)
     unfinished = _unfinished(state_dir, where) if wanted_format is platformdb.DumpFormat.PG_CUSTOM else None
     step = next_step(target, snapshot, unfinished)
-    repo, site_password = _repository(state_dir, site, password_file)
+    repo, site_password = site_repository(state_dir, site, password_file)
     restic = Restic(cache_dir=None)  # --no-cache: a reader that leaves nothing behind
     try:
         chosen = platformdb.choose(platformdb.snapshots(restic, repo, no_lock=True),
@@ -428,7 +385,7 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
             head = _head(database_url)
         _settle_anchor(database_url, head)
     except ResticError as error:
-        raise _restic_says(error, repo) from None
+        raise restic_says(error, repo) from None
     except PlatformDbError as error:
         raise ControlPlaneError(f"the copy {snapshot or 'newest'} cannot be restored: {error}") from None
     installed = None

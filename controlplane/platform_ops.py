@@ -18,7 +18,6 @@ refused.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -41,7 +40,7 @@ from backup.restic import (
     Snapshot,
     write_password_file,
 )
-from controlplane import audit, bootstrap
+from controlplane import audit, bootstrap, platform_recovery_audit
 from controlplane.actors import Actor
 from controlplane.errors import ControlPlaneError, ErrorCode
 from controlplane.models import AuditEvent
@@ -54,7 +53,6 @@ from inventory.db import make_engine, migrate, session_scope
 from inventory.jobs import Job, JobStatus
 from provisioning import fencing, probe_accounts, sites
 
-RECOVER_ACTION = "platform.recover"
 BACKUP_ACTION = "platform.backup"
 # The site whose repository holds the offsite copies when the inventory cannot be read (it is what
 # is being recovered): the second of the sites every machine runs.
@@ -225,7 +223,7 @@ def inspect_target(database_url: str) -> Target:
             if "audit_events" in tables:
                 newest = connection.execute(select(AuditEvent.action, AuditEvent.detail)
                                             .order_by(AuditEvent.seq.desc()).limit(1)).first()
-                if newest is not None and newest.action == RECOVER_ACTION:
+                if newest is not None and newest.action == platform_recovery_audit.RECOVER_ACTION:
                     detail = newest.detail if isinstance(newest.detail, dict) else json.loads(newest.detail)
                     recovered_from = str(detail.get("snapshot", ""))
             return Target(TargetKind.HOLDS, where, counties=int(counties), recovered_from=recovered_from)
@@ -261,49 +259,6 @@ def _mark(state_dir: Path, where: str, snapshot: Snapshot) -> None:
     os.replace(staging, path)
 
 
-# --- the audit chain across the recovery --------------------------------------------------------
-
-def _record(url: str, actor: Actor, detail: dict[str, Any]) -> audit.Anchor:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            audit.record(session, actor, RECOVER_ACTION, str(detail["snapshot"])[:8], detail=detail)
-    finally:
-        engine.dispose()
-    return _head(url)
-
-
-def _settle_anchor(url: str, head: audit.Anchor) -> None:
-    """The database's anchor file made the recovered chain's: an anchor the chain does not hold
-    (the lost database's, whose events after the copy are gone with it) is kept aside, not lost."""
-    engine = make_engine(url)
-    try:
-        path = audit.anchor_path(engine)
-        try:
-            found = audit.read_anchor(path)
-        except ValueError:
-            found = audit.Anchor(-1, "")
-        if found is not None and found != head:
-            with session_scope(engine) as session:
-                held = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == found.seq))
-            if held != found.hash:
-                os.replace(path, path.with_name(f"{path.name}.lost-{int(time.time())}"))
-        audit.write_anchor(path, head)
-    finally:
-        engine.dispose()
-
-
-def _lost_anchor(url: str) -> int | None:
-    engine = make_engine(url)
-    try:
-        with contextlib.suppress(ValueError):
-            found = audit.read_anchor(audit.anchor_path(engine))
-            return found.seq if found is not None else None
-        return None
-    finally:
-        engine.dispose()
-
-
 # --- the use cases ------------------------------------------------------------------------------
 
 def _restore_sqlite(restic: Restic, repo: Repository, snapshot: Snapshot, path: Path, actor: Actor,
@@ -318,7 +273,7 @@ def _restore_sqlite(restic: Restic, repo: Repository, snapshot: Snapshot, path: 
     try:
         platformdb.restore(restic, repo, snapshot, staging_url, path.parent, no_lock=True)
         migrate(staging_url)
-        head = _record(staging_url, actor, detail)
+        head = platform_recovery_audit.record(staging_url, actor, detail)
         engine = make_engine(staging_url)
         try:
             staged_anchor = audit.anchor_path(engine)  # the staging name's, not the database's
@@ -362,7 +317,7 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
         if chosen.tag_value("format") != wanted_format.value:
             raise RecoveryRefused(f"snapshot {chosen.short_id} holds a {chosen.tag_value('format')} copy; "
                                   f"{where} is {url.get_backend_name()}")
-        lost_seq = _lost_anchor(database_url) if step is not Next.NOTHING else None
+        lost_seq = platform_recovery_audit.lost_anchor_seq(database_url) if step is not Next.NOTHING else None
         detail = {"snapshot": chosen.id, "taken_at": chosen.time.isoformat(), "site": site,
                   "repository": repo.location, "lost_anchor_seq": lost_seq}
         head: audit.Anchor | None = None
@@ -379,11 +334,11 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
                     _marker_path(state_dir).unlink(missing_ok=True)
                     raise
             migrate(database_url)
-            head = _record(database_url, actor, detail)
+            head = platform_recovery_audit.record(database_url, actor, detail)
             _marker_path(state_dir).unlink(missing_ok=True)
         if head is None:
-            head = _head(database_url)
-        _settle_anchor(database_url, head)
+            head = platform_recovery_audit.head(database_url)
+        platform_recovery_audit.settle_anchor(database_url, head)
     except ResticError as error:
         raise restic_says(error, repo) from None
     except PlatformDbError as error:
@@ -400,17 +355,6 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
         age_s=max(0.0, time.time() - chosen.time.timestamp()), holding=found,
         needs=dr_site_needs(state_dir, site, [county.slug for county in found.counties]),
         password_installed=installed, lost_anchor_seq=lost_seq)
-
-
-def _head(url: str) -> audit.Anchor:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            newest = session.execute(select(AuditEvent.seq, AuditEvent.hash)
-                                     .order_by(AuditEvent.seq.desc()).limit(1)).one()
-        return audit.Anchor(int(newest.seq), str(newest.hash))
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 
 from backup import repository
 from backup.restic import Restic, write_password_file
-from controlplane import audit, bootstrap, platform_ops
+from controlplane import audit, bootstrap, platform_ops, platform_recovery_audit
 from controlplane.actors import cli_actor
 from controlplane.cli import platform as platform_cli
 from controlplane.errors import ControlPlaneError
@@ -209,7 +209,8 @@ def test_recovered_from_the_offsite_copy_with_counties_ledger_and_audit(
     checked = platform.audit_ok()
     assert checked.ok, checked.problems
     newest = audit.list_events(make_engine(platform.url), limit=1)[0]
-    assert newest.action == platform_ops.RECOVER_ACTION and newest.detail["snapshot"] == found["snapshot_id"]
+    assert (newest.action == platform_recovery_audit.RECOVER_ACTION
+            and newest.detail["snapshot"] == found["snapshot_id"])
 
     # Again: the database is that recovery, unused since: nothing done, success.
     again = invoke(cli, "platform", "recover", "--json")
@@ -242,7 +243,7 @@ def test_a_recovery_cut_short_leaves_nothing_half_written_and_finishes_on_the_ne
 
     # Dies after the restore, before its audit event.
     with monkeypatch.context() as patched, pytest.raises(Killed):
-        patched.setattr(platform_ops, "_record", dies)
+        patched.setattr(platform_recovery_audit, "record", dies)
         platform_ops.recover(cli_actor())
     if platform.url.startswith("sqlite"):
         untouched(platform)  # the restore was staged: nothing under the database's name

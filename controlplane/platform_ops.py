@@ -18,7 +18,6 @@ refused.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -27,9 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, inspect, select, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from backup import platformdb, repository
 from backup.platformdb import PlatformDbError
@@ -40,13 +38,12 @@ from backup.restic import (
     Snapshot,
     write_password_file,
 )
-from controlplane import audit, bootstrap, platform_recovery_audit
+from controlplane import audit, bootstrap, platform_recovery_audit, platform_target
 from controlplane.actors import Actor
-from controlplane.errors import ControlPlaneError, ErrorCode
-from controlplane.models import AuditEvent
+from controlplane.errors import ControlPlaneError
 from controlplane.operations import authorize
 from controlplane.platform_offsite import restic_says, site_repository
-from controlplane.platform_recovery_plan import Next, RecoveryRefused, Target, TargetKind, next_step
+from controlplane.platform_recovery_plan import Next, RecoveryRefused, next_step
 from controlplane.roles import Action
 from inventory import queries
 from inventory.db import make_engine, migrate, session_scope
@@ -57,9 +54,6 @@ BACKUP_ACTION = "platform.backup"
 # The site whose repository holds the offsite copies when the inventory cannot be read (it is what
 # is being recovered): the second of the sites every machine runs.
 DEFAULT_DR_SITE = bootstrap.DEFAULT_SITES[1]
-_SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "pg_toast"})
-# Tables the migrations themselves fill: every other one is empty in a database only migrated.
-_SEEDED = frozenset({"alembic_version", "audit_head", "sqlite_sequence"})
 
 
 # --- what the DR site holds besides the database ----------------------------------------------
@@ -167,98 +161,6 @@ class Recovery:
         return found
 
 
-# --- the edge: the configured database ----------------------------------------------------------
-
-def _where(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
-
-
-def _sqlite_path(url: URL) -> Path:
-    if not url.database or url.database == ":memory:":
-        raise RecoveryRefused("a recovery needs a SQLite file or a PostgreSQL database, not an in-memory one")
-    return Path(url.database)
-
-
-def _jobs_checkpoints(path: Path) -> Path:
-    """Where DBOS keeps a SQLite database's job checkpoints (controlplane.jobs.dbos_url_for)."""
-    return path.with_suffix(".dbos.sqlite")
-
-
-def inspect_target(database_url: str) -> Target:
-    """The configured database as it is, read only (a missing SQLite file is not created)."""
-    url = make_url(database_url)
-    where = _where(url)
-    leftovers: tuple[str, ...] = ()
-    if url.get_backend_name() == "sqlite":
-        path = _sqlite_path(url)
-        beside = (path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal"),
-                  _jobs_checkpoints(path))
-        leftovers = tuple(str(p) for p in beside if p.exists())
-        if not path.exists() or path.stat().st_size == 0:
-            return Target(TargetKind.MISSING if not path.exists() else TargetKind.EMPTY, where, leftovers)
-        readable = f"sqlite:///file:{path}?mode=ro&uri=true"
-    else:
-        readable = url.render_as_string(hide_password=False)
-    engine = create_engine(readable)
-    try:
-        with engine.connect() as connection:
-            found = inspect(connection)
-            schemas = [name for name in found.get_schema_names()
-                       if name not in _SYSTEM_SCHEMAS and not name.startswith("pg_temp")]
-            qualified = [(schema, table) for schema in schemas
-                         for table in found.get_table_names(schema=schema)]
-            tables = {table for _, table in qualified}
-            if not tables:
-                return Target(TargetKind.EMPTY, where, leftovers)
-            quote = connection.dialect.identifier_preparer.quote
-            if "alembic_version" in tables and not any(
-                    connection.execute(text(f"SELECT 1 FROM {quote(schema)}.{quote(table)} LIMIT 1")).first()
-                    for schema, table in qualified if table not in _SEEDED):
-                if url.get_backend_name() == "sqlite":  # a file: the restored one replaces it whole
-                    return Target(TargetKind.EMPTY, where, leftovers)
-                return Target(TargetKind.HOLDS, where, unused=True)
-            counties = (connection.execute(text("SELECT count(*) FROM tenants")).scalar_one()
-                        if "tenants" in tables else 0)
-            recovered_from = None
-            if "audit_events" in tables:
-                newest = connection.execute(select(AuditEvent.action, AuditEvent.detail)
-                                            .order_by(AuditEvent.seq.desc()).limit(1)).first()
-                if newest is not None and newest.action == platform_recovery_audit.RECOVER_ACTION:
-                    detail = newest.detail if isinstance(newest.detail, dict) else json.loads(newest.detail)
-                    recovered_from = str(detail.get("snapshot", ""))
-            return Target(TargetKind.HOLDS, where, counties=int(counties), recovered_from=recovered_from)
-    except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        if "does not exist" in reason:
-            raise RecoveryRefused(f"{where}: {reason}; create it empty (CREATE DATABASE) and run this "
-                                  "again") from None
-        raise ControlPlaneError(f"{where} cannot be read: {reason}", code=ErrorCode.UNAVAILABLE) from None
-    finally:
-        engine.dispose()
-
-
-# A PostgreSQL recovery's marker: which database took which snapshot, until its audit event is in.
-def _marker_path(state_dir: Path) -> Path:
-    return state_dir / "dr" / "platform-recovery.json"
-
-
-def _unfinished(state_dir: Path, where: str) -> str | None:
-    try:
-        found = json.loads(_marker_path(state_dir).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return str(found["snapshot"]) if found.get("database") == where and found.get("snapshot") else None
-
-
-def _mark(state_dir: Path, where: str, snapshot: Snapshot) -> None:
-    path = _marker_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps({"database": where, "snapshot": snapshot.id,
-                                   "began": datetime.now(UTC).isoformat()}) + "\n")
-    os.replace(staging, path)
-
-
 # --- the use cases ------------------------------------------------------------------------------
 
 def _restore_sqlite(restic: Restic, repo: Repository, snapshot: Snapshot, path: Path, actor: Actor,
@@ -266,7 +168,7 @@ def _restore_sqlite(restic: Restic, repo: Repository, snapshot: Snapshot, path: 
     """Restored, checked, migrated and audited under a staging name, then renamed into place."""
     staging = path.with_name(f".{path.name}.recovering")
     for stale in (staging, staging.with_name(staging.name + "-wal"), staging.with_name(staging.name + "-shm"),
-                  staging.with_name(staging.name + ".restoring"), _jobs_checkpoints(staging)):
+                  staging.with_name(staging.name + ".restoring"), platform_target.jobs_checkpoints(staging)):
         stale.unlink(missing_ok=True)  # a crashed attempt's: never the database itself
     path.parent.mkdir(parents=True, exist_ok=True)
     staging_url = f"sqlite:///{staging}"
@@ -300,13 +202,14 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
     settings = bootstrap.settings()
     state_dir, database_url = settings.state_dir, settings.database_url
     url = make_url(database_url)
-    where = _where(url)
+    where = platform_target.where_of(url)
     try:
         wanted_format = platformdb.format_of(url)
     except PlatformDbError as error:
         raise RecoveryRefused(str(error)) from None
-    target = inspect_target(database_url)
-    unfinished = _unfinished(state_dir, where) if wanted_format is platformdb.DumpFormat.PG_CUSTOM else None
+    target = platform_target.inspect_target(database_url)
+    unfinished = (platform_target.unfinished(state_dir, where)
+                  if wanted_format is platformdb.DumpFormat.PG_CUSTOM else None)
     step = next_step(target, snapshot, unfinished)
     repo, site_password = site_repository(state_dir, site, password_file)
     restic = Restic(cache_dir=None)  # --no-cache: a reader that leaves nothing behind
@@ -322,20 +225,20 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
                   "repository": repo.location, "lost_anchor_seq": lost_seq}
         head: audit.Anchor | None = None
         if step is Next.RESTORE and wanted_format is platformdb.DumpFormat.SQLITE:
-            head = _restore_sqlite(restic, repo, chosen, _sqlite_path(url), actor, detail)
+            head = _restore_sqlite(restic, repo, chosen, platform_target.sqlite_path(url), actor, detail)
         elif step is not Next.NOTHING:
             if step is Next.RESTORE:
-                _mark(state_dir, where, chosen)
+                platform_target.mark(state_dir, where, chosen)
                 try:
                     with tempfile.TemporaryDirectory(dir=state_dir, prefix=".platform-db-") as scratch:
                         platformdb.restore(restic, repo, chosen, database_url, Path(scratch), no_lock=True)
                 except Exception:
                     # pg_restore's one transaction left the database empty: nothing to finish.
-                    _marker_path(state_dir).unlink(missing_ok=True)
+                    platform_target.unmark(state_dir)
                     raise
             migrate(database_url)
             head = platform_recovery_audit.record(database_url, actor, detail)
-            _marker_path(state_dir).unlink(missing_ok=True)
+            platform_target.unmark(state_dir)
         if head is None:
             head = platform_recovery_audit.head(database_url)
         platform_recovery_audit.settle_anchor(database_url, head)

@@ -14,6 +14,12 @@ with a marker in the state folder so that a rerun after a crash between the rest
 event finishes the recovery instead of taking the restored database for a live one. A rerun after a
 recovery that nothing has used since says so and changes nothing; any other database present is
 refused.
+
+This module is the two use cases, the order of their steps and what each failure is called; what
+they decide and touch on the way is in modules of their own: platform_recovery_plan (what a recovery
+does with the database it finds), platform_target (that database, read, and the marker of a
+PostgreSQL recovery cut short), platform_offsite (the DR site's repository), platform_recovery_audit
+(the audit chain across the recovery), platform_recovery_report (what the copy and the DR site hold).
 """
 
 from __future__ import annotations
@@ -21,144 +27,29 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from backup import platformdb, repository
+from backup import platformdb
 from backup.platformdb import PlatformDbError
-from backup.restic import (
-    Repository,
-    Restic,
-    ResticError,
-    Snapshot,
-    write_password_file,
-)
+from backup.restic import Repository, Restic, ResticError, Snapshot, write_password_file
 from controlplane import audit, bootstrap, platform_recovery_audit, platform_target
 from controlplane.actors import Actor
 from controlplane.errors import ControlPlaneError
 from controlplane.operations import authorize
 from controlplane.platform_offsite import restic_says, site_repository
 from controlplane.platform_recovery_plan import Next, RecoveryRefused, next_step
+from controlplane.platform_recovery_report import Recovery, dr_site_needs, holding
 from controlplane.roles import Action
-from inventory import queries
 from inventory.db import make_engine, migrate, session_scope
-from inventory.jobs import Job, JobStatus
-from provisioning import fencing, probe_accounts, sites
 
 BACKUP_ACTION = "platform.backup"
 # The site whose repository holds the offsite copies when the inventory cannot be read (it is what
 # is being recovered): the second of the sites every machine runs.
 DEFAULT_DR_SITE = bootstrap.DEFAULT_SITES[1]
-
-
-# --- what the DR site holds besides the database ----------------------------------------------
-
-@dataclass(frozen=True)
-class Need:
-    """Something besides the database that a control plane at the DR site uses, and whether it is there."""
-
-    what: str
-    path: str
-    present: bool
-    without: str  # what happens without it
-
-
-def dr_site_needs(state_dir: Path, site: str, counties: list[str]) -> list[Need]:
-    """What the failover and the service at `site` read from the state folder (docs/dr.md), checked
-    (reads only)."""
-    backup = repository.site_backup(state_dir, site)
-    platform_key = Path(state_dir) / "ssh" / "id_ed25519"
-    probes = [county for county in counties if not probe_accounts.path_of(state_dir, county).exists()]
-    return [
-        Need(f"{site}'s repository password", str(backup.password_file), backup.password_file.exists(),
-             "the failover cannot read the counties' restore points (keep it in the DR safe)"),
-        Need(f"{site}'s repository", str(backup.repository_dir), (backup.repository_dir / "config").is_file(),
-             "no restore point to bring a county back from"),
-        Need(f"{site}'s daemons", str(sites.site_paths(state_dir, site).root),
-             sites.state(sites.site_paths(state_dir, site)) is sites.SiteState.UP,
-             f"the failover refuses to start: `countycloud site start {site}`"),
-        Need("the guests' SSH key", str(platform_key), platform_key.exists(),
-             "a new key is made; counties brought up here get it, the ones already running here do "
-             "not answer SSH (`tenant exec`, the SSH copy) until configured again"),
-        Need("probe accounts", str(probe_accounts.directory(state_dir)), not probes,
-             f"monitoring does not probe {', '.join(probes)} until `tenant configure` makes accounts"
-             if probes else ""),
-    ]
-
-
-# --- what the copy holds ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CountyAt:
-    slug: str
-    name: str
-    home: str
-    runs_at: str
-    status: str
-
-
-@dataclass(frozen=True)
-class Holding:
-    """What a platform database says: the sites, the counties and where each runs, the fence ledger,
-    the jobs left unfinished (their processes ran at the lost control plane)."""
-
-    sites: list[dict[str, str]]
-    counties: list[CountyAt]
-    fenced: list[dict[str, str]]
-    unfinished_jobs: list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class _LedgerHome:
-    engine: Any
-    state_dir: Path
-
-
-def holding(url: str, state_dir: Path) -> Holding:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            declared = [{"site": site.name, "role": site.role.value, "status": site.status.value}
-                        for site in queries.list_sites(session)]
-            counties = [CountyAt(tenant.slug, tenant.name, tenant.home_site.name, tenant.current_site.name,
-                                 tenant.status.value) for tenant in queries.list_tenants(session)]
-            left = (select(Job).where(Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]))
-                    .order_by(Job.created_at))
-            unfinished = [{"job": job.id, "kind": job.kind.value, "target": job.target,
-                           "status": job.status.value} for job in session.scalars(left)]
-        fenced = [{"site": copy.site, "vm": copy.vm, "how": copy.how.value,
-                   "at": datetime.fromtimestamp(copy.at, UTC).isoformat()}
-                  for copy in fencing.fenced(_LedgerHome(engine, state_dir))]
-    finally:
-        engine.dispose()
-    return Holding(declared, counties, fenced, unfinished)
-
-
-@dataclass(frozen=True)
-class Recovery:
-    done: Next
-    database: str
-    site: str
-    repository: str
-    snapshot_id: str
-    original_id: str | None  # the primary's snapshot it is a copy of (restic copy's `original`)
-    taken_at: datetime
-    age_s: float
-    holding: Holding
-    needs: list[Need]
-    password_installed: str | None = None
-    lost_anchor_seq: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        found = asdict(self)
-        found["done"] = self.done.value
-        found["taken_at"] = self.taken_at.isoformat()
-        return found
 
 
 # --- the use cases ------------------------------------------------------------------------------

@@ -14,399 +14,42 @@ with a marker in the state folder so that a rerun after a crash between the rest
 event finishes the recovery instead of taking the restored database for a live one. A rerun after a
 recovery that nothing has used since says so and changes nothing; any other database present is
 refused.
+
+This module is the two use cases, the order of their steps and what each failure is called; what
+they decide and touch on the way is in modules of their own: platform_recovery_plan (what a recovery
+does with the database it finds), platform_target (that database, read, and the marker of a
+PostgreSQL recovery cut short), platform_offsite (the DR site's repository), platform_recovery_audit
+(the audit chain across the recovery), platform_recovery_report (what the copy and the DR site hold).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, inspect, select, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
 
-from backup import platformdb, repository
+from backup import platformdb
 from backup.platformdb import PlatformDbError
-from backup.restic import (
-    Repository,
-    Restic,
-    ResticError,
-    Snapshot,
-    SnapshotNotFound,
-    UnsafePasswordFile,
-    WrongPassword,
-    check_password_file,
-    write_password_file,
-)
-from controlplane import audit, bootstrap
+from backup.restic import Repository, Restic, ResticError, Snapshot, write_password_file
+from controlplane import audit, bootstrap, platform_recovery_audit, platform_target
 from controlplane.actors import Actor
-from controlplane.errors import ControlPlaneError, ErrorCode, NotFoundError
-from controlplane.models import AuditEvent
+from controlplane.errors import ControlPlaneError
 from controlplane.operations import authorize
+from controlplane.platform_offsite import restic_says, site_repository
+from controlplane.platform_recovery_plan import Next, RecoveryRefused, next_step
+from controlplane.platform_recovery_report import Recovery, dr_site_needs, holding
 from controlplane.roles import Action
-from inventory import queries
 from inventory.db import make_engine, migrate, session_scope
-from inventory.jobs import Job, JobStatus
-from provisioning import fencing, probe_accounts, sites
 
-RECOVER_ACTION = "platform.recover"
 BACKUP_ACTION = "platform.backup"
 # The site whose repository holds the offsite copies when the inventory cannot be read (it is what
 # is being recovered): the second of the sites every machine runs.
 DEFAULT_DR_SITE = bootstrap.DEFAULT_SITES[1]
-_SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "pg_toast"})
-# Tables the migrations themselves fill: every other one is empty in a database only migrated.
-_SEEDED = frozenset({"alembic_version", "audit_head", "sqlite_sequence"})
-
-
-class RecoveryRefused(ControlPlaneError):
-    """The recovery would overwrite something, or lacks what it needs; nothing was changed."""
-
-    code = ErrorCode.CONFLICT
-
-
-# --- pure parts ---------------------------------------------------------------------------------
-
-class TargetKind(StrEnum):
-    MISSING = "missing"
-    EMPTY = "empty"  # a database (or SQLite file) without a single table
-    HOLDS = "holds"  # tables: a platform database, or something else
-
-
-@dataclass(frozen=True)
-class Target:
-    """The configured database as found before a recovery."""
-
-    kind: TargetKind
-    where: str  # its URL, password hidden
-    # Files beside a missing SQLite database that belong to the one that is gone (its write-ahead
-    # log, its job checkpoints): SQLite would replay a stale WAL into the restored file.
-    leftovers: tuple[str, ...] = ()
-    counties: int = 0
-    # The snapshot the newest audit event says the database was recovered from (None: that event is
-    # no recovery, so the database has been used since, or never was recovered).
-    recovered_from: str | None = None
-    # The platform's tables and nothing in them: any `countycloud` command run before this one made
-    # them (it migrates the database it is given).
-    unused: bool = False
-
-
-class Next(StrEnum):
-    RESTORE = "restored"  # restore the snapshot, migrate, audit
-    FINISH = "finished"  # the restore is in (a PostgreSQL recovery cut short): migrate, audit
-    NOTHING = "already recovered"  # the database is this snapshot's recovery, unused since
-
-
-def next_step(target: Target, wanted: str | None, unfinished: str | None) -> Next:
-    """What a recovery does with the database as found (pure). `wanted`: the snapshot asked for
-    (None: the newest); `unfinished`: the snapshot of a PostgreSQL recovery of this database that
-    restored and did not reach its audit event. RecoveryRefused otherwise."""
-    def asked(snapshot: str) -> bool:
-        return wanted is None or snapshot.startswith(wanted)
-
-    if target.kind is not TargetKind.HOLDS:
-        if target.leftovers:
-            raise RecoveryRefused(
-                f"{target.where} is missing but files of the database that was there remain "
-                f"({', '.join(target.leftovers)}): move them aside with it, then run this again")
-        return Next.RESTORE
-    if target.unused:
-        raise RecoveryRefused(
-            f"{target.where} has the platform's tables and nothing in them (another countycloud command "
-            "made them): drop it, create it empty, then run this again")
-    if target.recovered_from is not None and asked(target.recovered_from):
-        return Next.NOTHING
-    if target.recovered_from is None and unfinished is not None and asked(unfinished):
-        return Next.FINISH
-    raise RecoveryRefused(
-        f"{target.where} holds a platform database in use ({target.counties} counties): a recovery "
-        "never overwrites one; move it aside or point COUNTYCLOUD_DATABASE_URL at an empty database")
-
-
-@dataclass(frozen=True)
-class Need:
-    """Something besides the database that a control plane at the DR site uses, and whether it is there."""
-
-    what: str
-    path: str
-    present: bool
-    without: str  # what happens without it
-
-
-def dr_site_needs(state_dir: Path, site: str, counties: list[str]) -> list[Need]:
-    """What the failover and the service at `site` read from the state folder (docs/dr.md), checked
-    (reads only)."""
-    backup = repository.site_backup(state_dir, site)
-    platform_key = Path(state_dir) / "ssh" / "id_ed25519"
-    probes = [county for county in counties if not probe_accounts.path_of(state_dir, county).exists()]
-    return [
-        Need(f"{site}'s repository password", str(backup.password_file), backup.password_file.exists(),
-             "the failover cannot read the counties' restore points (keep it in the DR safe)"),
-        Need(f"{site}'s repository", str(backup.repository_dir), (backup.repository_dir / "config").is_file(),
-             "no restore point to bring a county back from"),
-        Need(f"{site}'s daemons", str(sites.site_paths(state_dir, site).root),
-             sites.state(sites.site_paths(state_dir, site)) is sites.SiteState.UP,
-             f"the failover refuses to start: `countycloud site start {site}`"),
-        Need("the guests' SSH key", str(platform_key), platform_key.exists(),
-             "a new key is made; counties brought up here get it, the ones already running here do "
-             "not answer SSH (`tenant exec`, the SSH copy) until configured again"),
-        Need("probe accounts", str(probe_accounts.directory(state_dir)), not probes,
-             f"monitoring does not probe {', '.join(probes)} until `tenant configure` makes accounts"
-             if probes else ""),
-    ]
-
-
-# --- what the copy holds ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CountyAt:
-    slug: str
-    name: str
-    home: str
-    runs_at: str
-    status: str
-
-
-@dataclass(frozen=True)
-class Holding:
-    """What a platform database says: the sites, the counties and where each runs, the fence ledger,
-    the jobs left unfinished (their processes ran at the lost control plane)."""
-
-    sites: list[dict[str, str]]
-    counties: list[CountyAt]
-    fenced: list[dict[str, str]]
-    unfinished_jobs: list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class _LedgerHome:
-    engine: Any
-    state_dir: Path
-
-
-def holding(url: str, state_dir: Path) -> Holding:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            declared = [{"site": site.name, "role": site.role.value, "status": site.status.value}
-                        for site in queries.list_sites(session)]
-            counties = [CountyAt(tenant.slug, tenant.name, tenant.home_site.name, tenant.current_site.name,
-                                 tenant.status.value) for tenant in queries.list_tenants(session)]
-            left = (select(Job).where(Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]))
-                    .order_by(Job.created_at))
-            unfinished = [{"job": job.id, "kind": job.kind.value, "target": job.target,
-                           "status": job.status.value} for job in session.scalars(left)]
-        fenced = [{"site": copy.site, "vm": copy.vm, "how": copy.how.value,
-                   "at": datetime.fromtimestamp(copy.at, UTC).isoformat()}
-                  for copy in fencing.fenced(_LedgerHome(engine, state_dir))]
-    finally:
-        engine.dispose()
-    return Holding(declared, counties, fenced, unfinished)
-
-
-@dataclass(frozen=True)
-class Recovery:
-    done: Next
-    database: str
-    site: str
-    repository: str
-    snapshot_id: str
-    original_id: str | None  # the primary's snapshot it is a copy of (restic copy's `original`)
-    taken_at: datetime
-    age_s: float
-    holding: Holding
-    needs: list[Need]
-    password_installed: str | None = None
-    lost_anchor_seq: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        found = asdict(self)
-        found["done"] = self.done.value
-        found["taken_at"] = self.taken_at.isoformat()
-        return found
-
-
-# --- the edge: the configured database ----------------------------------------------------------
-
-def _where(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
-
-
-def _sqlite_path(url: URL) -> Path:
-    if not url.database or url.database == ":memory:":
-        raise RecoveryRefused("a recovery needs a SQLite file or a PostgreSQL database, not an in-memory one")
-    return Path(url.database)
-
-
-def _jobs_checkpoints(path: Path) -> Path:
-    """Where DBOS keeps a SQLite database's job checkpoints (controlplane.jobs.dbos_url_for)."""
-    return path.with_suffix(".dbos.sqlite")
-
-
-def inspect_target(database_url: str) -> Target:
-    """The configured database as it is, read only (a missing SQLite file is not created)."""
-    url = make_url(database_url)
-    where = _where(url)
-    leftovers: tuple[str, ...] = ()
-    if url.get_backend_name() == "sqlite":
-        path = _sqlite_path(url)
-        beside = (path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal"),
-                  _jobs_checkpoints(path))
-        leftovers = tuple(str(p) for p in beside if p.exists())
-        if not path.exists() or path.stat().st_size == 0:
-            return Target(TargetKind.MISSING if not path.exists() else TargetKind.EMPTY, where, leftovers)
-        readable = f"sqlite:///file:{path}?mode=ro&uri=true"
-    else:
-        readable = url.render_as_string(hide_password=False)
-    engine = create_engine(readable)
-    try:
-        with engine.connect() as connection:
-            found = inspect(connection)
-            schemas = [name for name in found.get_schema_names()
-                       if name not in _SYSTEM_SCHEMAS and not name.startswith("pg_temp")]
-            qualified = [(schema, table) for schema in schemas
-                         for table in found.get_table_names(schema=schema)]
-            tables = {table for _, table in qualified}
-            if not tables:
-                return Target(TargetKind.EMPTY, where, leftovers)
-            quote = connection.dialect.identifier_preparer.quote
-            if "alembic_version" in tables and not any(
-                    connection.execute(text(f"SELECT 1 FROM {quote(schema)}.{quote(table)} LIMIT 1")).first()
-                    for schema, table in qualified if table not in _SEEDED):
-                if url.get_backend_name() == "sqlite":  # a file: the restored one replaces it whole
-                    return Target(TargetKind.EMPTY, where, leftovers)
-                return Target(TargetKind.HOLDS, where, unused=True)
-            counties = (connection.execute(text("SELECT count(*) FROM tenants")).scalar_one()
-                        if "tenants" in tables else 0)
-            recovered_from = None
-            if "audit_events" in tables:
-                newest = connection.execute(select(AuditEvent.action, AuditEvent.detail)
-                                            .order_by(AuditEvent.seq.desc()).limit(1)).first()
-                if newest is not None and newest.action == RECOVER_ACTION:
-                    detail = newest.detail if isinstance(newest.detail, dict) else json.loads(newest.detail)
-                    recovered_from = str(detail.get("snapshot", ""))
-            return Target(TargetKind.HOLDS, where, counties=int(counties), recovered_from=recovered_from)
-    except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        if "does not exist" in reason:
-            raise RecoveryRefused(f"{where}: {reason}; create it empty (CREATE DATABASE) and run this "
-                                  "again") from None
-        raise ControlPlaneError(f"{where} cannot be read: {reason}", code=ErrorCode.UNAVAILABLE) from None
-    finally:
-        engine.dispose()
-
-
-# A PostgreSQL recovery's marker: which database took which snapshot, until its audit event is in.
-def _marker_path(state_dir: Path) -> Path:
-    return state_dir / "dr" / "platform-recovery.json"
-
-
-def _unfinished(state_dir: Path, where: str) -> str | None:
-    try:
-        found = json.loads(_marker_path(state_dir).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return str(found["snapshot"]) if found.get("database") == where and found.get("snapshot") else None
-
-
-def _mark(state_dir: Path, where: str, snapshot: Snapshot) -> None:
-    path = _marker_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps({"database": where, "snapshot": snapshot.id,
-                                   "began": datetime.now(UTC).isoformat()}) + "\n")
-    os.replace(staging, path)
-
-
-# --- the edge: the offsite repository -----------------------------------------------------------
-
-def _password(backup: repository.SiteBackup, given: Path | None) -> Path:
-    """The repository's password file: the one given (from the DR safe), else the site's own. A
-    missing, unsafe or conflicting one is refused before restic runs."""
-    kept = backup.password_file
-    chosen = given if given is not None else kept
-    if not chosen.exists():
-        raise RecoveryRefused(
-            f"no password file {chosen}: the offsite repository's password is kept in the DR safe; write it "
-            f"there (one line, mode 0600) or pass --password-file")
-    try:
-        check_password_file(chosen)
-    except UnsafePasswordFile as error:
-        raise RecoveryRefused(str(error)) from None
-    if given is not None and kept.exists() and kept.read_bytes().strip() != given.read_bytes().strip():
-        raise RecoveryRefused(f"{given} differs from {kept}, the password the failover reads there; "
-                              "keep one of them")
-    return chosen
-
-
-def _repository(state_dir: Path, site: str, password_file: Path | None) -> tuple[Repository, Path]:
-    backup = repository.site_backup(state_dir, site)
-    if not (backup.repository_dir / "config").is_file():
-        raise RecoveryRefused(
-            f"no restic repository at {backup.repository_dir} (site {site}'s, which holds the platform "
-            f"database's offsite copies): is COUNTYCLOUD_STATE_DIR the DR site's state folder?")
-    return Repository(str(backup.repository_dir), _password(backup, password_file)), backup.password_file
-
-
-def _restic_says(error: ResticError, repo: Repository) -> ControlPlaneError:
-    if isinstance(error, WrongPassword):
-        return RecoveryRefused(f"the password in {repo.password_file} does not open the repository at "
-                               f"{repo.location}")
-    if isinstance(error, SnapshotNotFound):
-        return NotFoundError(f"{repo.location}: {error.message}")
-    first = error.message.strip().splitlines()[0] if error.message.strip() else str(error)
-    return ControlPlaneError(f"restic could not read {repo.location}: {first}")
-
-
-# --- the audit chain across the recovery --------------------------------------------------------
-
-def _record(url: str, actor: Actor, detail: dict[str, Any]) -> audit.Anchor:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            audit.record(session, actor, RECOVER_ACTION, str(detail["snapshot"])[:8], detail=detail)
-    finally:
-        engine.dispose()
-    return _head(url)
-
-
-def _settle_anchor(url: str, head: audit.Anchor) -> None:
-    """The database's anchor file made the recovered chain's: an anchor the chain does not hold
-    (the lost database's, whose events after the copy are gone with it) is kept aside, not lost."""
-    engine = make_engine(url)
-    try:
-        path = audit.anchor_path(engine)
-        try:
-            found = audit.read_anchor(path)
-        except ValueError:
-            found = audit.Anchor(-1, "")
-        if found is not None and found != head:
-            with session_scope(engine) as session:
-                held = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == found.seq))
-            if held != found.hash:
-                os.replace(path, path.with_name(f"{path.name}.lost-{int(time.time())}"))
-        audit.write_anchor(path, head)
-    finally:
-        engine.dispose()
-
-
-def _lost_anchor(url: str) -> int | None:
-    engine = make_engine(url)
-    try:
-        with contextlib.suppress(ValueError):
-            found = audit.read_anchor(audit.anchor_path(engine))
-            return found.seq if found is not None else None
-        return None
-    finally:
-        engine.dispose()
 
 
 # --- the use cases ------------------------------------------------------------------------------
@@ -416,14 +59,14 @@ def _restore_sqlite(restic: Restic, repo: Repository, snapshot: Snapshot, path: 
     """Restored, checked, migrated and audited under a staging name, then renamed into place."""
     staging = path.with_name(f".{path.name}.recovering")
     for stale in (staging, staging.with_name(staging.name + "-wal"), staging.with_name(staging.name + "-shm"),
-                  staging.with_name(staging.name + ".restoring"), _jobs_checkpoints(staging)):
+                  staging.with_name(staging.name + ".restoring"), platform_target.jobs_checkpoints(staging)):
         stale.unlink(missing_ok=True)  # a crashed attempt's: never the database itself
     path.parent.mkdir(parents=True, exist_ok=True)
     staging_url = f"sqlite:///{staging}"
     try:
         platformdb.restore(restic, repo, snapshot, staging_url, path.parent, no_lock=True)
         migrate(staging_url)
-        head = _record(staging_url, actor, detail)
+        head = platform_recovery_audit.record(staging_url, actor, detail)
         engine = make_engine(staging_url)
         try:
             staged_anchor = audit.anchor_path(engine)  # the staging name's, not the database's
@@ -450,15 +93,16 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
     settings = bootstrap.settings()
     state_dir, database_url = settings.state_dir, settings.database_url
     url = make_url(database_url)
-    where = _where(url)
+    where = platform_target.where_of(url)
     try:
         wanted_format = platformdb.format_of(url)
     except PlatformDbError as error:
         raise RecoveryRefused(str(error)) from None
-    target = inspect_target(database_url)
-    unfinished = _unfinished(state_dir, where) if wanted_format is platformdb.DumpFormat.PG_CUSTOM else None
+    target = platform_target.inspect_target(database_url)
+    unfinished = (platform_target.unfinished(state_dir, where)
+                  if wanted_format is platformdb.DumpFormat.PG_CUSTOM else None)
     step = next_step(target, snapshot, unfinished)
-    repo, site_password = _repository(state_dir, site, password_file)
+    repo, site_password = site_repository(state_dir, site, password_file)
     restic = Restic(cache_dir=None)  # --no-cache: a reader that leaves nothing behind
     try:
         chosen = platformdb.choose(platformdb.snapshots(restic, repo, no_lock=True),
@@ -467,30 +111,30 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
         if chosen.tag_value("format") != wanted_format.value:
             raise RecoveryRefused(f"snapshot {chosen.short_id} holds a {chosen.tag_value('format')} copy; "
                                   f"{where} is {url.get_backend_name()}")
-        lost_seq = _lost_anchor(database_url) if step is not Next.NOTHING else None
+        lost_seq = platform_recovery_audit.lost_anchor_seq(database_url) if step is not Next.NOTHING else None
         detail = {"snapshot": chosen.id, "taken_at": chosen.time.isoformat(), "site": site,
                   "repository": repo.location, "lost_anchor_seq": lost_seq}
         head: audit.Anchor | None = None
         if step is Next.RESTORE and wanted_format is platformdb.DumpFormat.SQLITE:
-            head = _restore_sqlite(restic, repo, chosen, _sqlite_path(url), actor, detail)
+            head = _restore_sqlite(restic, repo, chosen, platform_target.sqlite_path(url), actor, detail)
         elif step is not Next.NOTHING:
             if step is Next.RESTORE:
-                _mark(state_dir, where, chosen)
+                platform_target.mark(state_dir, where, chosen)
                 try:
                     with tempfile.TemporaryDirectory(dir=state_dir, prefix=".platform-db-") as scratch:
                         platformdb.restore(restic, repo, chosen, database_url, Path(scratch), no_lock=True)
                 except Exception:
                     # pg_restore's one transaction left the database empty: nothing to finish.
-                    _marker_path(state_dir).unlink(missing_ok=True)
+                    platform_target.unmark(state_dir)
                     raise
             migrate(database_url)
-            head = _record(database_url, actor, detail)
-            _marker_path(state_dir).unlink(missing_ok=True)
+            head = platform_recovery_audit.record(database_url, actor, detail)
+            platform_target.unmark(state_dir)
         if head is None:
-            head = _head(database_url)
-        _settle_anchor(database_url, head)
+            head = platform_recovery_audit.head(database_url)
+        platform_recovery_audit.settle_anchor(database_url, head)
     except ResticError as error:
-        raise _restic_says(error, repo) from None
+        raise restic_says(error, repo) from None
     except PlatformDbError as error:
         raise ControlPlaneError(f"the copy {snapshot or 'newest'} cannot be restored: {error}") from None
     installed = None
@@ -505,17 +149,6 @@ def recover(actor: Actor, *, snapshot: str | None = None, site: str = DEFAULT_DR
         age_s=max(0.0, time.time() - chosen.time.timestamp()), holding=found,
         needs=dr_site_needs(state_dir, site, [county.slug for county in found.counties]),
         password_installed=installed, lost_anchor_seq=lost_seq)
-
-
-def _head(url: str) -> audit.Anchor:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            newest = session.execute(select(AuditEvent.seq, AuditEvent.hash)
-                                     .order_by(AuditEvent.seq.desc()).limit(1)).one()
-        return audit.Anchor(int(newest.seq), str(newest.hash))
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`countycloud platform backup | recover`: the control plane's own database, copied offsite, and a
 control plane started at the DR site from that copy. Parsing and printing only; the rules are in
-controlplane.platform_ops."""
+controlplane.platform_ops and the platform_* modules it uses."""
 
 from __future__ import annotations
 

@@ -21,10 +21,11 @@ from typer.testing import CliRunner, Result
 
 from backup import repository
 from backup.restic import Restic, write_password_file
-from controlplane import audit, bootstrap, platform_ops
+from controlplane import audit, bootstrap, platform_ops, platform_recovery_audit, platform_target
 from controlplane.actors import cli_actor
 from controlplane.cli import platform as platform_cli
 from controlplane.errors import ControlPlaneError
+from controlplane.platform_recovery_plan import Next, TargetKind
 from inventory.db import make_engine, migrate, session_scope
 from inventory.declare import apply
 from inventory.loader import load_text
@@ -141,8 +142,8 @@ def lose(platform: Platform) -> str:
 
 def untouched(platform: Platform) -> None:
     """The configured database is as the lost control plane left it: missing, or empty."""
-    target = platform_ops.inspect_target(platform.url)
-    assert target.kind in (platform_ops.TargetKind.MISSING, platform_ops.TargetKind.EMPTY), target
+    target = platform_target.inspect_target(platform.url)
+    assert target.kind in (TargetKind.MISSING, TargetKind.EMPTY), target
 
 
 def test_recovered_from_the_offsite_copy_with_counties_ledger_and_audit(
@@ -209,7 +210,8 @@ def test_recovered_from_the_offsite_copy_with_counties_ledger_and_audit(
     checked = platform.audit_ok()
     assert checked.ok, checked.problems
     newest = audit.list_events(make_engine(platform.url), limit=1)[0]
-    assert newest.action == platform_ops.RECOVER_ACTION and newest.detail["snapshot"] == found["snapshot_id"]
+    assert (newest.action == platform_recovery_audit.RECOVER_ACTION
+            and newest.detail["snapshot"] == found["snapshot_id"])
 
     # Again: the database is that recovery, unused since: nothing done, success.
     again = invoke(cli, "platform", "recover", "--json")
@@ -242,7 +244,7 @@ def test_a_recovery_cut_short_leaves_nothing_half_written_and_finishes_on_the_ne
 
     # Dies after the restore, before its audit event.
     with monkeypatch.context() as patched, pytest.raises(Killed):
-        patched.setattr(platform_ops, "_record", dies)
+        patched.setattr(platform_recovery_audit, "record", dies)
         platform_ops.recover(cli_actor())
     if platform.url.startswith("sqlite"):
         untouched(platform)  # the restore was staged: nothing under the database's name
@@ -250,7 +252,7 @@ def test_a_recovery_cut_short_leaves_nothing_half_written_and_finishes_on_the_ne
         assert [p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}")] == []
     else:
         # One pg_restore transaction is in: the rerun knows it as its own and finishes it.
-        assert platform_ops.inspect_target(platform.url).kind is platform_ops.TargetKind.HOLDS
+        assert platform_target.inspect_target(platform.url).kind is TargetKind.HOLDS
     platform.use(platform.url)
     rerun = invoke(cli, "platform", "recover", "--json")
     assert rerun.exit_code == 0, rerun.output + rerun.stderr
@@ -271,7 +273,7 @@ def test_the_failover_password_is_installed_from_the_dr_safe(
     site_password.unlink()  # lost with the control plane's state folder
 
     found = platform_ops.recover(cli_actor(), password_file=safe)
-    assert found.done is platform_ops.Next.RESTORE
+    assert found.done is Next.RESTORE
     assert found.password_installed == str(site_password)
     assert site_password.read_bytes() == safe.read_bytes() and site_password.stat().st_mode & 0o077 == 0
 

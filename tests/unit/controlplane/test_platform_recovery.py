@@ -1,5 +1,6 @@
-"""The pure parts of `countycloud platform recover` (controlplane.platform_ops): what a recovery does
-with the configured database as found, which snapshot it takes, and what the DR site is checked for.
+"""The pure parts of `countycloud platform recover` (controlplane.platform_recovery_plan, and
+controlplane.platform_recovery_report's check of the DR site): what a recovery does with the
+configured database as found, which snapshot it takes, and what the DR site is checked for.
 The command itself, with real restic, is tests/integration/backup/test_platform_recover.py."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 
 from backup import platformdb, repository
 from backup.restic import Snapshot, SnapshotNotFound, write_password_file
-from controlplane.platform_ops import Next, RecoveryRefused, Target, TargetKind, dr_site_needs, next_step
+from controlplane.platform_recovery_plan import Next, RecoveryRefused, Target, TargetKind, next_step
+from controlplane.platform_recovery_report import dr_site_needs
 from provisioning import probe_accounts
 
 WHERE = "sqlite:////dr/countycloud.db"

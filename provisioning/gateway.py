@@ -64,10 +64,15 @@ def _check_port(port: int, what: str) -> None:
 
 @dataclass(frozen=True)
 class Backend:
-    """One server behind a county's frontend: a VM's app forward on 127.0.0.1:host_port."""
+    """One server behind a county's frontend: a VM's app forward on 127.0.0.1:host_port.
+
+    `enabled` False: the server stays in the configuration as `disabled` (HAProxy's maintenance:
+    never sent a request, across reloads and restarts too). A fenced VM's server is kept that way, so
+    that moving it back in service, the failover's switch, needs no reload (`runtime_toggles`)."""
 
     name: str
     host_port: int
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -182,3 +187,39 @@ def render(frontends: Sequence[Frontend], runtime_socket: Path, timeouts: Timeou
         rum_log_format=RUM_LOG_FORMAT,
         rum_server_timing_len=RUM_SERVER_TIMING_LEN,
     )
+
+
+@dataclass(frozen=True)
+class ServerToggle:
+    """A server put in or out of maintenance through the runtime API."""
+
+    backend: str  # HAProxy's backend name, be_<slug>
+    server: str
+    enabled: bool
+
+
+_SERVER_LINE = re.compile(r"^\s*server (\S+) \S+ check( disabled)?$")
+_BACKEND_LINE = re.compile(r"^backend (\S+)$")
+
+
+def runtime_toggles(served: str, wanted: str) -> list[ServerToggle] | None:
+    """The runtime API's changes that make a worker serving the configuration `served` serve `wanted`
+    (both rendered by `render`): only servers going in or out of maintenance. None when anything else
+    differs and a reload is needed."""
+    served_lines, wanted_lines = served.splitlines(), wanted.splitlines()
+    if len(served_lines) != len(wanted_lines):
+        return None
+    toggles: list[ServerToggle] = []
+    backend: str | None = None
+    for before, after in zip(served_lines, wanted_lines, strict=True):
+        opened = _BACKEND_LINE.match(after)
+        if opened:
+            backend = opened.group(1)
+        if before == after:
+            continue
+        old_server, new_server = _SERVER_LINE.match(before), _SERVER_LINE.match(after)
+        if (backend is None or old_server is None or new_server is None
+                or before.replace(" disabled", "") != after.replace(" disabled", "")):
+            return None
+        toggles.append(ServerToggle(backend, new_server.group(1), enabled=new_server.group(2) is None))
+    return toggles

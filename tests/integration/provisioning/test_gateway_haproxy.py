@@ -170,6 +170,35 @@ def test_switching_a_frontend_to_another_server_takes_effect(
     assert gateway.wait_for("penghu", "penghu-app", ServerState.UP).server == "penghu-app"
 
 
+def test_a_fenced_server_goes_out_and_back_into_service_without_a_reload(app_a: _Server) -> None:
+    """The failover's fence and switch: the county's server in maintenance (no request reaches it,
+    and a reload keeps it so), then back in service; both through the runtime API, the same worker."""
+    state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))
+    minute = Timeouts(check_interval_ms=60000, check_transition_ms=60000, check_down_ms=60000)
+    gw = HAProxyGateway(state / "haproxy", timeouts=minute)  # only the vouch can bring it UP here
+    try:
+        port = free_port()
+        serving = [Frontend("matsu", port, [Backend("matsu-app", port_of(app_a))])]
+        fenced = [Frontend("matsu", port, [Backend("matsu-app", port_of(app_a), enabled=False)])]
+        started = gw.apply(serving)
+        assert get(port) == (200, "app-a")
+        out = gw.apply(fenced)
+        assert (out.action, out.worker_pid) == (ApplyAction.TOGGLED, started.worker_pid)
+        assert gw.backend_state("matsu")["matsu-app"].state == ServerState.MAINT
+        assert get(port)[0] == 503  # its app answers, and is sent nothing
+        assert gw.vouch_up("matsu", ["matsu-app"]) == ["matsu-app"]  # a vouch does not end maintenance
+        assert get(port)[0] == 503
+        assert "check disabled" in gw.paths.config.read_text()  # a reload or restart keeps it out
+        back = gw.apply(serving)
+        assert (back.action, back.worker_pid) == (ApplyAction.TOGGLED, started.worker_pid)
+        assert gw.vouch_up("matsu", ["matsu-app"]) == ["matsu-app"]
+        assert get(port) == (200, "app-a")
+        assert gw.apply(serving).action == ApplyAction.UNCHANGED
+    finally:
+        gw.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def test_a_dead_backend_is_reported_down_and_answers_503(gateway: HAProxyGateway) -> None:
     port, dead = free_port(), free_port()
     gateway.apply([Frontend("kinmen", port, [Backend("kinmen-app", dead)])])

@@ -120,8 +120,9 @@ def platform(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def backends(engine: Engine, county: str) -> list[str]:
+    """The county's servers that may be sent a request (a fenced VM's stays in the config, disabled)."""
     [frontend] = [f for f in provisioning_records.frontends(engine) if f.tenant == county]
-    return [backend.name for backend in frontend.backends]
+    return [backend.name for backend in frontend.backends if backend.enabled]
 
 
 def test_decide_destroys_when_the_daemon_answers_and_marks_when_it_is_silent() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from inventory.enums import Lifecycle, VmRole
 from inventory.models import Tenant, Vm
 from provisioning import address
 from provisioning.address import NotHealthy
-from provisioning.gateway import Backend, Frontend
+from provisioning.gateway import Backend, Frontend, render
 
 
 def _vm(name: str, role: VmRole = VmRole.ACCOUNTING, app_port: int | None = 42002,
@@ -64,13 +65,17 @@ def test_retired_and_portless_vms_are_not_backends() -> None:
     assert frontend.backends == (Backend("kinmen-accounting-3", 42010),)
 
 
-def test_a_fenced_vm_is_never_a_backend_again() -> None:
-    """Issue 15: a VM fenced at a failed site must not be put back behind its county's address."""
+def test_a_fenced_vm_is_never_a_serving_backend_again() -> None:
+    """Issue 15: a VM fenced at a failed site must not be put back behind its county's address. Its
+    server stays in the configuration in maintenance (`disabled`: never sent a request, across
+    reloads too), so the failover's switch enables it without a reload; a retired one is dropped."""
     tenant = _tenant("kinmen", Lifecycle.ACTIVE, 41003, [
         _vm("kinmen-accounting-1", app_port=42010, status=Lifecycle.FENCED),
+        _vm("kinmen-accounting-2", app_port=42011, status=Lifecycle.RETIRED),
     ])
     [frontend] = address.frontends([tenant])
-    assert frontend.backends == ()
+    assert frontend.backends == (Backend("kinmen-accounting-1", 42010, enabled=False),)
+    assert "    server kinmen-accounting-1 127.0.0.1:42010 check disabled\n" in render([frontend], Path("/s"))
 
 
 def test_tenant_whose_vms_are_all_gone_keeps_an_empty_frontend() -> None:

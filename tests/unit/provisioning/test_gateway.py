@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.gateway import Backend, Frontend, GatewayError, render
+from provisioning.gateway import Backend, Frontend, GatewayError, ServerToggle, render, runtime_toggles
 from provisioning.haproxy import ServerState, _parse_show_proc, _parse_state
 
 GOLDEN = Path(__file__).parent / "golden" / "haproxy.cfg"
@@ -22,6 +22,8 @@ def sample() -> list[Frontend]:
         # A county with two app VMs (a tenant may run several): both served, both health-checked.
         Frontend("hsinchu-county", 41003, [Backend("hsinchu-county-app", 42011),
                                            Backend("hsinchu-county-app-b", 42111)]),
+        # A county failed over: its fenced VM's server kept in maintenance.
+        Frontend("kinmen", 41004, [Backend("kinmen-app", 42021, enabled=False)]),
         Frontend("penghu", 41002),  # provisioned address, no VM yet: 503 until it has one
     ]
 
@@ -45,12 +47,37 @@ def test_request_log_goes_into_a_ring_that_forwards_nothing() -> None:
     assert "size 4194304" in ring and "format raw" in ring
     assert not [line for line in ring.splitlines() if line.split()[:1] == ["server"]]
     assert "unix@" not in text.replace(f"stats socket {RUNTIME_SOCKET}", "")  # no other socket
-    assert text.count("capture response header Server-Timing len 120") == 3  # every county
+    assert text.count("capture response header Server-Timing len 120") == len(sample())  # every county
     assert "rum" not in render(sample(), RUNTIME_SOCKET)  # off: no ring, no log
 
 
 def test_order_of_frontends_does_not_change_the_text() -> None:
     assert render(list(reversed(sample())), RUNTIME_SOCKET) == render(sample(), RUNTIME_SOCKET)
+
+
+def test_servers_going_in_or_out_of_maintenance_need_no_reload_and_anything_else_does() -> None:
+    served = render(sample(), RUNTIME_SOCKET)
+
+    others = [frontend for frontend in sample() if frontend.tenant != "kinmen"]
+
+    def with_kinmen(*backends: Backend) -> str:
+        return render([*others, Frontend("kinmen", 41004, backends)], RUNTIME_SOCKET)
+
+    switched = with_kinmen(Backend("kinmen-app", 42021))  # the failover's switch
+    assert runtime_toggles(served, switched) == [ServerToggle("be_kinmen", "kinmen-app", enabled=True)]
+    assert runtime_toggles(switched, served) == [ServerToggle("be_kinmen", "kinmen-app", enabled=False)]
+    assert runtime_toggles(served, served) == []
+    two_fenced = render([Frontend("keelung", 41001, [Backend("keelung-app", 42001, enabled=False)]),
+                         *sample()[1:]], RUNTIME_SOCKET)
+    assert runtime_toggles(switched, two_fenced) == [
+        ServerToggle("be_keelung", "keelung-app", enabled=False),
+        ServerToggle("be_kinmen", "kinmen-app", enabled=False)]
+    for needs_reload in (with_kinmen(Backend("kinmen-app", 42022)),  # another port
+                         with_kinmen(Backend("kinmen-app-2", 42021, enabled=False)),  # another server
+                         with_kinmen(),  # a server gone
+                         render(others, RUNTIME_SOCKET),  # a county gone
+                         render(sample(), RUNTIME_SOCKET, request_log=True)):  # anything else
+        assert runtime_toggles(served, needs_reload) is None
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),

@@ -2,7 +2,9 @@
 
 One HAProxy serves the whole platform: one frontend per county bound to 127.0.0.1 on the county's
 stable port, its backend the county's VM app forward on 127.0.0.1, health-checked on /healthz.
-Failover moves a county by changing its backend's port and applying again (provisioning.haproxy).
+Failover moves a county by applying again: its fenced server disabled, then that server (the same
+VM name and port at the other site) enabled, both without a reload (`runtime_toggles`); any
+other change of a backend is a reload (provisioning.haproxy).
 """
 
 from __future__ import annotations

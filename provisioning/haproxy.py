@@ -212,8 +212,9 @@ class HAProxyGateway:
             current = self.paths.config.read_text() if self.paths.config.exists() else None
             if running and current == text:
                 return ApplyResult(ApplyAction.UNCHANGED, self._worker_pid(), time.monotonic() - began)
-            self._install(text)
             toggles = runtime_toggles(current, text) if running and current is not None else None
+            # Servers' `disabled` flags changed in a file `haproxy -c` accepted: no need to ask again.
+            self._install(text, check=not toggles)
             if toggles and self._toggle(toggles):
                 return ApplyResult(ApplyAction.TOGGLED, self._worker_pid(), time.monotonic() - began)
             worker: int | None
@@ -265,7 +266,7 @@ class HAProxyGateway:
         if result.returncode != 0:
             raise GatewayError(f"haproxy -c refused {config}: {(result.stderr or result.stdout).strip()}")
 
-    def _install(self, text: str) -> None:
+    def _install(self, text: str, *, check: bool = True) -> None:
         fd, name = tempfile.mkstemp(prefix=".haproxy.", suffix=".cfg", dir=self.paths.root)
         tmp = Path(name)
         try:
@@ -273,7 +274,8 @@ class HAProxyGateway:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            self.check(tmp)
+            if check:
+                self.check(tmp)
             os.replace(tmp, self.paths.config)  # a reader sees the old file or the new one, never half
         finally:
             tmp.unlink(missing_ok=True)

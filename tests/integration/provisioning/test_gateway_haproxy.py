@@ -170,9 +170,11 @@ def test_switching_a_frontend_to_another_server_takes_effect(
     assert gateway.wait_for("penghu", "penghu-app", ServerState.UP).server == "penghu-app"
 
 
-def test_a_fenced_server_goes_out_and_back_into_service_without_a_reload(app_a: _Server) -> None:
+def test_a_fenced_server_goes_out_and_back_into_service_without_a_reload(
+        app_a: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The failover's fence and switch: the county's server in maintenance (no request reaches it,
-    and a reload keeps it so), then back in service; both through the runtime API, the same worker."""
+    and a reload keeps it so), then back in service; both through the runtime API, the same worker,
+    and no second `haproxy -c` (only `disabled` flags differ from a file it accepted)."""
     state = Path(tempfile.mkdtemp(prefix="ccgw-", dir="/tmp"))
     minute = Timeouts(check_interval_ms=60000, check_transition_ms=60000, check_down_ms=60000)
     gw = HAProxyGateway(state / "haproxy", timeouts=minute)  # only the vouch can bring it UP here
@@ -182,6 +184,11 @@ def test_a_fenced_server_goes_out_and_back_into_service_without_a_reload(app_a: 
         fenced = [Frontend("matsu", port, [Backend("matsu-app", port_of(app_a), enabled=False)])]
         started = gw.apply(serving)
         assert get(port) == (200, "app-a")
+
+        def no_check(config: Path) -> None:
+            raise AssertionError(f"haproxy -c asked again for {config}")
+
+        monkeypatch.setattr(gw, "check", no_check)
         out = gw.apply(fenced)
         assert (out.action, out.worker_pid) == (ApplyAction.TOGGLED, started.worker_pid)
         assert gw.backend_state("matsu")["matsu-app"].state == ServerState.MAINT

@@ -12,15 +12,19 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
-from backup import repository, restserver
+from backup import consistent, repository, restserver
 from backup.repository import Pair
 from backup.restic import Restic
+from provisioning import records
+from provisioning.platform import Platform
+from provisioning.spec import DomainType
 from tests.support import workers
 
 TEST_PORTS = workers.share(range(23100, 23200))  # this xdist worker's part of the block
@@ -71,6 +75,27 @@ def made_repositories(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lay_repositories(made: Path, state_dir: Path) -> None:
     """Copy `made_repositories` into a test's state folder (before any backup is in it)."""
     shutil.copytree(made, state_dir, ignore=shutil.ignore_patterns(*SERVER_FILES), dirs_exist_ok=True)
+
+
+def county_platform(engine: Engine, tmp_path: Path, made: Path) -> Platform:
+    """A platform over `tmp_path` with keelung placed (ports, UUID, host: what a provisioned county
+    has) and both sites' repositories laid from `made_repositories`."""
+    records.place(engine, "keelung")
+    lay_repositories(made, tmp_path / "state")
+    return Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
+                    domain_type=DomainType.QEMU)
+
+
+def stop_rest_servers(platform: Platform, ports: Mapping[str, int]) -> None:
+    """The REST servers the steps started, by site (restserver.stop checks its folder and port)."""
+    for site, port in ports.items():
+        restserver.stop(repository.site_backup(platform.state_dir, site).rest_server(port))
+
+
+def producer(database: Path, scratch: Path) -> list[str]:
+    """The command a round takes a database outside a guest with (the app's online backup)."""
+    scratch.mkdir(exist_ok=True)
+    return consistent.copy_argv(str(database), python=sys.executable, scratch_dir=str(scratch))
 
 
 @pytest.fixture

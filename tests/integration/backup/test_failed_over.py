@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,10 +18,8 @@ from backup import consistent, figures, ops, repository, restserver
 from backup.restic import Restic
 from inventory import queries
 from inventory.db import session_scope
-from provisioning import records
 from provisioning.platform import Platform
-from provisioning.spec import DomainType
-from tests.integration.backup.conftest import TEST_PORTS, lay_repositories
+from tests.integration.backup.conftest import TEST_PORTS, county_platform, producer, stop_rest_servers
 from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
 
 
@@ -46,13 +43,9 @@ def ports() -> dict[str, int]:
 @pytest.fixture
 def platform(engine: Engine, tmp_path: Path, ports: dict[str, int],  # noqa: F811
              made_repositories: Path) -> Iterator[Platform]:
-    records.place(engine, "keelung")
-    lay_repositories(made_repositories, tmp_path / "state")
-    platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                        domain_type=DomainType.QEMU)
+    platform = county_platform(engine, tmp_path, made_repositories)
     yield platform
-    for site, port in ports.items():
-        restserver.stop(repository.site_backup(platform.state_dir, site).rest_server(port))
+    stop_rest_servers(platform, ports)
 
 
 def run_at(database: Engine, slug: str, site: str | None) -> None:
@@ -60,11 +53,6 @@ def run_at(database: Engine, slug: str, site: str | None) -> None:
     with session_scope(database) as session:
         queries.set_running_site(queries.get_tenant(session, slug),
                                  queries.get_site(session, site) if site else None, actor="test")
-
-
-def producer(database: Path, scratch: Path) -> list[str]:
-    scratch.mkdir(exist_ok=True)
-    return consistent.copy_argv(str(database), python=sys.executable, scratch_dir=str(scratch))
 
 
 def job_snapshots(restic: Restic, platform: Platform, site: str, job: str) -> list[str]:

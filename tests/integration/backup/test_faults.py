@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from backup import consistent, ops, repository, restserver, verifications
+from backup import ops, repository, restserver, verifications
 from backup.restic import Restic, WrongPassword, write_password_file
-from provisioning import records
 from provisioning.platform import Platform
-from provisioning.spec import DomainType
-from tests.integration.backup.conftest import free_port, lay_repositories
+from tests.integration.backup.conftest import county_platform, free_port, producer, stop_rest_servers
 from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,17 +37,9 @@ def port() -> int:
 @pytest.fixture
 def platform(engine: Engine, tmp_path: Path, port: int,  # noqa: F811
              made_repositories: Path) -> Iterator[Platform]:
-    records.place(engine, "keelung")
-    lay_repositories(made_repositories, tmp_path / "state")
-    platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                        domain_type=DomainType.QEMU)
+    platform = county_platform(engine, tmp_path, made_repositories)
     yield platform
-    restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(port))
-
-
-def producer(database: Path, scratch: Path) -> list[str]:
-    scratch.mkdir(exist_ok=True)
-    return consistent.copy_argv(str(database), python=sys.executable, scratch_dir=str(scratch))
+    stop_rest_servers(platform, {"secondary": port})
 
 
 def _bind_when_free(held: socket.socket, port: int, within_s: float = 70) -> None:

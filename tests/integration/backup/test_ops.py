@@ -6,19 +6,16 @@ repositories, restored onto a new data disk at the secondary, and marked verifie
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from backup import consistent, figures, ops, repository, restored, restserver
+from backup import consistent, figures, ops, repository, restored
 from backup.restic import Restic, SnapshotNotFound
-from provisioning import records
 from provisioning.platform import Platform
-from provisioning.spec import DomainType
-from tests.integration.backup.conftest import free_port, lay_repositories
+from tests.integration.backup.conftest import county_platform, free_port, producer, stop_rest_servers
 from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
 
 
@@ -30,17 +27,9 @@ def port() -> int:
 @pytest.fixture
 def platform(engine: Engine, tmp_path: Path, port: int,  # noqa: F811
              made_repositories: Path) -> Iterator[Platform]:
-    records.place(engine, "keelung")
-    lay_repositories(made_repositories, tmp_path / "state")
-    platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                        domain_type=DomainType.QEMU)
+    platform = county_platform(engine, tmp_path, made_repositories)
     yield platform
-    restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(port))
-
-
-def producer(database: Path, scratch: Path) -> list[str]:
-    scratch.mkdir(exist_ok=True)
-    return consistent.copy_argv(str(database), python=sys.executable, scratch_dir=str(scratch))
+    stop_rest_servers(platform, {"secondary": port})
 
 
 def test_backup_now_list_restore_to_disk_and_verify(platform: Platform, county_db: Path, tmp_path: Path,

@@ -14,15 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from backup import consistent, figures, pairing, repository, restored, restserver, steps
+from backup import consistent, figures, pairing, repository, restored, steps
 from backup.figures import Figures
 from backup.restic import Restic
 from backup.steps import Chosen, Fetched, Snapshotted, Staged
 from inventory.jobs import Step, StepContext, StepResult
-from provisioning import records
 from provisioning.platform import Platform
-from provisioning.spec import DomainType
-from tests.integration.backup.conftest import free_port, lay_repositories
+from tests.integration.backup.conftest import county_platform, free_port, stop_rest_servers
 from tests.unit.provisioning.test_steps_lists import demo_db, engine  # noqa: F401 (fixtures)
 
 
@@ -34,13 +32,9 @@ def port() -> int:
 @pytest.fixture
 def platform(engine: Engine, tmp_path: Path, port: int,  # noqa: F811
              made_repositories: Path) -> Iterator[Platform]:
-    records.place(engine, "keelung")  # ports, UUID, host: what a provisioned county has
-    lay_repositories(made_repositories, tmp_path / "state")
-    platform = Platform(engine=engine, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                        domain_type=DomainType.QEMU)
+    platform = county_platform(engine, tmp_path, made_repositories)
     yield platform
-    # the secondary's REST server the steps started (restserver.stop checks its folder and port)
-    restserver.stop(repository.site_backup(platform.state_dir, "secondary").rest_server(port))
+    stop_rest_servers(platform, {"secondary": port})
 
 
 def run(step_list: list[Step], name: str, ctx: StepContext) -> Any:

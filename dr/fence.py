@@ -3,7 +3,7 @@ two sites.
 
 If the site's libvirtd answers, its county VMs are destroyed and undefined there (their disks are
 kept). If it is silent, nothing can be done at the site: each VM is marked FENCED in the inventory
-(so no tenant address has it as a backend any more, provisioning.address.NOT_SERVING) and written
+(so its server in its county's address is disabled, provisioning.address.DISABLED) and written
 in the fence ledger (provisioning.fencing), so a site that comes back does not start it or put it
 back behind an address. In both cases the addresses are rendered again at once.
 

@@ -63,8 +63,8 @@ def county_plan(engine: Engine, tenant: str, site: str) -> VmPlan:
 
 
 def mark_fenced(engine: Engine, vm_name: str, note: str) -> None:
-    """The VM sent no request through any address (provisioning.address.NOT_SERVING: its server kept
-    disabled) until it runs elsewhere."""
+    """The VM sent no request through any address (its server kept disabled:
+    provisioning.address.DISABLED) until it runs elsewhere."""
     with session_scope(engine) as session:
         queries.set_status(queries.get_vm(session, vm_name), Lifecycle.FENCED, actor=ACTOR, note=note)
 

@@ -22,10 +22,11 @@ from provisioning.haproxy import ApplyAction, HAProxyGateway
 # Tenants in these states have an address; a retired one's frontend is dropped.
 ADDRESSED = frozenset({Lifecycle.PROVISIONING, Lifecycle.ACTIVE, Lifecycle.FAILED})
 SERVING_ROLE = VmRole.ACCOUNTING
-# A retired VM is no backend; a fenced one (at a failed site: a site coming back must not put it back
+# A retired VM is no backend. A fenced one (at a failed site: a site coming back must not put it back
 # behind its county's address) is a disabled one, never sent a request, which the failover's switch
 # enables without a reload when the county's VM at the other site takes its place.
-NOT_SERVING = frozenset({Lifecycle.RETIRED, Lifecycle.FENCED})
+NO_BACKEND = Lifecycle.RETIRED
+DISABLED = Lifecycle.FENCED
 
 
 class NotHealthy(ProvisioningError):
@@ -38,9 +39,9 @@ def frontends(tenants: Iterable[Tenant]) -> list[Frontend]:
         if tenant.status not in ADDRESSED or tenant.gateway_port is None:
             continue
         backends = tuple(
-            Backend(name=vm.name, host_port=vm.app_port, enabled=vm.status not in NOT_SERVING)
+            Backend(name=vm.name, host_port=vm.app_port, enabled=vm.status is not DISABLED)
             for vm in tenant.vms
-            if vm.role is SERVING_ROLE and vm.app_port is not None and vm.status is not Lifecycle.RETIRED
+            if vm.role is SERVING_ROLE and vm.app_port is not None and vm.status is not NO_BACKEND
         )
         result.append(Frontend(tenant=tenant.slug, listen_port=tenant.gateway_port, backends=backends))
     return sorted(result, key=lambda frontend: frontend.tenant)
